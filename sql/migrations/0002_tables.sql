@@ -1,0 +1,329 @@
+-- 0002 tables: the data model of DESIGN.md. Every tenant table carries workspace_id.
+-- Invariants are named CHECK constraints; every index says which query it serves.
+
+-- IANA zone names, copied from pg_timezone_names (a 30 ms catalog scan) into a table so that a
+-- contact's time zone is checked by a foreign key at index speed. drumbeat.refresh_timezones()
+-- re-reads it after a tzdata upgrade.
+CREATE TABLE drumbeat.timezones (
+    name text PRIMARY KEY
+);
+COMMENT ON TABLE drumbeat.timezones IS 'Reference list of valid IANA time zone names (from pg_timezone_names).';
+INSERT INTO drumbeat.timezones (name) SELECT name FROM pg_catalog.pg_timezone_names;
+
+CREATE FUNCTION drumbeat.refresh_timezones()
+RETURNS integer
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    WITH added AS (
+        INSERT INTO drumbeat.timezones (name)
+        SELECT name FROM pg_catalog.pg_timezone_names
+        ON CONFLICT (name) DO NOTHING
+        RETURNING 1
+    )
+    SELECT pg_catalog.count(*)::integer FROM added
+$$;
+COMMENT ON FUNCTION drumbeat.refresh_timezones() IS 'Add zone names that a newer tzdata brought; returns how many.';
+
+CREATE TABLE drumbeat.workspaces (
+    id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    name text NOT NULL,
+    timezone text NOT NULL DEFAULT 'UTC' REFERENCES drumbeat.timezones (name),
+    settings jsonb NOT NULL DEFAULT '{}',
+    sms_credits bigint,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT workspaces_name_length CHECK (pg_catalog.length(pg_catalog.btrim(name)) BETWEEN 1 AND 200),
+    CONSTRAINT workspaces_settings_is_object CHECK (pg_catalog.jsonb_typeof(settings) = 'object'),
+    CONSTRAINT workspaces_sms_credits_not_negative CHECK (sms_credits IS NULL OR sms_credits >= 0)
+);
+COMMENT ON COLUMN drumbeat.workspaces.sms_credits IS 'SMS segments left to send; NULL means unlimited.';
+
+CREATE TABLE drumbeat.workspace_members (
+    workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
+    user_id uuid NOT NULL,
+    role text NOT NULL DEFAULT 'member',
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (workspace_id, user_id),
+    CONSTRAINT workspace_members_role_known CHECK (role IN ('owner', 'admin', 'member'))
+);
+CREATE INDEX workspace_members_user_idx ON drumbeat.workspace_members (user_id, workspace_id);
+COMMENT ON INDEX drumbeat.workspace_members_user_idx IS 'Serves drumbeat.member_workspace_ids(): the caller''s workspaces, used by every RLS policy.';
+
+CREATE TABLE drumbeat.api_keys (
+    id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
+    name text NOT NULL DEFAULT '',
+    prefix text NOT NULL,
+    hash text NOT NULL,
+    role text NOT NULL DEFAULT 'member',
+    created_by uuid,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_used_at timestamptz,
+    revoked_at timestamptz,
+    CONSTRAINT api_keys_prefix_unique UNIQUE (prefix),
+    CONSTRAINT api_keys_role_known CHECK (role IN ('owner', 'admin', 'member')),
+    CONSTRAINT api_keys_hash_is_sha256 CHECK (hash ~ '^[0-9a-f]{64}$')
+);
+COMMENT ON TABLE drumbeat.api_keys IS 'API keys: only a SHA-256 hash of the secret is stored; the prefix identifies the key.';
+CREATE INDEX api_keys_workspace_idx ON drumbeat.api_keys (workspace_id);
+COMMENT ON INDEX drumbeat.api_keys_workspace_idx IS 'Serves listing a workspace''s keys and the workspace_id foreign key.';
+
+CREATE TABLE drumbeat.senders (
+    id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
+    channel text NOT NULL,
+    address text NOT NULL,
+    name text,
+    rate_per_second numeric NOT NULL DEFAULT 1,
+    daily_cap integer,
+    settings jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT senders_channel_known CHECK (channel IN ('sms', 'email')),
+    CONSTRAINT senders_address_fits_channel CHECK (
+        (channel = 'sms' AND address ~ '^(\+[1-9][0-9]{6,14}|MG[0-9a-f]{32})$')
+        OR (channel = 'email' AND address ~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' AND pg_catalog.length(address) <= 254)),
+    CONSTRAINT senders_rate_positive CHECK (rate_per_second > 0),
+    CONSTRAINT senders_daily_cap_positive CHECK (daily_cap IS NULL OR daily_cap > 0),
+    CONSTRAINT senders_settings_is_object CHECK (pg_catalog.jsonb_typeof(settings) = 'object'),
+    CONSTRAINT senders_address_unique UNIQUE (workspace_id, channel, address)
+);
+COMMENT ON INDEX drumbeat.senders_address_unique IS 'Serves choosing a workspace''s default sender per channel and inbound routing by address.';
+
+CREATE TABLE drumbeat.contacts (
+    id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
+    phone text,
+    email text,
+    first_name text,
+    last_name text,
+    company text,
+    title text,
+    timezone text REFERENCES drumbeat.timezones (name),
+    fields jsonb NOT NULL DEFAULT '{}',
+    tags text[] NOT NULL DEFAULT '{}',
+    sms_opted_out_at timestamptz,
+    email_opted_out_at timestamptz,
+    bounced_at timestamptz,
+    deleted_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT contacts_reachable CHECK (phone IS NOT NULL OR email IS NOT NULL),
+    CONSTRAINT contacts_phone_e164 CHECK (phone ~ '^\+[1-9][0-9]{6,14}$'),
+    CONSTRAINT contacts_email_shape CHECK (email ~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' AND pg_catalog.length(email) <= 254),
+    CONSTRAINT contacts_email_lowercase CHECK (email = pg_catalog.lower(email)),
+    CONSTRAINT contacts_fields_is_object CHECK (pg_catalog.jsonb_typeof(fields) = 'object')
+);
+COMMENT ON TABLE drumbeat.contacts IS 'Contacts. Soft-deleted rows keep their opt-outs, so a re-import can never re-subscribe anyone.';
+CREATE UNIQUE INDEX contacts_workspace_phone_key ON drumbeat.contacts (workspace_id, phone) WHERE phone IS NOT NULL;
+COMMENT ON INDEX drumbeat.contacts_workspace_phone_key IS 'One contact per phone per workspace; serves upsert matching and inbound SMS routing.';
+CREATE UNIQUE INDEX contacts_workspace_email_key ON drumbeat.contacts (workspace_id, email) WHERE email IS NOT NULL;
+COMMENT ON INDEX drumbeat.contacts_workspace_email_key IS 'One contact per email per workspace; serves upsert matching on email.';
+
+CREATE TABLE drumbeat.sequences (
+    id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
+    name text NOT NULL,
+    description text,
+    status text NOT NULL DEFAULT 'draft',
+    channel text NOT NULL,
+    settings jsonb NOT NULL DEFAULT '{}',
+    exit_conditions jsonb NOT NULL DEFAULT '{}',
+    version integer NOT NULL DEFAULT 1,
+    scheduled_start_at timestamptz,
+    created_by uuid,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    activated_at timestamptz,
+    archived_at timestamptz,
+    CONSTRAINT sequences_name_length CHECK (pg_catalog.length(pg_catalog.btrim(name)) BETWEEN 1 AND 200),
+    CONSTRAINT sequences_status_known CHECK (status IN ('draft', 'active', 'paused', 'archived')),
+    CONSTRAINT sequences_channel_known CHECK (channel IN ('sms', 'email', 'multi')),
+    CONSTRAINT sequences_settings_is_object CHECK (pg_catalog.jsonb_typeof(settings) = 'object'),
+    CONSTRAINT sequences_exit_conditions_is_object CHECK (pg_catalog.jsonb_typeof(exit_conditions) = 'object'),
+    CONSTRAINT sequences_version_positive CHECK (version >= 1),
+    CONSTRAINT sequences_archived_has_time CHECK ((status = 'archived') = (archived_at IS NOT NULL))
+);
+CREATE INDEX sequences_workspace_idx ON drumbeat.sequences (workspace_id, created_at);
+COMMENT ON INDEX drumbeat.sequences_workspace_idx IS 'Serves listing a workspace''s sequences, newest last.';
+
+CREATE TABLE drumbeat.sequence_steps (
+    id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
+    sequence_id uuid NOT NULL REFERENCES drumbeat.sequences (id) ON DELETE CASCADE,
+    position integer NOT NULL,
+    kind text NOT NULL,
+    name text,
+    delay interval NOT NULL DEFAULT '0',
+    send_at time,
+    subject text,
+    body text,
+    html_body text,
+    variants jsonb NOT NULL DEFAULT '[]',
+    condition jsonb,
+    action jsonb,
+    task_description text,
+    is_active boolean NOT NULL DEFAULT true,
+    removed_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT sequence_steps_position_positive CHECK (position >= 1),
+    CONSTRAINT sequence_steps_kind_known CHECK (kind IN ('sms', 'email', 'manual_email', 'call', 'linkedin', 'task', 'condition', 'action')),
+    CONSTRAINT sequence_steps_delay_zero_or_minute CHECK (delay = '0' OR delay >= '1 minute'),
+    CONSTRAINT sequence_steps_delay_no_months CHECK (pg_catalog.date_part('month', delay) = 0 AND pg_catalog.date_part('year', delay) = 0),
+    CONSTRAINT sequence_steps_message_has_body CHECK (kind NOT IN ('sms', 'email') OR body IS NOT NULL),
+    CONSTRAINT sequence_steps_email_has_subject CHECK (kind <> 'email' OR subject IS NOT NULL),
+    CONSTRAINT sequence_steps_condition_has_rule CHECK ((kind = 'condition') = (condition IS NOT NULL)),
+    CONSTRAINT sequence_steps_action_has_rule CHECK ((kind = 'action') = (action IS NOT NULL)),
+    CONSTRAINT sequence_steps_variants_is_array CHECK (pg_catalog.jsonb_typeof(variants) = 'array'),
+    -- Deferred so that a reorder can swap positions inside one statement; removed steps keep
+    -- their last position for the record but no longer hold it.
+    CONSTRAINT sequence_steps_position_unique EXCLUDE USING btree (sequence_id WITH =, position WITH =)
+        WHERE (removed_at IS NULL) DEFERRABLE INITIALLY DEFERRED
+);
+COMMENT ON TABLE drumbeat.sequence_steps IS 'Steps keep stable ids across edits; removed steps stay (removed_at) because deliveries and events point at them.';
+COMMENT ON INDEX drumbeat.sequence_steps_position_unique IS 'One live step per position; serves finding a sequence''s steps in order and the next step after a position.';
+
+CREATE TABLE drumbeat.enrollments (
+    id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
+    sequence_id uuid NOT NULL REFERENCES drumbeat.sequences (id) ON DELETE CASCADE,
+    contact_id uuid NOT NULL REFERENCES drumbeat.contacts (id) ON DELETE CASCADE,
+    status text NOT NULL,
+    current_step_id uuid REFERENCES drumbeat.sequence_steps (id),
+    step_done_at timestamptz NOT NULL,
+    next_action_at timestamptz,
+    assigned_to uuid,
+    enrolled_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    started_at timestamptz,
+    paused_at timestamptz,
+    completed_at timestamptz,
+    exit_reason text,
+    metadata jsonb NOT NULL DEFAULT '{}',
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT enrollments_status_known CHECK (status IN ('scheduled', 'active', 'paused', 'completed', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')),
+    CONSTRAINT enrollments_live_has_step CHECK (status NOT IN ('scheduled', 'active') OR (current_step_id IS NOT NULL AND next_action_at IS NOT NULL)),
+    CONSTRAINT enrollments_ended_has_time CHECK ((status IN ('completed', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')) = (completed_at IS NOT NULL)),
+    CONSTRAINT enrollments_ended_not_due CHECK (completed_at IS NULL OR next_action_at IS NULL),
+    CONSTRAINT enrollments_paused_has_time CHECK ((status = 'paused') = (paused_at IS NOT NULL)),
+    CONSTRAINT enrollments_metadata_is_object CHECK (pg_catalog.jsonb_typeof(metadata) = 'object')
+);
+COMMENT ON COLUMN drumbeat.enrollments.step_done_at IS 'The "done" instant of DESIGN.md: when the previous step was done (the start, before the first step).';
+COMMENT ON COLUMN drumbeat.enrollments.current_step_id IS 'The step this enrollment waits on; NULL once it has ended.';
+CREATE UNIQUE INDEX enrollments_one_live_per_contact ON drumbeat.enrollments (sequence_id, contact_id)
+    WHERE status IN ('scheduled', 'active', 'paused');
+COMMENT ON INDEX drumbeat.enrollments_one_live_per_contact IS 'At most one live enrollment per contact per sequence; serves enroll_contacts'' ON CONFLICT and a sequence''s live enrollments.';
+CREATE INDEX enrollments_due_idx ON drumbeat.enrollments (next_action_at)
+    WHERE status IN ('scheduled', 'active');
+COMMENT ON INDEX drumbeat.enrollments_due_idx IS 'Partial index of waiting enrollments by due time: serves the dispatcher''s claim (next_action_at <= now, FOR UPDATE SKIP LOCKED).';
+CREATE INDEX enrollments_contact_idx ON drumbeat.enrollments (contact_id, status);
+COMMENT ON INDEX drumbeat.enrollments_contact_idx IS 'Serves record_event (a contact''s live enrollments) and a contact''s enrollment list.';
+CREATE INDEX enrollments_sequence_status_idx ON drumbeat.enrollments (sequence_id, status);
+COMMENT ON INDEX drumbeat.enrollments_sequence_status_idx IS 'Serves sequence_stats and listing a sequence''s enrollments by status.';
+CREATE INDEX enrollments_current_step_idx ON drumbeat.enrollments (current_step_id) WHERE current_step_id IS NOT NULL;
+COMMENT ON INDEX drumbeat.enrollments_current_step_idx IS 'Serves update_sequence: enrollments waiting on an edited or removed step.';
+
+CREATE TABLE drumbeat.deliveries (
+    id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
+    enrollment_id uuid NOT NULL REFERENCES drumbeat.enrollments (id) ON DELETE CASCADE,
+    step_id uuid NOT NULL REFERENCES drumbeat.sequence_steps (id),
+    contact_id uuid NOT NULL REFERENCES drumbeat.contacts (id) ON DELETE CASCADE,
+    sender_id uuid REFERENCES drumbeat.senders (id),
+    variant text,
+    channel text NOT NULL,
+    status text NOT NULL DEFAULT 'sending',
+    idempotency_key text NOT NULL,
+    attempt integer NOT NULL DEFAULT 1,
+    scheduled_for timestamptz NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    sent_at timestamptz,
+    delivered_at timestamptz,
+    provider_message_id text,
+    error_code text,
+    error_message text,
+    subject text,
+    body text,
+    segments integer,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT deliveries_idempotency_key_unique UNIQUE (idempotency_key),
+    CONSTRAINT deliveries_channel_known CHECK (channel IN ('sms', 'email')),
+    CONSTRAINT deliveries_status_known CHECK (status IN ('sending', 'sent', 'delivered', 'failed', 'undelivered', 'bounced', 'unknown')),
+    CONSTRAINT deliveries_attempt_range CHECK (attempt BETWEEN 1 AND 10),
+    CONSTRAINT deliveries_sent_has_time CHECK (status NOT IN ('sent', 'delivered') OR sent_at IS NOT NULL)
+);
+COMMENT ON INDEX drumbeat.deliveries_idempotency_key_unique IS 'Never send twice: one delivery per (enrollment, step, attempt).';
+CREATE INDEX deliveries_enrollment_idx ON drumbeat.deliveries (enrollment_id, step_id);
+COMMENT ON INDEX drumbeat.deliveries_enrollment_idx IS 'Serves an enrollment''s deliveries and condition checks on an earlier step''s delivery.';
+CREATE INDEX deliveries_step_status_idx ON drumbeat.deliveries (step_id, status);
+COMMENT ON INDEX drumbeat.deliveries_step_status_idx IS 'Serves sequence_stats per step.';
+CREATE INDEX deliveries_sending_idx ON drumbeat.deliveries (claimed_at) WHERE status = 'sending';
+COMMENT ON INDEX drumbeat.deliveries_sending_idx IS 'Serves recovery of deliveries left in sending past their lease.';
+CREATE INDEX deliveries_provider_message_idx ON drumbeat.deliveries (provider_message_id) WHERE provider_message_id IS NOT NULL;
+COMMENT ON INDEX drumbeat.deliveries_provider_message_idx IS 'Serves provider status callbacks, which name the provider''s message id.';
+
+CREATE TABLE drumbeat.tasks (
+    id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
+    enrollment_id uuid NOT NULL REFERENCES drumbeat.enrollments (id) ON DELETE CASCADE,
+    step_id uuid NOT NULL REFERENCES drumbeat.sequence_steps (id),
+    contact_id uuid NOT NULL REFERENCES drumbeat.contacts (id) ON DELETE CASCADE,
+    kind text NOT NULL,
+    title text NOT NULL,
+    description text,
+    assigned_to uuid,
+    status text NOT NULL DEFAULT 'pending',
+    due_at timestamptz NOT NULL,
+    completed_at timestamptz,
+    completed_by uuid,
+    outcome text,
+    notes text,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT tasks_kind_known CHECK (kind IN ('manual_email', 'call', 'linkedin', 'task')),
+    CONSTRAINT tasks_status_known CHECK (status IN ('pending', 'completed', 'cancelled')),
+    CONSTRAINT tasks_completed_has_time CHECK ((status = 'pending') = (completed_at IS NULL))
+);
+CREATE UNIQUE INDEX tasks_one_pending_per_enrollment ON drumbeat.tasks (enrollment_id) WHERE status = 'pending';
+COMMENT ON INDEX drumbeat.tasks_one_pending_per_enrollment IS 'An enrollment waits on at most one task; serves cancelling it when the enrollment exits.';
+CREATE INDEX tasks_assignee_idx ON drumbeat.tasks (workspace_id, assigned_to, status, due_at);
+COMMENT ON INDEX drumbeat.tasks_assignee_idx IS 'Serves the task list: by assignee, status, due date.';
+
+CREATE TABLE drumbeat.events (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    occurred_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
+    kind text NOT NULL,
+    contact_id uuid,
+    sequence_id uuid,
+    enrollment_id uuid,
+    step_id uuid,
+    delivery_id uuid,
+    actor_id uuid,
+    payload jsonb NOT NULL DEFAULT '{}',
+    -- Partition-ready: the time column is in the key, and no foreign key points here or from
+    -- here to rows that may be deleted, so the table can become PARTITION BY RANGE (occurred_at).
+    PRIMARY KEY (id, occurred_at),
+    CONSTRAINT events_kind_format CHECK (kind ~ '^[a-z][a-z_]{1,39}$'),
+    CONSTRAINT events_payload_is_object CHECK (pg_catalog.jsonb_typeof(payload) = 'object')
+);
+COMMENT ON TABLE drumbeat.events IS 'Append-only audit and engagement log: state transitions, sends, replies, opens, edits.';
+CREATE INDEX events_enrollment_idx ON drumbeat.events (enrollment_id, occurred_at) WHERE enrollment_id IS NOT NULL;
+COMMENT ON INDEX drumbeat.events_enrollment_idx IS 'Serves an enrollment''s timeline and condition checks (did this enrollment see a reply/open/click).';
+CREATE INDEX events_contact_kind_idx ON drumbeat.events (contact_id, kind, occurred_at) WHERE contact_id IS NOT NULL;
+COMMENT ON INDEX drumbeat.events_contact_kind_idx IS 'Serves a contact''s activity and engagement look-ups by kind.';
+CREATE INDEX events_sequence_kind_idx ON drumbeat.events (sequence_id, kind, step_id) WHERE sequence_id IS NOT NULL;
+COMMENT ON INDEX drumbeat.events_sequence_kind_idx IS 'Serves sequence_stats: engagement counts per step.';
+
+CREATE TABLE drumbeat.holidays (
+    id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    workspace_id uuid REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
+    calendar text,
+    day date NOT NULL,
+    name text,
+    CONSTRAINT holidays_owner_one_of CHECK ((workspace_id IS NULL) <> (calendar IS NULL)),
+    CONSTRAINT holidays_calendar_format CHECK (calendar ~ '^[A-Za-z0-9_-]{1,40}$')
+);
+COMMENT ON TABLE drumbeat.holidays IS 'Days without sends: a workspace''s own list, or a named shared calendar a workspace opts into (settings.holiday_calendar).';
+CREATE UNIQUE INDEX holidays_workspace_day_key ON drumbeat.holidays (workspace_id, day) WHERE workspace_id IS NOT NULL;
+COMMENT ON INDEX drumbeat.holidays_workspace_day_key IS 'Serves the scheduler''s "is this local day a holiday" check for a workspace.';
+CREATE UNIQUE INDEX holidays_calendar_day_key ON drumbeat.holidays (calendar, day) WHERE calendar IS NOT NULL;
+COMMENT ON INDEX drumbeat.holidays_calendar_day_key IS 'Serves the same check against a shared calendar.';
