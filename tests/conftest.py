@@ -40,7 +40,6 @@ class Cluster:
             password=self.password,
             dbname=dbname,
             template_dbname=template,
-            version=15,
         )
 
 

@@ -201,14 +201,17 @@ CREATE TABLE drumbeat.enrollments (
     metadata jsonb NOT NULL DEFAULT '{}',
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT enrollments_status_known CHECK (status IN ('scheduled', 'active', 'paused', 'completed', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')),
-    CONSTRAINT enrollments_live_has_step CHECK (status NOT IN ('scheduled', 'active') OR (current_step_id IS NOT NULL AND next_action_at IS NOT NULL)),
+    CONSTRAINT enrollments_live_has_step CHECK (status NOT IN ('scheduled', 'active', 'paused') OR current_step_id IS NOT NULL),
+    -- An active enrollment with no next_action_at waits for a manual step's task to be completed.
+    CONSTRAINT enrollments_scheduled_has_time CHECK (status <> 'scheduled' OR next_action_at IS NOT NULL),
+    CONSTRAINT enrollments_paused_not_due CHECK (status <> 'paused' OR next_action_at IS NULL),
     CONSTRAINT enrollments_ended_has_time CHECK ((status IN ('completed', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')) = (completed_at IS NOT NULL)),
     CONSTRAINT enrollments_ended_not_due CHECK (completed_at IS NULL OR next_action_at IS NULL),
     CONSTRAINT enrollments_paused_has_time CHECK ((status = 'paused') = (paused_at IS NOT NULL)),
     CONSTRAINT enrollments_metadata_is_object CHECK (pg_catalog.jsonb_typeof(metadata) = 'object')
 );
 COMMENT ON COLUMN drumbeat.enrollments.step_done_at IS 'The "done" instant of DESIGN.md: when the previous step was done (the start, before the first step).';
-COMMENT ON COLUMN drumbeat.enrollments.current_step_id IS 'The step this enrollment waits on; NULL once it has ended.';
+COMMENT ON COLUMN drumbeat.enrollments.current_step_id IS 'The step this enrollment waits on; once ended, the step it stopped at (NULL after completing the last step).';
 CREATE UNIQUE INDEX enrollments_one_live_per_contact ON drumbeat.enrollments (sequence_id, contact_id)
     WHERE status IN ('scheduled', 'active', 'paused');
 COMMENT ON INDEX drumbeat.enrollments_one_live_per_contact IS 'At most one live enrollment per contact per sequence; serves enroll_contacts'' ON CONFLICT and a sequence''s live enrollments.';

@@ -1,0 +1,199 @@
+-- 0003 security: membership helpers, role checks, row-level security (enabled and forced) on every
+-- table, and explicit grants. The caller's workspaces come from request.jwt.claims.sub through
+-- workspace_members, for Supabase RPC callers and HTTP API callers alike.
+
+-- Why: policies on every table need the caller's workspaces. Reading workspace_members from inside a
+-- policy on workspace_members would recurse, so this one look-up runs as drumbeat_definer, which may
+-- read (only) the membership table. Not in an exposed schema; returns only the caller's own rows.
+CREATE FUNCTION drumbeat.member_workspace_ids()
+RETURNS uuid[]
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+    SELECT COALESCE(pg_catalog.array_agg(m.workspace_id), '{}')
+    FROM drumbeat.workspace_members m
+    WHERE m.user_id = drumbeat.current_user_id()
+$$;
+ALTER FUNCTION drumbeat.member_workspace_ids() OWNER TO drumbeat_definer;
+
+-- Why: the caller's role in one workspace (NULL when not a member), for write policies and role checks.
+CREATE FUNCTION drumbeat.workspace_role(p_workspace_id uuid)
+RETURNS text
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+    SELECT m.role FROM drumbeat.workspace_members m
+    WHERE m.workspace_id = p_workspace_id AND m.user_id = drumbeat.current_user_id()
+$$;
+ALTER FUNCTION drumbeat.workspace_role(uuid) OWNER TO drumbeat_definer;
+
+-- Why: create_workspace makes its caller the first owner; this tells a brand-new workspace (no
+-- members yet) from one the caller is trying to join uninvited.
+CREATE FUNCTION drumbeat.workspace_has_members(p_workspace_id uuid)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+    SELECT EXISTS (SELECT 1 FROM drumbeat.workspace_members m WHERE m.workspace_id = p_workspace_id)
+$$;
+ALTER FUNCTION drumbeat.workspace_has_members(uuid) OWNER TO drumbeat_definer;
+
+-- Why: owner > admin > member; a role "at least" another one may do what that one may.
+CREATE FUNCTION drumbeat.role_rank(p_role text)
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$ SELECT CASE p_role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' THEN 1 ELSE 0 END $$;
+
+-- Why: every contract function checks the caller before touching anything, so that an anonymous call
+-- is PT401, another tenant's workspace is PT404 (never confirm it exists) and a too-weak role is PT403.
+-- service_role and superusers (trusted server-side callers) pass.
+CREATE FUNCTION drumbeat.require_role(p_workspace_id uuid, p_min_role text DEFAULT 'member')
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_role text;
+BEGIN
+    IF drumbeat.is_trusted_caller() THEN
+        IF NOT EXISTS (SELECT 1 FROM drumbeat.workspaces w WHERE w.id = p_workspace_id) THEN
+            PERFORM drumbeat.raise_error('PT404', 'workspace not found', 'workspace_id');
+        END IF;
+        RETURN;
+    END IF;
+    IF drumbeat.current_user_id() IS NULL THEN
+        PERFORM drumbeat.raise_error('PT401', 'authentication required: request.jwt.claims has no user (sub)');
+    END IF;
+    v_role := drumbeat.workspace_role(p_workspace_id);
+    IF v_role IS NULL THEN
+        PERFORM drumbeat.raise_error('PT404', 'workspace not found', 'workspace_id');
+    END IF;
+    IF drumbeat.role_rank(v_role) < drumbeat.role_rank(p_min_role) THEN
+        PERFORM drumbeat.raise_error('PT403', pg_catalog.format('this needs the %s role; you are %s', p_min_role, v_role));
+    END IF;
+END
+$$;
+
+-- Why: write policies on settings-like tables (senders, keys, holidays) need admin or owner.
+CREATE FUNCTION drumbeat.is_admin(p_workspace_id uuid)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$ SELECT drumbeat.role_rank(drumbeat.workspace_role(p_workspace_id)) >= 2 $$;
+
+GRANT EXECUTE ON FUNCTION drumbeat.member_workspace_ids(), drumbeat.workspace_role(uuid),
+    drumbeat.workspace_has_members(uuid), drumbeat.role_rank(text), drumbeat.require_role(uuid, text),
+    drumbeat.is_admin(uuid)
+    TO authenticated, service_role;
+
+-- Row-level security: enabled and forced (the owner is not exempt) on every table.
+DO $rls$
+DECLARE
+    v_table text;
+BEGIN
+    FOREACH v_table IN ARRAY ARRAY['timezones', 'workspaces', 'workspace_members', 'api_keys', 'senders',
+        'contacts', 'sequences', 'sequence_steps', 'enrollments', 'deliveries', 'tasks', 'events', 'holidays']
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE drumbeat.%I ENABLE ROW LEVEL SECURITY', v_table);
+        EXECUTE pg_catalog.format('ALTER TABLE drumbeat.%I FORCE ROW LEVEL SECURITY', v_table);
+        -- Trusted server-side callers see everything (on Supabase service_role also has BYPASSRLS).
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY %I ON drumbeat.%I TO service_role USING (true) WITH CHECK (true)',
+            v_table || '_service_role', v_table);
+    END LOOP;
+END
+$rls$;
+
+CREATE POLICY timezones_read ON drumbeat.timezones FOR SELECT TO authenticated USING (true);
+
+CREATE POLICY workspaces_read ON drumbeat.workspaces FOR SELECT TO authenticated
+    USING (id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
+CREATE POLICY workspaces_create ON drumbeat.workspaces FOR INSERT TO authenticated
+    WITH CHECK (drumbeat.current_user_id() IS NOT NULL);
+CREATE POLICY workspaces_admin_update ON drumbeat.workspaces FOR UPDATE TO authenticated
+    USING (drumbeat.is_admin(id)) WITH CHECK (drumbeat.is_admin(id));
+CREATE POLICY workspaces_owner_delete ON drumbeat.workspaces FOR DELETE TO authenticated
+    USING (drumbeat.workspace_role(id) = 'owner');
+
+CREATE POLICY workspace_members_definer ON drumbeat.workspace_members TO drumbeat_definer USING (true);
+CREATE POLICY workspace_members_read ON drumbeat.workspace_members FOR SELECT TO authenticated
+    USING (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
+CREATE POLICY workspace_members_first_owner ON drumbeat.workspace_members FOR INSERT TO authenticated
+    WITH CHECK (user_id = drumbeat.current_user_id() AND role = 'owner'
+                AND NOT drumbeat.workspace_has_members(workspace_id));
+CREATE POLICY workspace_members_admin_write ON drumbeat.workspace_members TO authenticated
+    USING (drumbeat.is_admin(workspace_id)) WITH CHECK (drumbeat.is_admin(workspace_id));
+
+-- Settings-like tables: members read, admins write.
+DO $admin_tables$
+DECLARE
+    v_table text;
+BEGIN
+    FOREACH v_table IN ARRAY ARRAY['api_keys', 'senders']
+    LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY %I ON drumbeat.%I FOR SELECT TO authenticated
+                 USING (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]))',
+            v_table || '_member_read', v_table);
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY %I ON drumbeat.%I TO authenticated
+                 USING (drumbeat.is_admin(workspace_id)) WITH CHECK (drumbeat.is_admin(workspace_id))',
+            v_table || '_admin_write', v_table);
+    END LOOP;
+END
+$admin_tables$;
+
+-- Working tables: any member of the workspace reads and writes (the functions guard transitions).
+DO $member_tables$
+DECLARE
+    v_table text;
+BEGIN
+    FOREACH v_table IN ARRAY ARRAY['contacts', 'sequences', 'sequence_steps', 'enrollments', 'tasks']
+    LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY %I ON drumbeat.%I TO authenticated
+                 USING (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]))
+                 WITH CHECK (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]))',
+            v_table || '_member_all', v_table);
+    END LOOP;
+END
+$member_tables$;
+
+-- Deliveries are written by the dispatcher (service side); members only read them.
+CREATE POLICY deliveries_member_read ON drumbeat.deliveries FOR SELECT TO authenticated
+    USING (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
+
+-- Events are append-only: members read and append, nobody updates or deletes (no grant either).
+CREATE POLICY events_member_read ON drumbeat.events FOR SELECT TO authenticated
+    USING (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
+CREATE POLICY events_member_append ON drumbeat.events FOR INSERT TO authenticated
+    WITH CHECK (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
+
+-- Holidays: a workspace's own list (admins write) and shared named calendars (everyone reads).
+CREATE POLICY holidays_read ON drumbeat.holidays FOR SELECT TO authenticated
+    USING (calendar IS NOT NULL OR workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
+CREATE POLICY holidays_admin_write ON drumbeat.holidays TO authenticated
+    USING (workspace_id IS NOT NULL AND drumbeat.is_admin(workspace_id))
+    WITH CHECK (workspace_id IS NOT NULL AND drumbeat.is_admin(workspace_id));
+
+-- Explicit grants (Supabase no longer grants table access by default). anon gets nothing.
+REVOKE ALL ON ALL TABLES IN SCHEMA drumbeat FROM PUBLIC, anon;
+GRANT SELECT ON drumbeat.workspace_members TO drumbeat_definer;
+GRANT SELECT ON drumbeat.timezones TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON drumbeat.workspaces, drumbeat.workspace_members, drumbeat.api_keys,
+    drumbeat.senders, drumbeat.contacts, drumbeat.sequences, drumbeat.sequence_steps, drumbeat.enrollments,
+    drumbeat.tasks, drumbeat.holidays TO authenticated;
+GRANT SELECT ON drumbeat.deliveries TO authenticated;
+GRANT SELECT, INSERT ON drumbeat.events TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA drumbeat TO service_role;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA drumbeat TO authenticated, service_role;

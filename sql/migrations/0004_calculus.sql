@@ -1,0 +1,211 @@
+-- 0004 calculus: the scheduling rule of DESIGN.md ("Scheduling calculus") as SQL functions.
+--
+-- Every local wall-clock time becomes an instant through `timestamp AT TIME ZONE zone` (a time in a
+-- spring-forward gap moves forward by the gap, an ambiguous one takes the later, standard instant),
+-- and an instant becomes a local time through `timestamptz AT TIME ZONE zone`. Nothing here reads
+-- the session TimeZone: no `timestamptz + interval` with a day part, no `timestamptz::date`.
+--
+-- A window is [start, end) of local times; converted to instants it is [start', end'). A day whose
+-- converted window is empty (end' <= start', only possible around a transition) has no window.
+
+-- Why: the recipient's zone is the contact's, else the sequence's, else the workspace's, else UTC;
+-- one definition so that enrollment, dispatch and preview agree.
+CREATE FUNCTION drumbeat.recipient_timezone(p_contact_tz text, p_sequence_settings jsonb, p_workspace_tz text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$
+    SELECT COALESCE(NULLIF(p_contact_tz, ''), NULLIF(p_sequence_settings ->> 'timezone', ''),
+                    NULLIF(p_workspace_tz, ''), 'UTC')
+$$;
+
+-- Why: the allowed local window of a weekday for a step kind, before holidays: business_hours of that
+-- day (or the whole day; an absent weekday is excluded when business_hours is given), weekends out when
+-- exclude_weekends, cut to quiet_hours (default 08:00-21:00) for sms; condition/action: the whole day.
+-- window_end may be 24:00. Both NULL when the weekday has no window. plpgsql simple expressions only:
+-- this runs once per candidate day of every next_action_at.
+CREATE FUNCTION drumbeat.weekday_window(p_settings jsonb, p_kind text, p_isodow integer,
+                                        OUT window_start time, OUT window_end time)
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_hours jsonb := '{}';
+BEGIN
+    IF p_kind NOT IN ('condition', 'action') THEN
+        IF p_isodow >= 6 AND COALESCE((p_settings ->> 'exclude_weekends')::boolean, false) THEN
+            RETURN;
+        END IF;
+        IF pg_catalog.jsonb_typeof(p_settings -> 'business_hours') = 'object' THEN
+            v_hours := NULLIF(p_settings -> 'business_hours' -> (ARRAY['monday', 'tuesday', 'wednesday',
+                           'thursday', 'friday', 'saturday', 'sunday'])[p_isodow], 'null'::jsonb);
+        END IF;
+    END IF;
+    window_start := COALESCE(v_hours ->> 'start', '00:00')::time;
+    window_end := COALESCE(v_hours ->> 'end', '24:00')::time;
+    IF p_kind = 'sms' THEN
+        window_start := GREATEST(window_start, COALESCE(p_settings #>> '{quiet_hours,start}', '08:00')::time);
+        window_end := LEAST(window_end, COALESCE(p_settings #>> '{quiet_hours,end}', '21:00')::time);
+    END IF;
+    IF v_hours IS NULL OR window_start >= window_end THEN
+        window_start := NULL;
+        window_end := NULL;
+    END IF;
+END
+$$;
+
+-- Why: a holiday is a day in the workspace's own list or in the shared calendar the sequence names;
+-- each look-up is one probe of a unique partial index (holidays_workspace_day_key, holidays_calendar_day_key).
+CREATE FUNCTION drumbeat.is_holiday(p_workspace_id uuid, p_calendar text, p_day date)
+RETURNS boolean
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    -- plpgsql rather than sql: the plan of this query is cached for the session
+    RETURN EXISTS (SELECT 1 FROM drumbeat.holidays h WHERE h.workspace_id = p_workspace_id AND h.day = p_day)
+        OR EXISTS (SELECT 1 FROM drumbeat.holidays h WHERE h.calendar = p_calendar AND h.day = p_day);
+END
+$$;
+
+-- Why: the allowed local window [window_start, window_end) on one local day for a step kind, or no row
+-- when the day is excluded (weekend, holiday when exclude_holidays, weekday absent from business_hours,
+-- or an empty window). The same rule first_allowed_instant applies, for previews and checks.
+CREATE FUNCTION drumbeat.day_window(p_settings jsonb, p_kind text, p_day date, p_workspace_id uuid DEFAULT NULL)
+RETURNS TABLE (window_start time, window_end time)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    SELECT w.window_start, w.window_end
+    FROM drumbeat.weekday_window(COALESCE(p_settings, '{}'), p_kind, EXTRACT(ISODOW FROM p_day)::integer) AS w
+    WHERE w.window_start IS NOT NULL
+      AND (p_kind IN ('condition', 'action')
+           OR NOT COALESCE((p_settings ->> 'exclude_holidays')::boolean, false)
+           OR NOT drumbeat.is_holiday(p_workspace_id, p_settings ->> 'holiday_calendar', p_day))
+$$;
+
+-- Why: save-time validation (DESIGN rule 5) rejects settings that leave a kind no window on any weekday,
+-- so that no send is ever discovered impossible at dispatch. Holidays are ignored here.
+CREATE FUNCTION drumbeat.has_allowed_window(p_settings jsonb, p_kind text)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.generate_series(1, 7) AS d(isodow),
+                   LATERAL drumbeat.weekday_window(COALESCE(p_settings, '{}'), p_kind, d.isodow) AS w
+                   WHERE w.window_start IS NOT NULL)
+$$;
+
+-- Why: rules 1-2 of the calculus. A delay's day part is calendar time (added to the local wall clock),
+-- its time part elapsed time; send_at then picks the first such local time at or after the base, the
+-- base being pulled back to its local midnight (never before done) for day delays and zero delays.
+CREATE FUNCTION drumbeat.delay_base(p_done timestamptz, p_delay interval, p_send_at time, p_tz text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_days integer := EXTRACT(DAY FROM COALESCE(p_delay, '0'))::integer;
+    v_elapsed interval := COALESCE(p_delay, '0') - pg_catalog.make_interval(days => v_days);
+    v_base timestamptz := p_done;
+    v_local timestamp;
+    v_at timestamptz;
+BEGIN
+    IF v_days <> 0 THEN
+        v_base := ((p_done AT TIME ZONE p_tz) + pg_catalog.make_interval(days => v_days)) AT TIME ZONE p_tz;
+    END IF;
+    v_base := v_base + v_elapsed;  -- no day part: elapsed time, independent of the session zone
+    IF p_send_at IS NULL THEN
+        RETURN v_base;
+    END IF;
+    v_local := v_base AT TIME ZONE p_tz;
+    IF v_days <> 0 OR v_elapsed = '0' THEN
+        v_base := GREATEST(p_done, pg_catalog.date_trunc('day', v_local) AT TIME ZONE p_tz);
+        v_local := v_base AT TIME ZONE p_tz;
+    END IF;
+    FOR i IN 0..2 LOOP
+        v_at := (v_local::date + i + p_send_at) AT TIME ZONE p_tz;
+        IF v_at >= v_base THEN
+            RETURN v_at;
+        END IF;
+    END LOOP;
+    RETURN v_at;
+END
+$$;
+
+-- Why: rule 3 of the calculus. The first allowed instant at or after p_base: inside a window it stays
+-- exactly p_base (never round-tripped through local time), before it the window's start, after it the
+-- next allowed day's start. condition/action steps have no window. Nothing within 366 days is PT422.
+CREATE FUNCTION drumbeat.first_allowed_instant(p_base timestamptz, p_kind text, p_tz text, p_settings jsonb,
+                                               p_workspace_id uuid)
+RETURNS timestamptz
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_day date := (p_base AT TIME ZONE p_tz)::date;
+    v_isodow integer := EXTRACT(ISODOW FROM (p_base AT TIME ZONE p_tz))::integer;
+    v_holidays boolean := COALESCE((p_settings ->> 'exclude_holidays')::boolean, false);
+    v_calendar text := p_settings ->> 'holiday_calendar';
+    v_start timestamptz;
+    v_end timestamptz;
+    w record;
+BEGIN
+    IF p_base IS NULL OR p_kind IN ('condition', 'action') THEN
+        RETURN p_base;
+    END IF;
+    FOR i IN 0..366 LOOP
+        w := drumbeat.weekday_window(p_settings, p_kind, (v_isodow + i - 1) % 7 + 1);
+        CONTINUE WHEN w.window_start IS NULL
+                   OR (v_holidays AND drumbeat.is_holiday(p_workspace_id, v_calendar, v_day + i));
+        v_start := (v_day + i + w.window_start) AT TIME ZONE p_tz;
+        v_end := (v_day + i + w.window_end) AT TIME ZONE p_tz;
+        IF p_base < v_end AND v_start < v_end THEN
+            RETURN GREATEST(p_base, v_start);
+        END IF;
+    END LOOP;
+    PERFORM drumbeat.raise_error('PT422', 'no allowed send time within 366 days', 'settings');
+    RETURN NULL;
+END
+$$;
+
+-- Why: the one scheduling rule (DESIGN.md "Scheduling calculus") used by enrollment, dispatch, resume,
+-- edits and preview: delay and send_at (delay_base), the p_not_before floor (resume/edit: never in the
+-- past), then the windows (first_allowed_instant). NULL when p_done is NULL. p_tz NULL/'' means UTC.
+CREATE FUNCTION drumbeat.next_action_at(p_done timestamptz, p_delay interval, p_send_at time, p_kind text,
+                                        p_tz text, p_settings jsonb, p_workspace_id uuid,
+                                        p_not_before timestamptz DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_tz text := COALESCE(NULLIF(p_tz, ''), 'UTC');
+BEGIN
+    IF p_done IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN drumbeat.first_allowed_instant(
+        GREATEST(drumbeat.delay_base(p_done, p_delay, p_send_at, v_tz), p_not_before),
+        p_kind, v_tz, COALESCE(p_settings, '{}'), p_workspace_id);
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION
+    drumbeat.recipient_timezone(text, jsonb, text),
+    drumbeat.weekday_window(jsonb, text, integer),
+    drumbeat.is_holiday(uuid, text, date),
+    drumbeat.day_window(jsonb, text, date, uuid),
+    drumbeat.has_allowed_window(jsonb, text),
+    drumbeat.delay_base(timestamptz, interval, time, text),
+    drumbeat.first_allowed_instant(timestamptz, text, text, jsonb, uuid),
+    drumbeat.next_action_at(timestamptz, interval, time, text, text, jsonb, uuid, timestamptz)
+    TO authenticated, service_role;

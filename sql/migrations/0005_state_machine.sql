@@ -1,0 +1,112 @@
+-- 0005 the enrollment state machine. A trigger checks every status change against the allowed
+-- transitions, whoever issues it (a contract function, the dispatcher, or a DBA at the psql prompt),
+-- and writes each transition to events.
+--
+--   scheduled --start--> active --last step done--> completed
+--   scheduled|active --pause--> paused --resume--> active
+--   scheduled|active|paused --> replied | bounced | unsubscribed | cancelled | failed   (terminal)
+--   scheduled|active|paused --> completed with exit_reason 'meeting_booked'          (goal reached)
+
+-- Why: the transition table of DESIGN.md in one place, shared by the trigger and the tests.
+CREATE FUNCTION drumbeat.transition_allowed(p_from text, p_to text, p_exit_reason text)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$
+    SELECT CASE
+        WHEN p_from = 'scheduled' THEN p_to IN ('active', 'paused', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')
+        WHEN p_from = 'active' THEN p_to IN ('completed', 'paused', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')
+        WHEN p_from = 'paused' THEN p_to IN ('active', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')
+        ELSE false
+    END
+    OR (p_from IN ('scheduled', 'active', 'paused') AND p_to = 'completed' AND p_exit_reason = 'meeting_booked')
+$$;
+COMMENT ON FUNCTION drumbeat.transition_allowed(text, text, text) IS
+    'The enrollment state machine: may an enrollment go from p_from to p_to (with this exit_reason)?';
+
+-- Why: the audit event kind of a transition, so the timeline reads as what happened.
+CREATE FUNCTION drumbeat.transition_event_kind(p_from text, p_to text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$
+    SELECT CASE
+        WHEN p_to = 'active' AND p_from = 'scheduled' THEN 'started'
+        WHEN p_to = 'active' THEN 'resumed'
+        WHEN p_to = 'paused' THEN 'paused'
+        WHEN p_to = 'completed' THEN 'completed'
+        ELSE 'exited'
+    END
+$$;
+
+-- Why: new enrollments may only start in a live state; each one gets its 'enrolled' event. One
+-- statement-level trigger with a transition table keeps bulk enrollment a single INSERT ... SELECT.
+CREATE FUNCTION drumbeat.enrollments_after_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_bad record;
+BEGIN
+    SELECT n.id, n.status INTO v_bad FROM new_rows n WHERE n.status NOT IN ('scheduled', 'active') LIMIT 1;
+    IF FOUND THEN
+        PERFORM drumbeat.raise_error('PT409',
+            pg_catalog.format('an enrollment starts as scheduled or active, not %s', v_bad.status), 'status');
+    END IF;
+    INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, actor_id, payload)
+    SELECT n.workspace_id, 'enrolled', n.contact_id, n.sequence_id, n.id, n.current_step_id,
+           drumbeat.current_user_id(),
+           pg_catalog.jsonb_build_object('status', n.status, 'next_action_at', n.next_action_at)
+    FROM new_rows n;
+    RETURN NULL;
+END
+$$;
+
+-- Why: rejects every status change the state machine does not allow (PT409 naming both states),
+-- keeps an enrollment's identity immutable, cancels the pending task of an enrollment that ends,
+-- and writes one event per transition.
+CREATE FUNCTION drumbeat.enrollments_after_update()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_bad record;
+BEGIN
+    SELECT o.status AS old_status, n.status AS new_status, n.id INTO v_bad
+    FROM old_rows o JOIN new_rows n ON n.id = o.id
+    WHERE (o.status <> n.status AND NOT drumbeat.transition_allowed(o.status, n.status, n.exit_reason))
+       OR (o.workspace_id, o.sequence_id, o.contact_id) IS DISTINCT FROM (n.workspace_id, n.sequence_id, n.contact_id)
+    LIMIT 1;
+    IF FOUND THEN
+        PERFORM drumbeat.raise_error('PT409', CASE WHEN v_bad.old_status = v_bad.new_status
+            THEN 'an enrollment''s workspace, sequence and contact never change'
+            ELSE pg_catalog.format('illegal enrollment transition %s -> %s (enrollment %s)',
+                                   v_bad.old_status, v_bad.new_status, v_bad.id) END, 'status');
+    END IF;
+    UPDATE drumbeat.tasks t SET status = 'cancelled', completed_at = drumbeat.clock_now()
+    FROM new_rows n
+    WHERE t.enrollment_id = n.id AND t.status = 'pending' AND n.completed_at IS NOT NULL;
+    INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, actor_id, payload)
+    SELECT n.workspace_id, drumbeat.transition_event_kind(o.status, n.status), n.contact_id, n.sequence_id,
+           n.id, n.current_step_id, drumbeat.current_user_id(),
+           pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+               'from', o.status, 'to', n.status, 'exit_reason', n.exit_reason, 'next_action_at', n.next_action_at))
+    FROM old_rows o JOIN new_rows n ON n.id = o.id
+    WHERE o.status <> n.status;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER enrollments_state_insert AFTER INSERT ON drumbeat.enrollments
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION drumbeat.enrollments_after_insert();
+CREATE TRIGGER enrollments_state_update AFTER UPDATE ON drumbeat.enrollments
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION drumbeat.enrollments_after_update();
+
+GRANT EXECUTE ON FUNCTION drumbeat.transition_allowed(text, text, text), drumbeat.transition_event_kind(text, text),
+    drumbeat.enrollments_after_insert(), drumbeat.enrollments_after_update()
+    TO authenticated, service_role;
