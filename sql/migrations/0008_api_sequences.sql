@@ -27,13 +27,16 @@ $$;
 
 -- Why: when an enrollment's step is due, in its contact's time zone (contact -> sequence -> workspace
 -- -> UTC), with the calculus of 0004; never before p_not_before (resume and edits: not in the past).
-CREATE FUNCTION drumbeat.planned_at(p_step_id uuid, p_contact_id uuid, p_done timestamptz, p_not_before timestamptz DEFAULT NULL)
+-- p_skip_delay: the step runs as soon as its window allows (skip_to_step), ignoring delay and send_at.
+CREATE FUNCTION drumbeat.planned_at(p_step_id uuid, p_contact_id uuid, p_done timestamptz,
+                                    p_not_before timestamptz DEFAULT NULL, p_skip_delay boolean DEFAULT false)
 RETURNS timestamptz
 LANGUAGE sql
 STABLE
 SET search_path = ''
 AS $$
-    SELECT drumbeat.next_action_at(p_done, st.delay, st.send_at, st.kind,
+    SELECT drumbeat.next_action_at(p_done, CASE WHEN p_skip_delay THEN '0' ELSE st.delay END,
+               CASE WHEN p_skip_delay THEN NULL ELSE st.send_at END, st.kind,
                drumbeat.recipient_timezone(c.timezone, s.settings, w.timezone), s.settings, s.workspace_id, p_not_before)
     FROM drumbeat.sequence_steps st
     JOIN drumbeat.sequences s ON s.id = st.sequence_id
@@ -335,7 +338,7 @@ END
 $$;
 
 GRANT EXECUTE ON FUNCTION drumbeat.log_sequence_event(uuid, text, jsonb), drumbeat.next_live_step(uuid, integer),
-    drumbeat.planned_at(uuid, uuid, timestamptz, timestamptz), drumbeat.save_steps(uuid, uuid, jsonb),
+    drumbeat.planned_at(uuid, uuid, timestamptz, timestamptz, boolean), drumbeat.save_steps(uuid, uuid, jsonb),
     drumbeat.check_senders(uuid), drumbeat.transition_sequence(uuid, text[], text, timestamptz),
     drumbeat.replan_enrollments(uuid, boolean), drumbeat.move_off_removed_steps(uuid, jsonb)
     TO authenticated, service_role;
