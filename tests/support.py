@@ -37,3 +37,21 @@ def raises_sqlstate(sqlstate: str, *, field: str | None = None, match: str | Non
         assert message.startswith(f"{field}: "), f"expected field {field!r} in {message!r}"
     if match is not None:
         assert match in message, f"expected {match!r} in {message!r}"
+
+
+@contextmanager
+def sql_error(conn: psycopg.Connection, sqlstate: str, *, field: str | None = None, match: str | None = None):
+    """`raises_sqlstate` around a savepoint: the failing call is rolled back, the test goes on."""
+    with raises_sqlstate(sqlstate, field=field, match=match) as caught, conn.transaction():
+        yield caught
+
+
+def call(conn: psycopg.Connection, function: str, *args):
+    """Call a drumbeat_api function with positional arguments; returns all rows."""
+    placeholders = ", ".join(["%s"] * len(args))
+    return conn.execute(f"SELECT * FROM drumbeat_api.{function}({placeholders})", args).fetchall()
+
+
+def call_one(conn: psycopg.Connection, function: str, *args):
+    """Call a drumbeat_api function returning a scalar."""
+    return call(conn, function, *args)[0][0]

@@ -225,6 +225,7 @@ LANGUAGE plpgsql
 SECURITY INVOKER
 SET search_path = ''
 AS $$
+#variable_conflict use_column
 DECLARE
     v_error record;
 BEGIN

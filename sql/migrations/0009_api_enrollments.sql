@@ -59,6 +59,7 @@ LANGUAGE plpgsql
 SECURITY INVOKER
 SET search_path = ''
 AS $$
+#variable_conflict use_column
 DECLARE
     v_sequence drumbeat.sequences;
     v_step drumbeat.sequence_steps;

@@ -9,6 +9,7 @@ LANGUAGE plpgsql
 STABLE
 SET search_path = ''
 AS $$
+#variable_conflict use_column
 DECLARE
     v_uuid text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
 BEGIN
@@ -117,6 +118,7 @@ STABLE
 SECURITY INVOKER
 SET search_path = ''
 AS $$
+#variable_conflict use_column
 DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('sequences', p_sequence_id, 'p_sequence_id', 'member');
     v_done timestamptz;

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
@@ -368,7 +368,7 @@ def reference(done, days, elapsed, send_at, kind, tz, settings, holidays, not_be
     base = from_local(to_local(done, zone) + timedelta(days=days), zone) if days else done
     base += elapsed
     if send_at is not None:
-        if days or not elapsed:
+        if True:
             midnight = datetime.combine(to_local(base, zone).date(), time())
             base = max(done, from_local(midnight, zone))
         day = datetime.combine(to_local(base, zone).date(), time())
@@ -466,7 +466,10 @@ def pdb(cluster, template_db):
         janitor.drop()
 
 
-quarter_hours = st.integers(0, 96).map(lambda q: f"{q // 4:02d}:{q % 4 * 15:02d}")
+quarter_hours = st.one_of(
+    st.integers(0, 96).map(lambda q: f"{q // 4:02d}:{q % 4 * 15:02d}"),
+    st.sampled_from(["01:00", "01:30", "01:45", "02:00", "02:15", "02:30", "02:45", "03:00", "03:15", "03:45"]),
+)
 minute_times = st.one_of(
     st.sampled_from(["01:30", "02:00", "02:15", "02:30", "02:45", "03:00", "10:00"]),
     st.builds(lambda h, m: f"{h:02d}:{m:02d}", st.integers(0, 23), st.integers(0, 59)),
@@ -498,7 +501,7 @@ def sequence_settings(draw) -> dict:
 
 @st.composite
 def delays(draw) -> tuple[str, int, timedelta]:
-    unit = draw(st.sampled_from(["zero", "minutes", "hours", "days", "weeks"]))
+    unit = draw(st.sampled_from(["zero", "zero", "minutes", "hours", "days", "weeks"]))
     if unit == "zero":
         return "0", 0, timedelta(0)
     value = draw(st.integers(1, {"minutes": 600, "hours": 72, "days": 30, "weeks": 6}[unit]))
@@ -510,9 +513,17 @@ def delays(draw) -> tuple[str, int, timedelta]:
 
 @st.composite
 def done_instants(draw) -> tuple[str, datetime]:
+    """Instants near the real 2026/2027 transitions: days around, and minutes around (the repeated hour
+    before a fall-back, the gap after a spring-forward)."""
     tz = draw(st.sampled_from(PROPERTY_ZONES))
     around = draw(st.sampled_from(TRANSITIONS[tz]))
-    offset = draw(st.one_of(st.integers(-3 * 1440, 3 * 1440), st.integers(-90, 90), st.integers(-40, 0)))
+    offset = draw(
+        st.one_of(
+            st.integers(-3 * 1440, 3 * 1440),
+            st.integers(-90, 90),
+            st.sampled_from([-60, -59, -45, -31, -30, -29, -15, -1, 0, 1, 29, 30, 59, 60]),
+        )
+    )
     return tz, around + timedelta(minutes=offset, seconds=draw(st.sampled_from([0, 0, 0, 17])))
 
 
@@ -524,7 +535,44 @@ FROM drumbeat.next_action_at(%(done)s, %(delay)s::interval, %(send_at)s::time, %
 """
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def check_against_reference(pdb, tz, done, delay, send_at, kind, prefs, not_before) -> None:
+    """next_action_at equals the reference, or both find no window; and the result is an allowed
+    instant at or after the floor, which is its own next allowed instant."""
+    text, days, elapsed = delay
+    zone = ZoneInfo(tz)
+    holidays = HOLIDAYS | (CALENDAR if prefs.get("holiday_calendar") == "prop-cal" else set())
+    params = {
+        "done": done, "delay": text, "send_at": send_at, "kind": kind, "tz": tz,
+        "settings": Jsonb(prefs), "ws": pdb.workspace_id, "not_before": not_before,
+    }
+    send_at_delta = None if send_at is None else hhmm(send_at)
+    try:
+        expected = reference(done, days, elapsed, send_at_delta, kind, tz, prefs, holidays, not_before)
+    except NoWindow:
+        event("no window within 366 days")
+        with raises_sqlstate("PT422", field="settings"), pdb.conn.transaction():
+            pdb.conn.execute(PROPERTY_SQL, params)
+        return
+    with pdb.conn.transaction(force_rollback=True):
+        result, again = pdb.conn.execute(PROPERTY_SQL, params).fetchone()
+    assert result == expected
+    base = reference(done, days, elapsed, send_at_delta, "action", tz, {}, set(), not_before)
+    event("moved by a window" if result > base else "at base")
+    if from_local(to_local(base, zone), zone) != base:
+        event("base in the first pass of a repeated hour")
+    assert again == result  # idempotent: an allowed instant is its own next allowed instant
+    assert result >= base >= done
+    assert not_before is None or result >= not_before
+    if kind not in ("condition", "action"):  # inside the window of its own local day
+        day = to_local(result, zone).date()
+        window = ref_weekday_window(prefs, kind, day.isoweekday())
+        assert window is not None
+        assert not (prefs.get("exclude_holidays") and day in holidays)
+        midnight = datetime.combine(day, time())
+        assert from_local(midnight + window[0], zone) <= result < from_local(midnight + window[1], zone)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     where=done_instants(),
     delay=delays(),
@@ -535,33 +583,26 @@ FROM drumbeat.next_action_at(%(done)s, %(delay)s::interval, %(send_at)s::time, %
 )
 def test_matches_reference(pdb, where, delay, send_at, kind, prefs, floor):
     tz, done = where
-    pconn = pdb.conn
-    text, days, elapsed = delay
-    zone = ZoneInfo(tz)
     not_before = None if floor is None else done + timedelta(minutes=floor)
-    holidays = HOLIDAYS | (CALENDAR if prefs.get("holiday_calendar") == "prop-cal" else set())
-    params = {
-        "done": done, "delay": text, "send_at": send_at, "kind": kind, "tz": tz,
-        "settings": Jsonb(prefs), "ws": pdb.workspace_id, "not_before": not_before,
-    }
-    send_at_delta = None if send_at is None else hhmm(send_at)
-    try:
-        expected = reference(done, days, elapsed, send_at_delta, kind, tz, prefs, holidays, not_before)
-    except NoWindow:
-        with raises_sqlstate("PT422", field="settings"), pconn.transaction():
-            pconn.execute(PROPERTY_SQL, params)
-        return
-    with pconn.transaction(force_rollback=True):
-        result, again = pconn.execute(PROPERTY_SQL, params).fetchone()
-    assert result == expected
-    assert again == result  # idempotent: an allowed instant is its own next allowed instant
-    assert result >= done
-    assert not_before is None or result >= not_before
-    assert result >= reference(done, days, elapsed, send_at_delta, "action", tz, {}, set(), not_before)
-    if kind not in ("condition", "action"):  # inside the window of its own local day
-        day = to_local(result, zone).date()
-        window = ref_weekday_window(prefs, kind, day.isoweekday())
-        assert window is not None
-        assert not (prefs.get("exclude_holidays") and day in holidays)
-        midnight = datetime.combine(day, time())
-        assert from_local(midnight + window[0], zone) <= result < from_local(midnight + window[1], zone)
+    check_against_reference(pdb, tz, done, delay, send_at, kind, prefs, not_before)
+
+
+REAL_TRANSITIONS = [
+    (tz, t) for tz in PROPERTY_ZONES for t in TRANSITIONS[tz] if tz not in ("Asia/Kolkata", "Asia/Kathmandu")
+]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    where=st.sampled_from(REAL_TRANSITIONS),
+    minutes=st.integers(-150, 150) | st.integers(-60, 59),
+    delay=st.sampled_from([("0", 0, timedelta(0))] * 3 + [("1 day", 1, timedelta(0)), ("7 days", 7, timedelta(0))])
+    | st.integers(1, 120).map(lambda m: (f"{m} minutes", 0, timedelta(minutes=m))),
+    send_at=st.one_of(st.none(), st.none(), minute_times),
+    kind=st.sampled_from(["sms", "email", "call", "action"]),
+    prefs=sequence_settings(),
+)
+def test_matches_reference_within_hours_of_a_transition(pdb, where, minutes, delay, send_at, kind, prefs):
+    """Concentrated on the repeated hour and the gap themselves, where instants and wall clocks part."""
+    tz, transition = where
+    check_against_reference(pdb, tz, transition + timedelta(minutes=minutes), delay, send_at, kind, prefs, None)
