@@ -9,12 +9,14 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from app.embedded import server_url
 from app.migrate import migrate
 
 
@@ -43,14 +45,6 @@ class Cluster:
         )
 
 
-def _answers(url: str) -> bool:
-    try:
-        psycopg.connect(url, connect_timeout=2).close()
-    except psycopg.OperationalError:
-        return False
-    return True
-
-
 def _cluster_from(url: str) -> Cluster:
     params = conninfo_to_dict(url)
     return Cluster(
@@ -63,21 +57,16 @@ def _cluster_from(url: str) -> Cluster:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    if url := os.environ.get("DATABASE_URL"):
-        yield _cluster_from(url)
-        return
-    local = "postgresql://postgres@127.0.0.1:5432/postgres"
-    if os.environ.get("DRUMBEAT_TEST_EMBEDDED") != "1" and _answers(local):
-        yield _cluster_from(local)
-        return
-    import pgserver  # embedded Postgres: a fresh laptop has no server running
-
+    """DATABASE_URL, else 127.0.0.1:5432, else an embedded server (DRUMBEAT_TEST_EMBEDDED=1 forces it)."""
     with tempfile.TemporaryDirectory(prefix="drumbeat-pg-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        url, server = server_url(
+            embedded_dir=Path(data_dir), allow_local=os.environ.get("DRUMBEAT_TEST_EMBEDDED") != "1"
+        )
         try:
-            yield _cluster_from(server.get_uri())
+            yield _cluster_from(url)
         finally:
-            server.cleanup()
+            if server is not None:
+                server.cleanup()
 
 
 @pytest.fixture(scope="session")

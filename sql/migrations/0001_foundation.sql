@@ -44,9 +44,9 @@ REVOKE ALL ON SCHEMA drumbeat_api FROM PUBLIC;
 GRANT USAGE ON SCHEMA drumbeat TO authenticated, service_role, drumbeat_definer;
 GRANT USAGE ON SCHEMA drumbeat_api TO authenticated, service_role;
 
--- Functions created from here on are not executable by PUBLIC unless granted explicitly.
-ALTER DEFAULT PRIVILEGES IN SCHEMA drumbeat REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
-ALTER DEFAULT PRIVILEGES IN SCHEMA drumbeat_api REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+-- Functions are executable by PUBLIC when created, and per-schema default privileges can only add
+-- grants, never take PUBLIC's away. So every migration that creates functions ends by revoking
+-- EXECUTE from PUBLIC on both schemas and granting it explicitly.
 
 -- Why: PostgREST turns SQLSTATE 'PTxyz' into HTTP status xyz, so Supabase callers get the same
 -- 404/409/422/403 that the Litestar API maps. `field` names the offending input path.
@@ -116,3 +116,5 @@ $$;
 GRANT EXECUTE ON FUNCTION drumbeat.raise_error(text, text, text), drumbeat.invalid(text, text),
     drumbeat.current_user_id(), drumbeat.is_trusted_caller(), drumbeat.clock_now()
     TO authenticated, service_role, drumbeat_definer;
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

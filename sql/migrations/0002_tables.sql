@@ -85,7 +85,8 @@ CREATE TABLE drumbeat.senders (
     CONSTRAINT senders_rate_positive CHECK (rate_per_second > 0),
     CONSTRAINT senders_daily_cap_positive CHECK (daily_cap IS NULL OR daily_cap > 0),
     CONSTRAINT senders_settings_is_object CHECK (pg_catalog.jsonb_typeof(settings) = 'object'),
-    CONSTRAINT senders_address_unique UNIQUE (workspace_id, channel, address)
+    CONSTRAINT senders_address_unique UNIQUE (workspace_id, channel, address),
+    CONSTRAINT senders_workspace_id_key UNIQUE (workspace_id, id)
 );
 COMMENT ON INDEX drumbeat.senders_address_unique IS 'Serves choosing a workspace''s default sender per channel and inbound routing by address.';
 
@@ -111,7 +112,8 @@ CREATE TABLE drumbeat.contacts (
     CONSTRAINT contacts_phone_e164 CHECK (phone ~ '^\+[1-9][0-9]{6,14}$'),
     CONSTRAINT contacts_email_shape CHECK (email ~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' AND pg_catalog.length(email) <= 254),
     CONSTRAINT contacts_email_lowercase CHECK (email = pg_catalog.lower(email)),
-    CONSTRAINT contacts_fields_is_object CHECK (pg_catalog.jsonb_typeof(fields) = 'object')
+    CONSTRAINT contacts_fields_is_object CHECK (pg_catalog.jsonb_typeof(fields) = 'object'),
+    CONSTRAINT contacts_workspace_id_key UNIQUE (workspace_id, id)
 );
 COMMENT ON TABLE drumbeat.contacts IS 'Contacts. Soft-deleted rows keep their opt-outs, so a re-import can never re-subscribe anyone.';
 CREATE UNIQUE INDEX contacts_workspace_phone_key ON drumbeat.contacts (workspace_id, phone) WHERE phone IS NOT NULL;
@@ -141,7 +143,8 @@ CREATE TABLE drumbeat.sequences (
     CONSTRAINT sequences_settings_is_object CHECK (pg_catalog.jsonb_typeof(settings) = 'object'),
     CONSTRAINT sequences_exit_conditions_is_object CHECK (pg_catalog.jsonb_typeof(exit_conditions) = 'object'),
     CONSTRAINT sequences_version_positive CHECK (version >= 1),
-    CONSTRAINT sequences_archived_has_time CHECK ((status = 'archived') = (archived_at IS NOT NULL))
+    CONSTRAINT sequences_archived_has_time CHECK ((status = 'archived') = (archived_at IS NOT NULL)),
+    CONSTRAINT sequences_workspace_id_key UNIQUE (workspace_id, id)
 );
 CREATE INDEX sequences_workspace_idx ON drumbeat.sequences (workspace_id, created_at);
 COMMENT ON INDEX drumbeat.sequences_workspace_idx IS 'Serves listing a workspace''s sequences, newest last.';
@@ -149,7 +152,7 @@ COMMENT ON INDEX drumbeat.sequences_workspace_idx IS 'Serves listing a workspace
 CREATE TABLE drumbeat.sequence_steps (
     id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
-    sequence_id uuid NOT NULL REFERENCES drumbeat.sequences (id) ON DELETE CASCADE,
+    sequence_id uuid NOT NULL,
     position integer NOT NULL,
     kind text NOT NULL,
     name text,
@@ -178,7 +181,13 @@ CREATE TABLE drumbeat.sequence_steps (
     -- Deferred so that a reorder can swap positions inside one statement; removed steps keep
     -- their last position for the record but no longer hold it.
     CONSTRAINT sequence_steps_position_unique EXCLUDE USING btree (sequence_id WITH =, position WITH =)
-        WHERE (removed_at IS NULL) DEFERRABLE INITIALLY DEFERRED
+        WHERE (removed_at IS NULL) DEFERRABLE INITIALLY DEFERRED,
+    -- Composite keys keep every reference inside one tenant: a row of workspace A can never point at
+    -- workspace B's rows, whatever a direct INSERT says.
+    CONSTRAINT sequence_steps_sequence_fkey FOREIGN KEY (workspace_id, sequence_id)
+        REFERENCES drumbeat.sequences (workspace_id, id) ON DELETE CASCADE,
+    CONSTRAINT sequence_steps_sequence_id_key UNIQUE (workspace_id, sequence_id, id),
+    CONSTRAINT sequence_steps_workspace_id_key UNIQUE (workspace_id, id)
 );
 COMMENT ON TABLE drumbeat.sequence_steps IS 'Steps keep stable ids across edits; removed steps stay (removed_at) because deliveries and events point at them.';
 COMMENT ON INDEX drumbeat.sequence_steps_position_unique IS 'One live step per position; serves finding a sequence''s steps in order and the next step after a position.';
@@ -186,10 +195,10 @@ COMMENT ON INDEX drumbeat.sequence_steps_position_unique IS 'One live step per p
 CREATE TABLE drumbeat.enrollments (
     id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
-    sequence_id uuid NOT NULL REFERENCES drumbeat.sequences (id) ON DELETE CASCADE,
-    contact_id uuid NOT NULL REFERENCES drumbeat.contacts (id) ON DELETE CASCADE,
+    sequence_id uuid NOT NULL,
+    contact_id uuid NOT NULL,
     status text NOT NULL,
-    current_step_id uuid REFERENCES drumbeat.sequence_steps (id),
+    current_step_id uuid NOT NULL,
     step_done_at timestamptz NOT NULL,
     next_action_at timestamptz,
     assigned_to uuid,
@@ -201,17 +210,24 @@ CREATE TABLE drumbeat.enrollments (
     metadata jsonb NOT NULL DEFAULT '{}',
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT enrollments_status_known CHECK (status IN ('scheduled', 'active', 'paused', 'completed', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')),
-    CONSTRAINT enrollments_live_has_step CHECK (status NOT IN ('scheduled', 'active', 'paused') OR current_step_id IS NOT NULL),
     -- An active enrollment with no next_action_at waits for a manual step's task to be completed.
     CONSTRAINT enrollments_scheduled_has_time CHECK (status <> 'scheduled' OR next_action_at IS NOT NULL),
     CONSTRAINT enrollments_paused_not_due CHECK (status <> 'paused' OR next_action_at IS NULL),
     CONSTRAINT enrollments_ended_has_time CHECK ((status IN ('completed', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')) = (completed_at IS NOT NULL)),
     CONSTRAINT enrollments_ended_not_due CHECK (completed_at IS NULL OR next_action_at IS NULL),
     CONSTRAINT enrollments_paused_has_time CHECK ((status = 'paused') = (paused_at IS NOT NULL)),
-    CONSTRAINT enrollments_metadata_is_object CHECK (pg_catalog.jsonb_typeof(metadata) = 'object')
+    CONSTRAINT enrollments_metadata_is_object CHECK (pg_catalog.jsonb_typeof(metadata) = 'object'),
+    CONSTRAINT enrollments_contact_fkey FOREIGN KEY (workspace_id, contact_id)
+        REFERENCES drumbeat.contacts (workspace_id, id) ON DELETE CASCADE,
+    -- One key checks workspace, sequence and step together: the step an enrollment is at belongs to its
+    -- own sequence, in its own workspace (and the sequence to the workspace, through sequence_steps).
+    -- One foreign-key probe per row instead of two matters for bulk enrollment.
+    CONSTRAINT enrollments_current_step_fkey FOREIGN KEY (workspace_id, sequence_id, current_step_id)
+        REFERENCES drumbeat.sequence_steps (workspace_id, sequence_id, id) ON DELETE CASCADE,
+    CONSTRAINT enrollments_workspace_id_key UNIQUE (workspace_id, id)
 );
 COMMENT ON COLUMN drumbeat.enrollments.step_done_at IS 'The "done" instant of DESIGN.md: when the previous step was done (the start, before the first step).';
-COMMENT ON COLUMN drumbeat.enrollments.current_step_id IS 'The step this enrollment waits on; once ended, the step it stopped at (NULL after completing the last step).';
+COMMENT ON COLUMN drumbeat.enrollments.current_step_id IS 'The step this enrollment waits on; once ended, the step it stopped at.';
 CREATE UNIQUE INDEX enrollments_one_live_per_contact ON drumbeat.enrollments (sequence_id, contact_id)
     WHERE status IN ('scheduled', 'active', 'paused');
 COMMENT ON INDEX drumbeat.enrollments_one_live_per_contact IS 'At most one live enrollment per contact per sequence; serves enroll_contacts'' ON CONFLICT and a sequence''s live enrollments.';
@@ -221,17 +237,15 @@ COMMENT ON INDEX drumbeat.enrollments_due_idx IS 'Partial index of waiting enrol
 CREATE INDEX enrollments_contact_idx ON drumbeat.enrollments (contact_id, status);
 COMMENT ON INDEX drumbeat.enrollments_contact_idx IS 'Serves record_event (a contact''s live enrollments) and a contact''s enrollment list.';
 CREATE INDEX enrollments_sequence_status_idx ON drumbeat.enrollments (sequence_id, status);
-COMMENT ON INDEX drumbeat.enrollments_sequence_status_idx IS 'Serves sequence_stats and listing a sequence''s enrollments by status.';
-CREATE INDEX enrollments_current_step_idx ON drumbeat.enrollments (current_step_id) WHERE current_step_id IS NOT NULL;
-COMMENT ON INDEX drumbeat.enrollments_current_step_idx IS 'Serves update_sequence: enrollments waiting on an edited or removed step.';
+COMMENT ON INDEX drumbeat.enrollments_sequence_status_idx IS 'Serves sequence_stats, listing a sequence''s enrollments by status, and update_sequence re-planning its live enrollments.';
 
 CREATE TABLE drumbeat.deliveries (
     id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
-    enrollment_id uuid NOT NULL REFERENCES drumbeat.enrollments (id) ON DELETE CASCADE,
-    step_id uuid NOT NULL REFERENCES drumbeat.sequence_steps (id),
-    contact_id uuid NOT NULL REFERENCES drumbeat.contacts (id) ON DELETE CASCADE,
-    sender_id uuid REFERENCES drumbeat.senders (id),
+    enrollment_id uuid NOT NULL,
+    step_id uuid NOT NULL,
+    contact_id uuid NOT NULL,
+    sender_id uuid,
     variant text,
     channel text NOT NULL,
     status text NOT NULL DEFAULT 'sending',
@@ -252,7 +266,13 @@ CREATE TABLE drumbeat.deliveries (
     CONSTRAINT deliveries_channel_known CHECK (channel IN ('sms', 'email')),
     CONSTRAINT deliveries_status_known CHECK (status IN ('sending', 'sent', 'delivered', 'failed', 'undelivered', 'bounced', 'unknown')),
     CONSTRAINT deliveries_attempt_range CHECK (attempt BETWEEN 1 AND 10),
-    CONSTRAINT deliveries_sent_has_time CHECK (status NOT IN ('sent', 'delivered') OR sent_at IS NOT NULL)
+    CONSTRAINT deliveries_sent_has_time CHECK (status NOT IN ('sent', 'delivered') OR sent_at IS NOT NULL),
+    CONSTRAINT deliveries_enrollment_fkey FOREIGN KEY (workspace_id, enrollment_id)
+        REFERENCES drumbeat.enrollments (workspace_id, id) ON DELETE CASCADE,
+    CONSTRAINT deliveries_step_fkey FOREIGN KEY (workspace_id, step_id) REFERENCES drumbeat.sequence_steps (workspace_id, id),
+    CONSTRAINT deliveries_contact_fkey FOREIGN KEY (workspace_id, contact_id)
+        REFERENCES drumbeat.contacts (workspace_id, id) ON DELETE CASCADE,
+    CONSTRAINT deliveries_sender_fkey FOREIGN KEY (workspace_id, sender_id) REFERENCES drumbeat.senders (workspace_id, id)
 );
 COMMENT ON INDEX drumbeat.deliveries_idempotency_key_unique IS 'Never send twice: one delivery per (enrollment, step, attempt).';
 CREATE INDEX deliveries_enrollment_idx ON drumbeat.deliveries (enrollment_id, step_id);
@@ -267,9 +287,9 @@ COMMENT ON INDEX drumbeat.deliveries_provider_message_idx IS 'Serves provider st
 CREATE TABLE drumbeat.tasks (
     id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     workspace_id uuid NOT NULL REFERENCES drumbeat.workspaces (id) ON DELETE CASCADE,
-    enrollment_id uuid NOT NULL REFERENCES drumbeat.enrollments (id) ON DELETE CASCADE,
-    step_id uuid NOT NULL REFERENCES drumbeat.sequence_steps (id),
-    contact_id uuid NOT NULL REFERENCES drumbeat.contacts (id) ON DELETE CASCADE,
+    enrollment_id uuid NOT NULL,
+    step_id uuid NOT NULL,
+    contact_id uuid NOT NULL,
     kind text NOT NULL,
     title text NOT NULL,
     description text,
@@ -283,7 +303,12 @@ CREATE TABLE drumbeat.tasks (
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT tasks_kind_known CHECK (kind IN ('manual_email', 'call', 'linkedin', 'task')),
     CONSTRAINT tasks_status_known CHECK (status IN ('pending', 'completed', 'cancelled')),
-    CONSTRAINT tasks_completed_has_time CHECK ((status = 'pending') = (completed_at IS NULL))
+    CONSTRAINT tasks_completed_has_time CHECK ((status = 'pending') = (completed_at IS NULL)),
+    CONSTRAINT tasks_enrollment_fkey FOREIGN KEY (workspace_id, enrollment_id)
+        REFERENCES drumbeat.enrollments (workspace_id, id) ON DELETE CASCADE,
+    CONSTRAINT tasks_step_fkey FOREIGN KEY (workspace_id, step_id) REFERENCES drumbeat.sequence_steps (workspace_id, id),
+    CONSTRAINT tasks_contact_fkey FOREIGN KEY (workspace_id, contact_id)
+        REFERENCES drumbeat.contacts (workspace_id, id) ON DELETE CASCADE
 );
 CREATE UNIQUE INDEX tasks_one_pending_per_enrollment ON drumbeat.tasks (enrollment_id) WHERE status = 'pending';
 COMMENT ON INDEX drumbeat.tasks_one_pending_per_enrollment IS 'An enrollment waits on at most one task; serves cancelling it when the enrollment exits.';
@@ -330,3 +355,13 @@ CREATE UNIQUE INDEX holidays_workspace_day_key ON drumbeat.holidays (workspace_i
 COMMENT ON INDEX drumbeat.holidays_workspace_day_key IS 'Serves the scheduler''s "is this local day a holiday" check for a workspace.';
 CREATE UNIQUE INDEX holidays_calendar_day_key ON drumbeat.holidays (calendar, day) WHERE calendar IS NOT NULL;
 COMMENT ON INDEX drumbeat.holidays_calendar_day_key IS 'Serves the same check against a shared calendar.';
+
+-- Targets of the composite (workspace_id, id) foreign keys that keep references inside one tenant.
+COMMENT ON INDEX drumbeat.senders_workspace_id_key IS 'Serves the tenant-safe foreign key from deliveries.sender_id.';
+COMMENT ON INDEX drumbeat.contacts_workspace_id_key IS 'Serves the tenant-safe foreign keys from enrollments, deliveries and tasks.';
+COMMENT ON INDEX drumbeat.sequences_workspace_id_key IS 'Serves the tenant-safe foreign keys from sequence_steps and enrollments.';
+COMMENT ON INDEX drumbeat.sequence_steps_sequence_id_key IS 'Serves the foreign key that keeps an enrollment''s current step inside its own sequence.';
+COMMENT ON INDEX drumbeat.sequence_steps_workspace_id_key IS 'Serves the tenant-safe foreign keys from deliveries and tasks.';
+COMMENT ON INDEX drumbeat.enrollments_workspace_id_key IS 'Serves the tenant-safe foreign keys from deliveries and tasks.';
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

@@ -197,3 +197,5 @@ GRANT SELECT ON drumbeat.deliveries TO authenticated;
 GRANT SELECT, INSERT ON drumbeat.events TO authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA drumbeat TO service_role;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA drumbeat TO authenticated, service_role;
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

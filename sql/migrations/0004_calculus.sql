@@ -209,3 +209,5 @@ GRANT EXECUTE ON FUNCTION
     drumbeat.first_allowed_instant(timestamptz, text, text, jsonb, uuid),
     drumbeat.next_action_at(timestamptz, interval, time, text, text, jsonb, uuid, timestamptz)
     TO authenticated, service_role;
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

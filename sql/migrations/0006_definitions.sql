@@ -479,3 +479,5 @@ GRANT EXECUTE ON FUNCTION drumbeat.check_sender_setting(jsonb, text, text, uuid)
     drumbeat.check_message(jsonb, text, text), drumbeat.check_step(jsonb, integer, text, jsonb, uuid, uuid),
     drumbeat.validate_definition(jsonb, uuid, uuid)
     TO authenticated, service_role;
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

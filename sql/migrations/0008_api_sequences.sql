@@ -346,3 +346,5 @@ GRANT EXECUTE ON FUNCTION drumbeat_api.create_sequence(uuid, jsonb), drumbeat_ap
     drumbeat_api.activate_sequence(uuid, timestamptz), drumbeat_api.pause_sequence(uuid),
     drumbeat_api.resume_sequence(uuid), drumbeat_api.archive_sequence(uuid), drumbeat_api.duplicate_sequence(uuid, text)
     TO authenticated, service_role;
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

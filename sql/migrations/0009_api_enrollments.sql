@@ -284,3 +284,5 @@ GRANT EXECUTE ON FUNCTION drumbeat_api.enroll_contacts(uuid, uuid[], timestamptz
     drumbeat_api.pause_enrollment(uuid), drumbeat_api.resume_enrollment(uuid), drumbeat_api.cancel_enrollment(uuid, text),
     drumbeat_api.skip_to_step(uuid, integer), drumbeat_api.complete_task(uuid, text, text)
     TO authenticated, service_role;
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

@@ -197,3 +197,5 @@ GRANT EXECUTE ON FUNCTION drumbeat.event_targets(uuid, jsonb), drumbeat.apply_co
 GRANT EXECUTE ON FUNCTION drumbeat_api.record_event(uuid, text, jsonb),
     drumbeat_api.preview_schedule(uuid, uuid, timestamptz), drumbeat_api.sequence_stats(uuid)
     TO authenticated, service_role;
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

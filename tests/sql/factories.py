@@ -17,9 +17,25 @@ SMS_SEQUENCE = {
     "channel": "sms",
     "settings": {"timezone": "America/New_York"},
     "steps": [
-        {"kind": "sms", "name": "Intro", "delay": {"value": 0, "unit": "minutes"}, "body": "Hi {{ contact.first_name }}"},
-        {"kind": "sms", "name": "Nudge", "delay": {"value": 2, "unit": "days"}, "send_at": "10:00", "body": "Still there?"},
-        {"kind": "call", "name": "Call", "delay": {"value": 1, "unit": "days"}, "task_description": "Call them"},
+        {
+            "kind": "sms",
+            "name": "Intro",
+            "delay": {"value": 0, "unit": "minutes"},
+            "body": "Hi {{ contact.first_name }}",
+        },
+        {
+            "kind": "sms",
+            "name": "Nudge",
+            "delay": {"value": 2, "unit": "days"},
+            "send_at": "10:00",
+            "body": "Still there?",
+        },
+        {
+            "kind": "call",
+            "name": "Call",
+            "delay": {"value": 1, "unit": "days"},
+            "task_description": "Call them",
+        },
     ],
 }
 
@@ -57,18 +73,30 @@ class Tenant:
 
     def sequence(self, definition: dict | None = None, *, activate: bool = True) -> uuid.UUID:
         self.as_owner()
-        sequence_id = call_one(self.conn, "create_sequence", self.workspace_id, Jsonb(definition or SMS_SEQUENCE))
+        sequence_id = call_one(
+            self.conn, "create_sequence", self.workspace_id, Jsonb(definition or SMS_SEQUENCE)
+        )
         if activate:
             call(self.conn, "activate_sequence", sequence_id, None)
         return sequence_id
 
     def enroll(self, sequence_id: uuid.UUID, contact_ids: list[uuid.UUID], **options) -> list[tuple]:
         self.as_owner()
-        return call(self.conn, "enroll_contacts", sequence_id, contact_ids, options.get("start_at"),
-                    options.get("start_at_step", 1), options.get("assigned_to"), Jsonb(options.get("metadata", {})))
+        return call(
+            self.conn,
+            "enroll_contacts",
+            sequence_id,
+            contact_ids,
+            options.get("start_at"),
+            options.get("start_at_step", 1),
+            options.get("assigned_to"),
+            Jsonb(options.get("metadata", {})),
+        )
 
 
-def new_tenant(conn: psycopg.Connection, name: str = "Acme", timezone: str = "UTC", *, with_sender: bool = True) -> Tenant:
+def new_tenant(
+    conn: psycopg.Connection, name: str = "Acme", timezone: str = "UTC", *, with_sender: bool = True
+) -> Tenant:
     owner = uuid.uuid4()
     act_as(conn, owner)
     workspace_id = call_one(conn, "create_workspace", name, timezone)

@@ -220,17 +220,14 @@ def test_empty_database_to_current(empty_db):
         functions = rows(
             conn,
             """SELECT p.oid::regprocedure::text, p.prosecdef, p.proconfig,
-                      EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
-                              WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'),
                       has_function_privilege('authenticated', p.oid, 'EXECUTE'),
                       has_function_privilege('service_role', p.oid, 'EXECUTE')
                FROM pg_proc p WHERE p.pronamespace = 'drumbeat_api'::regnamespace""",
         )
         assert functions, "drumbeat_api defines no functions"
-        for name, definer, config, public, authenticated, service_role in functions:
+        for name, definer, config, authenticated, service_role in functions:
             assert not definer, f"{name} is SECURITY DEFINER"
             assert 'search_path=""' in (config or []), f"{name} does not pin search_path: {config}"
-            assert not public, f"{name} is executable by PUBLIC"
             assert authenticated, f"{name} is not executable by authenticated"
             assert service_role, f"{name} is not executable by service_role"
 
@@ -241,6 +238,30 @@ def test_empty_database_to_current(empty_db):
                  AND p.pronamespace IN ('drumbeat_api'::regnamespace, 'public'::regnamespace)""",
         )
         assert definers == []
+
+
+def executable_by_public(url: str, schema: str) -> list[str]:
+    """Functions of `schema` that PUBLIC may execute (a NULL proacl means the default: PUBLIC may)."""
+    with psycopg.connect(url) as conn:
+        return [
+            name
+            for (name,) in rows(
+                conn,
+                """SELECT p.oid::regprocedure::text FROM pg_proc p
+                   WHERE p.pronamespace = to_regnamespace(%s)
+                     AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                                 WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+                   ORDER BY 1""",
+                (schema,),
+            )
+        ]
+
+
+@pytest.mark.parametrize("schema", ["drumbeat_api", "drumbeat"])
+def test_no_function_is_executable_by_public(empty_db, schema):
+    url = empty_db()
+    migrate(url)
+    assert executable_by_public(url, schema) == []
 
 
 # 2. idempotent
