@@ -97,8 +97,21 @@ def check_not_edited(applied: dict[str, str], migrations: list[Migration]) -> No
             )
 
 
+def check_not_hand_applied(conn: psycopg.Connection, applied: dict[str, str]) -> None:
+    """A schema built with psql has no bookkeeping; re-running every file on it would fail midway."""
+    has_schema = conn.execute("SELECT to_regnamespace('drumbeat') IS NOT NULL").fetchone()[0]
+    if has_schema and not any(name.startswith("migrations/") for name in applied):
+        raise MigrationError(
+            "schema drumbeat exists but drumbeat_meta.schema_migrations records none of its migrations "
+            "(it was applied with psql?). Keep applying new files with psql, or record the applied ones: "
+            "INSERT INTO drumbeat_meta.schema_migrations (name, checksum) VALUES ('migrations/0001_foundation.sql', "
+            "'<sha256 of the file>'), ... (see README, 'Applying migrations')."
+        )
+
+
 def pending_migrations(conn: psycopg.Connection) -> list[Migration]:
     applied = applied_migrations(conn)
+    check_not_hand_applied(conn, applied)
     own = drumbeat_migrations()
     check_not_edited(applied, own)
     return [m for m in own if m.name not in applied] + procrastinate_migrations(applied)

@@ -410,6 +410,10 @@ def test_migrator_builds_the_same_schema_as_psql(empty_db):
     assert expected["functions"] and expected["policies"] and expected["indexes"]
     assert_same_fingerprint(schema_fingerprint(by_migrator), expected)
 
+    # The migrator then refuses to run over the psql-built schema instead of failing half-way.
+    with pytest.raises(MigrationError, match="applied with psql"):
+        migrate(by_psql)
+
 
 # 7. the CLI
 
