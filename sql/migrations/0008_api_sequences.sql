@@ -227,9 +227,9 @@ SET search_path = ''
 AS $$
 BEGIN
     PERFORM drumbeat.transition_sequence(p_sequence_id, ARRAY['draft', 'active', 'paused'], 'archived');
-    UPDATE drumbeat.enrollments e SET status = 'cancelled', exit_reason = 'sequence_archived',
-        completed_at = drumbeat.clock_now(), next_action_at = NULL, paused_at = NULL, updated_at = pg_catalog.now()
-    WHERE e.sequence_id = p_sequence_id AND e.status IN ('scheduled', 'active', 'paused');
+    -- drumbeat.exit_enrollments comes with 0009; PL/pgSQL resolves it when this runs.
+    PERFORM drumbeat.exit_enrollments(ARRAY(SELECT e.id FROM drumbeat.enrollments e
+        WHERE e.sequence_id = p_sequence_id AND e.status IN ('scheduled', 'active', 'paused')), 'cancelled', 'sequence_archived');
 END
 $$;
 

@@ -158,15 +158,16 @@ BEGIN
 END
 $$;
 
--- Why: ends one enrollment; the trigger cancels its pending task and records the exit.
-CREATE FUNCTION drumbeat.exit_enrollment(p_enrollment_id uuid, p_status text, p_reason text)
+-- Why: ends enrollments (the live ones among p_enrollment_ids): one set-based UPDATE shared by
+-- cancel, archive and record_event; the trigger cancels pending tasks and records each exit.
+CREATE FUNCTION drumbeat.exit_enrollments(p_enrollment_ids uuid[], p_status text, p_reason text)
 RETURNS void
 LANGUAGE sql
 SET search_path = ''
 AS $$
     UPDATE drumbeat.enrollments e SET status = p_status, exit_reason = p_reason, completed_at = drumbeat.clock_now(),
         next_action_at = NULL, paused_at = NULL, updated_at = pg_catalog.now()
-    WHERE e.id = p_enrollment_id AND e.status IN ('scheduled', 'active', 'paused')
+    WHERE e.id = ANY (p_enrollment_ids) AND e.status IN ('scheduled', 'active', 'paused')
 $$;
 
 CREATE FUNCTION drumbeat_api.cancel_enrollment(p_enrollment_id uuid, p_reason text DEFAULT 'cancelled')
@@ -180,7 +181,7 @@ BEGIN
     IF p_reason IS NULL OR pg_catalog.length(pg_catalog.btrim(p_reason)) NOT BETWEEN 1 AND 200 THEN
         PERFORM drumbeat.raise_error('PT422', 'must be 1 to 200 characters', 'p_reason');
     END IF;
-    PERFORM drumbeat.exit_enrollment(p_enrollment_id, 'cancelled', pg_catalog.btrim(p_reason));
+    PERFORM drumbeat.exit_enrollments(ARRAY[p_enrollment_id], 'cancelled', pg_catalog.btrim(p_reason));
 END
 $$;
 
@@ -277,7 +278,7 @@ $$;
 
 GRANT EXECUTE ON FUNCTION drumbeat.enrollment_blocker(text, drumbeat.contacts),
     drumbeat.check_enroll_arguments(drumbeat.sequences, uuid[], uuid, jsonb),
-    drumbeat.require_enrollment_status(uuid, text[], text), drumbeat.exit_enrollment(uuid, text, text),
+    drumbeat.require_enrollment_status(uuid, text[], text), drumbeat.exit_enrollments(uuid[], text, text),
     drumbeat.advance_enrollment(uuid, timestamptz)
     TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION drumbeat_api.enroll_contacts(uuid, uuid[], timestamptz, integer, uuid, jsonb),

@@ -82,14 +82,15 @@ BEGIN
     )
     SELECT pg_catalog.array_agg(t.enrollment_id) INTO v_targets FROM targets t;
     PERFORM drumbeat.apply_contact_event(p_contact_id, p_kind, v_channel);
-    UPDATE drumbeat.enrollments e SET
-        status = CASE p_kind WHEN 'replied' THEN 'replied' WHEN 'bounced' THEN 'bounced' WHEN 'unsubscribed' THEN 'unsubscribed' ELSE 'completed' END,
-        exit_reason = p_kind, completed_at = drumbeat.clock_now(), next_action_at = NULL, paused_at = NULL, updated_at = pg_catalog.now()
-    FROM drumbeat.sequences s
-    WHERE e.id = ANY (v_targets) AND s.id = e.sequence_id AND e.status IN ('scheduled', 'active', 'paused')
-      AND ((s.exit_conditions ->> ('on_' || CASE p_kind WHEN 'replied' THEN 'reply' WHEN 'bounced' THEN 'bounce'
-                WHEN 'unsubscribed' THEN 'unsubscribe' ELSE p_kind END))::boolean
-           OR (p_kind = 'unsubscribed' AND s.channel = v_channel));
+    PERFORM drumbeat.exit_enrollments(ARRAY(
+        SELECT e.id FROM drumbeat.enrollments e JOIN drumbeat.sequences s ON s.id = e.sequence_id
+        WHERE e.id = ANY (v_targets)
+          AND ((s.exit_conditions ->> ('on_' || CASE p_kind WHEN 'replied' THEN 'reply' WHEN 'bounced' THEN 'bounce'
+                    WHEN 'unsubscribed' THEN 'unsubscribe' ELSE p_kind END))::boolean
+               OR (p_kind = 'unsubscribed' AND s.channel = v_channel))),
+        CASE p_kind WHEN 'replied' THEN 'replied' WHEN 'bounced' THEN 'bounced' WHEN 'unsubscribed' THEN 'unsubscribed'
+            ELSE 'completed' END,  -- meeting_booked: the goal is reached
+        p_kind);
 END
 $$;
 
