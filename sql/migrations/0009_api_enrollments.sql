@@ -2,26 +2,6 @@
 -- Every transition is a guarded UPDATE ... WHERE status IN (...); the state-machine trigger (0005)
 -- double-checks it and writes the event.
 
--- Why: can this contact be reached on this sequence's channel? NULL means yes, otherwise the outcome
--- enroll_contacts reports (opted_out beats unreachable: it is the reason that matters to the user).
-CREATE FUNCTION drumbeat.enrollment_blocker(p_channel text, p_contact drumbeat.contacts)
-RETURNS text
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ''
-AS $$
-    SELECT CASE
-        WHEN p_contact.id IS NULL OR p_contact.deleted_at IS NOT NULL THEN 'not_found'
-        WHEN p_channel = 'sms' AND p_contact.sms_opted_out_at IS NOT NULL THEN 'opted_out'
-        WHEN p_channel = 'sms' AND p_contact.phone IS NULL THEN 'unreachable'
-        WHEN p_channel = 'email' AND (p_contact.email_opted_out_at IS NOT NULL OR p_contact.bounced_at IS NOT NULL) THEN 'opted_out'
-        WHEN p_channel = 'email' AND p_contact.email IS NULL THEN 'unreachable'
-        WHEN p_channel = 'multi' AND (p_contact.sms_opted_out_at IS NOT NULL OR p_contact.phone IS NULL)
-             AND (p_contact.email_opted_out_at IS NOT NULL OR p_contact.bounced_at IS NOT NULL OR p_contact.email IS NULL)
-            THEN 'opted_out'
-    END
-$$;
-
 -- Why: arguments of enroll_contacts checked before any row is written.
 CREATE FUNCTION drumbeat.check_enroll_arguments(p_sequence drumbeat.sequences, p_contact_ids uuid[],
                                                 p_assigned_to uuid, p_metadata jsonb)
@@ -51,19 +31,22 @@ $$;
 -- Why: bulk enrollment is one set-based INSERT ... SELECT: the first step's time is computed once per
 -- distinct time zone (it depends on nothing else), conflicts with live enrollments are skipped by the
 -- partial unique index, and each contact gets an outcome: enrolled | already_enrolled | opted_out |
--- unreachable | not_found. A start in the future makes the enrollments 'scheduled'.
+-- unreachable | not_found (opted_out beats unreachable: it is the reason that matters to the user).
+-- A start in the future makes the enrollments 'scheduled'. Per-row work is plain expressions, not
+-- function calls: at 100k rows every microsecond per row is 0.1 s.
 CREATE FUNCTION drumbeat_api.enroll_contacts(p_sequence_id uuid, p_contact_ids uuid[], p_start_at timestamptz DEFAULT NULL,
     p_start_at_step integer DEFAULT 1, p_assigned_to uuid DEFAULT NULL, p_metadata jsonb DEFAULT '{}')
 RETURNS TABLE(contact_id uuid, enrollment_id uuid, outcome text)
 LANGUAGE plpgsql
 SECURITY INVOKER
 SET search_path = ''
+SET work_mem = '32MB'  -- the de-duplicating and ordering sorts of 100k ids stay in memory
 AS $$
 #variable_conflict use_column
 DECLARE
     v_sequence drumbeat.sequences;
     v_step drumbeat.sequence_steps;
-    v_workspace_tz text;
+    v_default_tz text;
     v_now timestamptz := drumbeat.clock_now();
     v_start timestamptz;
 BEGIN
@@ -75,25 +58,37 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM drumbeat.raise_error('PT422', pg_catalog.format('the sequence has no active step at position %s', p_start_at_step), 'p_start_at_step');
     END IF;
-    SELECT w.timezone INTO v_workspace_tz FROM drumbeat.workspaces w WHERE w.id = v_sequence.workspace_id;
+    -- A contact's own zone (validated by its foreign key) wins; otherwise sequence -> workspace -> UTC.
+    SELECT drumbeat.recipient_timezone(NULL, v_sequence.settings, w.timezone) INTO v_default_tz
+    FROM drumbeat.workspaces w WHERE w.id = v_sequence.workspace_id;
     v_start := GREATEST(p_start_at, v_sequence.scheduled_start_at, v_now);
     RETURN QUERY
     WITH input AS (
         SELECT DISTINCT ON (u.id) u.id, u.ord FROM pg_catalog.unnest(p_contact_ids) WITH ORDINALITY AS u(id, ord) ORDER BY u.id, u.ord
     ), candidates AS MATERIALIZED (
-        SELECT i.id, i.ord, drumbeat.enrollment_blocker(v_sequence.channel, c) AS blocker,
-               drumbeat.recipient_timezone(c.timezone, v_sequence.settings, v_workspace_tz) AS tz
+        SELECT i.id, i.ord, COALESCE(c.timezone, v_default_tz) AS tz, CASE
+            WHEN c.id IS NULL OR c.deleted_at IS NOT NULL THEN 'not_found'
+            WHEN v_sequence.channel = 'sms' AND c.sms_opted_out_at IS NOT NULL THEN 'opted_out'
+            WHEN v_sequence.channel = 'sms' AND c.phone IS NULL THEN 'unreachable'
+            WHEN v_sequence.channel = 'email' AND (c.email_opted_out_at IS NOT NULL OR c.bounced_at IS NOT NULL) THEN 'opted_out'
+            WHEN v_sequence.channel = 'email' AND c.email IS NULL THEN 'unreachable'
+            WHEN v_sequence.channel = 'multi' AND (c.sms_opted_out_at IS NOT NULL OR c.phone IS NULL)
+                 AND (c.email_opted_out_at IS NOT NULL OR c.bounced_at IS NOT NULL OR c.email IS NULL) THEN 'opted_out'
+        END AS blocker
         FROM input i LEFT JOIN drumbeat.contacts c ON c.id = i.id AND c.workspace_id = v_sequence.workspace_id
     ), zones AS MATERIALIZED (
-        SELECT z.tz, drumbeat.next_action_at(v_start, v_step.delay, v_step.send_at, v_step.kind, z.tz,
-                                             v_sequence.settings, v_sequence.workspace_id) AS first_at
+        -- Two parallel arrays read once per statement (init-plans), not a join against every row.
+        SELECT pg_catalog.array_agg(z.tz) AS tzs,
+               pg_catalog.array_agg(drumbeat.next_action_at(v_start, v_step.delay, v_step.send_at, v_step.kind, z.tz,
+                                                            v_sequence.settings, v_sequence.workspace_id)) AS first_ats
         FROM (SELECT DISTINCT ca.tz FROM candidates ca WHERE ca.blocker IS NULL) AS z
     ), inserted AS (
         INSERT INTO drumbeat.enrollments AS e (workspace_id, sequence_id, contact_id, status, current_step_id,
             step_done_at, next_action_at, assigned_to, enrolled_at, started_at, metadata)
         SELECT v_sequence.workspace_id, p_sequence_id, ca.id, CASE WHEN v_start > v_now THEN 'scheduled' ELSE 'active' END,
-               v_step.id, v_start, z.first_at, p_assigned_to, v_now, CASE WHEN v_start <= v_now THEN v_now END, p_metadata
-        FROM candidates ca JOIN zones z ON z.tz = ca.tz
+               v_step.id, v_start, (SELECT z.first_ats FROM zones z)[pg_catalog.array_position((SELECT z.tzs FROM zones z), ca.tz)],
+               p_assigned_to, v_now, CASE WHEN v_start <= v_now THEN v_now END, p_metadata
+        FROM candidates ca
         WHERE ca.blocker IS NULL
         ON CONFLICT (sequence_id, contact_id) WHERE status IN ('scheduled', 'active', 'paused') DO NOTHING
         RETURNING e.id, e.contact_id
@@ -276,8 +271,7 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON FUNCTION drumbeat.enrollment_blocker(text, drumbeat.contacts),
-    drumbeat.check_enroll_arguments(drumbeat.sequences, uuid[], uuid, jsonb),
+GRANT EXECUTE ON FUNCTION drumbeat.check_enroll_arguments(drumbeat.sequences, uuid[], uuid, jsonb),
     drumbeat.require_enrollment_status(uuid, text[], text), drumbeat.exit_enrollments(uuid[], text, text),
     drumbeat.advance_enrollment(uuid, timestamptz)
     TO authenticated, service_role;
