@@ -768,3 +768,14 @@ def test_sequence_stats_counts_enrollments_and_engagement(tenant):
     }
     assert stats["steps"][0]["replied"] == 1 and stats["steps"][0]["sent"] == 0
     assert stats["steps"][0]["reply_rate"] is None
+
+
+def test_enrollment_ids_are_time_ordered_uuid_v7(tenant):
+    """Bulk enrollment appends to the id indexes: ids are UUIDv7 (version 7, RFC 9562 variant) and the
+    first 48 bits are the Unix milliseconds of creation."""
+    sequence = tenant.sequence()
+    enrolled = tenant.enroll(sequence, [tenant.contact() for _ in range(3)])
+    for _, enrollment_id, _ in enrolled:
+        assert enrollment_id.version == 7 and enrollment_id.variant == uuid.RFC_4122
+        created_ms = enrollment_id.int >> 80
+        assert abs(created_ms / 1000 - datetime.now(UTC).timestamp()) < 60
