@@ -369,6 +369,22 @@ COMMENT ON INDEX drumbeat.holidays_workspace_day_key IS 'Serves the scheduler''s
 CREATE UNIQUE INDEX holidays_calendar_day_key ON drumbeat.holidays (calendar, day) WHERE calendar IS NOT NULL;
 COMMENT ON INDEX drumbeat.holidays_calendar_day_key IS 'Serves the same check against a shared calendar.';
 
+-- Primary keys serve look-ups by id (every contract function taking an id, and the foreign keys).
+COMMENT ON INDEX drumbeat.timezones_pkey IS 'Serves the time zone foreign keys: is this an IANA zone name.';
+COMMENT ON INDEX drumbeat.workspaces_pkey IS 'Serves look-ups by workspace id and every workspace_id foreign key.';
+COMMENT ON INDEX drumbeat.workspace_members_pkey IS 'Serves drumbeat.workspace_role(): the caller''s role in one workspace.';
+COMMENT ON INDEX drumbeat.api_keys_pkey IS 'Serves revoking a key by id.';
+COMMENT ON INDEX drumbeat.api_keys_prefix_unique IS 'Serves authenticating a request: find the key by its public prefix, then compare hashes.';
+COMMENT ON INDEX drumbeat.senders_pkey IS 'Serves look-ups by sender id (settings.sms_sender_id / email_sender_id).';
+COMMENT ON INDEX drumbeat.contacts_pkey IS 'Serves look-ups by contact id (enroll_contacts, record_event, preview_schedule).';
+COMMENT ON INDEX drumbeat.sequences_pkey IS 'Serves look-ups by sequence id (every sequence function).';
+COMMENT ON INDEX drumbeat.sequence_steps_pkey IS 'Serves look-ups by step id (update_sequence matching steps by id, planned_at).';
+COMMENT ON INDEX drumbeat.enrollments_pkey IS 'Serves look-ups by enrollment id (pause/resume/cancel/skip, the dispatcher''s record).';
+COMMENT ON INDEX drumbeat.deliveries_pkey IS 'Serves look-ups by delivery id (record, tracking links).';
+COMMENT ON INDEX drumbeat.tasks_pkey IS 'Serves complete_task.';
+COMMENT ON INDEX drumbeat.events_pkey IS 'Identity of an event (append-only; the time is in the key for partitioning).';
+COMMENT ON INDEX drumbeat.holidays_pkey IS 'Identity of a holiday row.';
+
 -- Targets of the composite (workspace_id, id) foreign keys that keep references inside one tenant.
 COMMENT ON INDEX drumbeat.senders_workspace_id_key IS 'Serves the tenant-safe foreign key from deliveries.sender_id.';
 COMMENT ON INDEX drumbeat.contacts_workspace_id_key IS 'Serves the tenant-safe foreign keys from enrollments, deliveries and tasks.';

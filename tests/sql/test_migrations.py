@@ -239,6 +239,22 @@ def test_empty_database_to_current(empty_db):
         )
         assert definers == []
 
+        every_function = rows(
+            conn,
+            """SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p
+               WHERE p.pronamespace IN ('drumbeat'::regnamespace, 'drumbeat_api'::regnamespace)""",
+        )
+        unpinned = [name for name, config in every_function if 'search_path=""' not in (config or [])]
+        assert unpinned == [], "functions without search_path = ''"
+
+        uncommented = rows(
+            conn,
+            """SELECT c.relname FROM pg_class c
+               WHERE c.relnamespace = 'drumbeat'::regnamespace AND c.relkind = 'i'
+                 AND obj_description(c.oid, 'pg_class') IS NULL""",
+        )
+        assert uncommented == [], "indexes without a comment naming the query they serve"
+
 
 def executable_by_public(url: str, schema: str) -> list[str]:
     """Functions of `schema` that PUBLIC may execute (a NULL proacl means the default: PUBLIC may)."""
