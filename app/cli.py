@@ -19,12 +19,21 @@ def _database_url() -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    import psycopg
+
     from app.migrate import MigrationError, migrate
 
     try:
         names = migrate(_database_url(), dry_run=args.dry_run)
     except MigrationError as error:
         print(f"drumbeat migrate: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except psycopg.OperationalError as error:
+        print(f"drumbeat migrate: cannot reach the database: {error}".rstrip(), file=sys.stderr)
+        return EXIT_FAILED
+    except psycopg.Error as error:
+        # A failing migration rolled back as a whole; the message says which statement failed.
+        print(f"drumbeat migrate: a migration failed and was rolled back: {error}".rstrip(), file=sys.stderr)
         return EXIT_FAILED
     verb = "pending" if args.dry_run else "applied"
     if not names:

@@ -470,6 +470,13 @@ def test_cli_without_database_url():
     assert "DATABASE_URL" in result.stderr
 
 
+def test_cli_reports_an_unreachable_database_in_one_line():
+    result = drumbeat("migrate", database_url="postgresql://postgres@127.0.0.1:1/nowhere")
+    assert result.returncode == 1
+    assert result.stderr.startswith("drumbeat migrate: cannot reach the database")
+    assert "Traceback" not in result.stderr
+
+
 def test_cli_refuses_edited_file(empty_db):
     url = empty_db()
     migrate(url)
