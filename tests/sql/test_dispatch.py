@@ -1,0 +1,306 @@
+"""The dispatch protocol in SQL (claim / record / recover), driven as the worker role with the SQL clock."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from tests.sql.factories import SMS_SEQUENCE, new_tenant, sms_sequence
+from tests.support import call, sql_error
+
+MONDAY_9AM_NEW_YORK = "2026-11-23 14:00Z"
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def set_clock(conn, instant: str) -> None:
+    conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (instant,))
+
+
+def as_worker(conn) -> None:
+    conn.execute("RESET ROLE")
+    conn.execute("SET LOCAL ROLE drumbeat_worker")
+
+
+def claim(conn, limit: int = 100) -> list[dict]:
+    as_worker(conn)
+    cursor = conn.execute("SELECT * FROM drumbeat.claim_due(%s)", (limit,))
+    names = [c.name for c in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def record(conn, *results: dict) -> int:
+    as_worker(conn)
+    return conn.execute("SELECT drumbeat.record_deliveries(%s)", (Jsonb(list(results)),)).fetchone()[0]
+
+
+def enrollment(conn, enrollment_id):
+    conn.execute("RESET ROLE")
+    row = conn.execute(
+        """SELECT e.status, e.next_action_at, st.position, e.step_attempt, e.exit_reason
+           FROM drumbeat.enrollments e JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
+           WHERE e.id = %s""",
+        (enrollment_id,),
+    ).fetchone()
+    return dict(zip(["status", "next_action_at", "position", "attempt", "exit_reason"], row, strict=True))
+
+
+@pytest.fixture
+def tenant(conn):
+    set_clock(conn, MONDAY_9AM_NEW_YORK)
+    return new_tenant(conn)
+
+
+@pytest.fixture
+def enrolled(tenant):
+    """One contact enrolled in the SMS sequence: its first SMS is due now."""
+    sequence = tenant.sequence()
+    contact = tenant.contact(first_name="Ada")
+    [(_, enrollment_id, _)] = tenant.enroll(sequence, [contact])
+    return sequence, contact, enrollment_id
+
+
+def test_claim_returns_each_due_message_once(conn, enrolled):
+    _, _, enrollment_id = enrolled
+    [delivery] = claim(conn)
+    assert delivery["enrollment_id"] == enrollment_id and delivery["channel"] == "sms"
+    assert delivery["attempt"] == 1 and delivery["idempotency_key"].endswith(":1")
+    assert delivery["body"] == "Hi {{ contact.first_name }}"  # rendering is the worker's job
+    assert delivery["context"]["contact"]["first_name"] == "Ada"
+    assert delivery["from_address"] == delivery["context"]["sender"]["address"]
+    assert claim(conn) == []
+    assert enrollment(conn, enrollment_id)["next_action_at"] is None
+
+
+def test_recorded_send_moves_to_the_next_step(conn, tenant, enrolled):
+    _, _, enrollment_id = enrolled
+    conn.execute("RESET ROLE")
+    conn.execute("UPDATE drumbeat.workspaces SET sms_credits = 10 WHERE id = %s", (tenant.workspace_id,))
+    [delivery] = claim(conn)
+    result = {
+        "delivery_id": str(delivery["delivery_id"]),
+        "outcome": "sent",
+        "provider_message_id": "SM1",
+        "segments": 2,
+        "body": "Hi Ada",
+    }
+    assert record(conn, result) == 1
+    assert record(conn, result) == 0  # recording twice changes nothing
+    state = enrollment(conn, enrollment_id)
+    assert (state["status"], state["position"]) == ("active", 2)
+    assert state["next_action_at"] == at("2026-11-25 15:00Z")  # two days later, 10:00 New York
+    sent = conn.execute(
+        "SELECT status, body, segments FROM drumbeat.deliveries WHERE id = %s", (delivery["delivery_id"],)
+    ).fetchone()
+    assert sent == ("sent", "Hi Ada", 2)
+    assert conn.execute(
+        "SELECT sms_credits FROM drumbeat.workspaces WHERE id = %s", (tenant.workspace_id,)
+    ).fetchone() == (8,)
+
+
+def test_transient_errors_retry_then_fail(conn, enrolled):
+    _, _, enrollment_id = enrolled
+    for attempt, retry_at in [(1, "2026-11-23 14:01Z"), (2, "2026-11-23 14:05Z")]:
+        [delivery] = claim(conn)
+        assert delivery["attempt"] == attempt
+        record(
+            conn,
+            {
+                "delivery_id": str(delivery["delivery_id"]),
+                "outcome": "failed",
+                "transient": True,
+                "error_code": "429",
+            },
+        )
+        state = enrollment(conn, enrollment_id)
+        assert (state["attempt"], state["next_action_at"]) == (attempt + 1, at(retry_at))
+        assert claim(conn) == []  # not before the backoff
+        set_clock(conn, retry_at)
+    [delivery] = claim(conn)
+    record(conn, {"delivery_id": str(delivery["delivery_id"]), "outcome": "failed", "transient": True})
+    assert enrollment(conn, enrollment_id)["status"] == "failed"
+
+
+def test_retry_moves_into_the_allowed_window(conn, enrolled):
+    set_clock(conn, "2026-11-24 01:59:30Z")  # 20:59:30 in New York, just before SMS quiet hours
+    conn.execute("RESET ROLE")
+    conn.execute("UPDATE drumbeat.enrollments SET next_action_at = '2026-11-24 01:59Z'")
+    [delivery] = claim(conn)
+    record(conn, {"delivery_id": str(delivery["delivery_id"]), "outcome": "failed", "transient": True})
+    assert enrollment(conn, enrolled[2])["next_action_at"] == at("2026-11-24 13:00Z")  # 08:00 next morning
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "reason", "opted_out"),
+    [
+        ("21211", "failed", "send_failed: 21211", False),
+        ("21610", "unsubscribed", "carrier_opt_out", True),
+    ],
+)
+def test_permanent_errors_end_the_enrollment(conn, enrolled, code, status, reason, opted_out):
+    _, contact, enrollment_id = enrolled
+    [delivery] = claim(conn)
+    record(
+        conn,
+        {
+            "delivery_id": str(delivery["delivery_id"]),
+            "outcome": "failed",
+            "transient": False,
+            "error_code": code,
+        },
+    )
+    state = enrollment(conn, enrollment_id)
+    assert (state["status"], state["exit_reason"]) == (status, reason)
+    assert conn.execute(
+        "SELECT sms_opted_out_at IS NOT NULL FROM drumbeat.contacts WHERE id = %s", (contact,)
+    ).fetchone() == (opted_out,)
+
+
+def test_expired_lease_becomes_unknown_and_is_never_resent(conn, enrolled):
+    _, _, enrollment_id = enrolled
+    [delivery] = claim(conn)
+    as_worker(conn)
+    assert conn.execute("SELECT drumbeat.recover_deliveries('10 minutes')").fetchone() == (0,)
+    set_clock(conn, "2026-11-23 14:11Z")
+    as_worker(conn)
+    assert conn.execute("SELECT drumbeat.recover_deliveries('10 minutes')").fetchone() == (1,)
+    conn.execute("RESET ROLE")
+    assert conn.execute(
+        "SELECT status FROM drumbeat.deliveries WHERE id = %s", (delivery["delivery_id"],)
+    ).fetchone() == ("unknown",)
+    assert enrollment(conn, enrollment_id)["position"] == 2
+    assert conn.execute(
+        "SELECT count(*) FROM drumbeat.events WHERE kind = 'delivery_unknown'"
+    ).fetchone() == (1,)
+    assert record(conn, {"delivery_id": str(delivery["delivery_id"]), "outcome": "sent"}) == 0
+
+
+def test_opted_out_contact_is_skipped_without_a_delivery(conn, tenant, enrolled):
+    _, contact, enrollment_id = enrolled
+    conn.execute("RESET ROLE")
+    conn.execute("UPDATE drumbeat.contacts SET sms_opted_out_at = now() WHERE id = %s", (contact,))
+    assert claim(conn) == []
+    assert enrollment(conn, enrollment_id)["position"] == 2
+    reason = conn.execute(
+        "SELECT payload->>'reason' FROM drumbeat.events WHERE kind = 'step_skipped'"
+    ).fetchone()
+    assert reason == ("opted_out",)
+
+
+def test_manual_step_opens_a_task_and_waits(conn, tenant):
+    sequence = tenant.sequence(
+        sms_sequence(steps=[{"kind": "call", "name": "Intro call", "task_description": "Ask"}])
+    )
+    [(_, enrollment_id, _)] = tenant.enroll(sequence, [tenant.contact()])
+    assert claim(conn) == []
+    conn.execute("RESET ROLE")
+    task = conn.execute(
+        "SELECT id, title, status FROM drumbeat.tasks WHERE enrollment_id = %s", (enrollment_id,)
+    ).fetchone()
+    assert task[1:] == ("Intro call", "pending")
+    assert enrollment(conn, enrollment_id)["next_action_at"] is None
+    assert claim(conn) == []  # waiting, not due
+    tenant.as_owner()
+    call(conn, "complete_task", task[0], "connected", None)
+    assert enrollment(conn, enrollment_id)["status"] == "completed"
+
+
+@pytest.mark.parametrize(("replied", "positions"), [(True, "exit"), (False, 4)])
+def test_condition_branches_on_engagement(conn, tenant, replied, positions):
+    steps = [
+        SMS_SEQUENCE["steps"][0],
+        {"kind": "condition", "condition": {"if": "replied", "step": 1}, "then": "exit", "else": {"goto": 4}},
+        {"kind": "sms", "body": "never sent"},
+        {"kind": "action", "action": {"type": "tag", "tag": "no-reply"}},
+        {"kind": "sms", "delay": {"value": 1, "unit": "days"}, "body": "Last try"},
+    ]
+    sequence = tenant.sequence(sms_sequence(steps=steps, exit_conditions={"on_reply": False}))
+    contact = tenant.contact()
+    [(_, enrollment_id, _)] = tenant.enroll(sequence, [contact])
+    [delivery] = claim(conn)
+    record(conn, {"delivery_id": str(delivery["delivery_id"]), "outcome": "sent"})
+    if replied:
+        tenant.as_owner()
+        call(conn, "record_event", contact, "replied", Jsonb({}))
+    assert claim(conn) == []  # the condition and the action ran inside the claim; the last SMS waits a day
+    state = enrollment(conn, enrollment_id)
+    if positions == "exit":
+        assert (state["status"], state["exit_reason"]) == ("completed", "condition_exit")
+    else:
+        assert (state["status"], state["position"]) == ("active", 5)
+        assert conn.execute("SELECT tags FROM drumbeat.contacts WHERE id = %s", (contact,)).fetchone() == (
+            ["no-reply"],
+        )
+
+
+def test_paused_sequences_and_future_starts_are_not_claimed(conn, tenant):
+    paused = tenant.sequence()
+    tenant.enroll(paused, [tenant.contact()])
+    call(conn, "pause_sequence", paused)
+    later = tenant.sequence()
+    [(_, enrollment_id, _)] = tenant.enroll(later, [tenant.contact()], start_at=at("2026-11-24 14:00Z"))
+    assert claim(conn) == []
+    set_clock(conn, "2026-11-24 14:00Z")
+    [delivery] = claim(conn)
+    assert delivery["enrollment_id"] == enrollment_id
+    assert enrollment(conn, enrollment_id)["status"] == "active"
+
+
+def test_variants_are_weighted_and_stable_per_enrollment(conn, tenant):
+    step = {
+        **SMS_SEQUENCE["steps"][0],
+        "variants": [
+            {"key": "A", "weight": 1, "body": "Hello A"},
+            {"key": "B", "weight": 3, "body": "Hello B"},
+        ],
+    }
+    sequence = tenant.sequence(sms_sequence(steps=[step]))
+    tenant.enroll(sequence, [tenant.contact() for _ in range(40)])
+    deliveries = claim(conn)
+    assert {d["variant"] for d in deliveries} == {"A", "B"}
+    assert all(d["body"] == f"Hello {d['variant']}" for d in deliveries)
+    as_worker(conn)
+    again = conn.execute(
+        "SELECT drumbeat.pick_variant(%s, %s)->>'key'",
+        (Jsonb(step["variants"]), deliveries[0]["enrollment_id"]),
+    ).fetchone()[0]
+    assert again == deliveries[0]["variant"]
+
+
+def test_only_the_worker_may_claim(conn, tenant):
+    tenant.as_owner()
+    with sql_error(conn, "42501"):
+        conn.execute("SELECT * FROM drumbeat.claim_due(10)")
+
+
+def test_concurrent_workers_never_claim_the_same_enrollment(db_url):
+    with psycopg.connect(db_url, autocommit=True) as setup:
+        set_clock(setup, MONDAY_9AM_NEW_YORK)
+        with setup.transaction():
+            tenant = new_tenant(setup)
+            sequence = tenant.sequence()
+            tenant.enroll(sequence, [tenant.contact() for _ in range(300)])
+    claimed: list[uuid.UUID] = []
+    barrier = threading.Barrier(3)
+
+    def worker():
+        with psycopg.connect(db_url) as conn:
+            set_clock(conn, MONDAY_9AM_NEW_YORK)
+            barrier.wait()
+            while batch := claim(conn, limit=25):
+                claimed.extend(d["enrollment_id"] for d in batch)
+                conn.commit()
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == 300 and len(set(claimed)) == 300
