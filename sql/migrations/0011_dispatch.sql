@@ -1,7 +1,7 @@
--- 0011 dispatch, part 1: the worker's role and the claim / record / recover protocol of DESIGN.md
--- ("Dispatch protocol") for message steps. At most once: a delivery row in status 'sending' with a
--- unique idempotency key exists before the provider is called; a delivery left 'sending' past its
--- lease becomes 'unknown' and is never re-sent.
+-- 0011 dispatch: the worker's role and the claim / record / recover protocol of DESIGN.md
+-- ("Dispatch protocol"), with the caps that hold message steps back. At most once: a delivery row in
+-- status 'sending' with a unique idempotency key exists before the provider is called; a delivery
+-- left 'sending' past its lease becomes 'unknown' and is never re-sent.
 
 -- The dispatcher's role: operators create a login role in it (CREATE ROLE drumbeat_worker_login LOGIN
 -- IN ROLE drumbeat_worker). It sees every tenant's rows (it serves them all) and executes only the
@@ -272,6 +272,96 @@ BEGIN
 END
 $$;
 
+-- Caps. A message step held back by a cap is rescheduled to the next allowed instant, never dropped:
+-- the sender's rate_per_second (spread over the next seconds) and daily_cap (per local day of the
+-- workspace), the sequence's max_per_day (per local day of the sequence's time zone) and the
+-- workspace's SMS credits. Ranks are taken over the whole due batch, so a batch never overshoots a
+-- cap even when several caps hold different rows.
+
+ALTER TABLE drumbeat.deliveries ADD COLUMN sequence_id uuid;
+COMMENT ON COLUMN drumbeat.deliveries.sequence_id IS 'The enrollment''s sequence, kept here so that max_per_day is one index range.';
+CREATE INDEX deliveries_sender_claimed_idx ON drumbeat.deliveries (sender_id, claimed_at);
+COMMENT ON INDEX drumbeat.deliveries_sender_claimed_idx IS 'Serves the sender caps at claim: deliveries of a sender in the last second and since local midnight.';
+CREATE INDEX deliveries_sequence_claimed_idx ON drumbeat.deliveries (sequence_id, claimed_at);
+COMMENT ON INDEX drumbeat.deliveries_sequence_claimed_idx IS 'Serves the sequence''s max_per_day at claim: its deliveries since local midnight.';
+
+-- Why: the instant a local day starts, and the next one, in a zone (caps count per local day).
+CREATE FUNCTION drumbeat.local_day_start(p_at timestamptz, p_tz text, p_days_ahead integer DEFAULT 0)
+RETURNS timestamptz
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$ SELECT (pg_catalog.date_trunc('day', p_at AT TIME ZONE p_tz) + pg_catalog.make_interval(days => p_days_ahead)) AT TIME ZONE p_tz $$;
+
+-- Why: for each due message step of a batch, the instant until which a cap holds it (NULL: it may go
+-- now) and which cap.
+CREATE FUNCTION drumbeat.capped_steps(p_ids uuid[], p_now timestamptz)
+RETURNS TABLE(enrollment_id uuid, hold_until timestamptz, reason text)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    WITH due AS (
+        SELECT e.id, e.workspace_id, e.sequence_id, st.kind, e.next_action_at, w.timezone AS workspace_tz, w.sms_credits,
+               COALESCE(NULLIF(s.settings ->> 'timezone', ''), w.timezone) AS sequence_tz,
+               (s.settings ->> 'max_per_day')::integer AS max_per_day,
+               drumbeat.step_sender(e.workspace_id, s.settings, st.kind) AS sender_id
+        FROM drumbeat.enrollments e
+        JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id AND st.kind IN ('sms', 'email')
+        JOIN drumbeat.sequences s ON s.id = e.sequence_id
+        JOIN drumbeat.workspaces w ON w.id = e.workspace_id
+        WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
+    ), ranked AS (
+        SELECT d.*, se.rate_per_second, se.daily_cap,
+               pg_catalog.row_number() OVER (PARTITION BY d.sender_id ORDER BY d.next_action_at, d.id) AS sender_rank,
+               pg_catalog.row_number() OVER (PARTITION BY d.sequence_id ORDER BY d.next_action_at, d.id) AS sequence_rank,
+               pg_catalog.row_number() OVER (PARTITION BY d.workspace_id, d.kind ORDER BY d.next_action_at, d.id) AS channel_rank,
+               (SELECT pg_catalog.count(*) FROM drumbeat.deliveries x
+                WHERE x.sender_id = d.sender_id AND x.claimed_at > p_now - '1 second'::interval) AS sender_last_second,
+               (SELECT pg_catalog.count(*) FROM drumbeat.deliveries x
+                WHERE x.sender_id = d.sender_id AND x.claimed_at >= drumbeat.local_day_start(p_now, d.workspace_tz)) AS sender_today,
+               (SELECT pg_catalog.count(*) FROM drumbeat.deliveries x
+                WHERE x.sequence_id = d.sequence_id AND x.claimed_at >= drumbeat.local_day_start(p_now, d.sequence_tz)) AS sequence_today
+        FROM due d LEFT JOIN drumbeat.senders se ON se.id = d.sender_id
+    ), holds AS (
+        SELECT r.id, v.hold_until, v.reason
+        FROM ranked r, LATERAL (VALUES
+            (CASE WHEN r.sender_rank > GREATEST(r.rate_per_second - r.sender_last_second, 0)
+                  THEN p_now + pg_catalog.make_interval(secs => pg_catalog.ceil(
+                      (r.sender_rank - GREATEST(r.rate_per_second - r.sender_last_second, 0)) / r.rate_per_second)::double precision) END,
+             'sender_rate'),
+            (CASE WHEN r.sender_today + r.sender_rank > r.daily_cap THEN drumbeat.local_day_start(p_now, r.workspace_tz, 1) END,
+             'sender_daily_cap'),
+            (CASE WHEN r.sequence_today + r.sequence_rank > r.max_per_day THEN drumbeat.local_day_start(p_now, r.sequence_tz, 1) END,
+             'max_per_day'),
+            (CASE WHEN r.kind = 'sms' AND r.channel_rank > r.sms_credits THEN p_now + '1 hour'::interval END,
+             'no_sms_credits')) AS v(hold_until, reason)
+        WHERE v.hold_until IS NOT NULL
+    )
+    SELECT DISTINCT ON (h.id) h.id, h.hold_until, h.reason FROM holds h ORDER BY h.id, h.hold_until DESC
+$$;
+
+-- Why: held steps move to the first allowed instant at or after their hold (windows still apply), with
+-- the reason in events; they are claimed again then.
+CREATE FUNCTION drumbeat.hold_capped(p_ids uuid[], p_now timestamptz)
+RETURNS void
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    WITH held AS (
+        UPDATE drumbeat.enrollments e
+        SET next_action_at = drumbeat.planned_at(e.current_step_id, e.contact_id, c.hold_until, NULL, true),
+            updated_at = pg_catalog.now()
+        FROM drumbeat.capped_steps(p_ids, p_now) AS c
+        WHERE e.id = c.enrollment_id
+        RETURNING e.id, e.workspace_id, e.contact_id, e.sequence_id, e.current_step_id, e.next_action_at, c.reason
+    )
+    INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, occurred_at, payload)
+    SELECT h.workspace_id, 'held', h.contact_id, h.sequence_id, h.id, h.current_step_id, p_now,
+           pg_catalog.jsonb_build_object('reason', h.reason, 'until', h.next_action_at)
+    FROM held h
+$$;
+
 -- Why: the message steps of a locked batch become 'sending' deliveries (unique idempotency key:
 -- enrollment, step, attempt) before anything is sent; the enrollment waits (next_action_at NULL) for
 -- the record. Returns what the worker needs to render and send, nothing more.
@@ -282,7 +372,7 @@ LANGUAGE sql
 SET search_path = ''
 AS $$
     WITH due AS MATERIALIZED (
-        SELECT e.id AS enrollment_id, e.workspace_id, e.contact_id, e.step_attempt, st.id AS step_id, st.kind AS channel,
+        SELECT e.id AS enrollment_id, e.workspace_id, e.sequence_id, e.contact_id, e.step_attempt, st.id AS step_id, st.kind AS channel,
                drumbeat.pick_variant(st.variants, e.id) AS variant, st.subject, st.body, st.html_body,
                CASE st.kind WHEN 'sms' THEN c.phone ELSE c.email END AS to_address,
                drumbeat.step_sender(e.workspace_id, s.settings, st.kind) AS sender_id,
@@ -298,9 +388,9 @@ AS $$
         JOIN drumbeat.workspaces w ON w.id = e.workspace_id
         WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
     ), inserted AS (
-        INSERT INTO drumbeat.deliveries AS d (workspace_id, enrollment_id, step_id, contact_id, sender_id, variant, channel,
+        INSERT INTO drumbeat.deliveries AS d (workspace_id, enrollment_id, sequence_id, step_id, contact_id, sender_id, variant, channel,
             idempotency_key, attempt, scheduled_for, claimed_at)
-        SELECT due.workspace_id, due.enrollment_id, due.step_id, due.contact_id, due.sender_id, due.variant ->> 'key', due.channel,
+        SELECT due.workspace_id, due.enrollment_id, due.sequence_id, due.step_id, due.contact_id, due.sender_id, due.variant ->> 'key', due.channel,
                due.enrollment_id || ':' || due.step_id || ':' || due.step_attempt, due.step_attempt, p_now, p_now
         FROM due WHERE due.sender_id IS NOT NULL
         ON CONFLICT (idempotency_key) DO NOTHING
@@ -345,6 +435,7 @@ BEGIN
         JOIN drumbeat.sequences s ON s.id = e.sequence_id
         WHERE e.id = ANY (v_ids) AND e.status = 'active' AND e.next_action_at <= v_now AND st.kind IN ('sms', 'email')
           AND drumbeat.step_sender(e.workspace_id, s.settings, st.kind) IS NULL), 'failed', 'no_sender');
+    PERFORM drumbeat.hold_capped(v_ids, v_now);
     RETURN QUERY SELECT * FROM drumbeat.claim_messages(v_ids, v_now);
 END
 $$;

@@ -61,7 +61,9 @@ class Tenant:
 
     def sender(self, channel: str = "sms", address: str = "+15550000001") -> uuid.UUID:
         self.as_owner()
-        return call_one(self.conn, "create_sender", self.workspace_id, channel, address, Jsonb({}))
+        # A high rate, so that only the tests about rate limits meet one.
+        settings = {"rate_per_second": 1000}
+        return call_one(self.conn, "create_sender", self.workspace_id, channel, address, Jsonb(settings))
 
     def contacts(self, *rows: dict) -> list[uuid.UUID]:
         self.as_owner()

@@ -304,3 +304,69 @@ def test_concurrent_workers_never_claim_the_same_enrollment(db_url):
     for thread in threads:
         thread.join()
     assert len(claimed) == 300 and len(set(claimed)) == 300
+
+
+def _held(conn):
+    conn.execute("RESET ROLE")
+    return dict(
+        conn.execute(
+            "SELECT payload->>'reason', count(*) FROM drumbeat.events WHERE kind = 'held' GROUP BY 1"
+        )
+    )
+
+
+def test_sender_rate_spreads_sends_over_the_next_seconds(conn, tenant):
+    conn.execute("RESET ROLE")
+    conn.execute(
+        "UPDATE drumbeat.senders SET rate_per_second = 2 WHERE workspace_id = %s", (tenant.workspace_id,)
+    )
+    sequence = tenant.sequence()
+    tenant.enroll(sequence, [tenant.contact() for _ in range(5)])
+    assert len(claim(conn)) == 2
+    assert _held(conn) == {"sender_rate": 3}
+    waits = conn.execute(
+        "SELECT next_action_at FROM drumbeat.enrollments WHERE next_action_at IS NOT NULL ORDER BY 1"
+    ).fetchall()
+    assert [w for (w,) in waits] == [at("2026-11-23 14:00:01Z")] * 2 + [at("2026-11-23 14:00:02Z")]
+    set_clock(conn, "2026-11-23 14:00:01Z")
+    assert len(claim(conn)) == 2
+
+
+def test_max_per_day_holds_the_rest_until_the_next_local_day_window(conn, tenant):
+    sequence = tenant.sequence(sms_sequence(settings={"timezone": "America/New_York", "max_per_day": 2}))
+    tenant.enroll(sequence, [tenant.contact() for _ in range(3)])
+    assert len(claim(conn)) == 2
+    assert _held(conn) == {"max_per_day": 1}
+    # Next New York day starts at 05:00Z; SMS quiet hours move it to 08:00 New York (13:00Z).
+    assert conn.execute("SELECT max(next_action_at) FROM drumbeat.enrollments").fetchone() == (
+        at("2026-11-24 13:00Z"),
+    )
+    set_clock(conn, "2026-11-24 13:00Z")
+    assert len(claim(conn)) == 1
+
+
+def test_sender_daily_cap_counts_the_local_day(conn, tenant):
+    conn.execute("RESET ROLE")
+    conn.execute(
+        "UPDATE drumbeat.senders SET daily_cap = 1, rate_per_second = 100 WHERE workspace_id = %s",
+        (tenant.workspace_id,),
+    )
+    sequence = tenant.sequence()
+    tenant.enroll(sequence, [tenant.contact() for _ in range(2)])
+    assert len(claim(conn)) == 1
+    assert _held(conn) == {"sender_daily_cap": 1}
+
+
+def test_sms_credits_hold_sends_instead_of_dropping_them(conn, tenant):
+    conn.execute("RESET ROLE")
+    conn.execute("UPDATE drumbeat.workspaces SET sms_credits = 1 WHERE id = %s", (tenant.workspace_id,))
+    conn.execute(
+        "UPDATE drumbeat.senders SET rate_per_second = 100 WHERE workspace_id = %s", (tenant.workspace_id,)
+    )
+    sequence = tenant.sequence()
+    tenant.enroll(sequence, [tenant.contact() for _ in range(3)])
+    assert len(claim(conn)) == 1
+    assert _held(conn) == {"no_sms_credits": 2}
+    assert conn.execute(
+        "SELECT count(*) FROM drumbeat.enrollments WHERE next_action_at = %s", (at("2026-11-23 15:00Z"),)
+    ).fetchone() == (2,)
