@@ -1,0 +1,68 @@
+import pytest
+
+from workers.render import RenderError, render_message, sms_segments
+
+CONTEXT = {
+    "contact": {"first_name": "Ada", "fields": {"plan": "pro"}},
+    "sender": {"name": "Sam"},
+    "unsubscribe_url": "https://x.test/u/abc",
+}
+
+
+def test_renders_every_part():
+    rendered = render_message(
+        "Hi {{ contact.first_name }}",
+        "Plan: {{ contact.fields.plan }}",
+        "<p>{{ contact.first_name }} & {{ sender.name }}</p>",
+        CONTEXT,
+    )
+    assert (rendered.subject, rendered.text) == ("Hi Ada", "Plan: pro")
+    assert rendered.html == "<p>Ada & Sam</p>"  # the template's own markup stays
+
+
+def test_html_escapes_contact_data():
+    rendered = render_message(
+        None, "x", "<p>{{ contact.first_name }}</p>", {"contact": {"first_name": "<script>alert(1)</script>"}}
+    )
+    assert "<script>" not in rendered.html
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("Hi {{ contact.last_name }}", "has no attribute 'last_name'"),
+        ("{{ contact.__class__.__mro__ }}", "unsafe"),
+        ("{% for x in range(3) %}", "endfor"),
+        ("{{ range(10**9) | list }}", "Range too big"),
+        ("{{ 'x' * 100000000 }}", "at most 10000"),
+        ("{{ 2 ** 100000 }}", "exponents above 64"),
+        ("{{ 1 / 0 }}", "division by zero"),
+    ],
+)
+def test_bad_templates_fail_with_a_reason(body, reason):
+    with pytest.raises(RenderError) as caught:
+        render_message(None, body, None, CONTEXT)
+    assert str(caught.value).startswith("body: ")
+    assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        ("a" * 160, 1),
+        ("a" * 161, 2),
+        ("a" * 306, 2),
+        ("a" * 307, 3),
+        ("€" * 80, 1),
+        ("€" * 81, 2),  # extension characters take two septets
+        ("é" * 160, 1),  # é is in GSM-7
+        ("ł" * 70, 1),
+        ("ł" * 71, 2),
+        ("ł" * 134, 2),
+        ("ł" * 135, 3),  # UCS-2
+        ("👋" * 35, 1),
+        ("👋" * 36, 2),  # an emoji is two UTF-16 units
+    ],
+)
+def test_sms_segments(text, segments):
+    assert sms_segments(text) == segments
