@@ -279,7 +279,8 @@ CREATE TABLE drumbeat.deliveries (
     CONSTRAINT deliveries_step_fkey FOREIGN KEY (workspace_id, step_id) REFERENCES drumbeat.sequence_steps (workspace_id, id),
     CONSTRAINT deliveries_contact_fkey FOREIGN KEY (workspace_id, contact_id)
         REFERENCES drumbeat.contacts (workspace_id, id) ON DELETE CASCADE,
-    CONSTRAINT deliveries_sender_fkey FOREIGN KEY (workspace_id, sender_id) REFERENCES drumbeat.senders (workspace_id, id)
+    CONSTRAINT deliveries_sender_fkey FOREIGN KEY (workspace_id, sender_id) REFERENCES drumbeat.senders (workspace_id, id),
+    CONSTRAINT deliveries_workspace_id_key UNIQUE (workspace_id, id)
 );
 COMMENT ON INDEX drumbeat.deliveries_idempotency_key_unique IS 'Never send twice: one delivery per (enrollment, step, attempt).';
 CREATE INDEX deliveries_enrollment_idx ON drumbeat.deliveries (enrollment_id, step_id);
@@ -391,6 +392,7 @@ COMMENT ON INDEX drumbeat.contacts_workspace_id_key IS 'Serves the tenant-safe f
 COMMENT ON INDEX drumbeat.sequences_workspace_id_key IS 'Serves the tenant-safe foreign keys from sequence_steps and enrollments.';
 COMMENT ON INDEX drumbeat.sequence_steps_sequence_id_key IS 'Serves the foreign key that keeps an enrollment''s current step inside its own sequence.';
 COMMENT ON INDEX drumbeat.sequence_steps_workspace_id_key IS 'Serves the tenant-safe foreign keys from deliveries and tasks.';
+COMMENT ON INDEX drumbeat.deliveries_workspace_id_key IS 'Serves the tenant-safe foreign key from the outbox.';
 COMMENT ON INDEX drumbeat.enrollments_workspace_id_key IS 'Serves the tenant-safe foreign keys from deliveries and tasks.';
 
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

@@ -68,7 +68,7 @@ def superuser(conn: psycopg.Connection) -> psycopg.Connection:
 
 def populate(conn: psycopg.Connection, name: str) -> Rows:
     """A tenant with rows in every table: through the contract where it can, as superuser for the
-    tables the contract does not fill yet (api_keys, deliveries, tasks)."""
+    tables the contract does not fill yet (api_keys, deliveries, outbox, tasks)."""
     tenant = new_tenant(conn, name, with_sender=False)
     sms_sender = tenant.sender("sms", phone())
     email_sender = tenant.sender("email", f"sales-{uuid.uuid4().hex[:8]}@example.com")
@@ -101,6 +101,11 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
            VALUES (%s, %s, %s, %s, %s, 'sms', %s, now(), 'Hi') RETURNING id""",
         (tenant.workspace_id, enrollment, steps[0], contacts[0], sms_sender, f"{enrollment}:{steps[0]}:1"),
     ).fetchone()[0]
+    conn.execute(
+        """INSERT INTO drumbeat.outbox (workspace_id, delivery_id, channel, to_address, from_address, text_body)
+           VALUES (%s, %s, 'sms', '+15550000000', '+15550000001', 'Hi')""",
+        (tenant.workspace_id, delivery),
+    )
     # What the dispatcher does when a call step falls due: a task, and the enrollment waits on it.
     conn.execute(
         "UPDATE drumbeat.enrollments SET current_step_id = %s, next_action_at = NULL WHERE id = %s",
@@ -157,6 +162,7 @@ TABLES = {
     "tasks": Table(),
     "events": Table(writable=False),
     "holidays": Table(shared="calendar IS NOT NULL"),
+    "outbox": Table(writable=False),
 }
 TENANT_TABLES = [name for name, table in TABLES.items() if table.tenant]
 
@@ -215,6 +221,11 @@ INSERT_INTO_B: dict[str, Callable[[World], tuple[str, tuple]]] = {
     "holidays": lambda w: (
         "INSERT INTO drumbeat.holidays (workspace_id, day) VALUES (%s, '2026-01-01')",
         (w.b.workspace_id,),
+    ),
+    "outbox": lambda w: (
+        """INSERT INTO drumbeat.outbox (workspace_id, delivery_id, channel, to_address, from_address, text_body)
+           VALUES (%s, %s, 'sms', '+15550000000', '+15550000001', 'Evil')""",
+        (w.b.workspace_id, w.b.delivery),
     ),
 }
 
@@ -317,6 +328,7 @@ def test_a_updates_its_own_rows_but_cannot_move_them_to_b(world, table):
 INSERT_REFUSAL = {
     "timezones": ("42501", "permission denied for table"),
     "deliveries": ("42501", "permission denied for table"),
+    "outbox": ("42501", "permission denied for table"),
     "workspaces": ("23505", "duplicate key"),
 }
 

@@ -1,0 +1,22 @@
+-- Statements the dispatcher sends. Each block is named by its "-- name:" header and loaded once by
+-- app/queries.py; the logic lives in the SQL functions of sql/migrations/0011_dispatch.sql.
+
+-- name: become_worker
+-- The worker's connection acts as drumbeat_worker whatever role it logged in with (least privilege).
+SET ROLE drumbeat_worker
+
+-- name: claim_due
+SELECT * FROM drumbeat.claim_due(%(limit)s)
+
+-- name: record_deliveries
+SELECT drumbeat.record_deliveries(%(results)s)
+
+-- name: recover_deliveries
+SELECT drumbeat.recover_deliveries(%(lease)s)
+
+-- name: outbox_insert
+INSERT INTO drumbeat.outbox (workspace_id, delivery_id, channel, to_address, from_address, subject, text_body,
+                             html_body, headers)
+VALUES (%(workspace_id)s, %(delivery_id)s, %(channel)s, %(to_address)s, %(from_address)s, %(subject)s,
+        %(text)s, %(html)s, %(headers)s)
+ON CONFLICT (delivery_id) DO NOTHING

@@ -1,0 +1,104 @@
+"""A dispatch batch end to end against a real database, through the outbox transport."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.sql.factories import SMS_SEQUENCE, new_tenant, sms_sequence
+from workers.dispatcher import Dispatcher
+from workers.transports import Message, OutboxTransport, SendResult
+
+NOW = "2026-11-23 14:00Z"  # Monday 09:00 in New York
+
+
+def _setup(db_url: str, definition: dict, contacts: list[dict]) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+        tenant = new_tenant(conn)
+        sequence = tenant.sequence(definition)
+        tenant.enroll(sequence, tenant.contacts(*contacts))
+        conn.commit()
+
+
+@pytest.fixture
+def dispatcher(db_url):
+    conn = psycopg.connect(db_url, autocommit=True)
+    conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+    outbox = OutboxTransport(db_url)
+    yield Dispatcher(conn, {"sms": outbox, "email": outbox}, batch_size=2)
+    outbox.close()
+    conn.close()
+
+
+def _rows(db_url: str, query: str) -> list[tuple]:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute(query).fetchall()
+
+
+def test_due_steps_are_rendered_sent_and_recorded_once(db_url, dispatcher):
+    _setup(db_url, SMS_SEQUENCE, [{"phone": f"+1555000100{i}", "first_name": f"Ada{i}"} for i in range(3)])
+    assert [dispatcher.run_once() for _ in range(3)] == [2, 1, 0]
+    assert sorted(_rows(db_url, "SELECT to_address, text_body FROM drumbeat.outbox")) == [
+        (f"+1555000100{i}", f"Hi Ada{i}") for i in range(3)
+    ]
+    assert _rows(db_url, "SELECT status, segments, count(*) FROM drumbeat.deliveries GROUP BY 1, 2") == [
+        ("sent", 1, 3)
+    ]
+    positions = _rows(
+        db_url,
+        """SELECT st.position, count(*) FROM drumbeat.enrollments e
+                                 JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id GROUP BY 1""",
+    )
+    assert positions == [(2, 3)]
+
+
+def test_a_template_that_cannot_render_fails_that_delivery_only(db_url, dispatcher):
+    steps = [{**SMS_SEQUENCE["steps"][0], "body": "Your plan: {{ contact.fields.plan }}"}]
+    _setup(
+        db_url,
+        sms_sequence(steps=steps),
+        [{"phone": "+15550001001", "fields": {"plan": "pro"}}, {"phone": "+15550001002"}],
+    )
+    assert dispatcher.run_once() == 2
+    assert _rows(db_url, "SELECT text_body FROM drumbeat.outbox") == [("Your plan: pro",)]
+    failed = _rows(
+        db_url, "SELECT error_code, error_message FROM drumbeat.deliveries WHERE status = 'failed'"
+    )
+    assert failed[0][0] == "render_error" and "plan" in failed[0][1]
+    assert sorted(_rows(db_url, "SELECT status FROM drumbeat.enrollments")) == [("completed",), ("failed",)]
+
+
+class FlakyProvider:
+    """A provider that is down for its first calls (transient), then accepts."""
+
+    name = "flaky"
+
+    def __init__(self, failures: int):
+        self.failures = failures
+        self.accepted: list[Message] = []
+
+    def send(self, message: Message) -> SendResult:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("provider unreachable")
+        self.accepted.append(message)
+        return SendResult(sent=True, provider_message_id="SM123")
+
+
+def test_a_transport_fault_is_retried_with_a_new_attempt(db_url):
+    _setup(db_url, SMS_SEQUENCE, [{"phone": "+15550001003", "first_name": "Bo"}])
+    provider = FlakyProvider(failures=1)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+        dispatcher = Dispatcher(conn, {"sms": provider})
+        assert dispatcher.run_once() == 1 and provider.accepted == []
+        assert dispatcher.run_once() == 0  # the retry waits for its backoff
+        conn.execute("SELECT set_config('drumbeat.clock', '2026-11-23 14:01Z', false)")
+        assert dispatcher.run_once() == 1
+    [message] = provider.accepted
+    assert message.idempotency_key.endswith(":2") and message.text == "Hi Bo"
+    assert _rows(db_url, "SELECT attempt, status FROM drumbeat.deliveries ORDER BY attempt") == [
+        (1, "failed"),
+        (2, "sent"),
+    ]
