@@ -80,3 +80,128 @@ class OutboxTransport:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+class TwilioTransport:
+    """SMS through Twilio's REST API with the official SDK. `base_url` points it at any
+    Twilio-compatible API (SignalWire, a local stand-in); `status_callback` is where Twilio reports
+    delivery status (DRUMBEAT_PUBLIC_URL + /webhooks/twilio/status)."""
+
+    name = "twilio"
+    # 21610: the recipient replied STOP. Permanent, and record_deliveries opts the contact out.
+    TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        base_url: str = "https://api.twilio.com",
+        status_callback: str | None = None,
+        timeout: float = 10.0,
+    ):
+        from twilio.http.http_client import TwilioHttpClient
+        from twilio.rest import Client
+
+        self._client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
+        self._client.api.base_url = base_url.rstrip("/")
+        self._status_callback = status_callback
+
+    def send(self, message: Message) -> SendResult:
+        from twilio.base.exceptions import TwilioRestException
+
+        sender = (
+            {"messaging_service_sid": message.from_address}
+            if message.from_address.startswith("MG")
+            else {"from_": message.from_address}
+        )
+        try:
+            created = self._client.messages.create(
+                to=message.to_address, body=message.text, status_callback=self._status_callback, **sender
+            )
+        except TwilioRestException as error:
+            return SendResult(
+                sent=False,
+                error_code=str(error.code or error.status),
+                error_message=error.msg,
+                transient=error.status in self.TRANSIENT_HTTP,
+            )
+        except OSError as error:  # timeouts and refused connections (requests' errors are OSErrors)
+            return SendResult(sent=False, error_code="network", error_message=str(error), transient=True)
+        return SendResult(sent=True, provider_message_id=created.sid)
+
+
+class SmtpTransport:
+    """Email over SMTP (implicit TLS on port 465, STARTTLS when asked, optional login). The Message-ID
+    it generates is recorded as the provider id so that replies (In-Reply-To) can be matched."""
+
+    name = "smtp"
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 587,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = True,
+        timeout: float = 30.0,
+    ):
+        self.host, self.port, self.username, self.password = host, port, username, password
+        self.starttls, self.timeout = starttls, timeout
+
+    def send(self, message: Message) -> SendResult:
+        import smtplib
+
+        email = self._build(message)
+        try:
+            with self._connect() as smtp:
+                smtp.send_message(email)
+        except smtplib.SMTPResponseException as error:
+            return SendResult(
+                sent=False,
+                error_code=str(error.smtp_code),
+                error_message=error.smtp_error.decode(errors="replace"),
+                transient=400 <= error.smtp_code < 500,
+            )
+        except smtplib.SMTPRecipientsRefused as error:
+            code, text = next(iter(error.recipients.values()))
+            return SendResult(
+                sent=False,
+                error_code=str(code),
+                error_message=text.decode(errors="replace"),
+                transient=400 <= code < 500,
+            )
+        except (OSError, smtplib.SMTPException) as error:
+            return SendResult(sent=False, error_code="network", error_message=str(error), transient=True)
+        return SendResult(sent=True, provider_message_id=email["Message-ID"])
+
+    def _connect(self):
+        import smtplib
+        import ssl
+
+        if self.port == 465:
+            smtp = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
+            )
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            if self.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+        if self.username:
+            smtp.login(self.username, self.password or "")
+        return smtp
+
+    @staticmethod
+    def _build(message: Message):
+        from email.message import EmailMessage
+        from email.utils import make_msgid
+
+        email = EmailMessage()
+        email["From"], email["To"] = message.from_address, message.to_address
+        email["Subject"] = message.subject or ""
+        email["Message-ID"] = make_msgid(domain=message.from_address.rpartition("@")[2] or None)
+        for name, value in message.headers.items():
+            email[name] = value
+        email.set_content(message.text)
+        if message.html:
+            email.add_alternative(message.html, subtype="html")
+        return email
