@@ -49,9 +49,41 @@ AS $$
     WHERE c.id = p_contact_id AND p_kind IN ('unsubscribed', 'bounced')
 $$;
 
--- Why: engagement from integrations (a CRM, a mailbox, a calendar): recorded for conditions and stats,
--- and replies, bounces, unsubscribes and booked meetings end enrollments per the sequence's
--- exit_conditions. An unsubscribe always ends enrollments of a sequence on that very channel.
+-- Why: what an engagement event does, wherever it comes from (record_event, inbound SMS, provider
+-- callbacks): log it for the enrollments it concerns, update the contact's opt-outs, and end
+-- enrollments per the sequence's exit_conditions. An unsubscribe always ends the enrollments of
+-- sequences on that very channel (nothing is left to send them); multi-channel ones per on_unsubscribe.
+CREATE FUNCTION drumbeat.apply_engagement(p_workspace_id uuid, p_contact_id uuid, p_kind text, p_channel text, p_payload jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_targets uuid[];
+BEGIN
+    WITH targets AS MATERIALIZED (SELECT * FROM drumbeat.event_targets(p_contact_id, p_payload)),
+    logged AS (
+        INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, delivery_id, actor_id, payload)
+        SELECT p_workspace_id, p_kind, p_contact_id, t.sequence_id, t.enrollment_id, t.step_id, t.delivery_id, drumbeat.current_user_id(), p_payload
+        FROM (SELECT * FROM targets UNION ALL SELECT NULL, NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM targets)) AS t
+    )
+    SELECT pg_catalog.array_agg(t.enrollment_id) INTO v_targets FROM targets t;
+    PERFORM drumbeat.apply_contact_event(p_contact_id, p_kind, p_channel);
+    PERFORM drumbeat.exit_enrollments(ARRAY(
+        SELECT e.id FROM drumbeat.enrollments e JOIN drumbeat.sequences s ON s.id = e.sequence_id
+        WHERE e.id = ANY (v_targets) AND CASE p_kind
+            WHEN 'unsubscribed' THEN s.channel = p_channel OR p_channel = 'all'
+                                     OR (s.channel = 'multi' AND (s.exit_conditions ->> 'on_unsubscribe')::boolean)
+            ELSE COALESCE((s.exit_conditions ->> ('on_' || CASE p_kind WHEN 'replied' THEN 'reply' WHEN 'bounced' THEN 'bounce'
+                                                          ELSE p_kind END))::boolean, false)
+        END),
+        CASE p_kind WHEN 'replied' THEN 'replied' WHEN 'bounced' THEN 'bounced' WHEN 'unsubscribed' THEN 'unsubscribed'
+            ELSE 'completed' END,  -- meeting_booked: the goal is reached
+        p_kind);
+END
+$$;
+
+-- Why: engagement from integrations (a CRM, a mailbox, a calendar), checked, then applied.
 CREATE FUNCTION drumbeat_api.record_event(p_contact_id uuid, p_kind text, p_payload jsonb DEFAULT '{}')
 RETURNS void
 LANGUAGE plpgsql
@@ -62,7 +94,6 @@ DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('contacts', p_contact_id, 'p_contact_id', 'member');
     v_payload jsonb := COALESCE(p_payload, '{}');
     v_channel text;
-    v_targets uuid[];
 BEGIN
     IF p_kind IS NULL OR p_kind NOT IN ('replied', 'opened', 'clicked', 'bounced', 'unsubscribed', 'meeting_booked') THEN
         PERFORM drumbeat.raise_error('PT422', 'must be one of replied, opened, clicked, bounced, unsubscribed, meeting_booked', 'p_kind');
@@ -74,23 +105,7 @@ BEGIN
     IF v_channel NOT IN ('sms', 'email', 'all') THEN
         PERFORM drumbeat.raise_error('PT422', 'must be sms, email or all', 'p_payload.channel');
     END IF;
-    WITH targets AS MATERIALIZED (SELECT * FROM drumbeat.event_targets(p_contact_id, v_payload)),
-    logged AS (
-        INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, delivery_id, actor_id, payload)
-        SELECT v_workspace_id, p_kind, p_contact_id, t.sequence_id, t.enrollment_id, t.step_id, t.delivery_id, drumbeat.current_user_id(), v_payload
-        FROM (SELECT * FROM targets UNION ALL SELECT NULL, NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM targets)) AS t
-    )
-    SELECT pg_catalog.array_agg(t.enrollment_id) INTO v_targets FROM targets t;
-    PERFORM drumbeat.apply_contact_event(p_contact_id, p_kind, v_channel);
-    PERFORM drumbeat.exit_enrollments(ARRAY(
-        SELECT e.id FROM drumbeat.enrollments e JOIN drumbeat.sequences s ON s.id = e.sequence_id
-        WHERE e.id = ANY (v_targets)
-          AND ((s.exit_conditions ->> ('on_' || CASE p_kind WHEN 'replied' THEN 'reply' WHEN 'bounced' THEN 'bounce'
-                    WHEN 'unsubscribed' THEN 'unsubscribe' ELSE p_kind END))::boolean
-               OR (p_kind = 'unsubscribed' AND s.channel = v_channel))),
-        CASE p_kind WHEN 'replied' THEN 'replied' WHEN 'bounced' THEN 'bounced' WHEN 'unsubscribed' THEN 'unsubscribed'
-            ELSE 'completed' END,  -- meeting_booked: the goal is reached
-        p_kind);
+    PERFORM drumbeat.apply_engagement(v_workspace_id, p_contact_id, p_kind, v_channel, v_payload);
 END
 $$;
 
@@ -194,6 +209,7 @@ END
 $$;
 
 GRANT EXECUTE ON FUNCTION drumbeat.event_targets(uuid, jsonb), drumbeat.apply_contact_event(uuid, text, text),
+    drumbeat.apply_engagement(uuid, uuid, text, text, jsonb),
     drumbeat.preview_branch(jsonb, integer), drumbeat.step_stats(uuid) TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION drumbeat_api.record_event(uuid, text, jsonb),
     drumbeat_api.preview_schedule(uuid, uuid, timestamptz), drumbeat_api.sequence_stats(uuid)

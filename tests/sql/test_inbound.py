@@ -1,0 +1,133 @@
+"""Inbound SMS (keywords, replies) and provider status callbacks, as the worker role calls them."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg.types.json import Jsonb
+
+from tests.sql.factories import new_tenant, sms_sequence
+from tests.sql.worker_calls import MONDAY_9AM_NEW_YORK, as_worker, claim, enrollment, record, set_clock
+
+OUR_NUMBER = "+15550009999"
+
+
+@pytest.fixture
+def tenant(conn):
+    set_clock(conn, MONDAY_9AM_NEW_YORK)
+    tenant = new_tenant(conn, with_sender=False)
+    tenant.sender("sms", OUR_NUMBER)
+    tenant.sender("email", "sales@example.com")
+    return tenant
+
+
+def inbound(conn, body: str, sender: str = "+15551112222", to: str = OUR_NUMBER) -> str:
+    as_worker(conn)
+    return conn.execute("SELECT drumbeat.inbound_sms(%s, %s, %s, 'SM1')", (to, sender, body)).fetchone()[0]
+
+
+def opted_out(conn, contact) -> bool:
+    conn.execute("RESET ROLE")
+    return conn.execute(
+        "SELECT sms_opted_out_at IS NOT NULL FROM drumbeat.contacts WHERE id = %s", (contact,)
+    ).fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    "body", ["STOP", "stop", "  Stop ", "STOPALL", "unsubscribe", "Cancel", "END", "quit."]
+)
+def test_stop_keywords_opt_out_and_end_sms_enrollments(conn, tenant, body):
+    contact = tenant.contact(phone="+15551112222", email="ada@example.com")
+    [(_, sms_enrollment, _)] = tenant.enroll(tenant.sequence(), [contact])
+    email_steps = [{"kind": "email", "subject": "Hi", "body": "Hello"}]
+    email_sequence = tenant.sequence(sms_sequence(channel="email", steps=email_steps))
+    [(_, email_enrollment, _)] = tenant.enroll(email_sequence, [contact])
+    assert inbound(conn, body) == "opted_out"
+    assert opted_out(conn, contact)
+    assert enrollment(conn, sms_enrollment)["status"] == "unsubscribed"
+    assert enrollment(conn, email_enrollment)["status"] == "active"  # only SMS was refused
+
+
+@pytest.mark.parametrize("body", ["START", "unstop", "Yes"])
+def test_start_keywords_opt_back_in(conn, tenant, body):
+    contact = tenant.contact(phone="+15551112222")
+    inbound(conn, "STOP")
+    assert inbound(conn, body) == "opted_in" and not opted_out(conn, contact)
+
+
+def test_help_changes_nothing(conn, tenant):
+    contact = tenant.contact(phone="+15551112222")
+    [(_, enrollment_id, _)] = tenant.enroll(tenant.sequence(), [contact])
+    assert inbound(conn, "help") == "help"
+    assert enrollment(conn, enrollment_id)["status"] == "active" and not opted_out(conn, contact)
+
+
+def test_anything_else_is_a_reply(conn, tenant):
+    contact = tenant.contact(phone="+15551112222")
+    [(_, enrollment_id, _)] = tenant.enroll(tenant.sequence(), [contact])
+    assert inbound(conn, "Stop by tomorrow?") == "replied"
+    assert enrollment(conn, enrollment_id)["status"] == "replied"
+
+
+def test_unknown_numbers_and_contacts(conn, tenant):
+    assert inbound(conn, "hi", to="+15550000000") == "unknown_number"
+    assert inbound(conn, "hi", sender="+15559999999") == "unknown_contact"
+    conn.execute("RESET ROLE")
+    assert conn.execute(
+        "SELECT count(*) FROM drumbeat.events WHERE kind = 'inbound_unmatched'"
+    ).fetchone() == (1,)
+
+
+def test_a_number_is_matched_only_in_the_workspace_that_owns_it(conn, tenant):
+    other = new_tenant(conn, "Other", with_sender=False)
+    other.sender("sms", "+15550008888")
+    stranger = other.contact(phone="+15551112222")
+    assert inbound(conn, "STOP") == "unknown_contact"
+    assert not opted_out(conn, stranger)
+
+
+def _sent_delivery(conn, tenant):
+    contact = tenant.contact(phone="+15551112222")
+    [(_, enrollment_id, _)] = tenant.enroll(tenant.sequence(), [contact])
+    [delivery] = claim(conn)
+    record(
+        conn, {"delivery_id": str(delivery["delivery_id"]), "outcome": "sent", "provider_message_id": "SMabc"}
+    )
+    return enrollment_id
+
+
+def status_callback(conn, status, code=None):
+    as_worker(conn)
+    return conn.execute("SELECT drumbeat.delivery_status('SMabc', %s, %s)", (status, code)).fetchone()[0]
+
+
+def test_delivered_callback(conn, tenant):
+    _sent_delivery(conn, tenant)
+    assert status_callback(conn, "delivered") == "delivered"
+    assert status_callback(conn, "sent") == "delivered"  # never back to an earlier state
+    conn.execute("RESET ROLE")
+    assert conn.execute("SELECT delivered_at IS NOT NULL FROM drumbeat.deliveries").fetchone() == (True,)
+
+
+@pytest.mark.parametrize(("code", "bounced"), [("30006", True), ("30003", False)])
+def test_undelivered_permanent_counts_as_a_bounce(conn, tenant, code, bounced):
+    enrollment_id = _sent_delivery(conn, tenant)
+    assert status_callback(conn, "undelivered", code) == "undelivered"
+    assert (enrollment(conn, enrollment_id)["status"] == "bounced") is bounced
+
+
+def test_unknown_message_ids_are_ignored(conn, tenant):
+    as_worker(conn)
+    assert conn.execute("SELECT drumbeat.delivery_status('SMnope', 'delivered', NULL)").fetchone() == (None,)
+
+
+def test_record_event_unsubscribe_keeps_other_channel_sequences(conn, tenant):
+    contact = tenant.contact(phone="+15551112222", email="ada@example.com")
+    email_sequence = tenant.sequence(
+        sms_sequence(channel="email", steps=[{"kind": "email", "subject": "Hi", "body": "x"}])
+    )
+    [(_, email_enrollment, _)] = tenant.enroll(email_sequence, [contact])
+    tenant.as_owner()
+    conn.execute(
+        "SELECT drumbeat_api.record_event(%s, 'unsubscribed', %s)", (contact, Jsonb({"channel": "sms"}))
+    )
+    assert enrollment(conn, email_enrollment)["status"] == "active"
