@@ -43,6 +43,55 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _refuse_missing_credentials(settings) -> str | None:
+    """In production, a channel that active sequences use must have its provider configured."""
+    import psycopg
+
+    from app.queries import queries
+
+    with psycopg.connect(settings.database_url) as conn:
+        channels = [row[0] for row in conn.execute(queries("dispatch")["active_channels"])]
+    missing = [c for c in channels if not settings.has_credentials(c)]
+    variables = {
+        "sms": "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+        "email": "SMTP_HOST (and SMTP_* as needed)",
+    }
+    if missing:
+        return "; ".join(f"active sequences send {c} but {variables[c]} are not set" for c in missing)
+    return None
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from app.settings import ConfigError, load_settings
+    from workers.app import build_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"drumbeat worker: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if (
+        settings.production
+        and settings.transport != "outbox"
+        and (problem := _refuse_missing_credentials(settings))
+    ):
+        print(f"drumbeat worker: refusing to start in production: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    for channel in ("sms", "email"):
+        if settings.transport == "outbox" or not settings.has_credentials(channel):
+            print(
+                f"*** drumbeat worker: {channel} messages go to the OUTBOX (drumbeat.outbox), NOT to recipients ***",
+                file=sys.stderr,
+            )
+    build_app(settings).run_worker(
+        queues=["drumbeat"], concurrency=args.concurrency, install_signal_handlers=True
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drumbeat", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--dry-run", action="store_true", help="list pending migrations, apply nothing")
     migrate.set_defaults(handler=cmd_migrate)
+    worker = commands.add_parser(
+        "worker", help="run the dispatcher (procrastinate worker) until SIGTERM / Ctrl-C"
+    )
+    worker.add_argument(
+        "--concurrency", type=int, default=4, help="batches in flight at once in this process"
+    )
+    worker.set_defaults(handler=cmd_worker)
     return parser
 
 

@@ -20,3 +20,17 @@ INSERT INTO drumbeat.outbox (workspace_id, delivery_id, channel, to_address, fro
 VALUES (%(workspace_id)s, %(delivery_id)s, %(channel)s, %(to_address)s, %(from_address)s, %(subject)s,
         %(text)s, %(html)s, %(headers)s)
 ON CONFLICT (delivery_id) DO NOTHING
+
+-- name: due_backlog
+-- How many steps are due now, capped: enough to decide how many batch jobs a tick fans out.
+SELECT count(*) FROM (
+    SELECT 1 FROM drumbeat.enrollments e
+    WHERE e.status IN ('scheduled', 'active') AND e.next_action_at <= drumbeat.clock_now()
+    LIMIT %(cap)s
+) AS due
+
+-- name: active_channels
+-- The message channels that active sequences use (production refuses to start without their credentials).
+SELECT DISTINCT st.kind FROM drumbeat.sequences s
+JOIN drumbeat.sequence_steps st ON st.sequence_id = s.id AND st.removed_at IS NULL
+WHERE s.status = 'active' AND st.kind IN ('sms', 'email')

@@ -13,4 +13,6 @@ def test_the_dispatch_queries_are_all_there():
         "record_deliveries",
         "recover_deliveries",
         "outbox_insert",
+        "due_backlog",
+        "active_channels",
     }

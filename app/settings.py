@@ -1,0 +1,86 @@
+"""Process configuration from the environment (DESIGN.md, "Process configuration"), validated at start
+with messages that say which variable is wrong and why."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    env: str = "development"
+    transport: str | None = None  # "outbox" forces the outbox; None picks per channel
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = True
+    public_url: str | None = None
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def has_credentials(self, channel: str) -> bool:
+        if channel == "sms":
+            return bool(self.twilio_account_sid and self.twilio_auth_token)
+        return bool(self.smtp_host)
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"Settings(env={self.env!r}, transport={self.transport!r}, public_url={self.public_url!r})"
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def load_settings() -> Settings:
+    env = os.environ
+    database_url = env.get("DATABASE_URL")
+    if not database_url:
+        raise ConfigError("DATABASE_URL is not set: export it (postgresql://user@host:5432/dbname)")
+    mode = env.get("DRUMBEAT_ENV", "development")
+    if mode not in ("development", "production"):
+        raise ConfigError(f"DRUMBEAT_ENV must be development or production, got {mode!r}")
+    transport = env.get("DRUMBEAT_TRANSPORT") or None
+    if transport not in (None, "outbox"):
+        raise ConfigError(f"DRUMBEAT_TRANSPORT may only be 'outbox' (or unset), got {transport!r}")
+    sid = env.get("TWILIO_ACCOUNT_SID") or None
+    if sid and not (sid.startswith("AC") and len(sid) == 34):
+        raise ConfigError("TWILIO_ACCOUNT_SID must look like AC followed by 32 characters")
+    port = env.get("SMTP_PORT", "587")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"SMTP_PORT must be a TCP port number, got {port!r}")
+    public_url = (env.get("DRUMBEAT_PUBLIC_URL") or "").rstrip("/") or None
+    if public_url and not public_url.startswith(("https://", "http://")):
+        raise ConfigError("DRUMBEAT_PUBLIC_URL must start with https:// (or http:// for local testing)")
+    return Settings(
+        database_url=database_url,
+        env=mode,
+        transport=transport,
+        twilio_account_sid=sid,
+        twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+        twilio_base_url=env.get("DRUMBEAT_TWILIO_BASE_URL") or "https://api.twilio.com",
+        smtp_host=env.get("SMTP_HOST") or None,
+        smtp_port=int(port),
+        smtp_username=env.get("SMTP_USERNAME") or None,
+        smtp_password=env.get("SMTP_PASSWORD") or None,
+        smtp_starttls=_flag("SMTP_STARTTLS", True),
+        public_url=public_url,
+    )
