@@ -25,6 +25,7 @@ class Settings:
     smtp_password: str | None = None
     smtp_starttls: bool = True
     public_url: str | None = None
+    secret_key: bytes | None = None
 
     @property
     def production(self) -> bool:
@@ -70,6 +71,13 @@ def load_settings() -> Settings:
     public_url = (env.get("DRUMBEAT_PUBLIC_URL") or "").rstrip("/") or None
     if public_url and not public_url.startswith(("https://", "http://")):
         raise ConfigError("DRUMBEAT_PUBLIC_URL must start with https:// (or http:// for local testing)")
+    secret = env.get("DRUMBEAT_SECRET_KEY") or None
+    if secret is not None and len(secret) < 32:
+        raise ConfigError("DRUMBEAT_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+    if mode == "production" and secret is None:
+        raise ConfigError(
+            "DRUMBEAT_SECRET_KEY is required in production: it signs unsubscribe and tracking links"
+        )
     return Settings(
         database_url=database_url,
         env=mode,
@@ -83,4 +91,5 @@ def load_settings() -> Settings:
         smtp_password=env.get("SMTP_PASSWORD") or None,
         smtp_starttls=_flag("SMTP_STARTTLS", True),
         public_url=public_url,
+        secret_key=secret.encode() if secret else None,
     )

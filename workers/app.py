@@ -19,6 +19,7 @@ import psycopg
 from app.queries import queries
 from app.settings import Settings
 from workers.dispatcher import Dispatcher
+from workers.links import LinkSigner
 from workers.transports import OutboxTransport, SmtpTransport, Transport, TwilioTransport
 
 log = logging.getLogger("drumbeat.worker")
@@ -61,12 +62,24 @@ def transports_for(settings: Settings) -> dict[str, Transport]:
     return chosen
 
 
+def links_for(settings: Settings) -> LinkSigner | None:
+    """The link signer, when both the public URL and the secret are configured."""
+    if settings.public_url and settings.secret_key:
+        return LinkSigner(settings.public_url, settings.secret_key)
+    log.warning(
+        "DRUMBEAT_PUBLIC_URL or DRUMBEAT_SECRET_KEY is not set: messages using {{ unsubscribe_url }} will fail"
+    )
+    return None
+
+
 def _dispatcher() -> Dispatcher:
     """One dispatcher (connection + transports) per worker thread: psycopg connections are not shared."""
     dispatcher = getattr(_local, "dispatcher", None)
     if dispatcher is None or dispatcher.conn.closed:
         conn = psycopg.connect(_settings.database_url, autocommit=True)
-        dispatcher = Dispatcher(conn, transports_for(_settings), batch_size=BATCH_SIZE)
+        dispatcher = Dispatcher(
+            conn, transports_for(_settings), batch_size=BATCH_SIZE, links=links_for(_settings)
+        )
         _local.dispatcher = dispatcher
     return dispatcher
 

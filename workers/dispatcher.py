@@ -11,6 +11,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from app.queries import queries
+from workers.links import LinkSigner
 from workers.render import RenderError, render_message, sms_segments
 from workers.transports import Message, SendResult, Transport
 
@@ -25,6 +26,9 @@ class Dispatcher:
     conn: psycopg.Connection
     transports: dict[str, Transport]
     batch_size: int = 500
+    links: LinkSigner | None = (
+        None  # unsubscribe links and headers; without it, {{ unsubscribe_url }} fails to render
+    )
 
     def __post_init__(self) -> None:
         self.conn.autocommit = True
@@ -45,9 +49,13 @@ class Dispatcher:
 
     def _send(self, row: dict[str, Any]) -> dict[str, Any]:
         """Render and send one claimed delivery; the record entry for it, whatever happened."""
-        entry: dict[str, Any] = {"delivery_id": str(row["delivery_id"])}
+        delivery_id = str(row["delivery_id"])
+        entry: dict[str, Any] = {"delivery_id": delivery_id}
+        context = row["context"]
+        if self.links:
+            context = context | {"unsubscribe_url": self.links.unsubscribe_url(delivery_id)}
         try:
-            rendered = render_message(row["subject"], row["body"], row["html_body"], row["context"])
+            rendered = render_message(row["subject"], row["body"], row["html_body"], context)
         except RenderError as error:
             return entry | {
                 "outcome": "failed",
@@ -66,6 +74,7 @@ class Dispatcher:
             text=rendered.text,
             subject=rendered.subject,
             html=rendered.html,
+            headers=self.links.email_headers(delivery_id) if self.links and row["channel"] == "email" else {},
         )
         result = self._call_transport(message)
         return entry | {

@@ -102,3 +102,22 @@ def test_a_transport_fault_is_retried_with_a_new_attempt(db_url):
         (1, "failed"),
         (2, "sent"),
     ]
+
+
+def test_email_carries_a_signed_one_click_unsubscribe(db_url):
+    from workers.links import LinkSigner
+
+    steps = [{"kind": "email", "subject": "Hi", "body": "Bye: {{ unsubscribe_url }}"}]
+    _setup(db_url, sms_sequence(channel="email", steps=steps), [{"email": "ada@example.com"}])
+    signer = LinkSigner("https://drumbeat.example", b"s" * 32)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+        outbox = OutboxTransport(db_url)
+        assert Dispatcher(conn, {"email": outbox}, links=signer).run_once() == 1
+        outbox.close()
+    [(delivery_id, text, headers)] = _rows(
+        db_url, "SELECT delivery_id, text_body, headers FROM drumbeat.outbox"
+    )
+    url = signer.unsubscribe_url(str(delivery_id))
+    assert text == f"Bye: {url}"
+    assert headers == {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}

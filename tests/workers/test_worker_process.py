@@ -68,7 +68,7 @@ def test_production_worker_refuses_to_start_without_credentials(db_url):
     _enroll_email_contacts(db_url, 1)
     result = subprocess.run(
         [*DRUMBEAT, "worker"],
-        env=_environment(db_url, DRUMBEAT_ENV="production"),
+        env=_environment(db_url, DRUMBEAT_ENV="production", DRUMBEAT_SECRET_KEY="k" * 40),
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,0 +1,53 @@
+import pytest
+
+from app.settings import ConfigError, load_settings
+
+BASE = {"DATABASE_URL": "postgresql://x@localhost/db"}
+
+
+@pytest.fixture
+def environment(monkeypatch):
+    def set_environment(**values):
+        for name in [
+            "DATABASE_URL",
+            "DRUMBEAT_ENV",
+            "DRUMBEAT_TRANSPORT",
+            "TWILIO_ACCOUNT_SID",
+            "SMTP_PORT",
+            "SMTP_STARTTLS",
+            "DRUMBEAT_PUBLIC_URL",
+            "DRUMBEAT_SECRET_KEY",
+        ]:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in (BASE | values).items():
+            monkeypatch.setenv(name, value)
+
+    return set_environment
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"DATABASE_URL": ""}, "DATABASE_URL"),
+        ({"DRUMBEAT_ENV": "staging"}, "DRUMBEAT_ENV"),
+        ({"DRUMBEAT_TRANSPORT": "carrier-pigeon"}, "DRUMBEAT_TRANSPORT"),
+        ({"TWILIO_ACCOUNT_SID": "nope"}, "TWILIO_ACCOUNT_SID"),
+        ({"SMTP_PORT": "70000"}, "SMTP_PORT"),
+        ({"SMTP_STARTTLS": "maybe"}, "SMTP_STARTTLS"),
+        ({"DRUMBEAT_PUBLIC_URL": "drumbeat.example"}, "DRUMBEAT_PUBLIC_URL"),
+        ({"DRUMBEAT_SECRET_KEY": "short"}, "DRUMBEAT_SECRET_KEY"),
+        ({"DRUMBEAT_ENV": "production"}, "DRUMBEAT_SECRET_KEY"),
+    ],
+)
+def test_bad_configuration_names_the_variable(environment, values, named):
+    environment(**values)
+    with pytest.raises(ConfigError, match=named):
+        load_settings()
+
+
+def test_good_configuration_and_no_secret_in_repr(environment):
+    environment(TWILIO_ACCOUNT_SID="AC" + "1" * 32, DRUMBEAT_SECRET_KEY="s" * 40, SMTP_STARTTLS="false")
+    settings = load_settings()
+    assert settings.has_credentials("sms") is False  # no auth token
+    assert settings.smtp_starttls is False and settings.secret_key == b"s" * 40
+    assert "s" * 40 not in repr(settings)
