@@ -26,6 +26,7 @@ class Settings:
     smtp_starttls: bool = True
     public_url: str | None = None
     secret_key: bytes | None = None
+    delivery_lease_seconds: int = 600  # a 'sending' delivery older than this was lost with its worker
 
     @property
     def production(self) -> bool:
@@ -78,6 +79,9 @@ def load_settings() -> Settings:
         raise ConfigError(
             "DRUMBEAT_SECRET_KEY is required in production: it signs unsubscribe and tracking links"
         )
+    lease = env.get("DRUMBEAT_DELIVERY_LEASE", "600")
+    if not lease.isdigit() or int(lease) < 1:
+        raise ConfigError(f"DRUMBEAT_DELIVERY_LEASE must be a whole number of seconds >= 1, got {lease!r}")
     return Settings(
         database_url=database_url,
         env=mode,
@@ -92,4 +96,5 @@ def load_settings() -> Settings:
         smtp_starttls=_flag("SMTP_STARTTLS", True),
         public_url=public_url,
         secret_key=secret.encode() if secret else None,
+        delivery_lease_seconds=int(lease),
     )

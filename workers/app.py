@@ -89,7 +89,10 @@ def _dispatcher() -> Dispatcher:
 def tick(context: procrastinate.JobContext, timestamp: int) -> int:
     """Fan the due backlog out as batch jobs; every RECOVER_EVERY_SECONDS, recover expired leases."""
     dispatcher = _dispatcher()
-    if timestamp % RECOVER_EVERY_SECONDS == 0 and (recovered := dispatcher.recover()):
+    every = min(RECOVER_EVERY_SECONDS, _settings.delivery_lease_seconds)
+    if timestamp % every == 0 and (
+        recovered := dispatcher.recover(f"{_settings.delivery_lease_seconds} seconds")
+    ):
         log.warning("recovered %d deliveries left sending past their lease (marked unknown)", recovered)
     backlog = dispatcher.conn.execute(
         queries("dispatch")["due_backlog"], {"cap": BATCH_SIZE * MAX_FAN_OUT}
