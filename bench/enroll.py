@@ -69,7 +69,12 @@ def build_tenant(conn: psycopg.Connection, contacts: int) -> tuple[uuid.UUID, uu
     # A live database has statistics; a table filled a second ago has none, and the planner would
     # guess "2 contacts" and pick a nested loop.
     conn.execute("ANALYZE drumbeat.contacts")
-    ids = [r[0] for r in conn.execute("SELECT id FROM drumbeat.contacts ORDER BY phone")]
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM drumbeat.contacts WHERE workspace_id = %s ORDER BY phone", (workspace,)
+        )
+    ]
     return owner, workspace, ids
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
@@ -50,12 +51,17 @@ class Rendered:
     html: str | None
 
 
+@lru_cache(maxsize=2048)
+def _compiled(template: str, html: bool):
+    """Compiling is most of the cost of rendering; a batch renders the same few templates hundreds of times."""
+    return (_html_environment if html else _environment).from_string(template)
+
+
 def _render(template: str | None, context: dict[str, Any], part: str, *, html: bool = False) -> str | None:
     if template is None:
         return None
-    environment = _html_environment if html else _environment
     try:
-        return environment.from_string(template).render(context)
+        return _compiled(template, html).render(context)
     except TemplateError as error:
         raise RenderError(f"{part}: {error.message or error}") from error
     except (

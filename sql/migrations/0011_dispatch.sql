@@ -278,7 +278,8 @@ $$;
 -- workspace's SMS credits. Ranks are taken over the whole due batch, so a batch never overshoots a
 -- cap even when several caps hold different rows.
 
-ALTER TABLE drumbeat.deliveries ADD COLUMN sequence_id uuid;
+ALTER TABLE drumbeat.deliveries ADD COLUMN sequence_id uuid, ADD COLUMN to_address text;
+COMMENT ON COLUMN drumbeat.deliveries.to_address IS 'The phone number or email address the message went to (the contact may change later).';
 COMMENT ON COLUMN drumbeat.deliveries.sequence_id IS 'The enrollment''s sequence, kept here so that max_per_day is one index range.';
 CREATE INDEX deliveries_sender_claimed_idx ON drumbeat.deliveries (sender_id, claimed_at);
 COMMENT ON INDEX drumbeat.deliveries_sender_claimed_idx IS 'Serves the sender caps at claim: deliveries of a sender in the last second and since local midnight.';
@@ -311,18 +312,27 @@ AS $$
         JOIN drumbeat.sequences s ON s.id = e.sequence_id
         JOIN drumbeat.workspaces w ON w.id = e.workspace_id
         WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
+    ), senders AS (
+        -- Usage per distinct sender, once per batch; today's count only where a daily cap asks for it.
+        SELECT se.id, se.rate_per_second, se.daily_cap,
+               (SELECT pg_catalog.count(*) FROM drumbeat.deliveries x
+                WHERE x.sender_id = se.id AND x.claimed_at > p_now - '1 second'::interval) AS last_second,
+               CASE WHEN se.daily_cap IS NOT NULL THEN (SELECT pg_catalog.count(*) FROM drumbeat.deliveries x
+                   WHERE x.sender_id = se.id AND x.claimed_at >= drumbeat.local_day_start(p_now, w.timezone)) END AS today
+        FROM drumbeat.senders se JOIN drumbeat.workspaces w ON w.id = se.workspace_id
+        WHERE se.id IN (SELECT d.sender_id FROM due d)
+    ), sequences AS (
+        SELECT q.sequence_id, (SELECT pg_catalog.count(*) FROM drumbeat.deliveries x
+                               WHERE x.sequence_id = q.sequence_id
+                                 AND x.claimed_at >= drumbeat.local_day_start(p_now, q.sequence_tz)) AS today
+        FROM (SELECT DISTINCT d.sequence_id, d.sequence_tz FROM due d WHERE d.max_per_day IS NOT NULL) AS q
     ), ranked AS (
-        SELECT d.*, se.rate_per_second, se.daily_cap,
+        SELECT d.*, se.rate_per_second, se.daily_cap, se.last_second AS sender_last_second,
+               COALESCE(se.today, 0) AS sender_today, COALESCE(sq.today, 0) AS sequence_today,
                pg_catalog.row_number() OVER (PARTITION BY d.sender_id ORDER BY d.next_action_at, d.id) AS sender_rank,
                pg_catalog.row_number() OVER (PARTITION BY d.sequence_id ORDER BY d.next_action_at, d.id) AS sequence_rank,
-               pg_catalog.row_number() OVER (PARTITION BY d.workspace_id, d.kind ORDER BY d.next_action_at, d.id) AS channel_rank,
-               (SELECT pg_catalog.count(*) FROM drumbeat.deliveries x
-                WHERE x.sender_id = d.sender_id AND x.claimed_at > p_now - '1 second'::interval) AS sender_last_second,
-               (SELECT pg_catalog.count(*) FROM drumbeat.deliveries x
-                WHERE x.sender_id = d.sender_id AND x.claimed_at >= drumbeat.local_day_start(p_now, d.workspace_tz)) AS sender_today,
-               (SELECT pg_catalog.count(*) FROM drumbeat.deliveries x
-                WHERE x.sequence_id = d.sequence_id AND x.claimed_at >= drumbeat.local_day_start(p_now, d.sequence_tz)) AS sequence_today
-        FROM due d LEFT JOIN drumbeat.senders se ON se.id = d.sender_id
+               pg_catalog.row_number() OVER (PARTITION BY d.workspace_id, d.kind ORDER BY d.next_action_at, d.id) AS channel_rank
+        FROM due d LEFT JOIN senders se ON se.id = d.sender_id LEFT JOIN sequences sq ON sq.sequence_id = d.sequence_id
     ), holds AS (
         SELECT r.id, v.hold_until, v.reason
         FROM ranked r, LATERAL (VALUES
@@ -371,39 +381,41 @@ RETURNS TABLE(delivery_id uuid, idempotency_key text, enrollment_id uuid, worksp
 LANGUAGE sql
 SET search_path = ''
 AS $$
-    WITH due AS MATERIALIZED (
-        SELECT e.id AS enrollment_id, e.workspace_id, e.sequence_id, e.contact_id, e.step_attempt, st.id AS step_id, st.kind AS channel,
-               drumbeat.pick_variant(st.variants, e.id) AS variant, st.subject, st.body, st.html_body,
-               CASE st.kind WHEN 'sms' THEN c.phone ELSE c.email END AS to_address,
-               drumbeat.step_sender(e.workspace_id, s.settings, st.kind) AS sender_id,
-               pg_catalog.jsonb_build_object(
-                   'contact', pg_catalog.jsonb_build_object('id', c.id, 'phone', c.phone, 'email', c.email, 'first_name', c.first_name,
-                       'last_name', c.last_name, 'company', c.company, 'title', c.title, 'timezone', c.timezone, 'fields', c.fields, 'tags', c.tags),
-                   'sequence', pg_catalog.jsonb_build_object('id', s.id, 'name', s.name),
-                   'workspace', pg_catalog.jsonb_build_object('id', w.id, 'name', w.name)) AS context
+    WITH inserted AS (
+        INSERT INTO drumbeat.deliveries AS d (workspace_id, enrollment_id, sequence_id, step_id, contact_id, sender_id, variant,
+            channel, to_address, idempotency_key, attempt, scheduled_for, claimed_at)
+        SELECT e.workspace_id, e.id, e.sequence_id, st.id, e.contact_id, x.sender_id, drumbeat.pick_variant(st.variants, e.id) ->> 'key',
+               st.kind, CASE st.kind WHEN 'sms' THEN c.phone ELSE c.email END,
+               e.id || ':' || st.id || ':' || e.step_attempt, e.step_attempt, p_now, p_now
         FROM drumbeat.enrollments e
         JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id AND st.kind IN ('sms', 'email')
         JOIN drumbeat.sequences s ON s.id = e.sequence_id
         JOIN drumbeat.contacts c ON c.id = e.contact_id
-        JOIN drumbeat.workspaces w ON w.id = e.workspace_id
-        WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
-    ), inserted AS (
-        INSERT INTO drumbeat.deliveries AS d (workspace_id, enrollment_id, sequence_id, step_id, contact_id, sender_id, variant, channel,
-            idempotency_key, attempt, scheduled_for, claimed_at)
-        SELECT due.workspace_id, due.enrollment_id, due.sequence_id, due.step_id, due.contact_id, due.sender_id, due.variant ->> 'key', due.channel,
-               due.enrollment_id || ':' || due.step_id || ':' || due.step_attempt, due.step_attempt, p_now, p_now
-        FROM due WHERE due.sender_id IS NOT NULL
+        CROSS JOIN LATERAL (SELECT drumbeat.step_sender(e.workspace_id, s.settings, st.kind) AS sender_id) AS x
+        WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now AND x.sender_id IS NOT NULL
         ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING d.id, d.idempotency_key, d.enrollment_id, d.sender_id, d.attempt
+        RETURNING d.*
     ), waiting AS (
         UPDATE drumbeat.enrollments e SET next_action_at = NULL, updated_at = pg_catalog.now()
-        FROM inserted i WHERE e.id = i.enrollment_id
+        WHERE e.id IN (SELECT i.enrollment_id FROM inserted i)
     )
-    SELECT i.id, i.idempotency_key, i.enrollment_id, due.workspace_id, due.channel, i.attempt, due.to_address, se.address,
-           COALESCE(due.variant ->> 'subject', due.subject), COALESCE(due.variant ->> 'body', due.body),
-           COALESCE(due.variant ->> 'html_body', due.html_body), due.variant ->> 'key',
-           due.context || pg_catalog.jsonb_build_object('sender', pg_catalog.jsonb_build_object('id', se.id, 'address', se.address, 'name', se.name))
-    FROM inserted i JOIN due ON due.enrollment_id = i.enrollment_id JOIN drumbeat.senders se ON se.id = i.sender_id
+    -- Everything else is looked up per delivery by primary key (never a join of the batch with itself).
+    SELECT i.id, i.idempotency_key, i.enrollment_id, i.workspace_id, i.channel, i.attempt, i.to_address, se.address,
+           COALESCE(v.value ->> 'subject', st.subject), COALESCE(v.value ->> 'body', st.body),
+           COALESCE(v.value ->> 'html_body', st.html_body), i.variant,
+           pg_catalog.jsonb_build_object(
+               'contact', pg_catalog.jsonb_build_object('id', c.id, 'phone', c.phone, 'email', c.email, 'first_name', c.first_name,
+                   'last_name', c.last_name, 'company', c.company, 'title', c.title, 'timezone', c.timezone, 'fields', c.fields, 'tags', c.tags),
+               'sequence', pg_catalog.jsonb_build_object('id', s.id, 'name', s.name),
+               'workspace', pg_catalog.jsonb_build_object('id', w.id, 'name', w.name),
+               'sender', pg_catalog.jsonb_build_object('id', se.id, 'address', se.address, 'name', se.name))
+    FROM inserted i
+    JOIN drumbeat.sequence_steps st ON st.id = i.step_id
+    JOIN drumbeat.sequences s ON s.id = i.sequence_id
+    JOIN drumbeat.workspaces w ON w.id = i.workspace_id
+    JOIN drumbeat.contacts c ON c.id = i.contact_id
+    JOIN drumbeat.senders se ON se.id = i.sender_id
+    LEFT JOIN LATERAL (SELECT vv.value FROM pg_catalog.jsonb_array_elements(st.variants) AS vv WHERE vv.value ->> 'key' = i.variant) AS v ON true
 $$;
 
 -- Why: one call claims up to p_limit due enrollments: flow steps (conditions, actions) run right here,
@@ -471,10 +483,45 @@ BEGIN
 END
 $$;
 
+-- Why: the common case of a batch, set-based: the enrollments whose step was just sent move on to
+-- their next step (or complete). The next step's time is computed once per (step, time zone), since
+-- every one of them was done at the same instant.
+CREATE FUNCTION drumbeat.advance_after_send(p_delivery_ids uuid[], p_now timestamptz)
+RETURNS void
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    WITH moving AS MATERIALIZED (
+        SELECT e.id, drumbeat.next_live_step(e.sequence_id, st.position) AS next_step,
+               drumbeat.recipient_timezone(c.timezone, s.settings, w.timezone) AS tz
+        FROM drumbeat.deliveries d
+        JOIN drumbeat.enrollments e ON e.id = d.enrollment_id AND e.status = 'active'
+             AND e.current_step_id = d.step_id AND e.next_action_at IS NULL
+        JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
+        JOIN drumbeat.sequences s ON s.id = e.sequence_id
+        JOIN drumbeat.workspaces w ON w.id = e.workspace_id
+        JOIN drumbeat.contacts c ON c.id = e.contact_id
+        WHERE d.id = ANY (p_delivery_ids)
+    ), planned AS MATERIALIZED (
+        SELECT p.next_step, p.tz, drumbeat.next_action_at(p_now, st.delay, st.send_at, st.kind, p.tz, s.settings, s.workspace_id) AS at
+        FROM (SELECT DISTINCT m.next_step, m.tz FROM moving m WHERE m.next_step IS NOT NULL) AS p
+        JOIN drumbeat.sequence_steps st ON st.id = p.next_step
+        JOIN drumbeat.sequences s ON s.id = st.sequence_id
+    )
+    UPDATE drumbeat.enrollments e SET
+        status = CASE WHEN m.next_step IS NULL THEN 'completed' ELSE e.status END,
+        completed_at = CASE WHEN m.next_step IS NULL THEN p_now END,
+        current_step_id = COALESCE(m.next_step, e.current_step_id),
+        step_done_at = p_now, step_attempt = 1, updated_at = pg_catalog.now(),
+        next_action_at = (SELECT pl.at FROM planned pl WHERE pl.next_step = m.next_step AND pl.tz = m.tz)
+    FROM moving m WHERE e.id = m.id
+$$;
+
 -- Why: one call per batch records what the provider said for each delivery still 'sending' (a second
--- record of the same delivery changes nothing), charges SMS credits per segment, logs the outcome and
--- settles the enrollment. p_results: [{delivery_id, outcome: sent|failed, transient, provider_message_id,
--- error_code, error_message, segments, subject, body}]. Returns how many deliveries it recorded.
+-- record of the same delivery changes nothing), charges SMS credits per segment, logs the outcomes and
+-- moves the enrollments on; failures (the rare case) are settled one by one. p_results: [{delivery_id,
+-- outcome: sent|failed, transient, provider_message_id, error_code, error_message, segments, subject,
+-- body}]. Returns how many deliveries it recorded.
 CREATE FUNCTION drumbeat.record_deliveries(p_results jsonb)
 RETURNS integer
 LANGUAGE plpgsql
@@ -482,46 +529,45 @@ SET search_path = ''
 AS $$
 DECLARE
     v_now timestamptz := drumbeat.clock_now();
-    v_row record;
-    v_count integer := 0;
+    v_sent uuid[];
+    v_failed_ids uuid[];
+    v_count integer;
+    v_failed record;
 BEGIN
-    FOR v_row IN
-        SELECT d.id, r.value AS result FROM pg_catalog.jsonb_array_elements(p_results) AS r
-        JOIN drumbeat.deliveries d ON d.id = (r.value ->> 'delivery_id')::uuid AND d.status = 'sending'
-        ORDER BY d.id FOR UPDATE OF d
+    WITH results AS (
+        SELECT * FROM pg_catalog.jsonb_to_recordset(p_results) AS r(delivery_id uuid, outcome text, transient boolean,
+            provider_message_id text, error_code text, error_message text, segments integer, subject text, body text)
+    ), updated AS (
+        UPDATE drumbeat.deliveries d SET status = CASE WHEN r.outcome = 'sent' THEN 'sent' ELSE 'failed' END,
+            sent_at = CASE WHEN r.outcome = 'sent' THEN v_now END, provider_message_id = r.provider_message_id,
+            error_code = r.error_code, error_message = pg_catalog.left(r.error_message, 1000), segments = r.segments,
+            subject = r.subject, body = r.body
+        FROM results r WHERE d.id = r.delivery_id AND d.status = 'sending'
+        RETURNING d.*, r.transient
+    ), charged AS (
+        UPDATE drumbeat.workspaces w SET sms_credits = GREATEST(w.sms_credits - u.segments, 0)
+        FROM (SELECT x.workspace_id, pg_catalog.sum(COALESCE(x.segments, 1)) AS segments FROM updated x
+              WHERE x.status = 'sent' AND x.channel = 'sms' GROUP BY x.workspace_id) AS u
+        WHERE w.id = u.workspace_id AND w.sms_credits IS NOT NULL
+    ), logged AS (
+        INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, delivery_id, occurred_at, payload)
+        SELECT u.workspace_id, u.status, u.contact_id, u.sequence_id, u.enrollment_id, u.step_id, u.id, v_now,
+               pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('channel', u.channel, 'attempt', u.attempt,
+                   'error_code', u.error_code, 'transient', u.transient))
+        FROM updated u
+    )
+    SELECT pg_catalog.count(*), pg_catalog.array_agg(u.id) FILTER (WHERE u.status = 'sent'),
+           pg_catalog.array_agg(u.id) FILTER (WHERE u.status = 'failed')
+    INTO v_count, v_sent, v_failed_ids FROM updated u;
+    PERFORM drumbeat.advance_after_send(COALESCE(v_sent, '{}'), v_now);
+    FOR v_failed IN
+        SELECT d AS delivery, r.value AS result FROM pg_catalog.jsonb_array_elements(p_results) AS r
+        JOIN drumbeat.deliveries d ON d.id = (r.value ->> 'delivery_id')::uuid
+        WHERE d.id = ANY (v_failed_ids)
     LOOP
-        PERFORM drumbeat.record_one_delivery(v_row.id, v_row.result, v_now);
-        v_count := v_count + 1;
+        PERFORM drumbeat.settle_enrollment(v_failed.delivery, v_failed.result, v_now);
     END LOOP;
     RETURN v_count;
-END
-$$;
-
-CREATE FUNCTION drumbeat.record_one_delivery(p_delivery_id uuid, p_result jsonb, p_now timestamptz)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = ''
-AS $$
-DECLARE
-    v_delivery drumbeat.deliveries;
-    v_sent boolean := p_result ->> 'outcome' = 'sent';
-BEGIN
-    UPDATE drumbeat.deliveries d SET status = CASE WHEN v_sent THEN 'sent' ELSE 'failed' END,
-        sent_at = CASE WHEN v_sent THEN p_now END, provider_message_id = p_result ->> 'provider_message_id',
-        error_code = p_result ->> 'error_code', error_message = pg_catalog.left(p_result ->> 'error_message', 1000),
-        segments = (p_result ->> 'segments')::integer, subject = p_result ->> 'subject', body = p_result ->> 'body'
-    WHERE d.id = p_delivery_id RETURNING * INTO v_delivery;
-    IF v_sent AND v_delivery.channel = 'sms' THEN
-        UPDATE drumbeat.workspaces w SET sms_credits = GREATEST(w.sms_credits - COALESCE(v_delivery.segments, 1), 0)
-        WHERE w.id = v_delivery.workspace_id AND w.sms_credits IS NOT NULL;
-    END IF;
-    INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, delivery_id, occurred_at, payload)
-    SELECT v_delivery.workspace_id, CASE WHEN v_sent THEN 'sent' ELSE 'failed' END, v_delivery.contact_id, e.sequence_id,
-           v_delivery.enrollment_id, v_delivery.step_id, v_delivery.id, p_now,
-           pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('channel', v_delivery.channel, 'attempt', v_delivery.attempt,
-               'error_code', v_delivery.error_code, 'transient', p_result -> 'transient'))
-    FROM drumbeat.enrollments e WHERE e.id = v_delivery.enrollment_id;
-    PERFORM drumbeat.settle_enrollment(v_delivery, p_result, p_now);
 END
 $$;
 
