@@ -14,19 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import procrastinate
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
-from app.embedded import server_url
-from app.migrate import migrate
 from bench.enroll import act_as, build_tenant
+from bench.scratch import scratch_database
 from workers.dispatcher import Dispatcher
 from workers.transports import Message, SendResult
 
@@ -143,20 +139,8 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=2000)
     parser.add_argument("--waiting", type=int, default=1_000_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="drumbeat-bench-") as data_dir:
-        maintenance_url, server = server_url(embedded_dir=Path(data_dir))
-        database = f"drumbeat_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(maintenance_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{database}"')
-        url = make_conninfo(**{**conninfo_to_dict(maintenance_url), "dbname": database})
-        try:
-            migrate(url)
-            report(url, args)
-        finally:
-            with psycopg.connect(maintenance_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            if server is not None:
-                server.cleanup()
+    with scratch_database() as url:
+        report(url, args)
 
 
 def report(url: str, args: argparse.Namespace) -> None:

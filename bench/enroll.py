@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
-from app.embedded import server_url
-from app.migrate import migrate
+from bench.scratch import scratch_database
 
 ZONES = ["America/New_York", "America/Los_Angeles", "Europe/London", "Asia/Kolkata", "Australia/Sydney", None]
 SEQUENCE = {
@@ -134,20 +130,8 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="drumbeat-bench-") as data_dir:
-        maintenance_url, server = server_url(embedded_dir=Path(data_dir))
-        database = f"drumbeat_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(maintenance_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{database}"')
-        url = make_conninfo(**{**conninfo_to_dict(maintenance_url), "dbname": database})
-        try:
-            migrate(url)
-            run(url, args.contacts, args.rounds)
-        finally:
-            with psycopg.connect(maintenance_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            if server is not None:
-                server.cleanup()
+    with scratch_database() as url:
+        run(url, args.contacts, args.rounds)
 
 
 if __name__ == "__main__":
