@@ -207,6 +207,7 @@ CREATE TABLE drumbeat.enrollments (
     status text NOT NULL,
     current_step_id uuid NOT NULL,
     step_done_at timestamptz NOT NULL,
+    step_attempt integer NOT NULL DEFAULT 1,
     next_action_at timestamptz,
     assigned_to uuid,
     enrolled_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -220,6 +221,7 @@ CREATE TABLE drumbeat.enrollments (
     -- An active enrollment with no next_action_at waits for a manual step's task to be completed.
     CONSTRAINT enrollments_scheduled_has_time CHECK (status <> 'scheduled' OR next_action_at IS NOT NULL),
     CONSTRAINT enrollments_paused_not_due CHECK (status <> 'paused' OR next_action_at IS NULL),
+    CONSTRAINT enrollments_step_attempt_range CHECK (step_attempt BETWEEN 1 AND 10),
     CONSTRAINT enrollments_ended_has_time CHECK ((status IN ('completed', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')) = (completed_at IS NOT NULL)),
     CONSTRAINT enrollments_ended_not_due CHECK (completed_at IS NULL OR next_action_at IS NULL),
     CONSTRAINT enrollments_paused_has_time CHECK ((status = 'paused') = (paused_at IS NOT NULL)),
@@ -234,6 +236,7 @@ CREATE TABLE drumbeat.enrollments (
     CONSTRAINT enrollments_workspace_id_key UNIQUE (workspace_id, id)
 );
 COMMENT ON COLUMN drumbeat.enrollments.step_done_at IS 'The "done" instant of DESIGN.md: when the previous step was done (the start, before the first step).';
+COMMENT ON COLUMN drumbeat.enrollments.step_attempt IS 'Which attempt of its current step the enrollment is on (retries of transient send errors).';
 COMMENT ON COLUMN drumbeat.enrollments.current_step_id IS 'The step this enrollment waits on; once ended, the step it stopped at.';
 CREATE UNIQUE INDEX enrollments_one_live_per_contact ON drumbeat.enrollments (sequence_id, contact_id)
     WHERE status IN ('scheduled', 'active', 'paused');

@@ -200,7 +200,8 @@ BEGIN
     END IF;
     UPDATE drumbeat.tasks t SET status = 'cancelled', completed_at = drumbeat.clock_now()
     WHERE t.enrollment_id = p_enrollment_id AND t.status = 'pending';
-    UPDATE drumbeat.enrollments e SET current_step_id = v_target, step_done_at = drumbeat.clock_now(), updated_at = pg_catalog.now(),
+    UPDATE drumbeat.enrollments e SET current_step_id = v_target, step_done_at = drumbeat.clock_now(), step_attempt = 1,
+        updated_at = pg_catalog.now(),
         next_action_at = CASE WHEN e.status = 'paused' THEN NULL
             ELSE drumbeat.planned_at(v_target, e.contact_id, drumbeat.clock_now(), drumbeat.clock_now(), true) END
     WHERE e.id = p_enrollment_id;
@@ -229,7 +230,8 @@ BEGIN
         WHERE e.id = p_enrollment_id;
         RETURN;
     END IF;
-    UPDATE drumbeat.enrollments e SET current_step_id = v_next, step_done_at = p_done_at, updated_at = pg_catalog.now(),
+    UPDATE drumbeat.enrollments e SET current_step_id = v_next, step_done_at = p_done_at, step_attempt = 1,
+        updated_at = pg_catalog.now(),
         next_action_at = drumbeat.planned_at(v_next, e.contact_id, p_done_at)
     WHERE e.id = p_enrollment_id;
 END

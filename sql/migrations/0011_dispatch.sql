@@ -34,10 +34,6 @@ GRANT UPDATE (sms_credits) ON drumbeat.workspaces TO drumbeat_worker;
 GRANT INSERT ON drumbeat.events TO drumbeat_worker;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA drumbeat TO drumbeat_worker;
 
--- Which attempt of its current step an enrollment is on (retries of transient send errors).
-ALTER TABLE drumbeat.enrollments ADD COLUMN step_attempt integer NOT NULL DEFAULT 1,
-    ADD CONSTRAINT enrollments_step_attempt_range CHECK (step_attempt BETWEEN 1 AND 10);
-
 -- Why: the sender a message step uses: the sequence's sms_sender_id / email_sender_id, else the
 -- workspace's first sender of that channel (oldest first, so the choice is stable).
 CREATE FUNCTION drumbeat.step_sender(p_workspace_id uuid, p_settings jsonb, p_channel text)
@@ -216,30 +212,6 @@ BEGIN
     ELSE
         PERFORM drumbeat.advance_enrollment(p_enrollment_id, p_now);
     END IF;
-END
-$$;
-
--- Why: from here on a step's retries are counted; moving to the next step starts again at attempt 1.
-CREATE OR REPLACE FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_done_at timestamptz)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = ''
-AS $$
-DECLARE
-    v_next uuid;
-BEGIN
-    SELECT drumbeat.next_live_step(e.sequence_id, st.position) INTO v_next
-    FROM drumbeat.enrollments e JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
-    WHERE e.id = p_enrollment_id;
-    IF v_next IS NULL THEN
-        UPDATE drumbeat.enrollments e SET status = 'completed', completed_at = p_done_at, next_action_at = NULL,
-            step_done_at = p_done_at, updated_at = pg_catalog.now()
-        WHERE e.id = p_enrollment_id;
-        RETURN;
-    END IF;
-    UPDATE drumbeat.enrollments e SET current_step_id = v_next, step_done_at = p_done_at, step_attempt = 1,
-        updated_at = pg_catalog.now(), next_action_at = drumbeat.planned_at(v_next, e.contact_id, p_done_at)
-    WHERE e.id = p_enrollment_id;
 END
 $$;
 
@@ -429,7 +401,7 @@ SET search_path = ''
 AS $$
 DECLARE
     v_now timestamptz := drumbeat.clock_now();
-    v_ids uuid[] := drumbeat.lock_due(p_limit, drumbeat.clock_now());
+    v_ids uuid[] := drumbeat.lock_due(p_limit, v_now);
     v_flow uuid[];
 BEGIN
     FOR v_round IN 1 .. 10 LOOP  -- bounded: jumps are forward-only, so chains are short

@@ -26,6 +26,8 @@ ON CONFLICT (delivery_id) DO NOTHING
 SELECT count(*) FROM (
     SELECT 1 FROM drumbeat.enrollments e
     WHERE e.status IN ('scheduled', 'active') AND e.next_action_at <= drumbeat.clock_now()
+      -- the same filter as drumbeat.lock_due: a paused sequence's due steps make no jobs
+      AND EXISTS (SELECT 1 FROM drumbeat.sequences s WHERE s.id = e.sequence_id AND s.status = 'active')
     LIMIT %(cap)s
 ) AS due
 
