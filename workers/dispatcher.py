@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from app.queries import queries
 from workers.links import LinkSigner
 from workers.render import RenderError, render_message, sms_segments
+from workers.tracking import track_html
 from workers.transports import Message, SendResult, Transport
 
 log = logging.getLogger("drumbeat.dispatch")
@@ -26,9 +27,9 @@ class Dispatcher:
     conn: psycopg.Connection
     transports: dict[str, Transport]
     batch_size: int = 500
-    links: LinkSigner | None = (
-        None  # unsubscribe links and headers; without it, {{ unsubscribe_url }} fails to render
-    )
+    # Unsubscribe links and headers, open pixel and click tracking; without it, {{ unsubscribe_url }}
+    # fails to render and nothing is tracked.
+    links: LinkSigner | None = None
 
     def __post_init__(self) -> None:
         self.conn.autocommit = True
@@ -64,6 +65,9 @@ class Dispatcher:
                 "error_message": str(error),
             }
         segments = sms_segments(rendered.text) if row["channel"] == "sms" else None
+        html = rendered.html
+        if html is not None and self.links and row["channel"] == "email":
+            html = self._track(self.links, html, delivery_id, context.get("sequence") or {})
         message = Message(
             delivery_id=str(row["delivery_id"]),
             workspace_id=str(row["workspace_id"]),
@@ -73,7 +77,7 @@ class Dispatcher:
             from_address=row["from_address"],
             text=rendered.text,
             subject=rendered.subject,
-            html=rendered.html,
+            html=html,
             headers=self.links.email_headers(delivery_id) if self.links and row["channel"] == "email" else {},
         )
         result = self._call_transport(message)
@@ -87,6 +91,18 @@ class Dispatcher:
             "subject": rendered.subject,
             "body": rendered.text,
         }
+
+    @staticmethod
+    def _track(links: LinkSigner, html: str, delivery_id: str, sequence: dict[str, Any]) -> str:
+        """The HTML part as sent: open pixel and click redirects per the sequence's track_opens /
+        track_clicks settings (absent or null means on). The stored body stays the text part."""
+        return track_html(
+            html,
+            delivery_id,
+            links,
+            track_opens=sequence.get("track_opens") is not False,
+            track_clicks=sequence.get("track_clicks") is not False,
+        )
 
     def _call_transport(self, message: Message) -> SendResult:
         transport = self.transports[message.channel]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from html.parser import HTMLParser
+
 import psycopg
 import pytest
 
 from tests.sql.factories import SMS_SEQUENCE, new_tenant, sms_sequence
 from workers.dispatcher import Dispatcher
+from workers.links import LinkSigner
 from workers.transports import Message, OutboxTransport, SendResult
 
 NOW = "2026-11-23 14:00Z"  # Monday 09:00 in New York
@@ -105,8 +109,6 @@ def test_a_transport_fault_is_retried_with_a_new_attempt(db_url):
 
 
 def test_email_carries_a_signed_one_click_unsubscribe(db_url):
-    from workers.links import LinkSigner
-
     steps = [{"kind": "email", "subject": "Hi", "body": "Bye: {{ unsubscribe_url }}"}]
     _setup(db_url, sms_sequence(channel="email", steps=steps), [{"email": "ada@example.com"}])
     signer = LinkSigner("https://drumbeat.example", b"s" * 32)
@@ -121,3 +123,134 @@ def test_email_carries_a_signed_one_click_unsubscribe(db_url):
     url = signer.unsubscribe_url(str(delivery_id))
     assert text == f"Bye: {url}"
     assert headers == {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+class CapturingTransport:
+    """A provider that accepts everything and keeps what it was given."""
+
+    name = "capture"
+
+    def __init__(self):
+        self.sent: list[Message] = []
+
+    def send(self, message: Message) -> SendResult:
+        self.sent.append(message)
+        return SendResult(sent=True, provider_message_id=f"cap-{len(self.sent)}")
+
+
+TRACKED_HTML = (
+    "<html><body><p>Hi {{ contact.first_name }},</p>"
+    '<p><a href="https://shop.example.com/pricing?plan=pro&amp;ref=mail">See pricing</a> or '
+    "<A HREF='mailto:sales@example.com'>write to us</A>.</p>"
+    '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>'
+)
+
+
+def _send_email(db_url: str, settings: dict, html: str = TRACKED_HTML) -> tuple[Message, LinkSigner]:
+    steps = [{"kind": "email", "subject": "Hi", "body": "Hi {{ contact.first_name }}", "html_body": html}]
+    definition = sms_sequence(
+        channel="email", settings={"timezone": "America/New_York", **settings}, steps=steps
+    )
+    _setup(db_url, definition, [{"email": "ada@example.com", "first_name": "Ada"}])
+    signer = LinkSigner("https://drumbeat.example", b"s" * 32)
+    transport = CapturingTransport()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+        assert Dispatcher(conn, {"email": transport}, links=signer).run_once() == 1
+    [message] = transport.sent
+    return message, signer
+
+
+class _Links(HTMLParser):
+    def __init__(self, source: str):
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.images: list[str] = []
+        self.feed(source)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a":
+            self.hrefs.append(attrs["href"])
+        elif tag == "img":
+            self.images.append(attrs["src"])
+
+
+def test_email_html_gets_an_open_pixel_and_signed_click_links(db_url):
+    message, signer = _send_email(db_url, {})
+    delivery_id = message.delivery_id
+    links = _links_of(message.html)
+    [pixel] = links.images
+    assert pixel.startswith("https://drumbeat.example/t/o/")
+    assert signer.verify_open(pixel.rsplit("/", 1)[1]) == delivery_id
+    pricing, mailto, unsubscribe = links.hrefs
+    assert pricing.startswith("https://drumbeat.example/t/c/")
+    assert signer.verify_click(pricing.rsplit("/", 1)[1]) == (
+        delivery_id,
+        "https://shop.example.com/pricing?plan=pro&ref=mail",
+    )
+    assert mailto == "mailto:sales@example.com"
+    assert unsubscribe == signer.unsubscribe_url(delivery_id)
+    assert "<p>Hi Ada,</p>" in message.html
+    # The text part is untouched and is what the delivery keeps.
+    assert message.text == "Hi Ada"
+    assert _rows(db_url, "SELECT status, body FROM drumbeat.deliveries") == [("sent", "Hi Ada")]
+
+
+def test_tracking_can_be_switched_off_per_sequence(db_url):
+    message, signer = _send_email(db_url, {"track_opens": False, "track_clicks": False})
+    expected = TRACKED_HTML.replace("{{ contact.first_name }}", "Ada").replace(
+        "{{ unsubscribe_url }}", signer.unsubscribe_url(message.delivery_id)
+    )
+    assert message.html == expected
+
+
+def test_clicks_only(db_url):
+    message, signer = _send_email(db_url, {"track_opens": False})
+    links = _links_of(message.html)
+    assert links.images == []
+    assert signer.verify_click(links.hrefs[0].rsplit("/", 1)[1])[1].startswith("https://shop.example.com/")
+
+
+def test_sms_is_never_tracked(db_url):
+    steps = [{**SMS_SEQUENCE["steps"][0], "body": "Hi, see https://shop.example.com/pricing"}]
+    _setup(db_url, sms_sequence(steps=steps), [{"phone": "+15550001009"}])
+    transport = CapturingTransport()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+        signer = LinkSigner("https://drumbeat.example", b"s" * 32)
+        assert Dispatcher(conn, {"sms": transport}, links=signer).run_once() == 1
+    [message] = transport.sent
+    assert message.text == "Hi, see https://shop.example.com/pricing" and message.html is None
+
+
+def test_without_a_signer_the_html_is_sent_as_rendered(db_url):
+    html = '<p><a href="https://shop.example.com/">Shop</a></p>'
+    steps = [{"kind": "email", "subject": "Hi", "body": "Hi", "html_body": html}]
+    _setup(db_url, sms_sequence(channel="email", steps=steps), [{"email": "bo@example.com"}])
+    transport = CapturingTransport()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+        assert Dispatcher(conn, {"email": transport}).run_once() == 1
+    assert transport.sent[0].html == html
+
+
+def _links_of(html: str | None) -> _Links:
+    assert html is not None
+    return _Links(html)
+
+
+@pytest.mark.parametrize(
+    ("sequence", "pixel", "click"),
+    [
+        ({}, True, True),  # a claim without the keys: on by default
+        ({"track_opens": None, "track_clicks": None}, True, True),
+        ({"track_opens": True, "track_clicks": False}, True, False),
+        ({"track_opens": False, "track_clicks": True}, False, True),
+    ],
+)
+def test_missing_or_null_tracking_flags_mean_on(sequence, pixel, click):
+    signer = LinkSigner("https://drumbeat.example", b"s" * 32)
+    html = Dispatcher._track(signer, '<a href="https://example.com/">x</a>', str(uuid.uuid4()), sequence)
+    assert ("/t/o/" in html, "/t/c/" in html) == (pixel, click)
