@@ -27,6 +27,10 @@ class Settings:
     public_url: str | None = None
     secret_key: bytes | None = None
     delivery_lease_seconds: int = 600  # a 'sending' delivery older than this was lost with its worker
+    jwt_secret: bytes | None = None  # HS256 tokens (Supabase: the project's JWT secret)
+    jwks_url: str | None = None  # or asymmetric tokens verified against this JWKS
+    jwt_audience: str = "authenticated"
+    default_region: str = "US"  # phone numbers written without +country are read in this region
 
     @property
     def production(self) -> bool:
@@ -82,6 +86,17 @@ def load_settings() -> Settings:
     lease = env.get("DRUMBEAT_DELIVERY_LEASE", "600")
     if not lease.isdigit() or int(lease) < 1:
         raise ConfigError(f"DRUMBEAT_DELIVERY_LEASE must be a whole number of seconds >= 1, got {lease!r}")
+    region = (env.get("DRUMBEAT_DEFAULT_REGION") or "US").upper()
+    if not (len(region) == 2 and region.isalpha()):
+        raise ConfigError(
+            f"DRUMBEAT_DEFAULT_REGION must be a two-letter country code such as US, got {region!r}"
+        )
+    jwks_url = env.get("DRUMBEAT_JWKS_URL") or None
+    if jwks_url and not jwks_url.startswith(("https://", "http://")):
+        raise ConfigError("DRUMBEAT_JWKS_URL must be an http(s) URL")
+    jwt_secret = env.get("DRUMBEAT_JWT_SECRET") or None
+    if jwt_secret is not None and len(jwt_secret) < 32:
+        raise ConfigError("DRUMBEAT_JWT_SECRET must be at least 32 characters (HS256 needs a long secret)")
     return Settings(
         database_url=database_url,
         env=mode,
@@ -97,4 +112,8 @@ def load_settings() -> Settings:
         public_url=public_url,
         secret_key=secret.encode() if secret else None,
         delivery_lease_seconds=int(lease),
+        jwt_secret=jwt_secret.encode() if jwt_secret else None,
+        jwks_url=jwks_url,
+        jwt_audience=env.get("DRUMBEAT_JWT_AUDIENCE") or "authenticated",
+        default_region=region,
     )

@@ -1,0 +1,63 @@
+"""The Litestar application: routes under /api/v1 (authenticated, one transaction per request acting as
+the caller), webhooks and operations endpoints outside it, OpenAPI at /docs (Scalar, and /docs/swagger)."""
+
+from __future__ import annotations
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from app.api import workspaces
+from app.api.auth import Authenticator
+from app.api.db import make_pool
+from app.api.deps import provide_db
+from app.api.errors import EXCEPTION_HANDLERS
+from app.settings import Settings
+
+API_VERSION = "1.0.0"
+BEARER = {"BearerAuth": []}
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Drumbeat API",
+        version=API_VERSION,
+        description="Multi-step SMS and email outreach sequences. Authenticate with `Authorization: Bearer <API key or JWT>`.",
+        path="/docs",
+        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        components=Components(
+            security_schemes={
+                "BearerAuth": SecurityScheme(
+                    type="http", scheme="bearer", description="A Drumbeat API key (dbk_...) or a JWT"
+                )
+            }
+        ),
+        security=[BEARER],
+    )
+
+
+def create_app(settings: Settings) -> Litestar:
+    pool = make_pool(settings.database_url)
+
+    async def open_pool() -> None:
+        await pool.open(wait=True, timeout=30)
+
+    async def close_pool() -> None:
+        await pool.close()
+
+    api_v1 = Router(
+        path="/api/v1",
+        route_handlers=[*workspaces.route_handlers],
+        dependencies={"db": Provide(provide_db)},
+    )
+    return Litestar(
+        route_handlers=[api_v1],
+        on_startup=[open_pool],
+        on_shutdown=[close_pool],
+        state=State({"pool": pool, "settings": settings, "authenticator": Authenticator(settings)}),
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi_config(),
+    )

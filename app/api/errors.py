@@ -1,0 +1,79 @@
+"""One error shape for every 4xx/5xx: {"error": {"code", "message", "field"}}. Domain errors (from the SQL
+functions' SQLSTATEs, through app/errors.py) keep their status; request validation is a 422 naming the
+field; an unexpected fault is a 500 that says nothing about internals (it is logged)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from app.errors import DrumbeatError
+
+log = logging.getLogger("drumbeat.api")
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> Response[ErrorBody]:
+    return Response(ErrorBody(ErrorDetail(code, message, field)), status_code=status)
+
+
+def on_domain_error(_: Request, error: DrumbeatError) -> Response[ErrorBody]:
+    return error_response(error.http_status, error.code, error.message, error.field)
+
+
+def on_validation_error(_: Request, error: ValidationException) -> Response[ErrorBody]:
+    """msgspec / Litestar parameter validation: the first problem, with its field path (body.x.y -> x.y)."""
+    problems: list[dict[str, Any]] = error.extra if isinstance(error.extra, list) else []
+    first = problems[0] if problems else {}
+    field = first.get("key")
+    message = first.get("message") or error.detail
+    if isinstance(field, str) and field.startswith("$."):
+        field = field[2:]
+    return error_response(422, "invalid", str(message), field)
+
+
+CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def on_http_error(_: Request, error: HTTPException) -> Response[ErrorBody]:
+    status = error.status_code
+    if status >= 500:
+        log.error("HTTP %s: %s", status, error.detail)
+        return error_response(status, "internal_error", "internal error")
+    return error_response(status, CODES.get(status, "error"), str(error.detail))
+
+
+def on_unexpected(request: Request, error: Exception) -> Response[ErrorBody]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(500, "internal_error", "internal error")
+
+
+EXCEPTION_HANDLERS = {
+    DrumbeatError: on_domain_error,
+    ValidationException: on_validation_error,
+    HTTPException: on_http_error,
+    Exception: on_unexpected,
+}

@@ -1,0 +1,168 @@
+"""Workspaces, their senders, API keys and holidays: what a newcomer sets up before the first sequence."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, delete, get, post, put
+from litestar.di import Provide
+from litestar.params import FromPath, JSONBody
+from psycopg.types.json import Jsonb
+
+from app.api.db import fetch_all, fetch_one, fetch_value, require_row
+from app.api.deps import Db, WorkspaceId, provide_workspace_id
+from app.queries import queries
+
+Q = queries("api_workspaces")
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class WorkspaceCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    timezone: str = "UTC"
+
+
+class Workspace(msgspec.Struct):
+    id: UUID
+    name: str
+    timezone: str
+    role: str
+    sms_credits: int | None
+    created_at: dt.datetime
+
+
+class SenderCreate(msgspec.Struct, forbid_unknown_fields=True):
+    channel: Literal["sms", "email"]
+    address: Annotated[
+        str, msgspec.Meta(description="E.164 number or Messaging Service SID (sms); from address (email)")
+    ]
+    name: str | None = None
+    rate_per_second: float | None = None
+    daily_cap: int | None = None
+
+
+class Sender(msgspec.Struct):
+    id: UUID
+    workspace_id: UUID
+    channel: str
+    address: str
+    name: str | None
+    rate_per_second: float
+    daily_cap: int | None
+    created_at: dt.datetime
+
+
+class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    role: Literal["owner", "admin", "member"] = "member"
+
+
+class ApiKey(msgspec.Struct):
+    id: UUID
+    workspace_id: UUID
+    name: str
+    prefix: str
+    role: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class ApiKeyCreated(msgspec.Struct):
+    key: ApiKey
+    token: Annotated[str, msgspec.Meta(description="The secret: shown this once, never stored in clear")]
+
+
+class HolidaysSet(msgspec.Struct, forbid_unknown_fields=True):
+    dates: list[dt.date]
+
+
+class WorkspaceController(Controller):
+    path = "/workspaces"
+    tags = ["workspaces"]
+
+    @post("/", summary="Create a workspace (the caller becomes its owner)")
+    async def create(self, db: Db, data: JSONBody[WorkspaceCreate]) -> Workspace:
+        workspace_id = await fetch_value(
+            db, Q["create_workspace"], {"name": data.name, "timezone": data.timezone}
+        )
+        return msgspec.convert(await fetch_one(db, Q["get_workspace"], {"id": workspace_id}), Workspace)
+
+    @get("/", summary="The caller's workspaces")
+    async def index(self, db: Db) -> list[Workspace]:
+        return msgspec.convert(await fetch_all(db, Q["list_workspaces"]), list[Workspace])
+
+    @get("/{workspace_id:uuid}", summary="One workspace")
+    async def detail(self, db: Db, workspace_id: FromPath[UUID]) -> Workspace:
+        row = require_row(
+            await fetch_one(db, Q["get_workspace"], {"id": workspace_id}), "workspace", "workspace_id"
+        )
+        return msgspec.convert(row, Workspace)
+
+    @put("/{workspace_id:uuid}/holidays", summary="Replace the workspace's holiday list", status_code=200)
+    async def holidays(
+        self, db: Db, workspace_id: FromPath[UUID], data: JSONBody[HolidaysSet]
+    ) -> dict[str, int]:
+        await fetch_one(db, Q["set_holidays"], {"workspace_id": workspace_id, "dates": data.dates})
+        return {"count": len(set(data.dates))}
+
+
+class SenderController(Controller):
+    path = "/senders"
+    tags = ["senders"]
+    dependencies = {"workspace": Provide(provide_workspace_id)}
+
+    @post("/", summary="Add a sender (an SMS number or Messaging Service, or a from address)")
+    async def create(self, db: Db, workspace: WorkspaceId, data: JSONBody[SenderCreate]) -> Sender:
+        settings = {
+            k: v
+            for k, v in msgspec.to_builtins(data).items()
+            if k in ("name", "rate_per_second", "daily_cap")
+        }
+        sender_id = await fetch_value(
+            db,
+            Q["create_sender"],
+            {
+                "workspace_id": workspace,
+                "channel": data.channel,
+                "address": data.address,
+                "settings": Jsonb(settings),
+            },
+        )
+        return msgspec.convert(await fetch_one(db, Q["get_sender"], {"id": sender_id}), Sender)
+
+    @get("/", summary="The workspace's senders")
+    async def index(self, db: Db, workspace: WorkspaceId) -> list[Sender]:
+        return msgspec.convert(
+            await fetch_all(db, Q["list_senders"], {"workspace_id": workspace}), list[Sender]
+        )
+
+
+class ApiKeyController(Controller):
+    path = "/api-keys"
+    tags = ["api keys"]
+    dependencies = {"workspace": Provide(provide_workspace_id)}
+
+    @post("/", summary="Create an API key (admins and owners); the token is shown once")
+    async def create(self, db: Db, workspace: WorkspaceId, data: JSONBody[ApiKeyCreate]) -> ApiKeyCreated:
+        created = await fetch_one(
+            db, Q["create_api_key"], {"workspace_id": workspace, "name": data.name, "role": data.role}
+        )
+        key = await fetch_one(db, Q["get_api_key"], {"id": created["key_id"]})
+        return ApiKeyCreated(key=msgspec.convert(key, ApiKey), token=created["token"])
+
+    @get("/", summary="The workspace's API keys (prefixes only, never secrets)")
+    async def index(self, db: Db, workspace: WorkspaceId) -> list[ApiKey]:
+        return msgspec.convert(
+            await fetch_all(db, Q["list_api_keys"], {"workspace_id": workspace}), list[ApiKey]
+        )
+
+    @delete("/{key_id:uuid}", summary="Revoke an API key (it stops working at once)")
+    async def revoke(self, db: Db, key_id: FromPath[UUID]) -> None:
+        await fetch_one(db, Q["revoke_api_key"], {"id": key_id})
+
+
+route_handlers = [WorkspaceController, SenderController, ApiKeyController]

@@ -1,0 +1,127 @@
+-- 0016 API keys: a key is a member of its workspace. Creating one adds a workspace_members row for a
+-- user id of its own (the key's id) with the key's role, so a request made with the key is a request
+-- by that member: the HTTP API sets request.jwt.claims {"sub": <key id>} exactly as for a JWT, and the
+-- RLS policies of 0003 decide, unchanged. Only a SHA-256 hash of the secret is stored; the secret is
+-- returned once, at creation. Revoking a key removes its membership in the same statement.
+
+-- The role the HTTP API's login role belongs to: it may look keys up (before any user is known) and
+-- act as `authenticated`. Operators: CREATE ROLE drumbeat_api_login LOGIN PASSWORD '...' IN ROLE drumbeat_authenticator.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'drumbeat_authenticator') THEN
+        CREATE ROLE drumbeat_authenticator NOLOGIN;
+    END IF;
+END
+$roles$;
+GRANT authenticated TO drumbeat_authenticator;
+GRANT USAGE ON SCHEMA drumbeat TO drumbeat_authenticator;
+
+CREATE POLICY api_keys_definer ON drumbeat.api_keys TO drumbeat_definer USING (true) WITH CHECK (true);
+GRANT SELECT, UPDATE (last_used_at) ON drumbeat.api_keys TO drumbeat_definer;
+
+-- Why: the hex SHA-256 of a key's secret, the only form in which it is stored.
+CREATE FUNCTION drumbeat.api_key_hash(p_token text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')), 'hex') $$;
+
+-- Why: a new key for a workspace: "dbk_" + 12 hex characters of prefix (stored, shown in lists) + "_" +
+-- 64 hex characters of secret (256 random bits from the server's strong random source). The key
+-- joins the workspace as a member with its own id as user id. Callers check permissions first.
+CREATE FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name text, p_role text, p_created_by uuid)
+RETURNS TABLE(key_id uuid, token text)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_prefix text := 'dbk_' || pg_catalog.left(pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''), 12);
+    v_token text := v_prefix || '_' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, '-', '');
+    v_id uuid := pg_catalog.gen_random_uuid();
+BEGIN
+    IF p_role IS NULL OR p_role NOT IN ('owner', 'admin', 'member') THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be owner, admin or member', 'role');
+    END IF;
+    IF p_name IS NULL OR pg_catalog.length(pg_catalog.btrim(p_name)) NOT BETWEEN 1 AND 100 THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be 1 to 100 characters', 'name');
+    END IF;
+    INSERT INTO drumbeat.api_keys (id, workspace_id, name, prefix, hash, role, created_by)
+    VALUES (v_id, p_workspace_id, pg_catalog.btrim(p_name), v_prefix, drumbeat.api_key_hash(v_token), p_role, p_created_by);
+    INSERT INTO drumbeat.workspace_members (workspace_id, user_id, role) VALUES (p_workspace_id, v_id, p_role);
+    RETURN QUERY SELECT v_id, v_token;
+END
+$$;
+
+-- Why: the contract's way to create a key: admins and owners only, and never a key that outranks
+-- its creator (an admin cannot mint an owner key).
+CREATE FUNCTION drumbeat_api.create_api_key(p_workspace_id uuid, p_name text, p_role text DEFAULT 'member')
+RETURNS TABLE(key_id uuid, token text)
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = ''
+AS $$
+BEGIN
+    PERFORM drumbeat.require_role(p_workspace_id, 'admin');
+    IF NOT drumbeat.is_trusted_caller()
+       AND drumbeat.role_rank(p_role) > drumbeat.role_rank(drumbeat.workspace_role(p_workspace_id)) THEN
+        PERFORM drumbeat.raise_error('PT403', pg_catalog.format('a %s cannot create a key with the %s role',
+            drumbeat.workspace_role(p_workspace_id), p_role), 'role');
+    END IF;
+    RETURN QUERY SELECT * FROM drumbeat.issue_api_key(p_workspace_id, p_name, p_role, drumbeat.current_user_id());
+END
+$$;
+
+-- Why: a revoked key stops working at once: its membership goes, so RLS shows it nothing even if
+-- a request with it were already past authentication.
+CREATE FUNCTION drumbeat_api.revoke_api_key(p_key_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = ''
+AS $$
+DECLARE
+    v_workspace_id uuid := (SELECT k.workspace_id FROM drumbeat.api_keys k WHERE k.id = p_key_id);
+BEGIN
+    IF v_workspace_id IS NULL THEN
+        PERFORM drumbeat.raise_error('PT404', 'API key not found', 'key_id');
+    END IF;
+    PERFORM drumbeat.require_role(v_workspace_id, 'admin');
+    UPDATE drumbeat.api_keys k SET revoked_at = COALESCE(k.revoked_at, pg_catalog.now()) WHERE k.id = p_key_id;
+    DELETE FROM drumbeat.workspace_members m WHERE m.workspace_id = v_workspace_id AND m.user_id = p_key_id;
+END
+$$;
+
+-- Why: the HTTP API's look-up of a bearer token, before anyone is known (hence SECURITY DEFINER, in the
+-- private schema, executable only by drumbeat_authenticator). Returns the key's id (the user id its
+-- requests act as), or nothing for an unknown, altered or revoked key. last_used_at is refreshed at
+-- most once a minute so that authentication is not a write per request.
+CREATE FUNCTION drumbeat.authenticate_api_key(p_token text)
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    v_key drumbeat.api_keys;
+BEGIN
+    SELECT * INTO v_key FROM drumbeat.api_keys k
+    WHERE k.prefix = pg_catalog.left(p_token, 16) AND k.revoked_at IS NULL
+      AND k.hash = drumbeat.api_key_hash(p_token);
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF v_key.last_used_at IS NULL OR v_key.last_used_at < pg_catalog.now() - '1 minute'::interval THEN
+        UPDATE drumbeat.api_keys k SET last_used_at = pg_catalog.now() WHERE k.id = v_key.id;
+    END IF;
+    RETURN v_key.id;
+END
+$$;
+ALTER FUNCTION drumbeat.authenticate_api_key(text) OWNER TO drumbeat_definer;
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION drumbeat.api_key_hash(text) TO drumbeat_definer, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(uuid, text, text, uuid) TO authenticated, service_role;
+GRANT EXECUTE ON FUNCTION drumbeat_api.create_api_key(uuid, text, text), drumbeat_api.revoke_api_key(uuid)
+    TO authenticated, service_role;
+GRANT EXECUTE ON FUNCTION drumbeat.authenticate_api_key(text) TO drumbeat_authenticator;

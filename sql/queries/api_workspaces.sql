@@ -1,0 +1,47 @@
+-- Statements of the workspace endpoints (app/api/workspaces.py). They run as the caller (role
+-- authenticated, request.jwt.claims set): RLS limits every SELECT to the caller's workspaces.
+
+-- name: create_workspace
+SELECT drumbeat_api.create_workspace(%(name)s, %(timezone)s) AS id
+
+-- name: list_workspaces
+SELECT w.id, w.name, w.timezone, w.sms_credits, m.role, w.created_at
+FROM drumbeat.workspaces w
+JOIN drumbeat.workspace_members m ON m.workspace_id = w.id AND m.user_id = drumbeat.current_user_id()
+ORDER BY w.created_at, w.id
+
+-- name: get_workspace
+SELECT w.id, w.name, w.timezone, w.sms_credits, m.role, w.created_at
+FROM drumbeat.workspaces w
+JOIN drumbeat.workspace_members m ON m.workspace_id = w.id AND m.user_id = drumbeat.current_user_id()
+WHERE w.id = %(id)s
+
+-- name: set_holidays
+SELECT drumbeat_api.set_holidays(%(workspace_id)s, %(dates)s)
+
+-- name: create_sender
+SELECT drumbeat_api.create_sender(%(workspace_id)s, %(channel)s, %(address)s, %(settings)s) AS id
+
+-- name: list_senders
+SELECT se.id, se.workspace_id, se.channel, se.address, se.name, se.rate_per_second, se.daily_cap, se.created_at
+FROM drumbeat.senders se WHERE se.workspace_id = %(workspace_id)s
+ORDER BY se.created_at, se.id
+
+-- name: get_sender
+SELECT se.id, se.workspace_id, se.channel, se.address, se.name, se.rate_per_second, se.daily_cap, se.created_at
+FROM drumbeat.senders se WHERE se.id = %(id)s
+
+-- name: create_api_key
+SELECT k.key_id, k.token FROM drumbeat_api.create_api_key(%(workspace_id)s, %(name)s, %(role)s) AS k
+
+-- name: list_api_keys
+SELECT k.id, k.workspace_id, k.name, k.prefix, k.role, k.created_at, k.last_used_at, k.revoked_at
+FROM drumbeat.api_keys k WHERE k.workspace_id = %(workspace_id)s
+ORDER BY k.created_at, k.id
+
+-- name: get_api_key
+SELECT k.id, k.workspace_id, k.name, k.prefix, k.role, k.created_at, k.last_used_at, k.revoked_at
+FROM drumbeat.api_keys k WHERE k.id = %(id)s
+
+-- name: revoke_api_key
+SELECT drumbeat_api.revoke_api_key(%(id)s)
