@@ -92,6 +92,59 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings_or_exit(command: str):
+    from app.settings import ConfigError, load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as error:
+        raise SystemExit(f"drumbeat {command}: {error}") from error
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.api.app import create_app
+
+    settings = _settings_or_exit("api")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", proxy_headers=True)
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Create, revoke or list API keys as the operator (DATABASE_URL's role is a trusted caller)."""
+    import psycopg
+
+    from app.errors import domain_error
+    from app.queries import queries
+
+    statements = queries("keys")
+    try:
+        with psycopg.connect(_database_url()) as conn:
+            if args.action == "create":
+                key_id, token = conn.execute(
+                    statements["issue"],
+                    {"workspace_id": args.workspace, "name": args.name, "role": args.role},
+                ).fetchone()
+                print(f"key id: {key_id}\ntoken:  {token}\n(shown once: store it now; only its hash is kept)")
+            elif args.action == "revoke":
+                conn.execute(statements["revoke"], {"key_id": args.key_id})
+                print(f"revoked: {args.key_id}")
+            else:
+                for row in conn.execute(statements["list"], {"workspace_id": args.workspace}):
+                    key_id, name, prefix, role, created, used, revoked = row
+                    state = f"revoked {revoked:%Y-%m-%d}" if revoked else "live"
+                    last_used = f"{used:%Y-%m-%d %H:%M}" if used else "never used"
+                    print(
+                        f"{key_id}  {prefix}  {role:<6}  {state:<18}  {created:%Y-%m-%d}  {last_used:<16}  {name}"
+                    )
+    except psycopg.Error as error:
+        problem = domain_error(error) or error
+        print(f"drumbeat keys {args.action}: {problem}".rstrip(), file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drumbeat", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=4, help="batches in flight at once in this process"
     )
     worker.set_defaults(handler=cmd_worker)
+    api = commands.add_parser("api", help="serve the HTTP API (OpenAPI docs at /docs) until Ctrl-C")
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(handler=cmd_api)
+    keys = commands.add_parser("keys", help="create, revoke or list API keys (as the operator)")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="create a key; prints the token once")
+    create.add_argument("--workspace", required=True, help="workspace id")
+    create.add_argument("--name", default="cli", help="a label shown in key lists")
+    create.add_argument("--role", default="member", choices=["owner", "admin", "member"])
+    revoke = key_actions.add_parser("revoke", help="revoke a key by id (it stops working at once)")
+    revoke.add_argument("key_id")
+    listing = key_actions.add_parser("list", help="a workspace's keys (prefixes, never secrets)")
+    listing.add_argument("--workspace", required=True, help="workspace id")
+    keys.set_defaults(handler=cmd_keys)
     return parser
 
 

@@ -5,6 +5,33 @@
 -- full function call (and a GUC save/restore) each time. Behaviour is unchanged, except that the
 -- claim's context now also carries the sequence's tracking switches (0014) to the worker.
 
+-- Why: as in 0011, lock a batch of due enrollments of active sequences, oldest due first, SKIP LOCKED.
+-- The sequence's status is a per-row look-up on purpose: written as EXISTS, the planner hash-joins
+-- every due row and sorts them, so a claim cost grew with the backlog; this way it walks the due
+-- index in order and stops after p_limit rows. JIT is off: the planner's estimate for that walk is
+-- high enough to trigger JIT compilation, which costs more than the walk itself.
+CREATE OR REPLACE FUNCTION drumbeat.lock_due(p_limit integer, p_now timestamptz)
+RETURNS uuid[]
+LANGUAGE plpgsql
+SET search_path = ''
+SET jit = off
+AS $$
+DECLARE
+    v_ids uuid[];
+BEGIN
+    SELECT pg_catalog.array_agg(d.id) INTO v_ids FROM (
+        SELECT e.id FROM drumbeat.enrollments e
+        WHERE e.status IN ('scheduled', 'active') AND e.next_action_at <= p_now
+          AND (SELECT s.status FROM drumbeat.sequences s WHERE s.id = e.sequence_id) = 'active'
+        ORDER BY e.next_action_at
+        LIMIT p_limit
+        FOR UPDATE OF e SKIP LOCKED) AS d;
+    UPDATE drumbeat.enrollments e SET status = 'active', started_at = COALESCE(e.started_at, p_now), updated_at = pg_catalog.now()
+    WHERE e.id = ANY (v_ids) AND e.status = 'scheduled';
+    RETURN COALESCE(v_ids, '{}');
+END
+$$;
+
 -- Why: the sender of each (sequence, channel) in a batch, resolved once per pair rather than per row.
 CREATE FUNCTION drumbeat.batch_senders(p_ids uuid[])
 RETURNS TABLE(sequence_id uuid, kind text, sender_id uuid)

@@ -1,0 +1,81 @@
+"""`drumbeat keys` and `drumbeat api` as real processes: a key created by the operator authenticates
+requests to a running API server, and stops working once revoked."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from tests.sql.factories import new_tenant
+
+DRUMBEAT = str(Path(sys.executable).parent / "drumbeat")
+
+
+def _environment(db_url: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SMTP_", "DRUMBEAT_"))}
+    return clean | {"DATABASE_URL": db_url}
+
+
+def _drumbeat(db_url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [DRUMBEAT, *args], env=_environment(db_url), capture_output=True, text=True, timeout=60
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_serving(base: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{base}/docs/openapi.json", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError("drumbeat api did not start serving")
+
+
+def test_operator_key_authenticates_against_a_running_api_until_revoked(db_url):
+    with psycopg.connect(db_url) as conn:
+        workspace_id = str(new_tenant(conn).workspace_id)
+        conn.commit()
+    created = _drumbeat(
+        db_url, "keys", "create", "--workspace", workspace_id, "--role", "admin", "--name", "ops"
+    )
+    assert created.returncode == 0, created.stderr
+    token = next(line.split()[-1] for line in created.stdout.splitlines() if line.startswith("token:"))
+    key_id = next(line.split()[-1] for line in created.stdout.splitlines() if line.startswith("key id:"))
+    listed = _drumbeat(db_url, "keys", "list", "--workspace", workspace_id)
+    assert token[:16] in listed.stdout and "admin" in listed.stdout and token not in listed.stdout
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [DRUMBEAT, "api", "--port", str(port)], env=_environment(db_url), stderr=subprocess.PIPE, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(base, time.monotonic() + 30)
+        headers = {"Authorization": f"Bearer {token}"}
+        workspaces = httpx.get(f"{base}/api/v1/workspaces", headers=headers, timeout=5)
+        assert workspaces.status_code == 200 and [w["id"] for w in workspaces.json()] == [workspace_id]
+        assert _drumbeat(db_url, "keys", "revoke", key_id).returncode == 0
+        refused = httpx.get(f"{base}/api/v1/workspaces", headers=headers, timeout=5)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthenticated"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_keys_create_names_a_bad_workspace(db_url):
+    result = _drumbeat(db_url, "keys", "create", "--workspace", "00000000-0000-0000-0000-000000000000")
+    assert result.returncode == 1 and "drumbeat keys create:" in result.stderr
