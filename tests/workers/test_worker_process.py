@@ -1,10 +1,12 @@
-"""`drumbeat worker` as a real process: it sends due steps through the outbox within seconds and stops
-cleanly on SIGTERM; in production it refuses to start without the credentials active sequences need."""
+"""`drumbeat worker` as a real process: it sends due steps through the outbox within seconds, picks up a
+step that comes due mid-second well within that second, and stops cleanly on SIGTERM; in production it
+refuses to start without the credentials active sequences need."""
 
 from __future__ import annotations
 
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -62,6 +64,65 @@ def test_worker_sends_due_steps_and_stops_on_sigterm(db_url):
         assert conn.execute("SELECT status, count(*) FROM drumbeat.deliveries GROUP BY 1").fetchall() == [
             ("sent", 5)
         ]
+
+
+def _wait_for_a_tick(db_url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            ran = conn.execute(
+                """SELECT count(*) FROM procrastinate.procrastinate_jobs
+                   WHERE task_name LIKE '%drumbeat.tick' AND status = 'succeeded'"""
+            ).fetchone()[0]
+            if ran:
+                return
+            time.sleep(0.1)
+    raise AssertionError("the worker ran no tick")
+
+
+def test_steps_due_mid_second_are_sent_well_within_the_second(db_url):
+    """A step is picked up by the next backlog poll (every 0.1 s), not at the next whole-second tick.
+    Steps come due at spread offsets within the second (0.37 s apart); with one poll per second their
+    lateness would spread over 0..1 s (median ~0.5 s)."""
+    with psycopg.connect(db_url) as conn:
+        tenant = new_tenant(conn)
+        steps = [{"kind": "email", "subject": "Hi", "body": "Hello"}]
+        sequence = tenant.sequence(sms_sequence(channel="email", settings={"timezone": "UTC"}, steps=steps))
+        contacts = tenant.contacts(*[{"email": f"c{i}@example.com"} for i in range(6)])
+        conn.commit()
+        worker = subprocess.Popen(
+            [*DRUMBEAT, "worker", "--concurrency", "2"],
+            env=_environment(db_url, DRUMBEAT_TRANSPORT="outbox"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_for_a_tick(db_url)
+            due = {}
+            for contact in contacts:
+                # enroll_contacts makes the first step due at the SQL clock, now() of this transaction.
+                tenant.enroll(sequence, [contact])
+                due[contact] = conn.execute("SELECT now()").fetchone()[0]
+                conn.commit()
+                time.sleep(0.37)
+            deadline = time.monotonic() + 20
+            while _outbox_count(db_url) < len(contacts) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, stderr = worker.communicate(timeout=30)
+        assert worker.returncode == 0, stderr
+        conn.execute("RESET ROLE")
+        sent = dict(
+            conn.execute(
+                """SELECT d.contact_id, o.created_at FROM drumbeat.outbox o
+                   JOIN drumbeat.deliveries d ON d.id = o.delivery_id"""
+            ).fetchall()
+        )
+    assert set(sent) == set(contacts)
+    lateness = sorted((sent[c] - due[c]).total_seconds() for c in contacts)
+    assert statistics.median(lateness) < 0.4 and lateness[-1] < 0.9, lateness
 
 
 def test_production_worker_refuses_to_start_without_credentials(db_url):
