@@ -39,13 +39,17 @@ async def act_as(conn: psycopg.AsyncConnection, claims: Mapping[str, Any]) -> No
 
 @asynccontextmanager
 async def translated_errors() -> AsyncIterator[None]:
-    """Database errors with a Drumbeat SQLSTATE become domain errors (then HTTP 4xx); others propagate."""
+    """Database errors with a Drumbeat SQLSTATE become domain errors (then HTTP 4xx); others propagate.
+    The contract functions name their arguments (p_sequence_id, p_payload.channel): fields are reported
+    with the request's names (sequence_id, payload.channel)."""
     try:
         yield
     except psycopg.Error as error:
         domain = domain_error(error)
         if domain is None:
             raise
+        if domain.field and domain.field.startswith("p_"):
+            domain.field = domain.field[2:]
         raise domain from error
 
 

@@ -120,7 +120,7 @@ class SenderController(Controller):
         settings = {
             k: v
             for k, v in msgspec.to_builtins(data).items()
-            if k in ("name", "rate_per_second", "daily_cap")
+            if k in ("name", "rate_per_second", "daily_cap") and v is not None
         }
         sender_id = await fetch_value(
             db,

@@ -165,7 +165,8 @@ $$;
 -- Why: as in 0011, the message steps of a locked batch become 'sending' deliveries (unique
 -- idempotency key: enrollment, step, attempt) before anything is sent, and the enrollment waits
 -- (next_action_at NULL) for the record. Senders come once per (sequence, channel); a variant is picked
--- only where the step has variants. The context also tells the worker whether to track opens and
+-- only where the step has variants; scheduled_for is the instant the step came due (so sent_at -
+-- scheduled_for is the send's lateness). The context also tells the worker whether to track opens and
 -- clicks (sequence settings track_opens / track_clicks, on unless set to false).
 CREATE OR REPLACE FUNCTION drumbeat.claim_messages(p_ids uuid[], p_now timestamptz)
 RETURNS TABLE(delivery_id uuid, idempotency_key text, enrollment_id uuid, workspace_id uuid, channel text, attempt integer,
@@ -179,7 +180,7 @@ AS $$
         SELECT e.workspace_id, e.id, e.sequence_id, st.id, e.contact_id, bs.sender_id,
                CASE WHEN st.variants IS NOT NULL THEN drumbeat.pick_variant(st.variants, e.id) ->> 'key' END,
                st.kind, CASE st.kind WHEN 'sms' THEN c.phone ELSE c.email END,
-               e.id || ':' || st.id || ':' || e.step_attempt, e.step_attempt, p_now, p_now
+               e.id || ':' || st.id || ':' || e.step_attempt, e.step_attempt, e.next_action_at, p_now
         FROM drumbeat.enrollments e
         JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id AND st.kind IN ('sms', 'email')
         JOIN drumbeat.contacts c ON c.id = e.contact_id

@@ -88,3 +88,9 @@ def test_a_user_in_several_workspaces_must_say_which(client, tenant):
         "/api/v1/senders", params={"workspace_id": tenant.workspace_id}, headers=tenant.user_headers
     )
     assert ok.status_code == 200
+
+
+def test_sender_rates_are_whole_numbers(tenant):
+    assert tenant.sender("sms")  # rate_per_second 100 arrives as 100.0 from JSON encoders: accepted
+    response = tenant.post("/senders", {"channel": "sms", "address": "+15557654321", "rate_per_second": 1.5})
+    _error(response, 422, "invalid", "settings.rate_per_second")

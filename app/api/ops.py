@@ -1,0 +1,313 @@
+"""Operations endpoints, outside /api/v1 and unauthenticated (put /metrics behind the network, not the
+internet): liveness (/healthz), readiness (/readyz) and Prometheus metrics (/metrics).
+
+HTTP request latency is measured by a small ASGI middleware that the app installs through Litestar's
+on_app_init hook: `Litestar(..., on_app_init=[ops.install])`. Without it /metrics still serves the
+database figures, only the HTTP histogram is absent.
+
+Every metric is an aggregate: labels are channel, status, HTTP method, route template (never a concrete
+path, so no ids or tokens) and response status. No tenant ids, addresses or secrets."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+import psycopg
+from litestar import Request, Response, get
+from litestar.config.app import AppConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from psycopg_pool import PoolTimeout
+
+from app.api.errors import error_response
+from app.queries import queries
+from app.sqlfiles import migration_files
+
+log = logging.getLogger("drumbeat.ops")
+Q = queries("api_ops")
+NO_AUTH: list[dict[str, list[str]]] = [{}]
+STATE_KEY = "http_metrics"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DUE_CAP = 100_000  # the due backlog is counted up to this (an index walk; beyond it the figure says "a lot")
+DB_TIMEOUT_SECONDS = 5.0
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Ready(msgspec.Struct):
+    status: str
+    migrations: int
+
+
+# --- HTTP request latency (in process) ---------------------------------------------------------------
+
+
+class HttpMetrics:
+    """A latency histogram per (method, route template, status), kept in this process (each server
+    process reports its own; Prometheus sums them)."""
+
+    def __init__(self, buckets: Iterable[float] = HTTP_BUCKETS):
+        self.buckets = tuple(sorted(buckets))
+        self._series: dict[tuple[str, str, str], list[float]] = {}  # counts per bucket, then count, sum
+        self._lock = threading.Lock()
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, str(status))
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = [0.0] * (len(self.buckets) + 2)
+            for i, bound in enumerate(self.buckets):
+                if seconds <= bound:
+                    series[i] += 1
+            series[-2] += 1
+            series[-1] += seconds
+
+    def exposition(self) -> list[str]:
+        name = "drumbeat_http_request_duration_seconds"
+        lines = [
+            f"# HELP {name} Time from request to response, per route template, method and status.",
+            f"# TYPE {name} histogram",
+        ]
+        with self._lock:
+            snapshot = sorted((key, list(values)) for key, values in self._series.items())
+        for (method, route, status), values in snapshot:
+            labels = {"method": method, "route": route, "status": status}
+            for bound, count in zip(self.buckets, values, strict=False):
+                lines.append(sample(f"{name}_bucket", labels | {"le": number(bound)}, count))
+            lines.append(sample(f"{name}_bucket", labels | {"le": "+Inf"}, values[-2]))
+            lines.append(sample(f"{name}_count", labels, values[-2]))
+            lines.append(sample(f"{name}_sum", labels, values[-1]))
+        return lines
+
+
+def metrics_middleware(registry: HttpMetrics):
+    """An ASGI middleware factory timing every HTTP request into `registry`. Litestar runs app-level
+    middleware after routing, so the scope carries the matched route's template (`path_template`)."""
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = 500
+
+            async def capture(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, capture)
+            finally:
+                route = scope.get("path_template") or "unmatched"
+                registry.observe(scope["method"], route, status, time.perf_counter() - started)
+
+        return middleware
+
+    return factory
+
+
+def install(app_config: AppConfig) -> AppConfig:
+    """Litestar on_app_init hook: adds the request-latency middleware and its registry (app state
+    `http_metrics`, read by /metrics). Wire it with `Litestar(..., on_app_init=[ops.install])`."""
+    registry = HttpMetrics()
+    app_config.state[STATE_KEY] = registry
+    app_config.middleware.append(metrics_middleware(registry))
+    return app_config
+
+
+# --- Prometheus text exposition ----------------------------------------------------------------------
+
+
+def number(value: float | int | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "NaN"
+    if isinstance(value, float) and math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def sample(name: str, labels: dict[str, str], value: float | int | None) -> str:
+    if not labels:
+        return f"{name} {number(value)}"
+    rendered = ",".join(f'{key}="{_escape(str(val))}"' for key, val in labels.items())
+    return f"{name}{{{rendered}}} {number(value)}"
+
+
+def family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
+
+
+async def database_metrics(conn: psycopg.AsyncConnection) -> list[str]:
+    """The figures read from the database, as drumbeat_worker in a read-only transaction with a short
+    statement timeout. Every query is index-driven and bounded (see sql/queries/api_ops.sql)."""
+    await conn.execute(Q["metrics_read_only"])
+    await conn.execute(Q["become_ops_role"])
+    await conn.execute(Q["metrics_timeout"])
+    deliveries = await (await conn.execute(Q["deliveries_last_hour"])).fetchall()
+    sending = await (await conn.execute(Q["deliveries_sending"])).fetchone()
+    due = await (await conn.execute(Q["due_backlog"], {"cap": DUE_CAP})).fetchone()
+    lateness = await (await conn.execute(Q["send_lateness"])).fetchone()
+
+    lines = family(
+        "drumbeat_deliveries_last_hour",
+        "gauge",
+        "Deliveries claimed in the last hour, by channel and current status.",
+        (
+            sample("drumbeat_deliveries_last_hour", {"channel": r["channel"], "status": r["status"]}, r["n"])
+            for r in deliveries
+        ),
+    )
+    lines += family(
+        "drumbeat_deliveries_sending",
+        "gauge",
+        "Deliveries claimed and not yet recorded (in flight), any age.",
+        [sample("drumbeat_deliveries_sending", {}, sending["n"])],
+    )
+    lines += family(
+        "drumbeat_deliveries_sending_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest in-flight delivery (0 when none); past the lease it becomes unknown.",
+        [sample("drumbeat_deliveries_sending_oldest_age_seconds", {}, sending["oldest_age"] or 0)],
+    )
+    lines += family(
+        "drumbeat_due_enrollments",
+        "gauge",
+        f"Steps due now in active sequences, waiting for a worker (counted up to {DUE_CAP}).",
+        [sample("drumbeat_due_enrollments", {}, due["due"])],
+    )
+    lines += family(
+        "drumbeat_due_oldest_age_seconds",
+        "gauge",
+        "How long the oldest due step has been waiting for a worker (0 when none is due).",
+        [sample("drumbeat_due_oldest_age_seconds", {}, max(due["oldest_age"] or 0.0, 0.0))],
+    )
+    name = "drumbeat_send_lateness_seconds"
+    buckets = [(key, value) for key, value in lateness.items() if key not in ("count", "sum")]
+    lines += family(
+        name,
+        "histogram",
+        "Deliveries claimed in the last hour and sent: sent_at - scheduled_for (the instant the step came due), "
+        "i.e. due time to recorded send. A sliding-window snapshot: use histogram_quantile() on it directly, without rate().",
+        [
+            *(sample(f"{name}_bucket", {"le": number(float(key))}, value) for key, value in buckets),
+            sample(f"{name}_bucket", {"le": "+Inf"}, lateness["count"]),
+            sample(f"{name}_count", {}, lateness["count"]),
+            sample(f"{name}_sum", {}, lateness["sum"]),
+        ],
+    )
+    return lines
+
+
+# --- Endpoints ---------------------------------------------------------------------------------------
+
+
+@get("/healthz", summary="Liveness: the process answers", tags=["ops"], security=NO_AUTH)
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@get(
+    "/readyz",
+    summary="Readiness: the database answers and its schema is current",
+    description="200 when the database is reachable, every migration file this server ships is applied "
+    "(drumbeat_meta.schema_migrations) and the webhook role can be assumed; otherwise 503 saying why.",
+    tags=["ops"],
+    security=NO_AUTH,
+)
+async def readyz(request: Request) -> Response[Any]:
+    expected = {f"migrations/{path.name}" for path in migration_files()}
+    try:
+        applied = await _check_database(request)
+    except NotReady as not_ready:
+        return error_response(503, "not_ready", str(not_ready))
+    pending = sorted(expected - applied)
+    if pending:
+        names = ", ".join(name.removeprefix("migrations/") for name in pending)
+        return error_response(
+            503, "not_ready", f"{len(pending)} migration(s) not applied: {names} (run `drumbeat migrate`)"
+        )
+    return Response(Ready(status="ok", migrations=len(applied & expected)))
+
+
+class NotReady(Exception):
+    """Why this server should not get traffic yet."""
+
+
+async def _check_database(request: Request) -> set[str]:
+    """The applied migrations, once the database answered and the webhook role could be assumed."""
+    try:
+        async with request.app.state.pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn, conn.transaction():
+            try:
+                rows = await (await conn.execute(Q["applied_migrations"])).fetchall()
+            except psycopg.errors.UndefinedTable as error:
+                raise NotReady(
+                    "drumbeat_meta.schema_migrations does not exist: apply the schema with `drumbeat migrate`"
+                ) from error
+            except psycopg.errors.InsufficientPrivilege as error:
+                raise NotReady(
+                    "the API's database role cannot read drumbeat_meta.schema_migrations: grant it USAGE "
+                    "on schema drumbeat_meta and SELECT on the table"
+                ) from error
+            try:
+                await conn.execute(Q["become_ops_role"])
+            except psycopg.errors.InsufficientPrivilege as error:
+                raise NotReady(
+                    "the API's database role cannot SET ROLE drumbeat_worker (webhooks and metrics need it): "
+                    "make it a member of drumbeat_authenticator (or of drumbeat_worker)"
+                ) from error
+    except (PoolTimeout, psycopg.OperationalError) as error:
+        log.warning("readiness: database unreachable: %s", error)
+        raise NotReady("the database is unreachable") from error
+    return {row["name"] for row in rows}
+
+
+@get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description="Text exposition format 0.0.4: deliveries in the last hour by channel and status, in-flight "
+    "deliveries, the due backlog and its oldest age, send lateness over the last hour (histogram) and HTTP "
+    "request latency per route, method and status (histogram, when the app installs the middleware).",
+    tags=["ops"],
+    security=NO_AUTH,
+    media_type=PROMETHEUS_TEXT,
+)
+async def metrics(request: Request) -> Response[Any]:
+    lines: list[str] = []
+    try:
+        async with request.app.state.pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn, conn.transaction():
+            lines += await database_metrics(conn)
+        up = 1
+    except (PoolTimeout, psycopg.Error) as error:
+        log.warning("metrics: database figures unavailable: %s", error)
+        up = 0
+    lines += family(
+        "drumbeat_database_up",
+        "gauge",
+        "1 when this scrape could read the database figures, else 0.",
+        [sample("drumbeat_database_up", {}, up)],
+    )
+    registry: HttpMetrics | None = request.app.state.get(STATE_KEY)
+    if registry is not None:
+        lines += registry.exposition()
+    return Response(content="\n".join(lines) + "\n", media_type=PROMETHEUS_TEXT)
+
+
+route_handlers: list = [healthz, readyz, metrics]

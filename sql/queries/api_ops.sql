@@ -1,0 +1,68 @@
+-- Statements of the operations endpoints (app/api/ops.py): readiness and Prometheus metrics. Each one
+-- is cheap by construction: served by an index, and over a bounded time window or row count.
+
+-- name: applied_migrations
+-- Runs as the API's login role: drumbeat_meta is the migrator's bookkeeping (readable by its owner).
+SELECT m.name FROM drumbeat_meta.schema_migrations m WHERE m.name LIKE 'migrations/%'
+
+-- name: become_ops_role
+-- For this transaction only: metrics read every tenant's rows (aggregates only, no ids or PII leave).
+SET LOCAL ROLE drumbeat_worker
+
+-- name: metrics_read_only
+-- The first statement of the metrics transaction: it reads only.
+SET TRANSACTION READ ONLY
+
+-- name: metrics_timeout
+SET LOCAL statement_timeout = '2s'
+
+-- name: deliveries_last_hour
+-- Deliveries claimed in the last hour per channel and status (deliveries_claimed_at_brin).
+SELECT d.channel, d.status, count(*) AS n
+FROM drumbeat.deliveries d
+WHERE d.claimed_at > now() - interval '1 hour'
+GROUP BY d.channel, d.status
+ORDER BY d.channel, d.status
+
+-- name: deliveries_sending
+-- In flight right now (claimed, provider not yet answered): the partial index deliveries_sending_idx.
+SELECT count(*) AS n, EXTRACT(epoch FROM now() - min(d.claimed_at))::float8 AS oldest_age
+FROM drumbeat.deliveries d WHERE d.status = 'sending'
+
+-- name: due_backlog
+-- Steps due now that a worker would claim (same filter as the dispatcher's due_backlog), counted up to
+-- %(cap)s, and how long the oldest has been waiting: both walk enrollments_due_idx from its start.
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM drumbeat.enrollments e
+        WHERE e.status IN ('scheduled', 'active') AND e.next_action_at <= drumbeat.clock_now()
+          AND EXISTS (SELECT 1 FROM drumbeat.sequences s WHERE s.id = e.sequence_id AND s.status = 'active')
+        LIMIT %(cap)s) AS due) AS due,
+    (SELECT EXTRACT(epoch FROM drumbeat.clock_now() - e.next_action_at)::float8
+     FROM drumbeat.enrollments e
+     WHERE e.status IN ('scheduled', 'active') AND e.next_action_at <= drumbeat.clock_now()
+       AND EXISTS (SELECT 1 FROM drumbeat.sequences s WHERE s.id = e.sequence_id AND s.status = 'active')
+     ORDER BY e.next_action_at LIMIT 1) AS oldest_age
+
+-- name: send_lateness
+-- Deliveries claimed in the last hour and sent: sent_at - scheduled_for, in seconds, as cumulative
+-- Prometheus buckets (the column names are the bucket bounds, in order; then count and sum). One pass.
+-- scheduled_for is set by the claim (drumbeat.claim_messages, 0015) to the instant the step came due and
+-- sent_at by the record after the provider answered: this is due time -> recorded send.
+SELECT
+    count(*) FILTER (WHERE x.s <= 0.1) AS "0.1",
+    count(*) FILTER (WHERE x.s <= 0.25) AS "0.25",
+    count(*) FILTER (WHERE x.s <= 0.5) AS "0.5",
+    count(*) FILTER (WHERE x.s <= 1) AS "1",
+    count(*) FILTER (WHERE x.s <= 2.5) AS "2.5",
+    count(*) FILTER (WHERE x.s <= 5) AS "5",
+    count(*) FILTER (WHERE x.s <= 10) AS "10",
+    count(*) FILTER (WHERE x.s <= 30) AS "30",
+    count(*) FILTER (WHERE x.s <= 60) AS "60",
+    count(*) AS count,
+    COALESCE(sum(x.s), 0)::float8 AS sum
+FROM (
+    SELECT GREATEST(EXTRACT(epoch FROM d.sent_at - d.scheduled_for), 0)::float8 AS s
+    FROM drumbeat.deliveries d
+    WHERE d.claimed_at > now() - interval '1 hour' AND d.sent_at IS NOT NULL
+) AS x
