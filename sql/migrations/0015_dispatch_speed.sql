@@ -105,6 +105,28 @@ BEGIN
 END
 $$;
 
+-- Why: caps count the deliveries other claims have committed. Two claims of the same sender or sequence
+-- at the same moment would each count without the other's deliveries and could together pass a daily
+-- cap, so a claim holding steps under a daily cap (sender daily_cap, sequence max_per_day) first takes a
+-- transaction lock per capped sender and sequence, in a fixed order (no deadlock), and counts after it.
+-- rate_per_second is left unlocked: an overshoot there is bounded and spread over the next second,
+-- while locking every sender would serialize all claims of a busy sender.
+CREATE FUNCTION drumbeat.lock_daily_caps(p_ids uuid[])
+RETURNS void
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    SELECT pg_catalog.count(pg_catalog.pg_advisory_xact_lock(k.key)) FROM (
+        SELECT DISTINCT pg_catalog.hashtextextended('drumbeat.daily_cap:' || capped.id::text, 0) AS key FROM (
+            SELECT bs.sender_id AS id FROM drumbeat.batch_senders(p_ids) AS bs
+            JOIN drumbeat.senders se ON se.id = bs.sender_id WHERE se.daily_cap IS NOT NULL
+            UNION
+            SELECT s.id FROM drumbeat.sequences s
+            WHERE s.id IN (SELECT e.sequence_id FROM drumbeat.enrollments e WHERE e.id = ANY (p_ids))
+              AND s.settings ? 'max_per_day') AS capped
+        ORDER BY 1) AS k
+$$;
+
 -- Why: as in 0011, for each due message step of a batch, the instant until which a cap holds it (NULL:
 -- it may go now) and which cap; senders come from batch_senders instead of a call per row.
 CREATE OR REPLACE FUNCTION drumbeat.capped_steps(p_ids uuid[], p_now timestamptz)
@@ -245,6 +267,7 @@ BEGIN
         PERFORM drumbeat.exit_enrollments(v_batch.no_sender, 'failed', 'no_sender');
     END IF;
     IF v_batch.messages IS NOT NULL THEN
+        PERFORM drumbeat.lock_daily_caps(v_batch.messages);
         PERFORM drumbeat.hold_capped(v_batch.messages, v_now);
         RETURN QUERY SELECT * FROM drumbeat.claim_messages(v_batch.messages, v_now);
     END IF;

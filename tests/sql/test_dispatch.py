@@ -332,3 +332,30 @@ def test_sms_credits_hold_sends_instead_of_dropping_them(conn, tenant):
     assert conn.execute(
         "SELECT count(*) FROM drumbeat.enrollments WHERE next_action_at = %s", (at("2026-11-23 15:00Z"),)
     ).fetchone() == (2,)
+
+
+def test_concurrent_claims_never_pass_a_daily_cap_together(db_url):
+    """The second claim waits for the first (a lock per capped sequence) and counts its deliveries."""
+    with psycopg.connect(db_url, autocommit=True) as setup:
+        set_clock(setup, MONDAY_9AM_NEW_YORK)
+        with setup.transaction():
+            tenant = new_tenant(setup)
+            sequence = tenant.sequence(
+                sms_sequence(settings={"timezone": "America/New_York", "max_per_day": 2})
+            )
+            tenant.enroll(sequence, [tenant.contact() for _ in range(4)])
+    with psycopg.connect(db_url) as first, psycopg.connect(db_url) as second:
+        for conn in (first, second):
+            set_clock(conn, MONDAY_9AM_NEW_YORK)
+        assert len(claim(first, limit=2)) == 2  # uncommitted: its deliveries are invisible to others
+        outcome: list[int] = []
+        waiting = threading.Thread(target=lambda: outcome.append(len(claim(second, limit=2))))
+        waiting.start()
+        waiting.join(timeout=1)
+        assert waiting.is_alive(), "the second claim should wait for the first one's cap lock"
+        first.commit()
+        waiting.join(timeout=10)
+        second.commit()
+    assert outcome == [0]
+    with psycopg.connect(db_url) as check:
+        assert check.execute("SELECT count(*) FROM drumbeat.deliveries").fetchone()[0] == 2
