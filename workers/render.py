@@ -57,6 +57,19 @@ def _compiled(template: str, html: bool):
     return (_html_environment if html else _environment).from_string(template)
 
 
+def compile_template(template: str, *, html: bool = False) -> None:
+    """Check that a template compiles in the sandbox the worker renders with (at save, before any send);
+    RenderError says why not. Compiled templates stay cached for the worker."""
+    try:
+        _compiled(template, html)
+    except Exception as error:  # user input: a syntax error, or anything the compiler meets (deep nesting)
+        message = getattr(error, "message", None) or str(error) or type(error).__name__
+        line = getattr(error, "lineno", None)
+        raise RenderError(
+            f"template does not compile: {message}" + (f" (line {line})" if line else "")
+        ) from None
+
+
 def _render(template: str | None, context: dict[str, Any], part: str, *, html: bool = False) -> str | None:
     if template is None:
         return None

@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from app.errors import NotFound, domain_error
+from app.errors import Invalid, NotFound, domain_error
 
 
 def make_pool(database_url: str, *, min_size: int = 2, max_size: int = 20) -> AsyncConnectionPool:
@@ -45,6 +45,9 @@ async def translated_errors() -> AsyncIterator[None]:
     try:
         yield
     except psycopg.Error as error:
+        if isinstance(error, psycopg.DataError) and error.sqlstate is None:
+            # refused by psycopg before sending, e.g. text with a NUL character (Postgres text cannot hold one)
+            raise Invalid(f"unusable input: {error}") from error
         domain = domain_error(error)
         if domain is None:
             raise

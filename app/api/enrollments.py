@@ -39,7 +39,7 @@ Metadata = Annotated[
 StartAtStep = Annotated[
     int, msgspec.Meta(ge=1, description="Start at this step position instead of the first step")
 ]
-Page = Annotated[int, QueryParameter(ge=1, description="1-based page number")]
+Page = Annotated[int, QueryParameter(ge=1, le=1_000_000, description="1-based page number")]
 PageSize = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Items per page (max 500)")]
 
 

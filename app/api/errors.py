@@ -5,6 +5,7 @@ field; an unexpected fault is a 500 that says nothing about internals (it is log
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -38,11 +39,26 @@ def on_validation_error(_: Request, error: ValidationException) -> Response[Erro
     """msgspec / Litestar parameter validation: the first problem, with its field path (body.x.y -> x.y)."""
     problems: list[dict[str, Any]] = error.extra if isinstance(error.extra, list) else []
     first = problems[0] if problems else {}
-    field = first.get("key")
-    message = first.get("message") or error.detail
-    if isinstance(field, str) and field.startswith("$."):
-        field = field[2:]
-    return error_response(422, "invalid", str(message), field)
+    message = str(first.get("message") or error.detail)
+    return error_response(422, "invalid", message, _field_path(first.get("key"), message))
+
+
+# msgspec names an unknown or missing member in its message, with the path of the object holding it;
+# Litestar names a missing parameter in its message only.
+_MEMBER = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+_PARAMETER = re.compile(r"parameter '([^']+)'")
+
+
+def _field_path(key: Any, message: str) -> str | None:
+    """`steps[2].colour` for an unknown member of the third step; `page` for a missing query parameter."""
+    path = (
+        key[2:] if isinstance(key, str) and key.startswith("$.") else (None if key in ("$", "data") else key)
+    )
+    if member := _MEMBER.search(message):
+        return f"{path}.{member.group(1)}" if path else member.group(1)
+    if path is None and (parameter := _PARAMETER.search(message)):
+        return parameter.group(1)
+    return path
 
 
 CODES = {

@@ -94,3 +94,11 @@ def test_sender_rates_are_whole_numbers(tenant):
     assert tenant.sender("sms")  # rate_per_second 100 arrives as 100.0 from JSON encoders: accepted
     response = tenant.post("/senders", {"channel": "sms", "address": "+15557654321", "rate_per_second": 1.5})
     _error(response, 422, "invalid", "settings.rate_per_second")
+
+
+def test_validation_errors_name_the_member_and_nul_text_is_422(tenant):
+    unknown = tenant.post("/senders", {"channel": "sms", "address": "+15551234567", "colour": "red"})
+    _error(unknown, 422, "invalid", "colour")
+    missing = tenant.post("/senders", {"channel": "sms"})
+    _error(missing, 422, "invalid", "address")
+    _error(tenant.post("/api-keys", {"name": "nul\x00name"}), 422, "invalid")

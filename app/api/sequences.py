@@ -1,0 +1,813 @@
+"""Sequences: create from a definition (DESIGN.md), list, read with steps, replace (PUT) or change (PATCH),
+archive (DELETE), activate, pause, resume, duplicate; steps one at a time (add, edit, delete, reorder);
+stats and a dry-run schedule for one contact. Every change goes through a drumbeat_api function
+(create_sequence, update_sequence, activate/pause/resume/archive/duplicate_sequence); reads are SELECTs
+that RLS limits to the caller's workspaces.
+
+The steps endpoints are edits of the whole definition: the sequence row is locked (SELECT ... FOR UPDATE),
+its definition read, the steps list changed and drumbeat_api.update_sequence called, all in the request's
+one transaction. update_sequence identifies steps by their "id" (a step sent without one is new, a live
+step left out is removed), so live enrollments keep their place across every edit, reorders included.
+
+Message templates are compiled in the sandbox the worker renders them with (workers.render), so a broken
+template is a 422 at save naming it (steps[2].body), never a failed delivery later. The SQL contract
+checks the same templates too (closed tags, known variables) with errors of the same shape."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, delete, get, patch, post, put
+from litestar.di import Provide
+from litestar.params import FromPath, JSONBody, QueryParameter
+from msgspec import UNSET, UnsetType
+from psycopg.types.json import Jsonb
+
+from app.api.db import fetch_all, fetch_one, fetch_value, require_row
+from app.api.deps import Db, WorkspaceId, provide_workspace_id
+from app.errors import Conflict, Invalid, NotFound
+from app.queries import queries
+from workers import render  # the worker's own sandbox and cache: templates compile here as they will run
+
+Q = queries("api_sequences")
+
+MAX_PAGE_SIZE = 500
+MAX_STEPS = 100
+
+SequenceStatus = Literal["draft", "active", "paused", "archived"]
+Channel = Literal["sms", "email", "multi"]
+StepKind = Literal["sms", "email", "manual_email", "call", "linkedin", "task", "condition", "action"]
+Unit = Literal["minutes", "hours", "days", "weeks"]
+ConditionIf = Literal["replied", "opened", "clicked", "not_replied", "not_opened", "not_clicked"]
+ActionType = Literal["tag", "untag", "set_field", "enroll", "webhook"]
+AwareDatetime = Annotated[dt.datetime, msgspec.Meta(tz=True, description="ISO 8601 with a UTC offset")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+TimeOfDay = Annotated[
+    str, msgspec.Meta(description='"HH:MM" (a window\'s end may be "24:00")', examples=["09:00"])
+]
+Subject = Annotated[str, msgspec.Meta(max_length=998, description="Email subject (a template)")]
+Body = Annotated[
+    str, msgspec.Meta(max_length=100_000, description="Text body (a template); SMS: 1600 at most")
+]
+HtmlBody = Annotated[str, msgspec.Meta(max_length=500_000, description="Email HTML body (a template)")]
+Page = Annotated[int, QueryParameter(ge=1, le=1_000_000, description="1-based page number")]
+PageSize = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Items per page (max 500)")]
+
+
+# ---------------------------------------------------------------------------------------------- definition
+
+
+class Delay(msgspec.Struct, forbid_unknown_fields=True):
+    """0 (at once) or at least one minute. Days and weeks are calendar days in the recipient's zone;
+    minutes and hours are clock time."""
+
+    value: Annotated[int, msgspec.Meta(ge=0, le=525_600)]
+    unit: Unit
+
+
+class TimeWindow(msgspec.Struct, forbid_unknown_fields=True):
+    start: TimeOfDay
+    end: TimeOfDay
+
+
+class BusinessHours(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    monday: TimeWindow | None = None
+    tuesday: TimeWindow | None = None
+    wednesday: TimeWindow | None = None
+    thursday: TimeWindow | None = None
+    friday: TimeWindow | None = None
+    saturday: TimeWindow | None = None
+    sunday: TimeWindow | None = None
+
+
+class SequenceSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    timezone: Annotated[str, msgspec.Meta(description="IANA name; a contact's own zone wins")] | None = None
+    business_hours: BusinessHours | None = None
+    exclude_weekends: bool | None = None
+    exclude_holidays: bool | None = None
+    holiday_calendar: Annotated[str, msgspec.Meta(max_length=40)] | None = None
+    quiet_hours: (
+        Annotated[TimeWindow, msgspec.Meta(description="SMS only; 08:00-21:00 unless set")] | None
+    ) = None
+    max_per_day: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    sms_sender_id: UUID | None = None
+    email_sender_id: UUID | None = None
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
+
+
+class ExitConditions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    on_reply: bool | None = None
+    on_bounce: bool | None = None
+    on_unsubscribe: bool | None = None
+    on_meeting_booked: bool | None = None
+
+
+class Variant(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    weight: Annotated[int, msgspec.Meta(ge=1, le=1000)]
+    subject: Subject | None = None
+    body: Body | None = None
+    html_body: HtmlBody | None = None
+
+
+class Condition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    if_: ConditionIf = msgspec.field(name="if")
+    step: Annotated[int, msgspec.Meta(ge=1, description="Position of an earlier sms/email step")]
+    within: Delay | None = None
+
+
+class Goto(msgspec.Struct, forbid_unknown_fields=True):
+    goto: Annotated[int, msgspec.Meta(ge=2, description="A later step's position (forward only)")]
+
+
+Branch = Literal["continue", "exit"] | Goto
+
+
+class Action(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    type: ActionType
+    tag: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    field: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    value: Any = UNSET
+    sequence_id: UUID | None = None
+    event: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+
+
+class StepFields(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """One step of a definition; which fields apply depends on `kind` (DESIGN.md)."""
+
+    kind: StepKind
+    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    delay: Delay | None = None
+    send_at: TimeOfDay | None = None
+    subject: Subject | None = None
+    body: Body | None = None
+    html_body: HtmlBody | None = None
+    variants: list[Variant] = msgspec.field(default_factory=list)
+    condition: Condition | None = None
+    then: Branch | None = None
+    else_: Branch | None = msgspec.field(default=None, name="else")
+    action: Action | None = None
+    task_description: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
+    is_active: bool = True
+
+
+class StepDefinition(StepFields, kw_only=True):
+    id: Annotated[
+        UUID | None,
+        msgspec.Meta(
+            description="An existing step's id: the step is kept (and edited); without one it is new"
+        ),
+    ] = None
+
+
+class SequenceDefinition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    name: Name
+    description: Annotated[str, msgspec.Meta(max_length=5000)] | None = None
+    channel: Channel
+    settings: SequenceSettings | None = None
+    exit_conditions: ExitConditions | None = None
+    steps: Annotated[list[StepDefinition], msgspec.Meta(min_length=1, max_length=MAX_STEPS)]
+
+
+EXAMPLE_DEFINITION = {
+    "name": "Cold outreach",
+    "channel": "sms",
+    "settings": {"timezone": "America/New_York", "exclude_weekends": True},
+    "steps": [
+        {"kind": "sms", "name": "Intro", "body": "Hi {{ contact.first_name }}"},
+        {
+            "kind": "sms",
+            "name": "Nudge",
+            "delay": {"value": 2, "unit": "days"},
+            "send_at": "10:00",
+            "body": "Still there?",
+        },
+        {
+            "kind": "call",
+            "name": "Call",
+            "delay": {"value": 1, "unit": "days"},
+            "task_description": "Call them",
+        },
+    ],
+}
+SequenceDefinitionBody = Annotated[SequenceDefinition, msgspec.Meta(examples=[EXAMPLE_DEFINITION])]
+
+
+class SequencePatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Only the fields given change; `settings` and `exit_conditions` are replaced whole, and `steps` too
+    (steps given with their id are kept, steps left out are removed)."""
+
+    name: Name | UnsetType = UNSET
+    description: Annotated[str, msgspec.Meta(max_length=5000)] | UnsetType | None = UNSET
+    channel: Channel | UnsetType = UNSET
+    settings: SequenceSettings | UnsetType | None = UNSET
+    exit_conditions: ExitConditions | UnsetType | None = UNSET
+    steps: Annotated[list[StepDefinition], msgspec.Meta(min_length=1, max_length=MAX_STEPS)] | UnsetType = (
+        UNSET
+    )
+
+
+class StepCreate(StepFields, kw_only=True):
+    position: (
+        Annotated[
+            int, msgspec.Meta(ge=1, description="Where the step goes (1 = first); at the end when left out")
+        ]
+        | None
+    ) = None
+
+
+StepCreateBody = Annotated[
+    StepCreate,
+    msgspec.Meta(
+        examples=[
+            {"kind": "sms", "name": "Last call", "delay": {"value": 3, "unit": "days"}, "body": "Bye for now"}
+        ]
+    ),
+]
+
+
+class StepPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Only the fields given change; null clears one (e.g. `"send_at": null`)."""
+
+    kind: StepKind | UnsetType = UNSET
+    name: Annotated[str, msgspec.Meta(max_length=200)] | UnsetType | None = UNSET
+    delay: Delay | UnsetType | None = UNSET
+    send_at: TimeOfDay | UnsetType | None = UNSET
+    subject: Subject | UnsetType | None = UNSET
+    body: Body | UnsetType | None = UNSET
+    html_body: HtmlBody | UnsetType | None = UNSET
+    variants: list[Variant] | UnsetType | None = UNSET
+    condition: Condition | UnsetType | None = UNSET
+    then: Branch | UnsetType | None = UNSET
+    else_: Branch | UnsetType | None = msgspec.field(default=UNSET, name="else")
+    action: Action | UnsetType | None = UNSET
+    task_description: Annotated[str, msgspec.Meta(max_length=10000)] | UnsetType | None = UNSET
+    is_active: bool | UnsetType = UNSET
+
+
+class StepReorder(msgspec.Struct, forbid_unknown_fields=True):
+    step_ids: Annotated[
+        list[UUID],
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_STEPS,
+            description="Every live step's id, once each, in the new order",
+        ),
+    ]
+
+
+class SequenceActivate(msgspec.Struct, forbid_unknown_fields=True):
+    scheduled_start_at: Annotated[
+        AwareDatetime | None,
+        msgspec.Meta(description="Nothing is sent before this instant (enrollments wait for it)"),
+    ] = None
+
+
+class SequenceDuplicate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[Name | None, msgspec.Meta(description='Default: the name + " (copy)"')] = None
+
+
+# ---------------------------------------------------------------------------------------------- responses
+
+
+class Step(msgspec.Struct, kw_only=True):
+    id: UUID
+    position: int
+    kind: StepKind
+    name: str | None
+    delay: Delay
+    send_at: str | None
+    subject: str | None
+    body: str | None
+    html_body: str | None
+    variants: list[Variant]
+    condition: Condition | None
+    then: Branch | None
+    else_: Branch | None = msgspec.field(name="else")
+    action: Action | None
+    task_description: str | None
+    is_active: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class Sequence(msgspec.Struct, kw_only=True):
+    id: UUID
+    workspace_id: UUID
+    name: str
+    description: str | None
+    status: SequenceStatus
+    channel: Channel
+    settings: dict[str, Any]
+    exit_conditions: dict[str, bool]
+    version: Annotated[int, msgspec.Meta(description="Goes up by one with every edit")]
+    scheduled_start_at: dt.datetime | None
+    created_by: UUID | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    activated_at: dt.datetime | None
+    archived_at: dt.datetime | None
+    step_count: int
+
+
+class SequenceDetail(Sequence, kw_only=True):
+    steps: list[Step]
+
+
+class SequencePage(msgspec.Struct):
+    items: list[Sequence]
+    total: int
+    page: int
+    page_size: int
+
+
+class EnrollmentCounts(msgspec.Struct):
+    scheduled: int
+    active: int
+    paused: int
+    completed: int
+    replied: int
+    bounced: int
+    unsubscribed: int
+    cancelled: int
+    failed: int
+    total: int
+
+
+class StepStats(msgspec.Struct):
+    step_id: UUID
+    position: int
+    kind: StepKind
+    name: str | None
+    sent: int
+    delivered: int
+    failed: int
+    opened: Annotated[int, msgspec.Meta(description="Distinct enrollments")]
+    clicked: int
+    replied: int
+    delivery_rate: Annotated[float | None, msgspec.Meta(description="Of sent; null before the first send")]
+    open_rate: float | None
+    click_rate: float | None
+    reply_rate: float | None
+
+
+class SequenceStats(msgspec.Struct):
+    sequence_id: UUID
+    enrollments: EnrollmentCounts
+    replied: Annotated[int, msgspec.Meta(description="Enrollments with a reply")]
+    steps: list[StepStats]
+
+
+class PlannedStep(msgspec.Struct):
+    position: int
+    step_id: UUID
+    kind: StepKind
+    planned_at: Annotated[dt.datetime | None, msgspec.Meta(description="null when after the year 9999")]
+
+
+class SchedulePreview(msgspec.Struct):
+    sequence_id: UUID
+    contact_id: UUID
+    steps: Annotated[
+        list[PlannedStep],
+        msgspec.Meta(description="In the order they would run; conditions take their no-engagement branch"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+TEMPLATE_PARTS = (("subject", False), ("body", False), ("html_body", True))
+STEP_KEYS = (
+    "name",
+    "delay",
+    "send_at",
+    "subject",
+    "body",
+    "html_body",
+    "variants",
+    "condition",
+    "then",
+    "else",
+    "action",
+    "task_description",
+)
+
+
+def as_utc(instant: dt.datetime | None) -> dt.datetime | None:
+    """A query-string instant without a UTC offset is read as UTC (not in the database session's zone)."""
+    return instant.replace(tzinfo=dt.UTC) if instant and instant.tzinfo is None else instant
+
+
+def compile_template(text: str, html: bool, field: str) -> None:
+    """Compile as the worker will (same sandbox, same cache), or 422 naming the field."""
+    try:
+        render.compile_template(text, html=html)
+    except render.RenderError as error:
+        raise Invalid(str(error), field) from None
+
+
+def check_templates(steps: list[dict[str, Any]]) -> None:
+    """Every message template of every step (and A/B variant), as steps[i].body / steps[i].variants[j].subject."""
+    for i, step in enumerate(steps):
+        holders = [(f"steps[{i}]", step)]
+        holders += [(f"steps[{i}].variants[{j}]", v) for j, v in enumerate(step.get("variants") or [])]
+        for path, holder in holders:
+            for key, html in TEMPLATE_PARTS:
+                if isinstance(holder.get(key), str):
+                    compile_template(holder[key], html, f"{path}.{key}")
+
+
+def check_text(value: Any, field: str) -> None:
+    """Postgres text and jsonb cannot hold NUL characters: a 422 naming the field, not a database fault."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise Invalid("must not contain NUL (\\u0000) characters", field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, field)
+            check_text(item, f"{field}.{key}" if field else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_text(item, f"{field}[{i}]")
+
+
+def checked(definition: dict[str, Any]) -> dict[str, Any]:
+    """A definition whose strings Postgres can store and whose templates compile (nothing written otherwise)."""
+    check_text(definition, "")
+    check_templates(definition["steps"])
+    return definition
+
+
+def step_definition(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored step (a list_steps row) as a definition step with its id: update_sequence keeps it."""
+    step = {"id": str(row["id"]), "kind": row["kind"], "is_active": row["is_active"]}
+    step |= {key: row[key] for key in STEP_KEYS if row[key] is not None and row[key] != []}
+    return step
+
+
+def base_definition(sequence: dict[str, Any]) -> dict[str, Any]:
+    """A lock_sequence row as the definition's top level (without steps)."""
+    definition = {
+        key: sequence[key]
+        for key in ("name", "channel", "settings", "exit_conditions")
+        if sequence[key] is not None
+    }
+    if sequence["description"] is not None:
+        definition["description"] = sequence["description"]
+    return definition
+
+
+async def visible_sequence(db: Db, sequence_id: UUID) -> dict[str, Any]:
+    return require_row(await fetch_one(db, Q["get_sequence"], {"id": sequence_id}), "sequence", "sequence_id")
+
+
+async def locked_sequence(db: Db, sequence_id: UUID) -> dict[str, Any]:
+    """The sequence row, locked until the request's transaction ends; 404 when RLS hides it."""
+    return require_row(
+        await fetch_one(db, Q["lock_sequence"], {"id": sequence_id}), "sequence", "sequence_id"
+    )
+
+
+async def step_rows(db: Db, sequence_id: UUID) -> list[dict[str, Any]]:
+    return await fetch_all(db, Q["list_steps"], {"sequence_id": sequence_id})
+
+
+async def detail_of(db: Db, sequence_id: UUID) -> SequenceDetail:
+    row = await visible_sequence(db, sequence_id)
+    return msgspec.convert(row | {"steps": await step_rows(db, sequence_id)}, SequenceDetail)
+
+
+async def save(db: Db, sequence_id: UUID, definition: dict[str, Any]) -> None:
+    """Checked first (nothing is written when a template is broken), then drumbeat_api.update_sequence."""
+    await fetch_one(db, Q["update_sequence"], {"id": sequence_id, "definition": Jsonb(checked(definition))})
+
+
+def renumbered(steps: list[dict[str, Any]], before: list[dict[str, Any]]) -> None:
+    """After steps were inserted, removed or moved, the existing condition steps' references (condition.step,
+    {"goto": N}) still name positions of `before`: point them at the same steps' new positions. A condition
+    looking at a removed step is a 409; a goto to a removed step goes to the next step that remains (or
+    exits). A step just added has no id yet: its references are in the new numbering already."""
+    old_position = {str(row["id"]): row["position"] for row in before}
+    new_position = {step["id"]: i + 1 for i, step in enumerate(steps) if "id" in step}
+    moved = {old_position[sid]: new_position.get(sid) for sid in old_position}
+
+    def goto_target(old: int) -> int | None:
+        for position in range(old, len(before) + 1):
+            if moved.get(position) is not None:
+                return moved[position]
+        return None
+
+    for step in steps:
+        if step.get("kind") != "condition" or "id" not in step:
+            continue
+        condition = dict(step["condition"])
+        target = moved.get(condition["step"], condition["step"])
+        if target is None:
+            raise Conflict(
+                f"step {old_position[step['id']]} (a condition) looks at this step: change or delete it first",
+                "step_id",
+            )
+        step["condition"] = condition | {"step": target}
+        for branch in ("then", "else"):
+            value = step.get(branch)
+            if isinstance(value, dict) and "goto" in value:
+                new = goto_target(value["goto"]) if value["goto"] in moved else value["goto"]
+                step[branch] = {"goto": new} if new is not None else "exit"
+
+
+def find_step(rows: list[dict[str, Any]], step_id: UUID) -> dict[str, Any]:
+    for row in rows:
+        if row["id"] == step_id:
+            return row
+    raise NotFound("step not found", "step_id")
+
+
+# ---------------------------------------------------------------------------------------------- controllers
+
+SEQUENCE_PATH = "/{sequence_id:uuid}"
+
+
+class SequenceController(Controller):
+    path = "/sequences"
+    tags = ["sequences"]
+
+    @post(
+        "/",
+        summary="Create a sequence (a draft) from its definition",
+        description="The definition of DESIGN.md: name, description, channel, settings, exit_conditions and "
+        "1 to 100 steps. Everything is checked before anything is written: 422 naming the field "
+        "(`steps[1].delay.unit`, `settings.timezone`, `steps[0].body` for a template that does not compile).",
+        status_code=201,
+        dependencies={"workspace": Provide(provide_workspace_id)},
+    )
+    async def create(
+        self, db: Db, workspace: WorkspaceId, data: JSONBody[SequenceDefinitionBody]
+    ) -> SequenceDetail:
+        definition = checked(msgspec.to_builtins(data))
+        sequence_id = await fetch_value(
+            db, Q["create_sequence"], {"workspace_id": workspace, "definition": Jsonb(definition)}
+        )
+        return await detail_of(db, sequence_id)
+
+    @get(
+        "/",
+        summary="List the workspace's sequences, newest first",
+        dependencies={"workspace": Provide(provide_workspace_id)},
+    )
+    async def index(
+        self,
+        db: Db,
+        workspace: WorkspaceId,
+        status: Annotated[SequenceStatus | None, QueryParameter(description="Only this status")] = None,
+        page: Page = 1,
+        page_size: PageSize = 50,
+    ) -> SequencePage:
+        params = {
+            "workspace_id": workspace,
+            "status": status,
+            "limit": page_size,
+            "offset": (page - 1) * page_size,
+        }
+        rows = await fetch_all(db, Q["list_sequences"], params)
+        if (rows or page == 1) and len(rows) < page_size:
+            total = params["offset"] + len(rows)
+        else:
+            total = await fetch_value(db, Q["count_sequences"], params)
+        return SequencePage(msgspec.convert(rows, list[Sequence]), total, page, page_size)
+
+    @get(SEQUENCE_PATH, summary="One sequence with its steps")
+    async def detail(self, db: Db, sequence_id: FromPath[UUID]) -> SequenceDetail:
+        return await detail_of(db, sequence_id)
+
+    @put(
+        SEQUENCE_PATH,
+        summary="Replace a sequence's definition (live enrollments follow the edit)",
+        description="Steps sent with their `id` are kept (and edited in place), steps without one are new, "
+        "live steps left out are removed: an enrollment waiting on a removed step moves to the step that now "
+        "follows. Waiting enrollments are re-planned from when their previous step was done, never into the "
+        "past. `version` goes up by one. 409 for an archived sequence.",
+    )
+    async def replace(
+        self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[SequenceDefinitionBody]
+    ) -> SequenceDetail:
+        await locked_sequence(db, sequence_id)
+        await save(db, sequence_id, msgspec.to_builtins(data))
+        return await detail_of(db, sequence_id)
+
+    @patch(
+        SEQUENCE_PATH,
+        summary="Change some of a sequence's fields (live enrollments follow the edit)",
+        description="As PUT, for the fields given only; `settings` and `exit_conditions` are replaced whole.",
+    )
+    async def change(
+        self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[SequencePatch]
+    ) -> SequenceDetail:
+        definition = base_definition(await locked_sequence(db, sequence_id))
+        definition["steps"] = [step_definition(row) for row in await step_rows(db, sequence_id)]
+        for key, value in msgspec.structs.asdict(data).items():
+            if value is UNSET:
+                continue
+            if value is None:
+                definition.pop(key, None)
+            else:
+                definition[key] = msgspec.to_builtins(value)
+        await save(db, sequence_id, definition)
+        return await detail_of(db, sequence_id)
+
+    @delete(
+        SEQUENCE_PATH,
+        summary="Archive a sequence (nothing is deleted)",
+        description="As POST /archive: live enrollments are cancelled and every record is kept. Deleting an "
+        "archived sequence again changes nothing (204).",
+    )
+    async def remove(self, db: Db, sequence_id: FromPath[UUID]) -> None:
+        if (await locked_sequence(db, sequence_id))["status"] != "archived":
+            await fetch_one(db, Q["archive_sequence"], {"id": sequence_id})
+
+    @post(
+        SEQUENCE_PATH + "/activate",
+        summary="Activate a draft or paused sequence (optionally from a start time)",
+        description="Message steps need a sender of their channel (422 naming the step otherwise). With "
+        "`scheduled_start_at` in the future nothing is sent before it. 409 unless draft or paused.",
+        status_code=200,
+    )
+    async def activate(
+        self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[SequenceActivate | None] = None
+    ) -> SequenceDetail:
+        start_at = data.scheduled_start_at if data else None
+        await fetch_one(db, Q["activate_sequence"], {"id": sequence_id, "start_at": start_at})
+        return await detail_of(db, sequence_id)
+
+    @post(
+        SEQUENCE_PATH + "/pause",
+        summary="Pause an active sequence: every enrollment holds where it is",
+        description="409 unless active.",
+        status_code=200,
+    )
+    async def pause(self, db: Db, sequence_id: FromPath[UUID]) -> SequenceDetail:
+        await fetch_one(db, Q["pause_sequence"], {"id": sequence_id})
+        return await detail_of(db, sequence_id)
+
+    @post(
+        SEQUENCE_PATH + "/resume",
+        summary="Resume a paused sequence",
+        description="Steps that fell due while paused are re-planned from now into their allowed window. "
+        "409 unless paused.",
+        status_code=200,
+    )
+    async def resume(self, db: Db, sequence_id: FromPath[UUID]) -> SequenceDetail:
+        await fetch_one(db, Q["resume_sequence"], {"id": sequence_id})
+        return await detail_of(db, sequence_id)
+
+    @post(
+        SEQUENCE_PATH + "/archive",
+        summary="Archive a sequence: live enrollments are cancelled, every record is kept",
+        description="409 when it is archived already.",
+        status_code=200,
+    )
+    async def archive(self, db: Db, sequence_id: FromPath[UUID]) -> SequenceDetail:
+        await fetch_one(db, Q["archive_sequence"], {"id": sequence_id})
+        return await detail_of(db, sequence_id)
+
+    @post(
+        SEQUENCE_PATH + "/duplicate",
+        summary="Copy a sequence as a new draft (same settings and steps, new step ids)",
+        status_code=201,
+    )
+    async def duplicate(
+        self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[SequenceDuplicate | None] = None
+    ) -> SequenceDetail:
+        name = data.name if data else None
+        check_text(name, "name")
+        copy_id = await fetch_value(db, Q["duplicate_sequence"], {"id": sequence_id, "name": name})
+        return await detail_of(db, copy_id)
+
+    @get(
+        SEQUENCE_PATH + "/stats", summary="Enrollments by status and per-step sends, failures and engagement"
+    )
+    async def stats(self, db: Db, sequence_id: FromPath[UUID]) -> SequenceStats:
+        stats = await fetch_value(db, Q["sequence_stats"], {"id": sequence_id})
+        return msgspec.convert(stats, SequenceStats)
+
+    @get(
+        SEQUENCE_PATH + "/preview",
+        summary="When each step would run for one contact (a dry run)",
+        description="Planned with the dispatcher's calculus in the contact's time zone; each step assumed done "
+        "at its planned time and no engagement, so conditions take their no-engagement branch.",
+    )
+    async def preview(
+        self,
+        db: Db,
+        sequence_id: FromPath[UUID],
+        contact_id: Annotated[UUID, QueryParameter(description="A contact of the sequence's workspace")],
+        start_at: Annotated[
+            dt.datetime | None, QueryParameter(description="Start instead of now (no offset: UTC)")
+        ] = None,
+    ) -> SchedulePreview:
+        params = {"id": sequence_id, "contact_id": contact_id, "start_at": as_utc(start_at)}
+        rows = await fetch_all(db, Q["preview_schedule"], params)
+        return SchedulePreview(sequence_id, contact_id, msgspec.convert(rows, list[PlannedStep]))
+
+
+class StepController(Controller):
+    path = "/sequences/{sequence_id:uuid}/steps"
+    tags = ["sequences"]
+
+    @get("/", summary="A sequence's steps in order")
+    async def index(self, db: Db, sequence_id: FromPath[UUID]) -> list[Step]:
+        await visible_sequence(db, sequence_id)
+        return msgspec.convert(await step_rows(db, sequence_id), list[Step])
+
+    @get("/{step_id:uuid}", summary="One step")
+    async def detail(self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID]) -> Step:
+        await visible_sequence(db, sequence_id)
+        return msgspec.convert(find_step(await step_rows(db, sequence_id), step_id), Step)
+
+    @post(
+        "/",
+        summary="Add a step (at the end, or at `position`)",
+        description="Later steps move down one; conditions that look at or jump to them follow. The new "
+        "step's own condition/goto positions are in the new numbering.",
+        status_code=201,
+    )
+    async def create(self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[StepCreateBody]) -> Step:
+        definition = base_definition(await locked_sequence(db, sequence_id))
+        before = await step_rows(db, sequence_id)
+        steps = [step_definition(row) for row in before]
+        if data.position is not None and data.position > len(steps) + 1:
+            raise Invalid(f"must be between 1 and {len(steps) + 1}", "position")
+        index = len(steps) if data.position is None else data.position - 1
+        new_step = msgspec.to_builtins(data)
+        new_step.pop("position", None)
+        steps.insert(index, new_step)
+        renumbered(steps, before)
+        await save(db, sequence_id, definition | {"steps": steps})
+        return msgspec.convert((await step_rows(db, sequence_id))[index], Step)
+
+    @patch(
+        "/{step_id:uuid}",
+        summary="Change a step (the fields given; null clears one)",
+        description="Enrollments waiting on this step are re-planned with its new delay, send_at or window.",
+    )
+    async def change(
+        self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID], data: JSONBody[StepPatch]
+    ) -> Step:
+        definition = base_definition(await locked_sequence(db, sequence_id))
+        rows = await step_rows(db, sequence_id)
+        find_step(rows, step_id)
+        steps = [step_definition(row) for row in rows]
+        step = next(s for s in steps if s["id"] == str(step_id))
+        for attribute, value in msgspec.structs.asdict(data).items():
+            key = "else" if attribute == "else_" else attribute
+            if value is UNSET:
+                continue
+            if value is None:
+                step.pop(key, None)
+            else:
+                step[key] = msgspec.to_builtins(value)
+        await save(db, sequence_id, definition | {"steps": steps})
+        return msgspec.convert(find_step(await step_rows(db, sequence_id), step_id), Step)
+
+    @delete(
+        "/{step_id:uuid}",
+        summary="Remove a step",
+        description="Enrollments waiting on it move to the step that now follows (or end when none is left). "
+        "The step stays in the records (deliveries and events point at it). 409 when a condition looks at it.",
+    )
+    async def remove(self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID]) -> None:
+        definition = base_definition(await locked_sequence(db, sequence_id))
+        before = await step_rows(db, sequence_id)
+        find_step(before, step_id)
+        steps = [step_definition(row) for row in before if row["id"] != step_id]
+        if not steps:
+            raise Conflict("a sequence needs at least one step: archive it instead", "step_id")
+        renumbered(steps, before)
+        await save(db, sequence_id, definition | {"steps": steps})
+
+    @post(
+        "/reorder",
+        summary="Put the steps in a new order",
+        description="`step_ids`: every live step's id, once each. Steps keep their ids, so enrollments keep "
+        "their place; conditions follow the steps they look at (422 when one would now look forward).",
+        status_code=200,
+    )
+    async def reorder(self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[StepReorder]) -> list[Step]:
+        definition = base_definition(await locked_sequence(db, sequence_id))
+        before = await step_rows(db, sequence_id)
+        by_id = {row["id"]: step_definition(row) for row in before}
+        if len(data.step_ids) != len(by_id) or set(data.step_ids) != set(by_id):
+            raise Invalid(
+                f"must list each of the sequence's {len(by_id)} steps once (GET .../steps for their ids)",
+                "step_ids",
+            )
+        steps = [by_id[step_id] for step_id in data.step_ids]
+        renumbered(steps, before)
+        await save(db, sequence_id, definition | {"steps": steps})
+        return msgspec.convert(await step_rows(db, sequence_id), list[Step])
+
+
+route_handlers = [SequenceController, StepController]

@@ -1,0 +1,97 @@
+-- Statements of the sequence endpoints (app/api/sequences.py). They run as the caller (role
+-- authenticated, request.jwt.claims set): RLS limits every SELECT to the caller's workspaces, so another
+-- tenant's sequence is simply not there (404), and the contract functions answer its id with PT404.
+--
+-- Steps are read back in the definition's own shape (DESIGN.md), so that a client can GET a sequence,
+-- change it and PUT it back: delay as {"value", "unit"} (the interval's days component as days or weeks,
+-- its time component as minutes or hours: days are calendar time, minutes and hours clock time, so the
+-- two never mix), send_at as "HH:MM", and a condition's then/else taken back out of `condition`.
+
+-- name: create_sequence
+SELECT drumbeat_api.create_sequence(%(workspace_id)s::uuid, %(definition)s::jsonb) AS id
+
+-- name: update_sequence
+SELECT drumbeat_api.update_sequence(%(id)s::uuid, %(definition)s::jsonb)
+
+-- name: activate_sequence
+SELECT drumbeat_api.activate_sequence(%(id)s::uuid, %(start_at)s::timestamptz)
+
+-- name: pause_sequence
+SELECT drumbeat_api.pause_sequence(%(id)s::uuid)
+
+-- name: resume_sequence
+SELECT drumbeat_api.resume_sequence(%(id)s::uuid)
+
+-- name: archive_sequence
+SELECT drumbeat_api.archive_sequence(%(id)s::uuid)
+
+-- name: duplicate_sequence
+SELECT drumbeat_api.duplicate_sequence(%(id)s::uuid, %(name)s::text) AS id
+
+-- name: sequence_stats
+SELECT drumbeat_api.sequence_stats(%(id)s::uuid) AS stats
+
+-- name: preview_schedule
+-- An instant past the year 9999 (a start that far out, or delays of thousands of weeks) is beyond what
+-- clients' date types (and Python's) hold: it reads as null ("not within the representable future").
+SELECT p.step_position AS position, p.step_id, p.kind,
+       CASE WHEN p.planned_at < '9999-12-30 00:00:00+00'::timestamptz THEN p.planned_at END AS planned_at
+FROM drumbeat_api.preview_schedule(%(id)s::uuid, %(contact_id)s::uuid, %(start_at)s::timestamptz) AS p
+
+-- name: lock_sequence
+-- The read half of a read-modify-write edit (PATCH, the steps endpoints): the row lock serialises
+-- concurrent edits of one sequence until the request's transaction ends (update_sequence locks it too).
+SELECT s.id, s.status, s.name, s.description, s.channel, s.settings, s.exit_conditions
+FROM drumbeat.sequences s
+WHERE s.id = %(id)s::uuid
+FOR UPDATE
+
+-- name: get_sequence
+SELECT s.id, s.workspace_id, s.name, s.description, s.status, s.channel, s.settings, s.exit_conditions,
+       s.version, s.scheduled_start_at, s.created_by, s.created_at, s.updated_at, s.activated_at, s.archived_at,
+       (SELECT pg_catalog.count(*) FROM drumbeat.sequence_steps st
+        WHERE st.sequence_id = s.id AND st.removed_at IS NULL) AS step_count
+FROM drumbeat.sequences s
+WHERE s.id = %(id)s::uuid
+
+-- name: list_sequences
+-- Newest first; served by sequences_workspace_idx (workspace_id, created_at), read backwards.
+SELECT s.id, s.workspace_id, s.name, s.description, s.status, s.channel, s.settings, s.exit_conditions,
+       s.version, s.scheduled_start_at, s.created_by, s.created_at, s.updated_at, s.activated_at, s.archived_at,
+       (SELECT pg_catalog.count(*) FROM drumbeat.sequence_steps st
+        WHERE st.sequence_id = s.id AND st.removed_at IS NULL) AS step_count
+FROM drumbeat.sequences s
+WHERE s.workspace_id = %(workspace_id)s::uuid
+  AND (%(status)s::text IS NULL OR s.status = %(status)s::text)
+ORDER BY s.created_at DESC, s.id DESC
+LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: count_sequences
+SELECT pg_catalog.count(*) AS total
+FROM drumbeat.sequences s
+WHERE s.workspace_id = %(workspace_id)s::uuid
+  AND (%(status)s::text IS NULL OR s.status = %(status)s::text)
+
+-- name: list_steps
+-- A sequence's live steps in order (removed steps stay in the table for the record but are not shown).
+SELECT st.id, st.sequence_id, st.position, st.kind, st.name,
+       CASE WHEN d.minutes = 0 AND d.days > 0 AND d.days %% 7 = 0
+                THEN pg_catalog.jsonb_build_object('value', d.days / 7, 'unit', 'weeks')
+            WHEN d.minutes = 0 AND d.days > 0 THEN pg_catalog.jsonb_build_object('value', d.days, 'unit', 'days')
+            WHEN d.days = 0 AND d.minutes > 0 AND d.minutes %% 60 = 0
+                THEN pg_catalog.jsonb_build_object('value', d.minutes / 60, 'unit', 'hours')
+            WHEN d.days = 0 THEN pg_catalog.jsonb_build_object('value', d.minutes, 'unit', 'minutes')
+            ELSE pg_catalog.jsonb_build_object('value', d.days * 1440 + d.minutes, 'unit', 'minutes')
+       END AS delay,
+       pg_catalog.to_char(st.send_at, 'HH24:MI') AS send_at,
+       st.subject, st.body, st.html_body, st.variants,
+       st.condition - 'then' - 'else' AS condition, st.condition -> 'then' AS "then", st.condition -> 'else' AS "else",
+       st.action, st.task_description, st.is_active, st.created_at, st.updated_at
+FROM drumbeat.sequence_steps st
+CROSS JOIN LATERAL (
+    SELECT pg_catalog.date_part('day', st.delay)::bigint AS days,
+           (pg_catalog.date_part('epoch', st.delay - pg_catalog.make_interval(
+               days => pg_catalog.date_part('day', st.delay)::integer)) / 60)::bigint AS minutes
+) AS d
+WHERE st.sequence_id = %(sequence_id)s::uuid AND st.removed_at IS NULL
+ORDER BY st.position
