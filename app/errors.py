@@ -57,6 +57,14 @@ BY_SQLSTATE: dict[str, type[DrumbeatError]] = {
     "23514": Invalid,  # check violation: an invariant of the data model
     "23503": NotFound,  # foreign key: the referenced row does not exist (for this tenant)
     "42501": Forbidden,  # insufficient privilege / RLS refused the row
+    # Data exceptions: a value Postgres cannot hold or read (out of range, a NUL in JSON text, a bad date).
+    "22001": Invalid,  # string too long
+    "22003": Invalid,  # numeric value out of range
+    "22007": Invalid,  # invalid datetime format
+    "22008": Invalid,  # datetime field overflow
+    "22023": Invalid,  # invalid parameter value
+    "22P02": Invalid,  # invalid text representation
+    "22P05": Invalid,  # untranslatable character (\u0000 in JSON)
 }
 
 

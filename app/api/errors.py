@@ -40,6 +40,8 @@ def on_validation_error(_: Request, error: ValidationException) -> Response[Erro
     problems: list[dict[str, Any]] = error.extra if isinstance(error.extra, list) else []
     first = problems[0] if problems else {}
     message = str(first.get("message") or error.detail)
+    if message == "'data'":  # Litestar's words for a request without the body the handler needs
+        return error_response(422, "invalid", "a JSON request body is required")
     return error_response(422, "invalid", message, _field_path(first.get("key"), message))
 
 

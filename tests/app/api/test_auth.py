@@ -102,3 +102,23 @@ def test_validation_errors_name_the_member_and_nul_text_is_422(tenant):
     missing = tenant.post("/senders", {"channel": "sms"})
     _error(missing, 422, "invalid", "address")
     _error(tenant.post("/api-keys", {"name": "nul\x00name"}), 422, "invalid")
+
+
+def test_a_missing_body_is_named(tenant):
+    error = _error(tenant.post("/api-keys"), 422, "invalid")
+    assert error["message"] == "a JSON request body is required"
+
+
+def test_values_postgres_cannot_hold_are_422_not_500(tenant, client):
+    """Found by the schemathesis run: out-of-range numbers and NUL characters inside JSON."""
+    sequence = tenant.post(
+        "/sequences", {"name": "S", "channel": "sms", "steps": [{"kind": "sms", "body": "x"}]}
+    )
+    sequence_id = sequence.json()["id"]
+    huge = tenant.post(
+        "/enrollments/bulk", {"sequence_id": sequence_id, "contact_ids": [], "start_at_step": 2**40}
+    )
+    assert huge.status_code == 422, huge.text
+    contact = tenant.post("/contacts", {"phone": "+12025550199"}).json()["id"]
+    nul = tenant.post("/events", {"contact_id": contact, "kind": "replied", "payload": {"note": "a\x00b"}})
+    assert nul.status_code == 422, nul.text
