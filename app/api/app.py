@@ -10,7 +10,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from app.api import workspaces
+from app.api import contacts, enrollments, ops, sequences, webhooks, workspaces
 from app.api.auth import Authenticator
 from app.api.db import make_pool
 from app.api.deps import provide_db
@@ -50,14 +50,20 @@ def create_app(settings: Settings) -> Litestar:
 
     api_v1 = Router(
         path="/api/v1",
-        route_handlers=[*workspaces.route_handlers],
+        route_handlers=[
+            *workspaces.route_handlers,
+            *sequences.route_handlers,
+            *enrollments.route_handlers,
+            *contacts.route_handlers,
+        ],
         dependencies={"db": Provide(provide_db)},
     )
     return Litestar(
-        route_handlers=[api_v1],
+        route_handlers=[api_v1, *webhooks.route_handlers, *ops.route_handlers],
         on_startup=[open_pool],
         on_shutdown=[close_pool],
         state=State({"pool": pool, "settings": settings, "authenticator": Authenticator(settings)}),
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(),
+        on_app_init=[ops.install],  # the HTTP latency histogram of /metrics
     )

@@ -1,0 +1,342 @@
+"""Contacts: create (an upsert matched on phone, then email), list and search, read, partial update, soft
+delete (their live enrollments end), a contact's enrollments, and the streamed CSV import. Input is
+checked and normalised at the edge (app/api/validation.py); writes go through drumbeat_api.upsert_contacts,
+update_contact and delete_contact, reads are SELECTs that RLS limits to the caller's workspaces."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.params import FromPath, JSONBody, QueryParameter
+from psycopg.types.json import Jsonb
+
+from app.api.csv_import import (
+    ImportSummary,
+    content_boundary,
+    import_contacts,
+    multipart_file,
+    stored_timezones,
+)
+from app.api.db import fetch_all, fetch_one, fetch_value, require_row
+from app.api.deps import Db, WorkspaceId, provide_workspace_id
+from app.api.validation import clean_contact, infer_timezone, require_reachable, sql_field
+from app.errors import DrumbeatError
+from app.queries import queries
+
+Q = queries("api_contacts")
+MAX_IMPORT_BYTES = 1 << 30  # 1 GiB: far above 100k rows, still a bound
+CSV_TYPES = (
+    "text/csv",
+    "application/csv",
+    "text/plain",
+    "application/vnd.ms-excel",
+    "application/octet-stream",
+)
+
+Text = Annotated[str, msgspec.Meta(max_length=1000)]
+Tags = Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]], msgspec.Meta(max_length=100)
+]
+Fields = Annotated[
+    dict[str, Any], msgspec.Meta(description="Custom fields (any JSON values), used in templates")
+]
+PHONE_DOC = "A phone number: E.164 (+12125550100) or national in the server's default region ((212) 555-0100)"
+TIMEZONE_DOC = "An IANA time zone; when absent, inferred from the phone number if it has exactly one"
+
+
+class ContactCreate(
+    msgspec.Struct,
+    forbid_unknown_fields=True,
+    kw_only=True,
+):
+    phone: Annotated[str | None, msgspec.Meta(description=PHONE_DOC)] = None
+    email: Text | None = None
+    first_name: Text | None = None
+    last_name: Text | None = None
+    company: Text | None = None
+    title: Text | None = None
+    timezone: Annotated[str | None, msgspec.Meta(description=TIMEZONE_DOC)] = None
+    fields: Fields | None = None
+    tags: Tags | None = None
+
+
+ContactCreateBody = Annotated[
+    ContactCreate,
+    msgspec.Meta(
+        examples=[
+            {
+                "phone": "(212) 555-0100",
+                "email": "ada@example.com",
+                "first_name": "Ada",
+                "last_name": "Lovelace",
+                "company": "Analytical Engines",
+                "fields": {"plan": "pro"},
+                "tags": ["vip"],
+            }
+        ]
+    ),
+]
+
+
+class ContactUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Only the keys sent change; null clears a value. `fields` merges key by key (a null value removes
+    that key, `"fields": null` removes them all); `tags` replaces the list."""
+
+    phone: str | msgspec.UnsetType | None = msgspec.UNSET
+    email: Text | msgspec.UnsetType | None = msgspec.UNSET
+    first_name: Text | msgspec.UnsetType | None = msgspec.UNSET
+    last_name: Text | msgspec.UnsetType | None = msgspec.UNSET
+    company: Text | msgspec.UnsetType | None = msgspec.UNSET
+    title: Text | msgspec.UnsetType | None = msgspec.UNSET
+    timezone: str | msgspec.UnsetType | None = msgspec.UNSET
+    fields: Fields | msgspec.UnsetType | None = msgspec.UNSET
+    tags: Tags | msgspec.UnsetType | None = msgspec.UNSET
+
+
+ContactUpdateBody = Annotated[
+    ContactUpdate,
+    msgspec.Meta(examples=[{"company": "Acme", "fields": {"plan": "enterprise", "trial": None}}]),
+]
+
+
+class Contact(msgspec.Struct):
+    id: UUID
+    workspace_id: UUID
+    phone: str | None
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    title: str | None
+    timezone: str | None
+    fields: dict[str, Any]
+    tags: list[str]
+    sms_opted_out_at: dt.datetime | None
+    email_opted_out_at: dt.datetime | None
+    bounced_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ContactPage(msgspec.Struct):
+    items: list[Contact]
+    total: int
+    page: int
+    page_size: int
+
+
+class ContactEnrollment(msgspec.Struct):
+    id: UUID
+    sequence_id: UUID
+    sequence_name: str
+    status: str
+    current_step_position: int
+    next_action_at: dt.datetime | None
+    enrolled_at: dt.datetime
+    started_at: dt.datetime | None
+    paused_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    exit_reason: str | None
+
+
+@asynccontextmanager
+async def contract_fields() -> AsyncIterator[None]:
+    """Errors of the contract functions name their own arguments (p_contacts[0].email, p_changes.phone):
+    reported with the request's field names (email, phone)."""
+    try:
+        yield
+    except DrumbeatError as error:
+        if error.field and error.field.startswith(("p_contacts", "p_changes", "contacts[", "changes.")):
+            error.field = sql_field(error.field)
+        raise
+
+
+async def visible_contact(db: Db, contact_id: UUID) -> dict[str, Any]:
+    """The live contact, or 404 (another tenant's id, a deleted or a missing contact look the same)."""
+    return require_row(await fetch_one(db, Q["get_contact"], {"id": contact_id}), "contact", "contact_id")
+
+
+@dataclass
+class CsvUploadOperation(Operation):
+    """The import reads its body as a stream (no `data` parameter), so the document says what it takes."""
+
+    def __post_init__(self) -> None:
+        csv_file = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        self.request_body = RequestBody(
+            required=True,
+            description="A UTF-8 CSV file with a header row, as the body or as the `file` part of a form",
+            content={
+                "text/csv": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.STRING),
+                    example="phone,email,first_name,plan\n(212) 555-0100,ada@example.com,Ada,pro\n",
+                ),
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.OBJECT, properties={"file": csv_file}, required=["file"])
+                ),
+            },
+        )
+
+
+def like_pattern(text: str) -> str:
+    return "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"
+
+
+class ContactController(Controller):
+    path = "/contacts"
+    tags = ["contacts"]
+    dependencies = {"workspace": Provide(provide_workspace_id)}
+
+    @post(
+        "/",
+        summary="Create a contact (or update the one with the same phone, then email)",
+        description="201 when a contact was created, 200 when the phone (or else the email) matched an existing "
+        "one, which is then updated with the keys sent. A phone in national format is read in the server's "
+        "default region and stored as E.164; without a timezone, the phone's time zone is used when it is "
+        "unambiguous.",
+        status_code=201,
+    )
+    async def create(
+        self, request: Request, db: Db, workspace: WorkspaceId, data: JSONBody[ContactCreateBody]
+    ) -> Response[Contact]:
+        raw = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
+        contact = clean_contact(raw, request.app.state.settings.default_region)
+        require_reachable(contact)
+        if "timezone" not in contact and contact.get("phone") and (zone := infer_timezone(contact["phone"])):
+            [(matched, stored_zone)] = await stored_timezones(db, workspace, [contact])
+            if not matched or stored_zone is None:
+                contact["timezone"] = zone
+        async with contract_fields():
+            written = await fetch_one(
+                db, Q["upsert_contacts"], {"workspace_id": workspace, "contacts": Jsonb([contact])}
+            )
+        row = await fetch_one(db, Q["get_contact"], {"id": written["contact_id"]})
+        return Response(msgspec.convert(row, Contact), status_code=201 if written["created"] else 200)
+
+    @get("/", summary="List contacts, oldest first; search and filter")
+    async def index(
+        self,
+        db: Db,
+        workspace: WorkspaceId,
+        q: Annotated[
+            str | None,
+            QueryParameter(description="Case-insensitive search in name, email and phone", max_length=200),
+        ] = None,
+        tag: Annotated[str | None, QueryParameter(description="Only contacts with this tag")] = None,
+        opted_out: Annotated[
+            bool | None, QueryParameter(description="true: opted out of SMS or email; false: of neither")
+        ] = None,
+        page: Annotated[int, QueryParameter(ge=1, description="1-based page number")] = 1,
+        page_size: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    ) -> ContactPage:
+        search = (q or "").strip()
+        params = {
+            "workspace_id": workspace,
+            "q": like_pattern(search) if search else None,
+            "tag": tag,
+            "opted_out": opted_out,
+            "limit": page_size,
+            "offset": (page - 1) * page_size,
+        }
+        rows = await fetch_all(db, Q["list_contacts"], params)
+        if rows:
+            total = rows[0]["total"]
+        else:
+            total = await fetch_value(db, Q["count_contacts"], params) if page > 1 else 0
+        return ContactPage(msgspec.convert(rows, list[Contact]), total, page, page_size)
+
+    @get("/{contact_id:uuid}", summary="One contact")
+    async def detail(self, db: Db, contact_id: FromPath[UUID]) -> Contact:
+        return msgspec.convert(await visible_contact(db, contact_id), Contact)
+
+    @patch(
+        "/{contact_id:uuid}",
+        summary="Change some of a contact's values (null clears one)",
+        description="Only the keys sent change. `fields` merges key by key (a null value removes that key); "
+        "`tags` replaces the list. A phone or email that belongs to another contact is a 409.",
+    )
+    async def update(
+        self, request: Request, db: Db, contact_id: FromPath[UUID], data: JSONBody[ContactUpdateBody]
+    ) -> Contact:
+        current = await visible_contact(db, contact_id)
+        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        changes = clean_contact(changes, request.app.state.settings.default_region)
+        phone = changes.get("phone", current["phone"])
+        if (
+            "timezone" not in changes
+            and current["timezone"] is None
+            and phone
+            and (zone := infer_timezone(phone))
+        ):
+            changes["timezone"] = zone
+        async with contract_fields():
+            await fetch_one(db, Q["update_contact"], {"id": contact_id, "changes": Jsonb(changes)})
+        return msgspec.convert(await visible_contact(db, contact_id), Contact)
+
+    @delete(
+        "/{contact_id:uuid}",
+        summary="Delete a contact (soft: its opt-outs are kept; its live enrollments end)",
+        description="Live enrollments end as cancelled with exit_reason contact_deleted. Re-importing the "
+        "contact brings it back, with its opt-outs.",
+    )
+    async def remove(self, db: Db, contact_id: FromPath[UUID]) -> None:
+        await visible_contact(db, contact_id)
+        await fetch_one(db, Q["delete_contact"], {"id": contact_id})
+
+    @get("/{contact_id:uuid}/enrollments", summary="A contact's enrollments, newest first")
+    async def enrollments(self, db: Db, contact_id: FromPath[UUID]) -> list[ContactEnrollment]:
+        await visible_contact(db, contact_id)
+        rows = await fetch_all(db, Q["contact_enrollments"], {"contact_id": contact_id})
+        return msgspec.convert(rows, list[ContactEnrollment])
+
+    @post(
+        "/import",
+        summary="Import contacts from a CSV file (streamed; upsert on phone, then email)",
+        description="Send the CSV as the body (Content-Type: text/csv) or as a multipart/form-data file. "
+        "The header row names the columns: phone, email, first_name, last_name, company, title, timezone, "
+        "tags (separated by ; or ,); any other column becomes a custom field. Empty cells leave stored values "
+        "alone. Each row is created, updated or rejected (with the reason); `results` chooses which rows are "
+        "listed (default: rejected only). Uploading the same file again creates nothing. Row 1 is the first "
+        "row after the header.",
+        status_code=200,
+        request_max_body_size=MAX_IMPORT_BYTES,
+        operation_class=CsvUploadOperation,
+    )
+    async def import_csv(
+        self,
+        request: Request,
+        db: Db,
+        workspace: WorkspaceId,
+        results: Annotated[
+            Literal["rejected", "all"],
+            QueryParameter(description="Which rows the response lists: rejected (default) or all"),
+        ] = "rejected",
+    ) -> ImportSummary:
+        content_type = request.headers.get("content-type", "text/csv")
+        media_type = content_type.split(";")[0].strip().lower()
+        chunks = request.stream()
+        if media_type == "multipart/form-data":
+            boundary = content_boundary(content_type)
+            if not boundary:
+                raise HTTPException(status_code=400, detail="multipart/form-data without a boundary")
+            chunks = multipart_file(chunks, boundary)
+        elif media_type and media_type not in CSV_TYPES:
+            raise HTTPException(
+                status_code=415, detail=f"send text/csv or multipart/form-data, not {media_type}"
+            )
+        return await import_contacts(
+            db, workspace, chunks, region=request.app.state.settings.default_region, listing=results
+        )
+
+
+route_handlers = [ContactController]

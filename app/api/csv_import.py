@@ -1,0 +1,413 @@
+"""Streamed CSV import of contacts. The request body is read chunk by chunk (never whole): bytes are
+decoded incrementally (UTF-8, an optional BOM), cut into lines, grouped into whole CSV records (a quoted
+field may span lines) and parsed by csv.reader; each row is validated at the edge (app.api.validation),
+and valid rows are upserted in chunks of CHUNK_ROWS through drumbeat_api.upsert_contacts, which matches
+on phone, then email. What the import holds at any time is one chunk of rows plus the per-row results
+asked for (by default only the rejected rows), whatever the file's size.
+
+Rows are checked twice: here for the shapes (phone, email, time zone), and by the contract for what
+only the database knows (an email that belongs to another contact than the phone). A chunk the contract
+refuses is re-checked with drumbeat_api.check_contacts: its bad rows are rejected with the contract's
+reason, rows that repeat an earlier row of the same chunk wait for the next round (so they apply as
+updates, in file order), and the rest is upserted. Re-uploading a file therefore creates nothing new."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+import psycopg
+from psycopg.types.json import Jsonb
+
+from app.api.db import fetch_all, translated_errors
+from app.api.validation import STANDARD_FIELDS, clean_contact, infer_timezone, require_reachable, sql_field
+from app.errors import Invalid
+from app.queries import queries
+
+Q = queries("api_contacts")
+CHUNK_ROWS = 1000
+MAX_RECORD_CHARS = 1_048_576  # one CSV record (a runaway quoted field) may not exceed this
+DUPLICATE = "matches the same contact as "
+TAG_SEPARATORS = re.compile(r"[;,]")
+
+Outcome = Literal["created", "updated", "rejected"]
+
+
+class ImportRow(msgspec.Struct):
+    row: int
+    outcome: Outcome
+    contact_id: UUID | None = None
+    field: str | None = None
+    reason: str | None = None
+
+
+class ImportSummary(msgspec.Struct):
+    created: int
+    updated: int
+    rejected: int
+    total: int
+    results: list[ImportRow]
+
+
+@dataclass
+class Pending:
+    row: int
+    contact: dict[str, Any]
+    inferred: str | None  # a time zone from the phone, used only if the stored contact has none
+
+
+@dataclass
+class Importer:
+    db: psycopg.AsyncConnection
+    workspace_id: UUID
+    region: str
+    listing: Literal["rejected", "all"] = "rejected"
+    chunk_rows: int = CHUNK_ROWS
+    created: int = 0
+    updated: int = 0
+    rejected: int = 0
+    results: list[ImportRow] = field(default_factory=list)
+    batch: list[Pending] = field(default_factory=list)
+    batch_keys: set[str] = field(default_factory=set)
+
+    # -- outcomes
+
+    def reject(self, row: int, field_name: str | None, reason: str) -> None:
+        self.rejected += 1
+        self.results.append(ImportRow(row, "rejected", None, field_name, reason))
+
+    def accept(self, row: int, contact_id: UUID, created: bool) -> None:
+        if created:
+            self.created += 1
+        else:
+            self.updated += 1
+        if self.listing == "all":
+            self.results.append(ImportRow(row, "created" if created else "updated", contact_id))
+
+    def summary(self) -> ImportSummary:
+        self.results.sort(key=lambda r: r.row)  # deferred duplicates are decided after later rows
+        total = self.created + self.updated + self.rejected
+        return ImportSummary(self.created, self.updated, self.rejected, total, self.results)
+
+    # -- rows
+
+    async def add(self, row: int, raw: dict[str, Any]) -> None:
+        if any("\x00" in str(value) for value in raw.values()):
+            self.reject(row, None, "contains a NUL character (Postgres text cannot hold one)")
+            return
+        try:
+            contact = clean_contact(raw, self.region)
+            require_reachable(contact)
+        except Invalid as error:
+            self.reject(row, error.field, str(error))
+            return
+        inferred = None
+        if "timezone" not in contact and contact.get("phone"):
+            inferred = infer_timezone(contact["phone"])
+        keys = {f"{key}:{contact[key]}" for key in ("phone", "email") if contact.get(key)}
+        if keys & self.batch_keys or len(self.batch) >= self.chunk_rows:
+            await self.flush()  # a repeated phone/email applies after the row it repeats, as an update
+        self.batch.append(Pending(row, contact, inferred))
+        self.batch_keys |= keys
+
+    async def flush(self) -> None:
+        batch, self.batch, self.batch_keys = self.batch, [], set()
+        while batch:
+            contacts = [p.contact for p in batch]
+            try:
+                async with self.db.transaction():  # a savepoint: a refused chunk leaves no trace
+                    await self.write(batch)
+            except Invalid:
+                batch = await self.sort_out(batch, contacts)
+                continue
+            return
+
+    async def write(self, batch: list[Pending]) -> None:
+        """Upsert the rows; a zone inferred from a phone goes only to a contact that has none."""
+        contacts = [dict(p.contact) for p in batch]
+        guess = [i for i, p in enumerate(batch) if p.inferred]
+        if guess:
+            zones = await stored_timezones(self.db, self.workspace_id, [contacts[i] for i in guess])
+            for i, (matched, zone) in zip(guess, zones, strict=True):
+                if not matched or zone is None:
+                    contacts[i]["timezone"] = batch[i].inferred
+        rows = await fetch_all(
+            self.db, Q["upsert_contacts"], {"workspace_id": self.workspace_id, "contacts": Jsonb(contacts)}
+        )
+        for pending, written in zip(batch, rows, strict=True):
+            self.accept(pending.row, written["contact_id"], written["created"])
+
+    async def sort_out(self, batch: list[Pending], contacts: list[dict[str, Any]]) -> list[Pending]:
+        """After the contract refused a chunk: reject its bad rows, write the clean ones, and return the
+        rows that repeat an earlier row of the chunk, for the next round (they apply as updates)."""
+        errors = await fetch_all(
+            self.db, Q["check_contacts"], {"workspace_id": self.workspace_id, "contacts": Jsonb(contacts)}
+        )
+        if not errors:  # pragma: no cover - upsert_contacts and check_contacts run the same checks
+            raise Invalid("the import was refused by the database", "file")
+        by_row: dict[int, list[dict[str, Any]]] = {}
+        for error in errors:
+            by_row.setdefault(error["i"], []).append(error)
+        clean: list[Pending] = []
+        later: list[Pending] = []
+        for i, pending in enumerate(batch):
+            found = by_row.get(i)
+            real = [e for e in found or [] if not e["message"].startswith(DUPLICATE)]
+            if not found:
+                clean.append(pending)
+            elif real:
+                name = sql_field(real[0]["field"])
+                message = real[0]["message"]
+                self.reject(pending.row, name, f"{name}: {message}" if name else message)
+            else:
+                later.append(pending)
+        if clean:
+            await self.write(clean)
+        return later
+
+
+async def stored_timezones(
+    db: psycopg.AsyncConnection, workspace_id: UUID, contacts: list[dict[str, Any]]
+) -> list[tuple[bool, str | None]]:
+    """Per contact: does it match a stored contact (on phone, then email, as upsert_contacts matches),
+    and that contact's time zone."""
+    params = {
+        "workspace_id": workspace_id,
+        "phones": [c["phone"] for c in contacts if c.get("phone")],
+        "emails": [c["email"] for c in contacts if c.get("email")],
+    }
+    async with translated_errors():
+        cursor = await db.execute(Q["stored_matches"], params, prepare=False)
+        rows = await cursor.fetchall()
+    by_phone = {r["phone"]: r["timezone"] for r in rows if r["phone"]}
+    by_email = {r["email"]: r["timezone"] for r in rows if r["email"]}
+    found: list[tuple[bool, str | None]] = []
+    for contact in contacts:
+        phone, email = contact.get("phone"), contact.get("email")
+        if phone in by_phone:
+            found.append((True, by_phone[phone]))
+        elif email in by_email:
+            found.append((True, by_email[email]))
+        else:
+            found.append((False, None))
+    return found
+
+
+# -- bytes -> lines -> records
+
+
+async def decoded_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
+    """Lines (with their endings) of a UTF-8 byte stream, decoded incrementally; a BOM is dropped."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    tail = ""
+    line_count = 0
+    async for chunk in chunks:
+        try:
+            text = decoder.decode(chunk)
+        except UnicodeDecodeError:
+            raise Invalid(
+                f"not UTF-8 text (near line {line_count + 1}): save the CSV as UTF-8", "file"
+            ) from None
+        if not text:
+            continue
+        parts = (tail + text).split("\n")
+        tail = parts.pop()
+        line_count += len(parts)
+        for part in parts:
+            yield part + "\n"
+        if len(tail) > MAX_RECORD_CHARS:
+            raise Invalid(f"line {line_count + 1} is longer than {MAX_RECORD_CHARS} characters", "file")
+    try:
+        tail += decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise Invalid("not UTF-8 text (at the end): save the CSV as UTF-8", "file") from None
+    if tail:
+        yield tail
+
+
+class _Feed:
+    """The line source of one csv.reader, refilled between reads. Only whole records are put in, so the
+    reader never runs dry in the middle of one (a dry feed ends the current read, not the reader)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        if not self.lines:
+            raise StopIteration
+        return self.lines.pop()
+
+
+async def csv_records(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
+    """CSV records of a byte stream. A record ends at a line end outside quotes: lines are grouped until
+    their count of quote characters is even (RFC 4180 quoting), then handed to csv.reader."""
+    feed = _Feed()
+    reader = csv.reader(feed, strict=False)
+    pending: list[str] = []
+    pending_chars = 0
+    quotes = 0
+    async for line in decoded_lines(chunks):
+        pending.append(line)
+        pending_chars += len(line)
+        quotes += line.count('"')
+        if quotes % 2:
+            if pending_chars > MAX_RECORD_CHARS:
+                raise Invalid(
+                    f"a quoted field is never closed (a record exceeds {MAX_RECORD_CHARS} characters)", "file"
+                )
+            continue
+        feed.lines = pending[::-1]
+        pending, pending_chars, quotes = [], 0, 0
+        while feed.lines:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:
+                raise Invalid(f"not a readable CSV file: {error}", "file") from None
+            yield record
+    if pending:  # an unclosed quote at the end: let csv.reader make what it can of it
+        feed.lines = pending[::-1]
+        while feed.lines:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:
+                raise Invalid(f"not a readable CSV file: {error}", "file") from None
+            yield record
+
+
+# -- multipart/form-data
+
+
+async def multipart_file(chunks: AsyncIterable[bytes], boundary: str) -> AsyncIterator[bytes]:
+    """The bytes of the first file part (a part with a filename, or named "file") of a multipart/form-data
+    stream, passed on as they arrive; other parts are skipped."""
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    buffer = b"\r\n"  # the body opens with the first delimiter, minus its leading line break
+    state = "preamble"
+    async for chunk in chunks:
+        buffer += chunk
+        while True:
+            if state == "headers":
+                if len(buffer) < 2:
+                    break
+                if buffer.startswith(b"--"):  # the closing delimiter
+                    raise Invalid("the multipart body has no file part: send the CSV as a file", "file")
+                end = buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buffer) > 16384:
+                        raise Invalid("a multipart part's headers are too long", "file")
+                    break
+                headers = buffer[:end].decode("latin-1").lower()
+                buffer = buffer[end + 4 :]
+                wanted = "filename=" in headers or 'name="file"' in headers
+                state = "file" if wanted else "skip"
+                continue
+            at = buffer.find(delimiter)
+            if at < 0:
+                keep = len(delimiter) - 1  # a delimiter may straddle two chunks
+                if state == "file" and len(buffer) > keep:
+                    yield buffer[:-keep]
+                buffer = buffer[-keep:] if len(buffer) > keep else buffer
+                break
+            if state == "file":
+                if at:
+                    yield buffer[:at]
+                return
+            buffer = buffer[at + len(delimiter) :]
+            state = "headers"
+    raise Invalid("the multipart body ended before a complete file part", "file")
+
+
+def content_boundary(content_type: str) -> str | None:
+    """The boundary parameter of a multipart/form-data content type."""
+    match = re.search(r'boundary="?([^";]+)"?', content_type, re.IGNORECASE)
+    return match.group(1) if match else None
+
+
+# -- header and rows
+
+
+@dataclass
+class Columns:
+    names: list[str]  # per column: a standard key, "tags", or "fields.<name>"
+
+    @classmethod
+    def from_header(cls, header: list[str]) -> Columns:
+        names: list[str] = []
+        for n, cell in enumerate(header, start=1):
+            label = cell.strip()
+            if not label:
+                raise Invalid(f"column {n} of the header row has no name", "file")
+            key = label.lower()
+            name = key if key in (*STANDARD_FIELDS, "tags") else f"fields.{label}"
+            if name in names:
+                raise Invalid(f"column {label!r} appears twice in the header row", "file")
+            names.append(name)
+        if "phone" not in names and "email" not in names:
+            raise Invalid(
+                "the header row needs a phone or an email column "
+                "(columns: phone, email, first_name, last_name, company, title, timezone, tags, others become fields)",
+                "file",
+            )
+        return cls(names)
+
+    def contact(self, cells: list[str]) -> dict[str, Any]:
+        """A row as upsert input: empty cells are left out (they never clear a stored value)."""
+        contact: dict[str, Any] = {}
+        custom: dict[str, str] = {}
+        for name, cell in zip(self.names, cells, strict=True):
+            if not cell.strip():
+                continue
+            if name.startswith("fields."):
+                custom[name[7:]] = cell.strip()
+            elif name == "tags":
+                contact["tags"] = [t.strip() for t in TAG_SEPARATORS.split(cell) if t.strip()]
+            else:
+                contact[name] = cell
+        if custom:
+            contact["fields"] = custom
+        return contact
+
+
+async def import_contacts(
+    db: psycopg.AsyncConnection,
+    workspace_id: UUID,
+    chunks: AsyncIterable[bytes],
+    *,
+    region: str,
+    listing: Literal["rejected", "all"] = "rejected",
+    chunk_rows: int | None = None,
+) -> ImportSummary:
+    """Import a CSV byte stream into the workspace (within the caller's transaction)."""
+    importer = Importer(db, workspace_id, region, listing, chunk_rows or CHUNK_ROWS)
+    columns: Columns | None = None
+    row = 0
+    async for record in csv_records(chunks):
+        if columns is None:
+            if not any(cell.strip() for cell in record):
+                continue  # blank lines before the header
+            columns = Columns.from_header(record)
+            continue
+        if not any(cell.strip() for cell in record):
+            continue  # blank lines are not rows
+        row += 1
+        if len(record) != len(columns.names):
+            importer.reject(row, None, f"has {len(record)} cells, the header row has {len(columns.names)}")
+            continue
+        await importer.add(row, columns.contact(record))
+    if columns is None:
+        raise Invalid("the file is empty: expected a header row, then one contact per row", "file")
+    await importer.flush()
+    return importer.summary()
