@@ -18,7 +18,7 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, QueryParameter
 from psycopg.types.json import Jsonb
 
 from app.api.csv_import import (
@@ -29,7 +29,7 @@ from app.api.csv_import import (
     stored_timezones,
 )
 from app.api.db import fetch_all, fetch_one, fetch_value, require_row
-from app.api.deps import Db, WorkspaceId, provide_workspace_id
+from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.validation import clean_contact, infer_timezone, require_reachable, sql_field
 from app.errors import DrumbeatError
 from app.queries import queries
@@ -207,7 +207,7 @@ class ContactController(Controller):
         status_code=201,
     )
     async def create(
-        self, request: Request, db: Db, workspace: WorkspaceId, data: JSONBody[ContactCreateBody]
+        self, request: Request, db: Db, workspace: WorkspaceId, data: example_body(ContactCreateBody)
     ) -> Response[Contact]:
         raw = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         contact = clean_contact(raw, request.app.state.settings.default_region)
@@ -266,7 +266,7 @@ class ContactController(Controller):
         "`tags` replaces the list. A phone or email that belongs to another contact is a 409.",
     )
     async def update(
-        self, request: Request, db: Db, contact_id: FromPath[UUID], data: JSONBody[ContactUpdateBody]
+        self, request: Request, db: Db, contact_id: FromPath[UUID], data: example_body(ContactUpdateBody)
     ) -> Contact:
         current = await visible_contact(db, contact_id)
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}

@@ -4,13 +4,14 @@ request is about (`workspace_id`)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any, get_args
 from uuid import UUID
 
 import psycopg
 from litestar import Request
 from litestar.di import NamedDependency
-from litestar.params import QueryParameter
+from litestar.openapi.spec import Example
+from litestar.params import Body, QueryParameter
 
 from app.api.db import act_as, fetch_one, fetch_value, require_row
 from app.errors import Invalid
@@ -56,3 +57,14 @@ async def provide_workspace_id(
     if len(mine) > 1:
         raise Invalid("required: you belong to several workspaces", "workspace_id")
     return mine[0]
+
+
+def example_body(annotated: Any) -> Any:
+    """A JSON request body type whose msgspec examples (msgspec.Meta(examples=[...]) on an Annotated
+    alias) are also shown in the OpenAPI document: Litestar takes body examples from Body(examples=...)."""
+    _, *metadata = get_args(annotated)
+    examples = [example for meta in metadata for example in (getattr(meta, "examples", None) or [])]
+    return Annotated[
+        annotated,
+        Body(examples=[Example(summary=f"example {n}", value=v) for n, v in enumerate(examples, 1)]),
+    ]

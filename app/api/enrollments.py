@@ -16,7 +16,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.types.json import Jsonb
 
 from app.api.db import fetch_all, fetch_one, fetch_value, require_row
-from app.api.deps import Db, WorkspaceId, provide_workspace_id
+from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.errors import DrumbeatError, NotFound
 from app.queries import queries
 
@@ -348,7 +348,7 @@ class EnrollmentController(Controller):
         "enrollment `scheduled`.",
         status_code=201,
     )
-    async def create(self, db: Db, data: JSONBody[EnrollmentCreateBody]) -> Enrollment:
+    async def create(self, db: Db, data: example_body(EnrollmentCreateBody)) -> Enrollment:
         [result] = await enroll(db, data, [data.contact_id])
         outcome = result["outcome"]
         if outcome != "enrolled":
@@ -367,7 +367,7 @@ class EnrollmentController(Controller):
         "even when nobody was enrolled.",
         status_code=200,
     )
-    async def bulk(self, db: Db, data: JSONBody[BulkEnrollmentCreateBody]) -> BulkEnrollmentResult:
+    async def bulk(self, db: Db, data: example_body(BulkEnrollmentCreateBody)) -> BulkEnrollmentResult:
         rows = await enroll(db, data, data.contact_ids)
         results = msgspec.convert(rows, list[EnrollmentOutcome])
         counts: dict[str, int] = {}
@@ -537,7 +537,7 @@ class EventController(Controller):
         "lists what was logged, with each enrollment's status after the event.",
         status_code=201,
     )
-    async def create(self, db: Db, data: JSONBody[EventCreateBody]) -> Response[EventRecorded]:
+    async def create(self, db: Db, data: example_body(EventCreateBody)) -> Response[EventRecorded]:
         params = {"contact_id": data.contact_id, "kind": data.kind, "payload": Jsonb(data.payload)}
         await fetch_one(db, Q["record_event"], params)
         rows = await fetch_all(db, Q["recorded_events"], params)

@@ -27,7 +27,7 @@ from msgspec import UNSET, UnsetType
 from psycopg.types.json import Jsonb
 
 from app.api.db import fetch_all, fetch_one, fetch_value, require_row
-from app.api.deps import Db, WorkspaceId, provide_workspace_id
+from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.errors import Conflict, Invalid, NotFound
 from app.queries import queries
 from workers import render  # the worker's own sandbox and cache: templates compile here as they will run
@@ -545,7 +545,7 @@ class SequenceController(Controller):
         dependencies={"workspace": Provide(provide_workspace_id)},
     )
     async def create(
-        self, db: Db, workspace: WorkspaceId, data: JSONBody[SequenceDefinitionBody]
+        self, db: Db, workspace: WorkspaceId, data: example_body(SequenceDefinitionBody)
     ) -> SequenceDetail:
         definition = checked(msgspec.to_builtins(data))
         sequence_id = await fetch_value(
@@ -592,7 +592,7 @@ class SequenceController(Controller):
         "past. `version` goes up by one. 409 for an archived sequence.",
     )
     async def replace(
-        self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[SequenceDefinitionBody]
+        self, db: Db, sequence_id: FromPath[UUID], data: example_body(SequenceDefinitionBody)
     ) -> SequenceDetail:
         await locked_sequence(db, sequence_id)
         await save(db, sequence_id, msgspec.to_builtins(data))
@@ -734,7 +734,7 @@ class StepController(Controller):
         "step's own condition/goto positions are in the new numbering.",
         status_code=201,
     )
-    async def create(self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[StepCreateBody]) -> Step:
+    async def create(self, db: Db, sequence_id: FromPath[UUID], data: example_body(StepCreateBody)) -> Step:
         definition = base_definition(await locked_sequence(db, sequence_id))
         before = await step_rows(db, sequence_id)
         steps = [step_definition(row) for row in before]

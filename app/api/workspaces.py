@@ -13,7 +13,7 @@ from litestar.params import FromPath, JSONBody
 from psycopg.types.json import Jsonb
 
 from app.api.db import fetch_all, fetch_one, fetch_value, require_row
-from app.api.deps import Db, WorkspaceId, provide_workspace_id
+from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.queries import queries
 
 Q = queries("api_workspaces")
@@ -80,12 +80,26 @@ class HolidaysSet(msgspec.Struct, forbid_unknown_fields=True):
     dates: list[dt.date]
 
 
+WorkspaceCreateBody = Annotated[
+    WorkspaceCreate, msgspec.Meta(examples=[{"name": "Acme Sales", "timezone": "America/New_York"}])
+]
+SenderCreateBody = Annotated[
+    SenderCreate,
+    msgspec.Meta(
+        examples=[
+            {"channel": "sms", "address": "+12025550100", "name": "Main line", "rate_per_second": 10},
+            {"channel": "email", "address": "sales@acme.example", "name": "Acme Sales", "daily_cap": 500},
+        ]
+    ),
+]
+
+
 class WorkspaceController(Controller):
     path = "/workspaces"
     tags = ["workspaces"]
 
     @post("/", summary="Create a workspace (the caller becomes its owner)")
-    async def create(self, db: Db, data: JSONBody[WorkspaceCreate]) -> Workspace:
+    async def create(self, db: Db, data: example_body(WorkspaceCreateBody)) -> Workspace:
         workspace_id = await fetch_value(
             db, Q["create_workspace"], {"name": data.name, "timezone": data.timezone}
         )
@@ -116,7 +130,7 @@ class SenderController(Controller):
     dependencies = {"workspace": Provide(provide_workspace_id)}
 
     @post("/", summary="Add a sender (an SMS number or Messaging Service, or a from address)")
-    async def create(self, db: Db, workspace: WorkspaceId, data: JSONBody[SenderCreate]) -> Sender:
+    async def create(self, db: Db, workspace: WorkspaceId, data: example_body(SenderCreateBody)) -> Sender:
         settings = {
             k: v
             for k, v in msgspec.to_builtins(data).items()
