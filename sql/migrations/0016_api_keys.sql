@@ -81,12 +81,8 @@ SECURITY INVOKER
 SET search_path = ''
 AS $$
 DECLARE
-    v_workspace_id uuid := (SELECT k.workspace_id FROM drumbeat.api_keys k WHERE k.id = p_key_id);
+    v_workspace_id uuid := drumbeat.workspace_of('api_keys', p_key_id, 'p_key_id', 'admin');
 BEGIN
-    IF v_workspace_id IS NULL THEN
-        PERFORM drumbeat.raise_error('PT404', 'API key not found', 'key_id');
-    END IF;
-    PERFORM drumbeat.require_role(v_workspace_id, 'admin');
     UPDATE drumbeat.api_keys k SET revoked_at = COALESCE(k.revoked_at, pg_catalog.now()) WHERE k.id = p_key_id;
     DELETE FROM drumbeat.workspace_members m WHERE m.workspace_id = v_workspace_id AND m.user_id = p_key_id;
 END

@@ -43,6 +43,7 @@ class Rows:
     paused_enrollment: uuid.UUID
     task: uuid.UUID
     delivery: uuid.UUID
+    api_key: uuid.UUID
 
     @property
     def workspace_id(self) -> uuid.UUID:
@@ -91,10 +92,10 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
             "SELECT id FROM drumbeat.sequence_steps WHERE sequence_id = %s ORDER BY position", (sequence,)
         )
     ]
-    conn.execute(
-        """INSERT INTO drumbeat.api_keys (workspace_id, name, prefix, hash) VALUES (%s, %s, %s, %s)""",
-        (tenant.workspace_id, f"{name} key", f"db_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex * 2),
-    )
+    api_key = conn.execute(
+        "SELECT key_id FROM drumbeat.issue_api_key(%s, %s, 'member', NULL)",
+        (tenant.workspace_id, f"{name} key"),
+    ).fetchone()[0]
     delivery = conn.execute(
         """INSERT INTO drumbeat.deliveries (workspace_id, enrollment_id, step_id, contact_id, sender_id, channel,
                                             idempotency_key, scheduled_for, body)
@@ -118,7 +119,7 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
     ).fetchone()[0]
     return Rows(
         tenant, sms_sender, email_sender, contacts, sequence, steps, draft_sequence, paused_sequence,
-        enrollment, task_enrollment, paused_enrollment, task, delivery,
+        enrollment, task_enrollment, paused_enrollment, task, delivery, api_key,
     )  # fmt: skip
 
 
@@ -480,6 +481,13 @@ CASES = {
     "record_event": Case(lambda r: (r.contacts[0], "replied", Jsonb({}))),
     "preview_schedule": Case(lambda r: (r.sequence, r.contacts[0], None), writes=False),
     "sequence_stats": Case(lambda r: (r.sequence,), writes=False),
+    "create_api_key": Case(lambda r: (r.workspace_id, "ci", "member"), min_role="admin"),
+    "revoke_api_key": Case(lambda r: (r.api_key,), min_role="admin"),
+    "check_contacts": Case(
+        lambda r: (r.workspace_id, Jsonb([{"phone": phone()}, {"phone": "12"}])), writes=False
+    ),
+    "update_contact": Case(lambda r: (r.contacts[3], Jsonb({"first_name": "Renamed"}))),
+    "delete_contact": Case(lambda r: (r.contacts[3],)),
 }
 SCOPED = [name for name, case in CASES.items() if case.scoped]
 
