@@ -28,8 +28,9 @@ from app.api.csv_import import (
     multipart_file,
     stored_timezones,
 )
-from app.api.db import fetch_all, fetch_one, fetch_value, require_row
+from app.api.db import fetch_all, fetch_one, require_row
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.api.paging import Page, PageSize, paged
 from app.api.validation import clean_contact, infer_timezone, require_reachable, sql_field
 from app.errors import DrumbeatError
 from app.queries import queries
@@ -236,8 +237,8 @@ class ContactController(Controller):
         opted_out: Annotated[
             bool | None, QueryParameter(description="true: opted out of SMS or email; false: of neither")
         ] = None,
-        page: Annotated[int, QueryParameter(ge=1, description="1-based page number")] = 1,
-        page_size: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        page: Page = 1,
+        page_size: PageSize = 50,
     ) -> ContactPage:
         search = (q or "").strip()
         params = {
@@ -248,11 +249,7 @@ class ContactController(Controller):
             "limit": page_size,
             "offset": (page - 1) * page_size,
         }
-        rows = await fetch_all(db, Q["list_contacts"], params)
-        if rows:
-            total = rows[0]["total"]
-        else:
-            total = await fetch_value(db, Q["count_contacts"], params) if page > 1 else 0
+        rows, total = await paged(db, Q["list_contacts"], Q["count_contacts"], params)
         return ContactPage(msgspec.convert(rows, list[Contact]), total, page, page_size)
 
     @get("/{contact_id:uuid}", summary="One contact")

@@ -15,15 +15,15 @@ from litestar.di import Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.types.json import Jsonb
 
-from app.api.db import fetch_all, fetch_one, fetch_value, require_row
+from app.api.db import fetch_all, fetch_one, require_row
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.api.paging import Page, PageSize, paged
 from app.errors import DrumbeatError, NotFound
 from app.queries import queries
 
 Q = queries("api_enrollments")
 
 MAX_BULK = 10_000
-MAX_PAGE_SIZE = 500
 MAX_TIMELINE = 1000
 
 Outcome = Literal["enrolled", "already_enrolled", "opted_out", "unreachable", "not_found"]
@@ -39,8 +39,6 @@ Metadata = Annotated[
 StartAtStep = Annotated[
     int, msgspec.Meta(ge=1, description="Start at this step position instead of the first step")
 ]
-Page = Annotated[int, QueryParameter(ge=1, le=1_000_000, description="1-based page number")]
-PageSize = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Items per page (max 500)")]
 
 
 # ---------------------------------------------------------------------------------------------- structs
@@ -321,15 +319,6 @@ async def transition(db: Db, query: str, params: dict[str, Any]) -> Enrollment:
     return msgspec.convert(await visible_enrollment(db, params["id"]), Enrollment)
 
 
-async def paged(db: Db, name: str, params: dict[str, Any]) -> tuple[list[dict], int]:
-    """One page (list_<name>) and the total (count_<name>, same filters). The count is skipped when the
-    page itself shows the total: a partial page that is not past the end."""
-    rows = await fetch_all(db, Q[f"list_{name}"], params)
-    if (rows or params["offset"] == 0) and len(rows) < params["limit"]:
-        return rows, params["offset"] + len(rows)
-    return rows, await fetch_value(db, Q[f"count_{name}"], params)
-
-
 # ---------------------------------------------------------------------------------------------- controllers
 
 
@@ -409,7 +398,7 @@ class EnrollmentController(Controller):
             "limit": page_size,
             "offset": (page - 1) * page_size,
         }
-        rows, total = await paged(db, name, params)
+        rows, total = await paged(db, Q[f"list_{name}"], Q[f"count_{name}"], params)
         return EnrollmentPage(msgspec.convert(rows, list[Enrollment]), total, page, page_size)
 
     @get("/{enrollment_id:uuid}", summary="One enrollment, with its deliveries and its timeline of events")
@@ -498,7 +487,7 @@ class TaskController(Controller):
             "limit": page_size,
             "offset": (page - 1) * page_size,
         }
-        rows, total = await paged(db, "tasks", params)
+        rows, total = await paged(db, Q["list_tasks"], Q["count_tasks"], params)
         return TaskPage(msgspec.convert(rows, list[Task]), total, page, page_size)
 
     @get("/{task_id:uuid}", summary="One task")

@@ -28,13 +28,13 @@ from psycopg.types.json import Jsonb
 
 from app.api.db import fetch_all, fetch_one, fetch_value, require_row
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.api.paging import Page, PageSize, paged
 from app.errors import Conflict, Invalid, NotFound
 from app.queries import queries
 from workers import render  # the worker's own sandbox and cache: templates compile here as they will run
 
 Q = queries("api_sequences")
 
-MAX_PAGE_SIZE = 500
 MAX_STEPS = 100
 
 SequenceStatus = Literal["draft", "active", "paused", "archived"]
@@ -53,8 +53,6 @@ Body = Annotated[
     str, msgspec.Meta(max_length=100_000, description="Text body (a template); SMS: 1600 at most")
 ]
 HtmlBody = Annotated[str, msgspec.Meta(max_length=500_000, description="Email HTML body (a template)")]
-Page = Annotated[int, QueryParameter(ge=1, le=1_000_000, description="1-based page number")]
-PageSize = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Items per page (max 500)")]
 
 
 # ---------------------------------------------------------------------------------------------- definition
@@ -572,11 +570,7 @@ class SequenceController(Controller):
             "limit": page_size,
             "offset": (page - 1) * page_size,
         }
-        rows = await fetch_all(db, Q["list_sequences"], params)
-        if (rows or page == 1) and len(rows) < page_size:
-            total = params["offset"] + len(rows)
-        else:
-            total = await fetch_value(db, Q["count_sequences"], params)
+        rows, total = await paged(db, Q["list_sequences"], Q["count_sequences"], params)
         return SequencePage(msgspec.convert(rows, list[Sequence]), total, page, page_size)
 
     @get(SEQUENCE_PATH, summary="One sequence with its steps")

@@ -35,8 +35,7 @@ WHERE c.id = %(id)s AND c.deleted_at IS NULL
 -- q: a case-insensitive substring of the name ("first last"), email or phone; tag: contacts carrying it;
 -- opted_out: true = opted out of SMS or email, false = of neither. NULL filters match everything.
 SELECT c.id, c.workspace_id, c.phone, c.email, c.first_name, c.last_name, c.company, c.title, c.timezone,
-       c.fields, c.tags, c.sms_opted_out_at, c.email_opted_out_at, c.bounced_at, c.created_at, c.updated_at,
-       pg_catalog.count(*) OVER () AS total
+       c.fields, c.tags, c.sms_opted_out_at, c.email_opted_out_at, c.bounced_at, c.created_at, c.updated_at
 FROM drumbeat.contacts c
 WHERE c.workspace_id = %(workspace_id)s AND c.deleted_at IS NULL
   AND (%(q)s::text IS NULL
@@ -49,7 +48,7 @@ ORDER BY c.created_at, c.id
 LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: count_contacts
--- The total when the requested page is past the end (the window count above then has no row to ride on).
+-- The total, when the page itself cannot show it (a full page, or one past the end): app/api/paging.py.
 SELECT pg_catalog.count(*) AS total
 FROM drumbeat.contacts c
 WHERE c.workspace_id = %(workspace_id)s AND c.deleted_at IS NULL
