@@ -1,10 +1,12 @@
-"""Process configuration from the environment (DESIGN.md, "Process configuration"), validated at start
-with messages that say which variable is wrong and why."""
+"""Process configuration from the environment and a `.env` file (DESIGN.md, "Process configuration"),
+validated at start with messages that say which variable is wrong and why. README: "Configuration" has the
+table of every variable."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -31,6 +33,8 @@ class Settings:
     jwks_url: str | None = None  # or asymmetric tokens verified against this JWKS
     jwt_audience: str = "authenticated"
     default_region: str = "US"  # phone numbers written without +country are read in this region
+    log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON otherwise
+    log_level: str = "INFO"
 
     @property
     def production(self) -> bool:
@@ -56,11 +60,39 @@ def _flag(name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
-def load_settings() -> Settings:
+def load_dotenv(path: Path | None = None) -> Path | None:
+    """Read variables from a `.env` file (DRUMBEAT_ENV_FILE, else ./.env) into the environment; a variable
+    already in the environment wins. Returns the file read, if any."""
+    import dotenv
+
+    named = os.environ.get("DRUMBEAT_ENV_FILE")
+    path = path or Path(named or ".env")
+    if not path.is_file():
+        if named:
+            raise ConfigError(f"DRUMBEAT_ENV_FILE names {str(path)!r}, which is not a file")
+        return None
+    dotenv.load_dotenv(path, override=False)
+    return path
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def load_settings(database_url: str | None = None) -> Settings:
+    """Settings from the environment; database_url (the embedded server's, say) stands in for an unset
+    DATABASE_URL."""
     env = os.environ
-    database_url = env.get("DATABASE_URL")
+    database_url = env.get("DATABASE_URL") or database_url
     if not database_url:
         raise ConfigError("DATABASE_URL is not set: export it (postgresql://user@host:5432/dbname)")
+    if (
+        env.get("DATABASE_URL")
+        and not database_url.startswith(("postgresql://", "postgres://"))
+        and ("=" not in database_url)
+    ):
+        raise ConfigError(
+            "DATABASE_URL must be a postgresql:// URL (or key=value connection string), got something else"
+        )
     mode = env.get("DRUMBEAT_ENV", "development")
     if mode not in ("development", "production"):
         raise ConfigError(f"DRUMBEAT_ENV must be development or production, got {mode!r}")
@@ -97,6 +129,12 @@ def load_settings() -> Settings:
     jwt_secret = env.get("DRUMBEAT_JWT_SECRET") or None
     if jwt_secret is not None and len(jwt_secret) < 32:
         raise ConfigError("DRUMBEAT_JWT_SECRET must be at least 32 characters (HS256 needs a long secret)")
+    log_format = (env.get("DRUMBEAT_LOG_FORMAT") or "auto").lower()
+    if log_format not in ("auto", "json", "text"):
+        raise ConfigError(f"DRUMBEAT_LOG_FORMAT must be json, text or auto, got {log_format!r}")
+    log_level = (env.get("DRUMBEAT_LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"DRUMBEAT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     return Settings(
         database_url=database_url,
         env=mode,
@@ -116,4 +154,6 @@ def load_settings() -> Settings:
         jwks_url=jwks_url,
         jwt_audience=env.get("DRUMBEAT_JWT_AUDIENCE") or "authenticated",
         default_region=region,
+        log_format=log_format,
+        log_level=log_level,
     )

@@ -434,12 +434,16 @@ def test_migrator_builds_the_same_schema_as_psql(empty_db):
 # 7. the CLI
 
 
-def drumbeat(*args: str, database_url: str | None) -> subprocess.CompletedProcess:
+def drumbeat(
+    *args: str, database_url: str | None, data_dir: Path | None = None
+) -> subprocess.CompletedProcess:
     script = Path(sys.executable).parent / "drumbeat"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DRUMBEAT_DATA_DIR")}
     if database_url is not None:
         env["DATABASE_URL"] = database_url
+    if data_dir is not None:
+        env["DRUMBEAT_DATA_DIR"] = str(data_dir)
     return subprocess.run(
         [*command, *args], capture_output=True, text=True, env=env, cwd=REPOSITORY, timeout=300
     )
@@ -464,10 +468,14 @@ def test_cli_dry_run_then_migrate_then_current(empty_db):
         assert "Schema is current" in again.stdout
 
 
-def test_cli_without_database_url():
-    result = drumbeat("migrate", database_url=None)
-    assert result.returncode != 0
-    assert "DATABASE_URL" in result.stderr
+def test_cli_without_database_url_migrates_the_embedded_database(tmp_path):
+    """No DATABASE_URL: the embedded Postgres in DRUMBEAT_DATA_DIR is started, and its data kept there."""
+    first = drumbeat("migrate", database_url=None, data_dir=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [f"applied: {name}" for name in ALL_NAMES]
+    assert (tmp_path / "pgdata" / "PG_VERSION").is_file()
+    again = drumbeat("migrate", database_url=None, data_dir=tmp_path)
+    assert again.returncode == 0 and "Schema is current" in again.stdout, again.stderr
 
 
 def test_cli_reports_an_unreachable_database_in_one_line():

@@ -1,0 +1,54 @@
+"""The `drumbeat` subcommands, one module each. A command module has HELP (one line for `drumbeat --help`),
+add_arguments(parser) and run(args) -> exit code; heavy imports stay inside run() so `--help` is instant.
+
+Exit codes scripts can rely on: 0 success; 1 the command ran and failed (database unreachable, a migration
+failed, a doctor check failed, a bad workspace id); 2 usage or configuration error (a bad argument, a
+malformed variable: the message names it)."""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """Stops a command with a message on stderr and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(command: str, message: str, code: int = EXIT_FAILED) -> int:
+    print(f"drumbeat {command}: {message}".rstrip(), file=sys.stderr)
+    return code
+
+
+def database_url(command: str) -> str:
+    """DATABASE_URL, else the embedded database (started when needed); CommandError when neither works."""
+    from app.embedded import database_url as resolve
+
+    try:
+        return resolve()[0]
+    except Exception as error:  # pgserver raises plain exceptions (missing binaries, a bad data dir)
+        raise CommandError(
+            f"DATABASE_URL is not set and the embedded Postgres could not start: {error}"
+        ) from error
+
+
+def settings_for(command: str):
+    """Validated settings (with the embedded database standing in for an unset DATABASE_URL);
+    CommandError(EXIT_USAGE) naming the variable when the configuration is wrong."""
+    import os
+
+    from app.settings import ConfigError, load_settings
+
+    try:
+        load_settings("postgresql://unresolved")  # validate everything before starting any server
+        url = os.environ.get("DATABASE_URL") or database_url(command)
+        return load_settings(url)
+    except ConfigError as error:
+        raise CommandError(str(error), EXIT_USAGE) from error

@@ -1,0 +1,42 @@
+"""drumbeat.clock_now(): real time by default, frozen at drumbeat.clock, or running from it at
+drumbeat.clock_rate times real time (what `drumbeat demo` uses)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+
+def clock(conn: psycopg.Connection) -> datetime:
+    return conn.execute("SELECT drumbeat.clock_now()").fetchone()[0]
+
+
+def test_real_time_when_unset(conn: psycopg.Connection) -> None:
+    now = conn.execute("SELECT now()").fetchone()[0]
+    assert clock(conn) == now
+
+
+def test_frozen_at_the_set_instant(conn: psycopg.Connection) -> None:
+    conn.execute("SET drumbeat.clock = '2026-03-08 01:00Z'")
+    assert clock(conn) == datetime(2026, 3, 8, 1, 0, tzinfo=UTC)
+
+
+def test_runs_at_the_rate_from_the_instant_it_was_set(conn: psycopg.Connection) -> None:
+    """Ten real seconds after clock_since, at 3600 clock seconds a second, the clock is ten hours on."""
+    now = conn.execute("SELECT now()").fetchone()[0]
+    since = now - timedelta(seconds=10)
+    conn.execute("SELECT set_config('drumbeat.clock', '2027-03-11 09:00Z', false)")
+    conn.execute("SELECT set_config('drumbeat.clock_since', %s, false)", (since.isoformat(),))
+    conn.execute("SET drumbeat.clock_rate = '3600'")
+    assert clock(conn) == datetime(2027, 3, 11, 19, 0, tzinfo=UTC)
+
+
+def test_one_reading_per_transaction(conn: psycopg.Connection) -> None:
+    """Within a transaction the running clock reads the same, as now() does."""
+    conn.execute("SET drumbeat.clock = '2027-03-11 09:00Z'")
+    conn.execute("SELECT set_config('drumbeat.clock_since', now()::text, false)")
+    conn.execute("SET drumbeat.clock_rate = '3600'")
+    first = clock(conn)
+    conn.execute("SELECT pg_sleep(0.05)")
+    assert clock(conn) == first
