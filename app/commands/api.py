@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from app.commands import EXIT_OK, settings_for
 
@@ -10,8 +11,17 @@ HELP = "serve the HTTP API (OpenAPI docs at /docs) until Ctrl-C"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("DRUMBEAT_HOST", "127.0.0.1"),
+        help="address to listen on (0.0.0.0 for all; default DRUMBEAT_HOST or 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=os.environ.get("DRUMBEAT_PORT", "8000"),
+        help="TCP port (default 8000, or DRUMBEAT_PORT)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,113 @@
+"""The README's run command on a machine with no database: `scripts/run` (no DATABASE_URL) starts an
+embedded Postgres in DRUMBEAT_DATA_DIR, migrates, serves the API and runs a worker; the first run prints an
+API key that works; Ctrl-C stops it cleanly; the second run reuses the data (same workspace, same key)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.app.test_cli_api import _free_port
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+RUN_COMMAND = REPOSITORY / "scripts" / "run"
+
+
+def quickstart_environment(data_dir: Path, port: int) -> dict[str, str]:
+    """The environment of a fresh laptop: no DATABASE_URL, no provider credentials, this test's venv."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if name != "DATABASE_URL" and not name.startswith(("TWILIO_", "SMTP_", "DRUMBEAT_", "PG"))
+    }
+    return inherited | {
+        "DRUMBEAT_VENV": sys.prefix,  # scripts/run would otherwise create and fill .venv
+        "DRUMBEAT_DATA_DIR": str(data_dir),
+        "DRUMBEAT_PORT": str(port),
+    }
+
+
+class Running:
+    """`scripts/run` in the background; its banner read line by line from stdout."""
+
+    def __init__(self, environment: dict[str, str], cwd: Path) -> None:
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [str(RUN_COMMAND)],
+            env=environment,
+            cwd=cwd,  # no stray .env from the repository
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.banner: list[str] = []
+
+    def wait_for_banner(self, timeout: float = 120) -> float:
+        """Read stdout until the banner's last line; returns seconds from start to serving."""
+        deadline = time.monotonic() + timeout
+        for line in self.process.stdout:
+            self.banner.append(line.rstrip("\n"))
+            if line.startswith("Ctrl-C stops everything"):
+                return time.monotonic() - self.started
+            assert time.monotonic() < deadline, "no banner in time"
+        raise AssertionError(f"scripts/run exited ({self.process.wait()}) before serving: {self.banner}")
+
+    def field(self, name: str) -> str | None:
+        """The last word of the banner line labelled `name`."""
+        for line in self.banner:
+            if re.match(rf"\s+{name}\s", line):
+                return line.split()[-1]
+        return None
+
+    def interrupt(self) -> int:
+        """Ctrl-C, as a terminal sends it; the exit code."""
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def test_run_command_serves_an_api_key_on_an_embedded_database_and_reuses_it(tmp_path):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    environment = quickstart_environment(tmp_path / "data", port)
+
+    first = Running(environment, tmp_path)
+    try:
+        cold = first.wait_for_banner()
+        assert any(
+            f"embedded Postgres, data in {tmp_path / 'data' / 'pgdata'}" in line for line in first.banner
+        )
+        token, workspace_id = first.field("API key"), first.field("workspace")
+        assert token and token.startswith("dbk_")
+        assert httpx.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
+        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+        workspaces = httpx.get(f"{base}/api/v1/workspaces", headers={"Authorization": f"Bearer {token}"})
+        assert workspaces.status_code == 200
+        assert [(w["name"], w["role"]) for w in workspaces.json()] == [("Default workspace", "owner")]
+        assert httpx.get(f"{base}/api/v1/workspaces").status_code == 401
+        assert first.interrupt() == 0
+    finally:
+        first.kill()
+
+    second = Running(environment, tmp_path)
+    try:
+        warm = second.wait_for_banner()
+        assert second.field("workspace") == workspace_id
+        assert not any("dbk_" in line for line in second.banner)  # a key is shown once, on the first run
+        again = httpx.get(f"{base}/api/v1/workspaces", headers={"Authorization": f"Bearer {token}"})
+        assert again.status_code == 200 and again.json()[0]["id"] == workspace_id
+        assert second.interrupt() == 0
+    finally:
+        second.kill()
+    print(f"drumbeat up: cold start {cold:.1f} s, warm start {warm:.1f} s")  # shown with pytest -s
