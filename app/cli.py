@@ -20,6 +20,7 @@ COMMANDS = {
     "migrate": "migrate",
     "worker": "worker",
     "api": "api",
+    "workspaces": "workspaces",
     "keys": "keys",
     "import-contacts": "import_contacts",
     "holidays": "holidays",

@@ -43,10 +43,16 @@ def data_dir() -> Path:
 def start_embedded(data_dir: Path, *, cleanup_mode: str | None = "stop"):
     """Start (or reuse) an embedded PostgreSQL keeping its data in data_dir; returns the pgserver handle,
     whose get_uri() is a socket URL to its `postgres` database."""
-    import pgserver
+    import warnings
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    return pgserver.get_server(data_dir, cleanup_mode=cleanup_mode)
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime dir (on import, and again on start); without
+        # XDG_RUNTIME_DIR (root shells, containers) platformdirs warns and uses /tmp/runtime-<uid>: fine.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
+
+        return pgserver.get_server(data_dir, cleanup_mode=cleanup_mode)
 
 
 def server_url(*, embedded_dir: Path, allow_local: bool = True) -> tuple[str, object | None]:

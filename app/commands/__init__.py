@@ -27,6 +27,20 @@ def fail(command: str, message: str, code: int = EXIT_FAILED) -> int:
     return code
 
 
+def describe_database_error(error: Exception) -> str:
+    """A database error as an operator should read it: the contract's message when it is a domain error,
+    the fix when the schema is missing, else the server's own words."""
+    import psycopg
+
+    from app.errors import domain_error
+
+    if isinstance(error, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        return "the database is not migrated: run `drumbeat migrate` first"
+    if isinstance(error, psycopg.OperationalError):
+        return f"cannot reach the database: {error}"
+    return str(domain_error(error) or error)
+
+
 def database_url(command: str) -> str:
     """DATABASE_URL, else the embedded database (started when needed); CommandError when neither works."""
     from app.embedded import database_url as resolve

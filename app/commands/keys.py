@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.commands import EXIT_OK, database_url, fail
+from app.commands import EXIT_OK, database_url, describe_database_error, fail
 
 HELP = "create, revoke or list API keys (as the operator)"
 
@@ -24,7 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import psycopg
 
-    from app.errors import domain_error
     from app.queries import queries
 
     statements = queries("keys")
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                 for row in conn.execute(statements["list"], {"workspace_id": args.workspace}):
                     print(_key_line(*row))
     except psycopg.Error as error:
-        return fail(f"keys {args.action}", str(domain_error(error) or error))
+        return fail(f"keys {args.action}", describe_database_error(error))
     return EXIT_OK
 
 

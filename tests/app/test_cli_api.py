@@ -79,3 +79,29 @@ def test_operator_key_authenticates_against_a_running_api_until_revoked(db_url):
 def test_keys_create_names_a_bad_workspace(db_url):
     result = _drumbeat(db_url, "keys", "create", "--workspace", "00000000-0000-0000-0000-000000000000")
     assert result.returncode == 1 and "drumbeat keys create:" in result.stderr
+
+
+def test_workspaces_create_with_an_owner_key_then_list(db_url):
+    created = _drumbeat(
+        db_url, "workspaces", "create", "--name", "Acme", "--timezone", "Europe/Paris", "--owner-key"
+    )
+    assert created.returncode == 0, created.stderr
+    workspace_id = created.stdout.split()[2]
+    token = next(line.split()[-1] for line in created.stdout.splitlines() if line.startswith("owner key:"))
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT drumbeat.authenticate_api_key(%s)", (token,)).fetchone()[0] is not None
+        row = conn.execute(
+            "SELECT w.name, w.timezone, m.role FROM drumbeat.workspaces w"
+            " JOIN drumbeat.workspace_members m ON m.workspace_id = w.id WHERE w.id = %s",
+            (workspace_id,),
+        ).fetchone()
+    assert row == ("Acme", "Europe/Paris", "owner")
+    listed = _drumbeat(db_url, "workspaces", "list")
+    assert listed.returncode == 0 and workspace_id in listed.stdout and "Europe/Paris" in listed.stdout
+
+
+def test_workspaces_create_names_a_bad_timezone_and_writes_nothing(db_url):
+    result = _drumbeat(db_url, "workspaces", "create", "--name", "Acme", "--timezone", "Mars/Base")
+    assert result.returncode == 1 and "Mars/Base" in result.stderr
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM drumbeat.workspaces").fetchone()[0] == 0
