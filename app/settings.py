@@ -5,8 +5,26 @@ table of every variable."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+TWILIO_API = "https://api.twilio.com"
+TWILIO_ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+# Twilio-compatible providers (SignalWire) name accounts by a project id, a UUID.
+PROJECT_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def account_sid_problem(sid: str, base_url: str) -> str | None:
+    """Why TWILIO_ACCOUNT_SID cannot be right for the API at base_url, or None."""
+    if TWILIO_ACCOUNT_SID.match(sid):
+        return None
+    if base_url.rstrip("/") != TWILIO_API and PROJECT_ID.match(sid):
+        return None
+    return (
+        "TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits (Twilio console, Account Info), or, with "
+        "DRUMBEAT_TWILIO_BASE_URL naming a compatible provider such as SignalWire, its project id"
+    )
 
 
 class ConfigError(ValueError):
@@ -20,7 +38,7 @@ class Settings:
     transport: str | None = None  # "outbox" forces the outbox; None picks per channel
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
-    twilio_base_url: str = "https://api.twilio.com"
+    twilio_base_url: str = TWILIO_API
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_username: str | None = None
@@ -99,9 +117,12 @@ def load_settings(database_url: str | None = None) -> Settings:
     transport = env.get("DRUMBEAT_TRANSPORT") or None
     if transport not in (None, "outbox"):
         raise ConfigError(f"DRUMBEAT_TRANSPORT may only be 'outbox' (or unset), got {transport!r}")
+    twilio_base_url = env.get("DRUMBEAT_TWILIO_BASE_URL") or TWILIO_API
+    if not twilio_base_url.startswith(("https://", "http://")):
+        raise ConfigError("DRUMBEAT_TWILIO_BASE_URL must be an http(s) URL")
     sid = env.get("TWILIO_ACCOUNT_SID") or None
-    if sid and not (sid.startswith("AC") and len(sid) == 34):
-        raise ConfigError("TWILIO_ACCOUNT_SID must look like AC followed by 32 characters")
+    if sid and (problem := account_sid_problem(sid, twilio_base_url)):
+        raise ConfigError(problem)
     port = env.get("SMTP_PORT", "587")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"SMTP_PORT must be a TCP port number, got {port!r}")
@@ -141,7 +162,7 @@ def load_settings(database_url: str | None = None) -> Settings:
         transport=transport,
         twilio_account_sid=sid,
         twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
-        twilio_base_url=env.get("DRUMBEAT_TWILIO_BASE_URL") or "https://api.twilio.com",
+        twilio_base_url=twilio_base_url,
         smtp_host=env.get("SMTP_HOST") or None,
         smtp_port=int(port),
         smtp_username=env.get("SMTP_USERNAME") or None,

@@ -58,6 +58,7 @@ class ImportSummary(msgspec.Struct):
 @dataclass
 class Pending:
     row: int
+    line: int  # the file line the row starts on
     contact: dict[str, Any]
     inferred: str | None  # a time zone from the phone, used only if the stored contact has none
 
@@ -73,13 +74,17 @@ class Importer:
     updated: int = 0
     rejected: int = 0
     results: list[ImportRow] = field(default_factory=list)
+    # row -> the file line it starts on, for rejected rows: `drumbeat import-contacts` names lines (a
+    # quoted cell may span lines, blank lines are not rows); the API's results keep to rows.
+    rejected_lines: dict[int, int] = field(default_factory=dict)
     batch: list[Pending] = field(default_factory=list)
     batch_keys: set[str] = field(default_factory=set)
 
     # -- outcomes
 
-    def reject(self, row: int, field_name: str | None, reason: str) -> None:
+    def reject(self, row: int, line: int, field_name: str | None, reason: str) -> None:
         self.rejected += 1
+        self.rejected_lines[row] = line
         self.results.append(ImportRow(row, "rejected", None, field_name, reason))
 
     def accept(self, row: int, contact_id: UUID, created: bool) -> None:
@@ -97,15 +102,15 @@ class Importer:
 
     # -- rows
 
-    async def add(self, row: int, raw: dict[str, Any]) -> None:
+    async def add(self, row: int, line: int, raw: dict[str, Any]) -> None:
         if any("\x00" in str(value) for value in raw.values()):
-            self.reject(row, None, "contains a NUL character (Postgres text cannot hold one)")
+            self.reject(row, line, None, "contains a NUL character (Postgres text cannot hold one)")
             return
         try:
             contact = clean_contact(raw, self.region)
             require_reachable(contact)
         except Invalid as error:
-            self.reject(row, error.field, str(error))
+            self.reject(row, line, error.field, str(error))
             return
         inferred = None
         if "timezone" not in contact and contact.get("phone"):
@@ -113,7 +118,7 @@ class Importer:
         keys = {f"{key}:{contact[key]}" for key in ("phone", "email") if contact.get(key)}
         if keys & self.batch_keys or len(self.batch) >= self.chunk_rows:
             await self.flush()  # a repeated phone/email applies after the row it repeats, as an update
-        self.batch.append(Pending(row, contact, inferred))
+        self.batch.append(Pending(row, line, contact, inferred))
         self.batch_keys |= keys
 
     async def flush(self) -> None:
@@ -164,7 +169,7 @@ class Importer:
             elif real:
                 name = sql_field(real[0]["field"])
                 message = real[0]["message"]
-                self.reject(pending.row, name, f"{name}: {message}" if name else message)
+                self.reject(pending.row, pending.line, name, f"{name}: {message}" if name else message)
             else:
                 later.append(pending)
         if clean:
@@ -248,13 +253,21 @@ class _Feed:
 
 
 async def csv_records(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
-    """CSV records of a byte stream. A record ends at a line end outside quotes: lines are grouped until
-    their count of quote characters is even (RFC 4180 quoting), then handed to csv.reader."""
+    """CSV records of a byte stream."""
+    async for _, record in numbered_records(chunks):
+        yield record
+
+
+async def numbered_records(chunks: AsyncIterable[bytes]) -> AsyncIterator[tuple[int, list[str]]]:
+    """CSV records of a byte stream, each with the line it starts on (1-based). A record ends at a line
+    end outside quotes: lines are grouped until their count of quote characters is even (RFC 4180
+    quoting), then handed to csv.reader."""
     feed = _Feed()
     reader = csv.reader(feed, strict=False)
     pending: list[str] = []
     pending_chars = 0
     quotes = 0
+    first_line = 1  # the line pending[0] is
     async for line in decoded_lines(chunks):
         pending.append(line)
         pending_chars += len(line)
@@ -265,26 +278,29 @@ async def csv_records(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
                     f"a quoted field is never closed (a record exceeds {MAX_RECORD_CHARS} characters)", "file"
                 )
             continue
-        feed.lines = pending[::-1]
+        for numbered in _records_of_lines(reader, feed, pending, first_line):
+            yield numbered
+        first_line += len(pending)
         pending, pending_chars, quotes = [], 0, 0
-        while feed.lines:
-            try:
-                record = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as error:
-                raise Invalid(f"not a readable CSV file: {error}", "file") from None
-            yield record
-    if pending:  # an unclosed quote at the end: let csv.reader make what it can of it
-        feed.lines = pending[::-1]
-        while feed.lines:
-            try:
-                record = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as error:
-                raise Invalid(f"not a readable CSV file: {error}", "file") from None
-            yield record
+    # an unclosed quote at the end: let csv.reader make what it can of it
+    for numbered in _records_of_lines(reader, feed, pending, first_line):
+        yield numbered
+
+
+def _records_of_lines(
+    reader: Iterator[list[str]], feed: _Feed, lines: list[str], first_line: int
+) -> Iterator[tuple[int, list[str]]]:
+    """The records csv.reader makes of these whole lines, each with the line it starts on."""
+    feed.lines = lines[::-1]
+    while feed.lines:
+        line = first_line + len(lines) - len(feed.lines)
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            raise Invalid(f"not a readable CSV file: {error}", "file") from None
+        yield line, record
 
 
 # -- multipart/form-data
@@ -392,9 +408,15 @@ async def import_contacts(
 ) -> ImportSummary:
     """Import a CSV byte stream into the workspace (within the caller's transaction)."""
     importer = Importer(db, workspace_id, region, listing, chunk_rows or CHUNK_ROWS)
+    return await read_into(importer, chunks)
+
+
+async def read_into(importer: Importer, chunks: AsyncIterable[bytes]) -> ImportSummary:
+    """Feed a CSV byte stream to an importer, row by row; its counts grow as it goes (what
+    `drumbeat import-contacts` shows as progress)."""
     columns: Columns | None = None
     row = 0
-    async for record in csv_records(chunks):
+    async for line, record in numbered_records(chunks):
         if columns is None:
             if not any(cell.strip() for cell in record):
                 continue  # blank lines before the header
@@ -404,9 +426,10 @@ async def import_contacts(
             continue  # blank lines are not rows
         row += 1
         if len(record) != len(columns.names):
-            importer.reject(row, None, f"has {len(record)} cells, the header row has {len(columns.names)}")
+            reason = f"has {len(record)} cells, the header row has {len(columns.names)}"
+            importer.reject(row, line, None, reason)
             continue
-        await importer.add(row, columns.contact(record))
+        await importer.add(row, line, columns.contact(record))
     if columns is None:
         raise Invalid("the file is empty: expected a header row, then one contact per row", "file")
     await importer.flush()

@@ -34,5 +34,5 @@ SELECT count(*) FROM (
 -- name: active_channels
 -- The message channels that active sequences use (production refuses to start without their credentials).
 SELECT DISTINCT st.kind FROM drumbeat.sequences s
-JOIN drumbeat.sequence_steps st ON st.sequence_id = s.id AND st.removed_at IS NULL
+JOIN drumbeat.sequence_steps st ON st.sequence_id = s.id AND st.removed_at IS NULL AND st.is_active
 WHERE s.status = 'active' AND st.kind IN ('sms', 'email')

@@ -17,6 +17,7 @@ def environment(monkeypatch):
             "SMTP_STARTTLS",
             "DRUMBEAT_PUBLIC_URL",
             "DRUMBEAT_SECRET_KEY",
+            "DRUMBEAT_TWILIO_BASE_URL",
         ]:
             monkeypatch.delenv(name, raising=False)
         for name, value in (BASE | values).items():
@@ -51,3 +52,13 @@ def test_good_configuration_and_no_secret_in_repr(environment):
     assert settings.has_credentials("sms") is False  # no auth token
     assert settings.smtp_starttls is False and settings.secret_key == b"s" * 40
     assert "s" * 40 not in repr(settings)
+
+
+def test_a_compatible_provider_may_name_its_account_by_project_id(environment):
+    """SignalWire's Twilio-compatible API: a UUID project id instead of AC…, only with its base URL."""
+    project = "0b9c0f4e-5d1c-4b8e-9a43-6f1f4d2b7c10"
+    environment(TWILIO_ACCOUNT_SID=project, DRUMBEAT_TWILIO_BASE_URL="https://example.signalwire.com")
+    assert load_settings().twilio_account_sid == project
+    environment(TWILIO_ACCOUNT_SID=project)  # against Twilio itself it cannot be right
+    with pytest.raises(ConfigError, match="TWILIO_ACCOUNT_SID"):
+        load_settings()

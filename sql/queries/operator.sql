@@ -1,0 +1,37 @@
+-- Statements of the operator's commands (app/commands/doctor.py, import_contacts.py, holidays.py). They run
+-- as DATABASE_URL's login, a trusted caller (superuser, BYPASSRLS or service_role): RLS does not narrow
+-- what they see, and the contract functions skip their membership checks.
+
+-- name: workspace_name
+SELECT w.name FROM drumbeat.workspaces w WHERE w.id = %(workspace_id)s
+
+-- name: set_holidays
+-- Replaces the workspace's list; the contract keeps dates only (drumbeat.holidays.name stays NULL).
+SELECT drumbeat_api.set_holidays(%(workspace_id)s, %(dates)s::date[])
+
+-- name: holiday_count
+SELECT pg_catalog.count(*) FROM drumbeat.holidays h WHERE h.workspace_id = %(workspace_id)s
+
+-- name: workspace_holidays
+SELECT h.day, h.name FROM drumbeat.holidays h WHERE h.workspace_id = %(workspace_id)s ORDER BY h.day
+
+-- name: procrastinate_installed
+-- procrastinate's tables live in their own schema (app/migrate.py), applied by `drumbeat migrate`.
+SELECT pg_catalog.to_regclass('procrastinate.procrastinate_jobs') IS NOT NULL
+
+-- name: workspace_counts
+SELECT (SELECT pg_catalog.count(*) FROM drumbeat.workspaces) AS workspaces,
+       (SELECT pg_catalog.count(DISTINCT s.workspace_id) FROM drumbeat.sequences s WHERE s.status = 'active')
+           AS with_active_sequences
+
+-- name: missing_senders
+-- Workspaces with an active sequence whose live message steps use a channel the workspace has no sender
+-- for, with those channels (the dispatcher would fail those steps).
+SELECT w.id, w.name, pg_catalog.array_agg(DISTINCT st.kind ORDER BY st.kind) AS channels
+FROM drumbeat.sequences s
+JOIN drumbeat.sequence_steps st ON st.sequence_id = s.id AND st.removed_at IS NULL AND st.is_active
+JOIN drumbeat.workspaces w ON w.id = s.workspace_id
+WHERE s.status = 'active' AND st.kind IN ('sms', 'email')
+  AND NOT EXISTS (SELECT 1 FROM drumbeat.senders se WHERE se.workspace_id = s.workspace_id AND se.channel = st.kind)
+GROUP BY w.id, w.name
+ORDER BY w.name, w.id

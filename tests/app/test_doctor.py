@@ -1,0 +1,140 @@
+"""`drumbeat doctor` as a real process: exit 1 with a FAIL line naming the problem on broken
+configurations, exit 0 on a good one, and never a secret in its output."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.app.cli_helpers import committed_tenant, drumbeat
+
+TWILIO = {"TWILIO_ACCOUNT_SID": "AC" + "0123456789abcdef" * 2, "TWILIO_AUTH_TOKEN": "fedcba9876543210" * 2}
+SMTP = {"SMTP_HOST": "smtp.example.com", "SMTP_USERNAME": "mailer", "SMTP_PASSWORD": "smtp-password-1234"}
+LINKS = {"DRUMBEAT_PUBLIC_URL": "https://drumbeat.example.com", "DRUMBEAT_SECRET_KEY": "s3cret" * 8}
+SECRETS = (TWILIO["TWILIO_AUTH_TOKEN"], SMTP["SMTP_PASSWORD"], LINKS["DRUMBEAT_SECRET_KEY"])
+
+
+def doctor(tmp_path, **variables: str) -> tuple[int, dict[str, tuple[str, str]]]:
+    """The exit code and {check: (status, detail)} of one run, after checking that no secret was printed."""
+    result = drumbeat("doctor", cwd=tmp_path, **variables)
+    output = result.stdout + result.stderr
+    for secret in SECRETS:
+        assert secret[:8] not in output  # not even in part
+    findings = {}
+    for line in result.stdout.splitlines():
+        status, _, rest = line.partition("  ")
+        check, _, detail = rest.strip().partition(": ")
+        if status.strip() in ("ok", "warn", "FAIL", "skip"):
+            findings[check] = (status.strip(), detail)
+    return result.returncode, findings
+
+
+def failures(findings: dict[str, tuple[str, str]]) -> dict[str, str]:
+    return {check: detail for check, (status, detail) in findings.items() if status == "FAIL"}
+
+
+@pytest.fixture
+def empty_db_url(cluster) -> Iterator[str]:
+    """A database nothing was ever applied to."""
+    name = f"drumbeat_empty_{os.getpid()}"
+    janitor = cluster.janitor(name)
+    janitor.init()
+    try:
+        yield cluster.url(name)
+    finally:
+        janitor.drop()
+
+
+def test_passes_in_production_with_everything_configured(db_url, tmp_path):
+    committed_tenant(db_url, active_sequence=True)
+    code, findings = doctor(
+        tmp_path, DATABASE_URL=db_url, DRUMBEAT_ENV="production", **TWILIO, **SMTP, **LINKS
+    )
+    assert code == 0, findings
+    assert {status for status, _ in findings.values()} == {"ok"}
+    assert list(findings) == [
+        "configuration",
+        "database",
+        "schema",
+        "procrastinate schema",
+        "sms credentials",
+        "email credentials",
+        "senders",
+        "public url",
+        "secret key",
+    ]
+    assert findings["configuration"][1] == "valid (production)"
+    server = conninfo_to_dict(db_url)
+    database = f"{server['user']}@{server['host']}:{server['port']}/{server['dbname']} (DATABASE_URL)"
+    assert re.fullmatch(re.escape(database) + r", PostgreSQL \d+\.\d+", findings["database"][1])
+    assert findings["senders"][1] == "1 workspace with active sequences, each with the senders its steps need"
+
+
+def test_an_unreachable_database_fails_and_its_checks_are_skipped(tmp_path):
+    code, findings = doctor(tmp_path, DATABASE_URL="postgresql://postgres:hunter2@127.0.0.1:1/x")
+    assert code == 1
+    assert failures(findings).keys() == {"database"}
+    assert findings["database"][1].startswith("cannot connect to postgres@127.0.0.1:1/x (DATABASE_URL): ")
+    assert "hunter2" not in findings["database"][1]
+    assert findings["schema"] == ("skip", "needs the database")
+    assert findings["sms credentials"][0] == "warn"  # development: the outbox stands in
+
+
+def test_a_malformed_twilio_account_sid_fails(db_url, tmp_path):
+    sid = "AC" + "z" * 32  # the right length, but not hex
+    code, findings = doctor(tmp_path, DATABASE_URL=db_url, **(TWILIO | {"TWILIO_ACCOUNT_SID": sid}))
+    assert code == 1
+    failed = failures(findings)
+    assert failed.keys() == {"configuration", "sms credentials"}
+    assert all(
+        reason.startswith("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits")
+        for reason in failed.values()
+    )
+
+
+def test_pending_migrations_fail_with_the_fix(empty_db_url, tmp_path):
+    code, findings = doctor(tmp_path, DATABASE_URL=empty_db_url)
+    assert code == 1
+    failed = failures(findings)
+    assert failed.keys() == {"schema", "procrastinate schema"}
+    assert failed["schema"].startswith("21 pending (migrations/0001_foundation.sql, ")
+    assert failed["schema"].endswith("and 16 more): run `drumbeat migrate`")
+    assert findings["senders"] == ("skip", "needs a current schema")
+
+
+def test_production_fails_when_an_active_sms_sequence_has_no_twilio_credentials(db_url, tmp_path):
+    committed_tenant(db_url, active_sequence=True)
+    code, findings = doctor(tmp_path, DATABASE_URL=db_url, DRUMBEAT_ENV="production", **SMTP, **LINKS)
+    assert code == 1
+    assert failures(findings) == {
+        "sms credentials": "active sequences send sms but TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not "
+        "set: `drumbeat worker` refuses to start in production"
+    }
+
+
+def test_a_workspace_without_the_sender_its_sequence_needs_fails(db_url, tmp_path):
+    tenant = committed_tenant(db_url, active_sequence=True)
+    with psycopg.connect(db_url) as conn:  # as the superuser: the contract never leaves a sequence so
+        conn.execute("DELETE FROM drumbeat.senders WHERE workspace_id = %s", (tenant.workspace_id,))
+    code, findings = doctor(tmp_path, DATABASE_URL=db_url, **TWILIO, **SMTP, **LINKS)
+    assert code == 1
+    assert failures(findings) == {
+        "senders": f"1 workspace with active sequences but no sender for a channel they use: "
+        f"Acme ({tenant.workspace_id}) needs sms; add one with POST /api/v1/senders"
+    }
+
+
+def test_a_configuration_error_fails_and_the_other_checks_still_run(db_url, tmp_path):
+    code, findings = doctor(tmp_path, DATABASE_URL=db_url, DRUMBEAT_LOG_LEVEL="loud", **TWILIO, **LINKS)
+    assert code == 1
+    assert failures(findings) == {
+        "configuration": "DRUMBEAT_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"
+    }
+    assert findings["schema"] == ("ok", "current")
+    assert findings["senders"][0] == "warn"  # warnings do not fail
+    assert findings["senders"][1].startswith("no workspaces yet: nothing will be sent")
