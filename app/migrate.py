@@ -21,6 +21,13 @@ from app.sqlfiles import migration_files
 # A fixed 64-bit key shared by every `drumbeat migrate` (in pg_locks: classid 1704416214, objid 4215867177).
 ADVISORY_LOCK_KEY = 7_320_411_902_118_004_521
 PROCRASTINATE_SCHEMA = "procrastinate"
+# The worker's role uses the job queue; procrastinate's own SQL grants nothing (0021 did it once for
+# databases installed before).
+PROCRASTINATE_GRANTS = """
+GRANT USAGE ON SCHEMA procrastinate TO drumbeat_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA procrastinate TO drumbeat_worker;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA procrastinate TO drumbeat_worker;
+"""
 
 BOOKKEEPING_DDL = """
 CREATE SCHEMA IF NOT EXISTS drumbeat_meta;
@@ -123,6 +130,8 @@ def apply_one(conn: psycopg.Connection, migration: Migration) -> None:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(migration.schema)))
             conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(migration.schema)))
         conn.execute(migration.text.encode())
+        if migration.schema == PROCRASTINATE_SCHEMA:
+            conn.execute(PROCRASTINATE_GRANTS)
         conn.execute(
             "INSERT INTO drumbeat_meta.schema_migrations (name, checksum) VALUES (%s, %s)",
             (migration.name, migration.checksum),

@@ -111,7 +111,7 @@ def load_settings(database_url: str | None = None) -> Settings:
         raise ConfigError(
             "DATABASE_URL must be a postgresql:// URL (or key=value connection string), got something else"
         )
-    mode = env.get("DRUMBEAT_ENV", "development")
+    mode = env.get("DRUMBEAT_ENV") or "development"
     if mode not in ("development", "production"):
         raise ConfigError(f"DRUMBEAT_ENV must be development or production, got {mode!r}")
     transport = env.get("DRUMBEAT_TRANSPORT") or None
@@ -123,7 +123,7 @@ def load_settings(database_url: str | None = None) -> Settings:
     sid = env.get("TWILIO_ACCOUNT_SID") or None
     if sid and (problem := account_sid_problem(sid, twilio_base_url)):
         raise ConfigError(problem)
-    port = env.get("SMTP_PORT", "587")
+    port = env.get("SMTP_PORT") or "587"
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"SMTP_PORT must be a TCP port number, got {port!r}")
     public_url = (env.get("DRUMBEAT_PUBLIC_URL") or "").rstrip("/") or None
@@ -136,7 +136,7 @@ def load_settings(database_url: str | None = None) -> Settings:
         raise ConfigError(
             "DRUMBEAT_SECRET_KEY is required in production: it signs unsubscribe and tracking links"
         )
-    lease = env.get("DRUMBEAT_DELIVERY_LEASE", "600")
+    lease = env.get("DRUMBEAT_DELIVERY_LEASE") or "600"
     if not lease.isdigit() or int(lease) < 1:
         raise ConfigError(f"DRUMBEAT_DELIVERY_LEASE must be a whole number of seconds >= 1, got {lease!r}")
     region = (env.get("DRUMBEAT_DEFAULT_REGION") or "US").upper()

@@ -47,6 +47,11 @@ def database_url(command: str) -> str:
 
     try:
         return resolve()[0]
+    except ImportError as error:
+        raise CommandError(
+            "DATABASE_URL is not set, and the embedded Postgres (the pgserver package) is not available on "
+            "this platform: set DATABASE_URL to a PostgreSQL 15+ database"
+        ) from error
     except Exception as error:  # pgserver raises plain exceptions (missing binaries, a bad data dir)
         raise CommandError(
             f"DATABASE_URL is not set and the embedded Postgres could not start: {error}"

@@ -13,13 +13,13 @@ HELP = "serve the HTTP API (OpenAPI docs at /docs) until Ctrl-C"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host",
-        default=os.environ.get("DRUMBEAT_HOST", "127.0.0.1"),
+        default=os.environ.get("DRUMBEAT_HOST") or "127.0.0.1",
         help="address to listen on (0.0.0.0 for all; default DRUMBEAT_HOST or 127.0.0.1)",
     )
     parser.add_argument(
         "--port",
         type=int,
-        default=os.environ.get("DRUMBEAT_PORT", "8000"),
+        default=os.environ.get("DRUMBEAT_PORT") or "8000",
         help="TCP port (default 8000, or DRUMBEAT_PORT)",
     )
 

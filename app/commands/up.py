@@ -25,13 +25,13 @@ DEFAULT_WORKSPACE = "Default workspace"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host",
-        default=os.environ.get("DRUMBEAT_HOST", "127.0.0.1"),
+        default=os.environ.get("DRUMBEAT_HOST") or "127.0.0.1",
         help="address the API listens on (0.0.0.0 for all; default DRUMBEAT_HOST or 127.0.0.1)",
     )
     parser.add_argument(
         "--port",
         type=int,
-        default=os.environ.get("DRUMBEAT_PORT", "8000"),
+        default=os.environ.get("DRUMBEAT_PORT") or "8000",
         help="the API's TCP port (default 8000, or DRUMBEAT_PORT)",
     )
     parser.add_argument(

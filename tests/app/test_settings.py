@@ -18,6 +18,8 @@ def environment(monkeypatch):
             "DRUMBEAT_PUBLIC_URL",
             "DRUMBEAT_SECRET_KEY",
             "DRUMBEAT_TWILIO_BASE_URL",
+            "DRUMBEAT_DELIVERY_LEASE",
+            "DRUMBEAT_LOG_LEVEL",
         ]:
             monkeypatch.delenv(name, raising=False)
         for name, value in (BASE | values).items():
@@ -62,3 +64,10 @@ def test_a_compatible_provider_may_name_its_account_by_project_id(environment):
     environment(TWILIO_ACCOUNT_SID=project)  # against Twilio itself it cannot be right
     with pytest.raises(ConfigError, match="TWILIO_ACCOUNT_SID"):
         load_settings()
+
+
+def test_an_empty_variable_means_unset(environment):
+    """`VAR=` in a .env file or compose's environment is the default, for every variable alike."""
+    environment(DRUMBEAT_ENV="", SMTP_PORT="", DRUMBEAT_DELIVERY_LEASE="", DRUMBEAT_LOG_LEVEL="")
+    settings = load_settings()
+    assert (settings.env, settings.smtp_port, settings.delivery_lease_seconds) == ("development", 587, 600)

@@ -148,3 +148,35 @@ def test_bad_configuration_is_named(db_url):
         timeout=60,
     )
     assert result.returncode == 2 and "SMTP_PORT must be a TCP port number" in result.stderr
+
+
+def test_worker_runs_as_a_login_with_only_the_worker_role(db_url):
+    """README, "Database roles": a login IN ROLE drumbeat_worker is all a worker needs, job queue included
+    (the migrator grants procrastinate's tables to drumbeat_worker)."""
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    login = f"drumbeat_worker_login_{os.getpid()}"
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE drumbeat_worker").format(sql.Identifier(login)))
+    try:
+        _enroll_email_contacts(db_url, 3)
+        worker = subprocess.Popen(
+            [*DRUMBEAT, "worker", "--concurrency", "2"],
+            env=_environment(make_conninfo(db_url, user=login)),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while _outbox_count(db_url) < 3 and time.monotonic() < deadline and worker.poll() is None:
+                time.sleep(0.2)
+            assert _outbox_count(db_url) == 3
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, stderr = worker.communicate(timeout=30)
+        assert worker.returncode == 0, stderr
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(login)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(login)))
