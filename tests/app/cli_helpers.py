@@ -19,10 +19,19 @@ DRUMBEAT_VARIABLES = ("DATABASE_URL", "DRUMBEAT_", "TWILIO_", "SMTP_")
 
 def drumbeat(*args: str, cwd: Path, **variables: str) -> subprocess.CompletedProcess:
     """`drumbeat ARGS` in `cwd`, with the inherited environment minus Drumbeat's variables, plus `variables`."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(DRUMBEAT_VARIABLES)}
     return subprocess.run(
-        [DRUMBEAT, *args], cwd=cwd, env=inherited | variables, capture_output=True, text=True, timeout=120
+        [DRUMBEAT, *args],
+        cwd=cwd,
+        env=drumbeat_environment(**variables),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
+
+
+def drumbeat_environment(**variables: str) -> dict[str, str]:
+    """The inherited environment minus Drumbeat's variables, plus `variables`."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(DRUMBEAT_VARIABLES)} | variables
 
 
 def committed_tenant(db_url: str, *, active_sequence: bool = False) -> Tenant:

@@ -3,30 +3,23 @@ requests to a running API server, and stops working once revoked."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import psycopg
 
+from tests.app.cli_helpers import DRUMBEAT, drumbeat, drumbeat_environment
 from tests.sql.factories import new_tenant
-
-DRUMBEAT = str(Path(sys.executable).parent / "drumbeat")
-
-
-def _environment(db_url: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SMTP_", "DRUMBEAT_"))}
-    return clean | {"DATABASE_URL": db_url}
 
 
 def _drumbeat(db_url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [DRUMBEAT, *args], env=_environment(db_url), capture_output=True, text=True, timeout=60
-    )
+    """`drumbeat ARGS` against db_url, in a fresh directory (no stray .env), no inherited Drumbeat variables."""
+    with tempfile.TemporaryDirectory() as cwd:
+        return drumbeat(*args, cwd=Path(cwd), DATABASE_URL=db_url)
 
 
 def _free_port() -> int:
@@ -60,7 +53,10 @@ def test_operator_key_authenticates_against_a_running_api_until_revoked(db_url):
 
     port = _free_port()
     server = subprocess.Popen(
-        [DRUMBEAT, "api", "--port", str(port)], env=_environment(db_url), stderr=subprocess.PIPE, text=True
+        [DRUMBEAT, "api", "--port", str(port)],
+        env=drumbeat_environment(DATABASE_URL=db_url),
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
