@@ -4,34 +4,17 @@ API key that works; Ctrl-C stops it cleanly; the second run reuses the data (sam
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from tests.app.test_cli_api import _free_port
-
-REPOSITORY = Path(__file__).resolve().parents[2]
-RUN_COMMAND = REPOSITORY / "scripts" / "run"
-
-
-def quickstart_environment(data_dir: Path, port: int) -> dict[str, str]:
-    """The environment of a fresh laptop: no DATABASE_URL, no provider credentials, this test's venv."""
-    inherited = {
-        name: value
-        for name, value in os.environ.items()
-        if name != "DATABASE_URL" and not name.startswith(("TWILIO_", "SMTP_", "DRUMBEAT_", "PG"))
-    }
-    return inherited | {
-        "DRUMBEAT_VENV": sys.prefix,  # scripts/run would otherwise create and fill .venv
-        "DRUMBEAT_DATA_DIR": str(data_dir),
-        "DRUMBEAT_PORT": str(port),
-    }
+from tests.e2e import fresh_laptop
+from tests.e2e.fresh_laptop import RUN_COMMAND
 
 
 class Running:
@@ -40,7 +23,7 @@ class Running:
     def __init__(self, environment: dict[str, str], cwd: Path) -> None:
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [str(RUN_COMMAND)],
+            [RUN_COMMAND],
             env=environment,
             cwd=cwd,  # no stray .env from the repository
             stdout=subprocess.PIPE,
@@ -80,7 +63,7 @@ class Running:
 def test_run_command_serves_an_api_key_on_an_embedded_database_and_reuses_it(tmp_path):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    environment = quickstart_environment(tmp_path / "data", port)
+    environment = fresh_laptop.environment(tmp_path / "data", DRUMBEAT_PORT=str(port))
 
     first = Running(environment, tmp_path)
     try:
