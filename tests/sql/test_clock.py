@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from tests.sql.factories import new_tenant
+
 
 def clock(conn: psycopg.Connection) -> datetime:
     return conn.execute("SELECT drumbeat.clock_now()").fetchone()[0]
@@ -40,3 +42,14 @@ def test_one_reading_per_transaction(conn: psycopg.Connection) -> None:
     first = clock(conn)
     conn.execute("SELECT pg_sleep(0.05)")
     assert clock(conn) == first
+
+
+def test_events_default_to_the_clock(conn: psycopg.Connection) -> None:
+    """Replies, task completions and transitions are stamped on the same clock as sends (0022)."""
+    workspace_id = new_tenant(conn).workspace_id
+    conn.execute("SET drumbeat.clock = '2027-03-11 09:00Z'")
+    (occurred_at,) = conn.execute(
+        "INSERT INTO drumbeat.events (workspace_id, kind) VALUES (%s, 'opted_out') RETURNING occurred_at",
+        (workspace_id,),
+    ).fetchone()
+    assert occurred_at == datetime(2027, 3, 11, 9, 0, tzinfo=UTC)
