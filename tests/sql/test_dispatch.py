@@ -359,3 +359,41 @@ def test_concurrent_claims_never_pass_a_daily_cap_together(db_url):
     assert outcome == [0]
     with psycopg.connect(db_url) as check:
         assert check.execute("SELECT count(*) FROM drumbeat.deliveries").fetchone()[0] == 2
+
+
+BUSINESS_HOURS = {
+    day: {"start": "09:00", "end": "17:00"} for day in ("monday", "tuesday", "wednesday", "thursday", "friday")
+}
+
+
+def _business_hours_enrollment(conn, tenant) -> None:
+    sequence = tenant.sequence(
+        sms_sequence(settings={"timezone": "America/New_York", "business_hours": BUSINESS_HOURS})
+    )
+    tenant.enroll(sequence, [tenant.contact()])
+
+
+def test_a_step_claimed_after_its_window_closed_waits_for_the_next_window(conn, tenant):
+    """Due Monday 09:00 New York; the workers were down until 17:30: not sent at 17:30, held to Tuesday
+    09:00 (0023)."""
+    _business_hours_enrollment(conn, tenant)
+    set_clock(conn, "2026-11-23 22:30Z")  # Monday 17:30 in New York
+    assert claim(conn) == []
+    assert _held(conn) == {"window_closed": 1}
+    assert conn.execute("SELECT next_action_at FROM drumbeat.enrollments").fetchone() == (
+        at("2026-11-24 14:00Z"),  # Tuesday 09:00 New York
+    )
+    set_clock(conn, "2026-11-24 14:00Z")
+    assert len(claim(conn)) == 1
+
+
+def test_a_late_claim_inside_the_window_or_within_the_tolerance_still_sends(conn, tenant):
+    _business_hours_enrollment(conn, tenant)  # due Monday 09:00 New York
+    set_clock(conn, "2026-11-23 17:00Z")  # three hours late, but 12:00 in New York: the window is open
+    assert len(claim(conn)) == 1
+    conn.execute("RESET ROLE")
+    set_clock(conn, "2026-11-23 21:59Z")  # 16:59 New York
+    _business_hours_enrollment(conn, tenant)
+    set_clock(conn, "2026-11-23 22:01Z")  # two minutes late, one past the close: within the tolerance
+    assert len(claim(conn)) == 1
+    assert _held(conn) == {}
