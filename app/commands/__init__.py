@@ -22,6 +22,23 @@ class CommandError(Exception):
         self.code = code
 
 
+def add_listen_arguments(parser) -> None:
+    """--host and --port of the API (`drumbeat api`, `drumbeat up`), defaulting to DRUMBEAT_HOST/PORT."""
+    import os
+
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("DRUMBEAT_HOST") or "127.0.0.1",
+        help="address the API listens on (0.0.0.0 for all; default DRUMBEAT_HOST or 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=os.environ.get("DRUMBEAT_PORT") or "8000",
+        help="the API's TCP port (default DRUMBEAT_PORT or 8000)",
+    )
+
+
 def fail(command: str, message: str, code: int = EXIT_FAILED) -> int:
     print(f"drumbeat {command}: {message}".rstrip(), file=sys.stderr)
     return code

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import sys
@@ -16,24 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.commands import EXIT_FAILED, EXIT_OK, CommandError, fail, settings_for
+from app.commands import EXIT_FAILED, EXIT_OK, CommandError, add_listen_arguments, fail, settings_for
 
 HELP = "run everything (embedded Postgres unless DATABASE_URL, migrations, API + worker) until Ctrl-C"
 DEFAULT_WORKSPACE = "Default workspace"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--host",
-        default=os.environ.get("DRUMBEAT_HOST") or "127.0.0.1",
-        help="address the API listens on (0.0.0.0 for all; default DRUMBEAT_HOST or 127.0.0.1)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=os.environ.get("DRUMBEAT_PORT") or "8000",
-        help="the API's TCP port (default 8000, or DRUMBEAT_PORT)",
-    )
+    add_listen_arguments(parser)
     parser.add_argument(
         "--concurrency", type=int, default=4, help="the worker's batches in flight at once (default 4)"
     )

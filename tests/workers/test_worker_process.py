@@ -36,6 +36,14 @@ def _outbox_count(db_url: str) -> int:
         return conn.execute("SELECT count(*) FROM drumbeat.outbox").fetchone()[0]
 
 
+def _wait_for_outbox(db_url: str, expected: int, worker: subprocess.Popen, timeout: float = 20) -> int:
+    """How many messages the outbox holds once it has `expected`, the worker has exited, or time is up."""
+    deadline = time.monotonic() + timeout
+    while _outbox_count(db_url) < expected and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.2)
+    return _outbox_count(db_url)
+
+
 def _environment(db_url: str, **extra: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SMTP_", "DRUMBEAT_"))}
     return clean | {"DATABASE_URL": db_url} | extra
@@ -51,10 +59,7 @@ def test_worker_sends_due_steps_and_stops_on_sigterm(db_url):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while _outbox_count(db_url) < 5 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _outbox_count(db_url) == 5
+        assert _wait_for_outbox(db_url, 5, worker) == 5
     finally:
         worker.send_signal(signal.SIGTERM)
         _, stderr = worker.communicate(timeout=30)
@@ -168,10 +173,7 @@ def test_worker_runs_as_a_login_with_only_the_worker_role(db_url):
             text=True,
         )
         try:
-            deadline = time.monotonic() + 20
-            while _outbox_count(db_url) < 3 and time.monotonic() < deadline and worker.poll() is None:
-                time.sleep(0.2)
-            assert _outbox_count(db_url) == 3
+            assert _wait_for_outbox(db_url, 3, worker) == 3
         finally:
             worker.send_signal(signal.SIGTERM)
             _, stderr = worker.communicate(timeout=30)
