@@ -9,10 +9,12 @@ it; when its batch was full it defers a follow-up, so a large backlog keeps ever
 job carries a batch, never one message. Waiting dispatch jobs are bounded: each holds one of MAX_FAN_OUT
 queueing locks ("slots"), so polling ten times a second never piles up jobs that would find nothing.
 SIGTERM: procrastinate stops taking jobs and lets running ones finish (a tick ends within a second).
+Every line a job logs carries "job-<procrastinate job id>" as its correlation id.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -22,6 +24,7 @@ import procrastinate
 import psycopg
 from procrastinate.exceptions import AlreadyEnqueued
 
+from app.logs import correlation
 from app.queries import queries
 from app.settings import Settings
 from workers.dispatcher import Dispatcher
@@ -79,10 +82,15 @@ def links_for(settings: Settings) -> LinkSigner | None:
     """The link signer, when both the public URL and the secret are configured."""
     if settings.public_url and settings.secret_key:
         return LinkSigner(settings.public_url, settings.secret_key)
+    _warn_no_links()
+    return None
+
+
+@functools.cache  # once per process, not once per worker thread
+def _warn_no_links() -> None:
     log.warning(
         "DRUMBEAT_PUBLIC_URL or DRUMBEAT_SECRET_KEY is not set: messages using {{ unsubscribe_url }} will fail"
     )
-    return None
 
 
 def _dispatcher() -> Dispatcher:
@@ -102,7 +110,15 @@ def _dispatcher() -> Dispatcher:
 def tick(context: procrastinate.JobContext, timestamp: int) -> int:
     """Poll the due backlog every POLL_SECONDS for TICK_SECONDS, fanning it out as batch jobs; every
     RECOVER_EVERY_SECONDS, recover expired leases first. Returns how many jobs it deferred."""
-    dispatcher = _dispatcher()
+    with correlation(job_correlation_id(context)):
+        return _run_tick(_dispatcher(), timestamp)
+
+
+def job_correlation_id(context: procrastinate.JobContext) -> str:
+    return f"job-{context.job.id}"
+
+
+def _run_tick(dispatcher: Dispatcher, timestamp: int) -> int:
     _recover_if_due(dispatcher, timestamp)
     # Why poll inside the tick rather than tick faster: procrastinate's periodic tasks have one-second
     # resolution, and one poller at a time (the tick's queueing lock) keeps the backlog query cheap however
@@ -123,7 +139,8 @@ def _recover_if_due(dispatcher: Dispatcher, timestamp: int) -> None:
     if timestamp % every == 0 and (
         recovered := dispatcher.recover(f"{_settings.delivery_lease_seconds} seconds")
     ):
-        log.warning("recovered %d deliveries left sending past their lease (marked unknown)", recovered)
+        # Each one also has its delivery_unknown line (app/event_log.py); this is the incident's summary.
+        log.warning("deliveries_recovered", extra={"count": recovered})
 
 
 def fan_out(dispatcher: Dispatcher) -> int:
@@ -146,11 +163,12 @@ def _defer_dispatch(slot: int) -> bool:
     return True
 
 
-@tasks.task(name="drumbeat.dispatch", queue="drumbeat")
-def dispatch(slot: int = 0) -> int:
+@tasks.task(name="drumbeat.dispatch", queue="drumbeat", pass_context=True)
+def dispatch(context: procrastinate.JobContext, slot: int = 0) -> int:
     """Claim, send and record one batch; a full batch means more is waiting: defer a follow-up (in the
     same slot; if a job already waits there, it carries on instead)."""
-    handled = _dispatcher().run_once()
+    with correlation(job_correlation_id(context)):
+        handled = _dispatcher().run_once()
     if handled >= BATCH_SIZE:
         _defer_dispatch(slot)
     return handled

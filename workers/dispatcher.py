@@ -1,15 +1,22 @@
 """One dispatch batch, as DESIGN.md's protocol: claim (one SQL call), render and send (Python, outside
-any transaction), record (one SQL call). Nothing here changes state except through those functions."""
+any transaction), record (one SQL call). Nothing here changes state except through those functions.
+
+Logging (at INFO): each claim and record runs in its own transaction that also reads back the audit
+events it wrote (app/event_log.py), so every step the batch executed, every send and every exit gets
+a line with its ids once committed, all under the batch's correlation id; then one line per batch.
+With INFO off, claim and record are single autocommit statements, exactly as without logging."""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from app import event_log, logs
 from app.queries import queries
 from workers.links import LinkSigner
 from workers.render import RenderError, render_message, sms_segments
@@ -36,17 +43,62 @@ class Dispatcher:
         self.conn.execute(queries("dispatch")["become_worker"])
 
     def run_once(self) -> int:
-        """Claim, send and record one batch; returns how many deliveries it handled."""
-        with self.conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
-            claimed = cursor.execute(queries("dispatch")["claim_due"], {"limit": self.batch_size}).fetchall()
-        if not claimed:
-            return 0
-        results = [self._send(row) for row in claimed]
-        self.conn.execute(queries("dispatch")["record_deliveries"], {"results": Jsonb(results)})
-        return len(results)
+        """Claim, send and record one batch; returns how many deliveries it handled. Its log lines carry
+        the correlation id already bound (the worker binds the job's), else a new one."""
+        with logs.correlation():
+            started = time.perf_counter()
+            claimed = self._audited("claim_due", {"limit": self.batch_size})
+            if not claimed:
+                return 0
+            results = [self._send(row) for row in claimed]
+            self._record(results)
+            self._log_batch(results, started)
+            return len(results)
 
     def recover(self, lease: str = "10 minutes") -> int:
-        return self.conn.execute(queries("dispatch")["recover_deliveries"], {"lease": lease}).fetchone()[0]
+        with logs.correlation():
+            return self._audited("recover_deliveries", {"lease": lease})[0]["recover_deliveries"]
+
+    def _audited(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run one protocol statement; when INFO is on, in a transaction that also reads back the events
+        it wrote, logged once it committed."""
+        statement = queries("dispatch")[name]
+        if not event_log.wanted(log):
+            return self._fetch(statement, params)
+        with self.conn.transaction():
+            mark = self._fetch(event_log.MARK)[0]["mark"]
+            rows = self._fetch(statement, params)
+            events = self._fetch(event_log.WRITTEN, {"mark": mark})
+        event_log.log_events(log, events)
+        return rows
+
+    def _fetch(self, statement: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+            return cursor.execute(statement, params).fetchall()
+
+    def _record(self, results: list[dict[str, Any]]) -> None:
+        """Record the batch's outcomes. A delivery recorded meanwhile (its lease expired mid-send, and
+        recovery marked it unknown) keeps that state: say so, the send took longer than the lease."""
+        try:
+            recorded = self._audited("record_deliveries", {"results": Jsonb(results)})[0]["record_deliveries"]
+        except Exception:
+            # Sent but not recorded: these stay 'sending' until their lease expires, then become unknown.
+            log.error("record_failed", extra={"deliveries": len(results), "sent": _count(results, "sent")})
+            raise
+        if recorded < len(results):
+            log.warning("deliveries_not_recorded", extra={"count": len(results) - recorded})
+
+    @staticmethod
+    def _log_batch(results: list[dict[str, Any]], started: float) -> None:
+        log.info(
+            "batch_dispatched",
+            extra={
+                "deliveries": len(results),
+                "sent": _count(results, "sent"),
+                "failed": _count(results, "failed"),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
 
     def _send(self, row: dict[str, Any]) -> dict[str, Any]:
         """Render and send one claimed delivery; the record entry for it, whatever happened."""
@@ -109,7 +161,21 @@ class Dispatcher:
         try:
             return transport.send(message)
         except Exception as error:  # a provider SDK or network fault: retry later, never crash the batch
-            log.warning("transport %s raised for delivery %s: %s", transport.name, message.delivery_id, error)
+            # The error's text goes to the delivery's error_message, not here: it may quote the recipient.
+            log.warning(
+                "transport_error",
+                extra={
+                    "transport": transport.name,
+                    "delivery_id": message.delivery_id,
+                    "workspace_id": message.workspace_id,
+                    "channel": message.channel,
+                    "error_type": type(error).__name__,
+                },
+            )
             return SendResult(
                 sent=False, error_code="transport_error", error_message=str(error), transient=True
             )
+
+
+def _count(results: list[dict[str, Any]], outcome: str) -> int:
+    return sum(1 for result in results if result["outcome"] == outcome)

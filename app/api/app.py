@@ -11,6 +11,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from app.api import contacts, enrollments, ops, sequences, webhooks, workspaces
+from app.api.access import with_request_context
 from app.api.auth import Authenticator
 from app.api.db import make_pool
 from app.api.deps import provide_db
@@ -58,7 +59,7 @@ def create_app(settings: Settings) -> Litestar:
         ],
         dependencies={"db": Provide(provide_db)},
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[api_v1, *webhooks.route_handlers, *ops.route_handlers],
         on_startup=[open_pool],
         on_shutdown=[close_pool],
@@ -66,4 +67,12 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(),
         on_app_init=[ops.install],  # the HTTP latency histogram of /metrics
+        # Not Litestar's: by default it replaces the root logger's handlers with its own plain-text one,
+        # undoing app/logs.py (JSON lines, correlation ids). Unexpected errors are logged by
+        # app/api/errors.py's handler.
+        logging_config=None,
     )
+    # Around the whole app, not as route middleware (which only runs for matched routes): request ids
+    # and the access line for every request, 404s included (app/api/access.py).
+    app.asgi_handler = with_request_context(app.asgi_handler)
+    return app

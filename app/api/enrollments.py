@@ -6,6 +6,7 @@ skip_to_step, complete_task, record_event); reads are SELECTs that RLS limits to
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -15,13 +16,15 @@ from litestar.di import Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.types.json import Jsonb
 
-from app.api.db import fetch_all, fetch_one, require_row
+from app.api.db import fetch_all, fetch_one, fetch_value, require_row
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.paging import Page, PageSize, paged
 from app.errors import DrumbeatError, NotFound
+from app.event_log import message_for
 from app.queries import queries
 
 Q = queries("api_enrollments")
+log = logging.getLogger("drumbeat.enrollments")
 
 MAX_BULK = 10_000
 MAX_TIMELINE = 1000
@@ -312,6 +315,14 @@ NOT_ENROLLED = {
 }
 
 
+async def log_bulk_enrollment(db: Db, sequence_id: UUID, counts: dict[str, int]) -> None:
+    """One line for a bulk enrollment (up to 10,000 contacts), with the count of each outcome."""
+    if log.isEnabledFor(logging.INFO):
+        workspace_id = await fetch_value(db, Q["sequence_workspace"], {"sequence_id": sequence_id})
+        extra = {"workspace_id": workspace_id, "sequence_id": sequence_id, "contacts": sum(counts.values())}
+        log.info("enrolled_bulk", extra=extra | counts)
+
+
 async def transition(db: Db, query: str, params: dict[str, Any]) -> Enrollment:
     """Run one enrollment transition (404 for an id RLS hides, 409 when the status forbids it) and return
     the enrollment as it is now."""
@@ -345,7 +356,18 @@ class EnrollmentController(Controller):
             if outcome == "already_enrolled":
                 message = f"{message}: {result['enrollment_id']}"
             raise DrumbeatError(message, "contact_id", status, outcome)
-        return msgspec.convert(await visible_enrollment(db, result["enrollment_id"]), Enrollment)
+        enrollment = msgspec.convert(await visible_enrollment(db, result["enrollment_id"]), Enrollment)
+        log.info(
+            "enrolled",
+            extra={
+                "workspace_id": enrollment.workspace_id,
+                "sequence_id": enrollment.sequence_id,
+                "enrollment_id": enrollment.id,
+                "contact_id": enrollment.contact_id,
+                "status": enrollment.status,
+            },
+        )
+        return enrollment
 
     @post(
         "/bulk",
@@ -362,6 +384,7 @@ class EnrollmentController(Controller):
         counts: dict[str, int] = {}
         for result in results:
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
+        await log_bulk_enrollment(db, data.sequence_id, counts)
         return BulkEnrollmentResult(OutcomeSummary(**counts), results)
 
     @get(
@@ -532,6 +555,7 @@ class EventController(Controller):
         rows = await fetch_all(db, Q["recorded_events"], params)
         if not rows:  # pragma: no cover - record_event always logs at least one row
             raise NotFound("contact not found", "contact_id")
+        log_engagement(data, rows)
         logged = [
             EventTarget(
                 r["id"], r["enrollment_id"], r["sequence_id"], r["enrollment_status"], r["exit_reason"]
@@ -540,6 +564,26 @@ class EventController(Controller):
         ]
         return Response(
             EventRecorded(data.contact_id, data.kind, rows[0]["occurred_at"], logged), status_code=201
+        )
+
+
+def log_engagement(data: EventCreate, rows: list[dict[str, Any]]) -> None:
+    """A line per event row record_event wrote ("replied", "opted_out", ...), with the enrollment's
+    status after it (an exit shows there). Never the payload: integrations put anything in it."""
+    for row in rows:
+        log.info(
+            message_for(data.kind),
+            extra={
+                "workspace_id": row["workspace_id"],
+                "sequence_id": row["sequence_id"],
+                "contact_id": data.contact_id,
+                "enrollment_id": row["enrollment_id"],
+                "step_id": row["step_id"],
+                "delivery_id": row["delivery_id"],
+                "enrollment_status": row["enrollment_status"],
+                "exit_reason": row["exit_reason"],
+                "source": "api",
+            },
         )
 
 

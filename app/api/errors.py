@@ -85,7 +85,9 @@ def on_http_error(_: Request, error: HTTPException) -> Response[ErrorBody]:
 
 
 def on_unexpected(request: Request, error: Exception) -> Response[ErrorBody]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    # The route template, not the path: webhook paths carry signed tokens (app/api/access.py).
+    route = request.scope.get("path_template") or "unmatched"
+    log.exception("unhandled_error", extra={"method": request.method, "route": route}, exc_info=error)
     return error_response(500, "internal_error", "internal error")
 
 

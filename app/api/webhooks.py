@@ -8,7 +8,9 @@ request is verified before anything is read or written:
 
 No user makes these requests, so there are no request.jwt.claims: each one runs in its own transaction as
 drumbeat_worker (SET LOCAL ROLE; why that role: sql/migrations/0018_tracking_events.sql) and changes state
-only through the drumbeat.* SQL functions."""
+only through the drumbeat.* SQL functions. What they did (replied, opted_out, exited, opened, delivered...)
+is logged from the audit events they wrote (app/event_log.py): ids only, never the phone number, the
+message body or the token."""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
-from app.api.db import fetch_value
+from app import event_log
+from app.api.db import fetch_all, fetch_value
 from app.api.errors import error_response
 from app.errors import DrumbeatError, Forbidden, Invalid
 from app.queries import queries
@@ -69,10 +72,15 @@ _LOCATION_SAFE = "!#$%&'()*+,/:;=?@[]~-._"
 @asynccontextmanager
 async def as_webhook(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
     """One transaction from the app's pool acting as drumbeat_worker; commits when the block ends,
-    rolls back when it raises."""
-    async with request.app.state.pool.connection() as conn, conn.transaction():
-        await conn.execute(Q["become_webhook_role"])
-        yield conn
+    rolls back when it raises. Once it committed, the audit events it wrote are logged."""
+    wanted = event_log.wanted(log)
+    async with request.app.state.pool.connection() as conn:
+        async with conn.transaction():
+            await conn.execute(Q["become_webhook_role"])
+            mark = await fetch_value(conn, event_log.MARK) if wanted else None
+            yield conn
+            events = await fetch_all(conn, event_log.WRITTEN, {"mark": mark}) if wanted else []
+        event_log.log_events(log, events)
 
 
 def _settings(request: Request) -> Settings:
@@ -95,7 +103,9 @@ async def verified_twilio_form(request: Request) -> Any:
     settings = _settings(request)
     if not settings.twilio_auth_token or not settings.public_url:
         missing = "TWILIO_AUTH_TOKEN" if not settings.twilio_auth_token else "DRUMBEAT_PUBLIC_URL"
-        log.error("Twilio webhook refused: %s is not set, so its signature cannot be checked", missing)
+        log.error(
+            "webhook_not_configured", extra={"missing": missing, "route": request.scope.get("path_template")}
+        )
         raise NotConfigured(f"{missing} is not set on this server: Twilio webhooks cannot be verified")
     signature = request.headers.get(SIGNATURE_HEADER)
     if not signature:
@@ -106,7 +116,7 @@ async def verified_twilio_form(request: Request) -> Any:
         url += "?" + request.url.query
     algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
     if not RequestValidator(settings.twilio_auth_token).validate(url, form, signature, algorithm):
-        log.warning("Twilio webhook with an invalid signature on %s", request.url.path)
+        log.warning("webhook_bad_signature", extra={"route": request.scope.get("path_template")})
         raise Forbidden(f"invalid {SIGNATURE_HEADER}")
     return form
 
@@ -141,11 +151,13 @@ async def twilio_status(request: Request) -> None:
     message_sid = _required(form, "MessageSid", "SmsSid")
     status = _required(form, "MessageStatus", "SmsStatus")
     async with as_webhook(request) as conn:
-        await fetch_value(
+        current_status = await fetch_value(
             conn,
             Q["delivery_status"],
             {"message_sid": message_sid, "status": status, "error_code": _optional(form, "ErrorCode")},
         )
+    if current_status is None:  # not a message of ours
+        log.info("status_unmatched", extra={"provider_message_id": message_sid, "provider_status": status})
 
 
 @post(
@@ -173,8 +185,10 @@ async def twilio_inbound(request: Request) -> Response[str]:
         service = _optional(form, "MessagingServiceSid")
         if outcome == "unknown_number" and service:  # the workspace's sender is the Messaging Service
             outcome = await fetch_value(conn, Q["inbound_sms"], params | {"to": service})
-    if outcome in ("unknown_number", "unknown_contact"):
-        log.info("inbound SMS %s: %s", params["message_sid"], outcome)
+    if outcome == "unknown_number":  # nothing written (unknown_contact has its inbound_unmatched event)
+        log.info(
+            "inbound_unmatched", extra={"outcome": outcome, "provider_message_id": params["message_sid"]}
+        )
     return Response(content=EMPTY_TWIML, media_type="text/xml", status_code=200)
 
 
@@ -232,7 +246,7 @@ async def open_pixel(request: Request, token: FromPath[str]) -> Response[bytes]:
         try:
             await record_engagement(request, delivery_id, "opened", {})
         except Exception:  # an open is not worth a broken image: log it, answer the same GIF
-            log.exception("could not record an open for delivery %s", delivery_id)
+            log.exception("engagement_not_recorded", extra={"delivery_id": delivery_id, "kind": "opened"})
     return Response(content=PIXEL, media_type="image/gif", headers=NO_CACHE)
 
 
@@ -255,7 +269,7 @@ async def click_redirect(request: Request, token: FromPath[str]) -> Response[Any
     try:
         await record_engagement(request, delivery_id, "clicked", {"url": url})
     except Exception:  # the reader still gets where the link points
-        log.exception("could not record a click for delivery %s", delivery_id)
+        log.exception("engagement_not_recorded", extra={"delivery_id": delivery_id, "kind": "clicked"})
     headers = {"Location": location(url), "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     return Response(content=b"", status_code=302, headers=headers)
 

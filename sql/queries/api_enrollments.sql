@@ -17,6 +17,10 @@ SELECT r.contact_id, r.enrollment_id, r.outcome
 FROM drumbeat_api.enroll_contacts(%(sequence_id)s::uuid, %(contact_ids)s::uuid[], %(start_at)s::timestamptz,
                                   %(start_at_step)s::integer, %(assigned_to)s::uuid, %(metadata)s::jsonb) AS r
 
+-- name: sequence_workspace
+-- The workspace of a sequence the caller sees (bulk enrollment's log line names it).
+SELECT s.workspace_id FROM drumbeat.sequences s WHERE s.id = %(sequence_id)s
+
 -- name: get_enrollment
 SELECT e.id, e.workspace_id, e.sequence_id, s.name AS sequence_name, e.contact_id, e.status,
        e.current_step_id, st.position AS current_step_position, e.step_attempt, e.next_action_at,
@@ -162,11 +166,12 @@ SELECT drumbeat_api.complete_task(%(id)s, %(outcome)s::text, %(notes)s::text)
 SELECT drumbeat_api.record_event(%(contact_id)s, %(kind)s::text, %(payload)s::jsonb)
 
 -- name: recorded_events
--- What record_event just logged in this transaction: its rows carry the transaction's now() (served by
--- events_contact_kind_idx (contact_id, kind, occurred_at)), with each enrollment's status after it.
-SELECT ev.id, ev.occurred_at, ev.enrollment_id, ev.sequence_id, ev.step_id, ev.delivery_id,
+-- What record_event just logged in this transaction: its rows carry the transaction's clock reading,
+-- drumbeat.clock_now(), their default since 0022 (served by events_contact_kind_idx (contact_id, kind,
+-- occurred_at)), with each enrollment's status after it.
+SELECT ev.id, ev.occurred_at, ev.workspace_id, ev.enrollment_id, ev.sequence_id, ev.step_id, ev.delivery_id,
        e.status AS enrollment_status, e.exit_reason
 FROM drumbeat.events ev
 LEFT JOIN drumbeat.enrollments e ON e.id = ev.enrollment_id
-WHERE ev.contact_id = %(contact_id)s AND ev.kind = %(kind)s::text AND ev.occurred_at = pg_catalog.now()
+WHERE ev.contact_id = %(contact_id)s AND ev.kind = %(kind)s::text AND ev.occurred_at = drumbeat.clock_now()
 ORDER BY ev.id

@@ -53,3 +53,16 @@ def test_events_default_to_the_clock(conn: psycopg.Connection) -> None:
         (workspace_id,),
     ).fetchone()
     assert occurred_at == datetime(2027, 3, 11, 9, 0, tzinfo=UTC)
+
+
+def test_the_api_finds_the_event_it_just_recorded_on_a_set_clock(conn: psycopg.Connection) -> None:
+    """POST /events reads back record_event's rows by the transaction's clock reading (sql/queries)."""
+    from app.queries import queries
+
+    contact_id = new_tenant(conn).contact(first_name="Ada")
+    conn.execute("SET drumbeat.clock = '2027-03-11 09:00Z'")
+    statements = queries("api_enrollments")
+    params = {"contact_id": contact_id, "kind": "replied", "payload": "{}"}
+    conn.execute(statements["record_event"], params)
+    rows = conn.execute(statements["recorded_events"], params).fetchall()
+    assert [row[1] for row in rows] == [datetime(2027, 3, 11, 9, 0, tzinfo=UTC)]

@@ -362,7 +362,8 @@ def test_concurrent_claims_never_pass_a_daily_cap_together(db_url):
 
 
 BUSINESS_HOURS = {
-    day: {"start": "09:00", "end": "17:00"} for day in ("monday", "tuesday", "wednesday", "thursday", "friday")
+    day: {"start": "09:00", "end": "17:00"}
+    for day in ("monday", "tuesday", "wednesday", "thursday", "friday")
 }
 
 
