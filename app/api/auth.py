@@ -12,6 +12,7 @@ import jwt
 import psycopg
 
 from app.errors import Unauthenticated
+from app.queries import queries
 from app.settings import Settings
 
 API_KEY_PREFIX = "dbk_"
@@ -41,7 +42,7 @@ class Authenticator:
         return Caller(claims=self._jwt_claims(token), api_key=False)
 
     async def _api_key(self, conn: psycopg.AsyncConnection, token: str) -> Caller:
-        cursor = await conn.execute("SELECT drumbeat.authenticate_api_key(%s) AS key_id", (token,))
+        cursor = await conn.execute(queries("api_auth")["authenticate_api_key"], (token,))
         key_id = (await cursor.fetchone())["key_id"]
         if key_id is None:
             raise Unauthenticated("the API key is unknown or revoked")

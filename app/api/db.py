@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from app.errors import Invalid, NotFound, domain_error
+from app.queries import queries
 
 
 def make_pool(database_url: str, *, min_size: int = 2, max_size: int = 20) -> AsyncConnectionPool:
@@ -31,10 +32,7 @@ def make_pool(database_url: str, *, min_size: int = 2, max_size: int = 20) -> As
 
 async def act_as(conn: psycopg.AsyncConnection, claims: Mapping[str, Any]) -> None:
     """Within the current transaction, become `authenticated` with these JWT claims (both reset at its end)."""
-    await conn.execute(
-        "SELECT set_config('request.jwt.claims', %s, true), set_config('role', 'authenticated', true)",
-        (json.dumps(claims),),
-    )
+    await conn.execute(queries("api_auth")["act_as"], (json.dumps(claims),))
 
 
 @asynccontextmanager
