@@ -90,3 +90,16 @@ def database_url() -> tuple[str, bool]:
     if url := os.environ.get("DATABASE_URL"):
         return url, False
     return embedded_database_url(), True
+
+
+def describe(url: str, database: str | None = None) -> str:
+    """Where a database lives, for people (never the password): "drumbeat on the embedded Postgres in DIR"
+    or "drumbeat on user@host:5432"; `database` names another database on the same server."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    host = params.get("host") or "localhost"
+    name = database or params.get("dbname") or "postgres"
+    if host.startswith("/"):  # a socket directory: pgserver keeps its socket in the data directory
+        return f"{name} on the embedded Postgres in {host}"
+    return f"{name} on {params.get('user') or ''}@{host}:{params.get('port') or 5432}".replace(" @", " ")

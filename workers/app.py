@@ -14,6 +14,8 @@ Every line a job logs carries "job-<procrastinate job id>" as its correlation id
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -199,3 +201,15 @@ def build_app(settings: Settings) -> procrastinate.App:
     )
     app.add_tasks_from(tasks, namespace="drumbeat")
     return app
+
+
+async def run_beside(settings: Settings, concurrency: int = 4) -> None:
+    """A worker in the running event loop beside other work (`drumbeat up`, `drumbeat demo`): it installs no
+    signal handlers (the caller owns them). Cancel its task once to stop it: procrastinate then finishes
+    the jobs it holds; a second cancel would abandon them mid-send."""
+    app = build_app(settings)
+    with contextlib.suppress(asyncio.CancelledError):
+        async with app.open_async():
+            await app.run_worker_async(
+                queues=["drumbeat"], concurrency=concurrency, install_signal_handlers=False
+            )

@@ -584,9 +584,7 @@ def _play(settings, demo: Demo, speed: float) -> Watcher:
 
     import psycopg
 
-    from workers.app import build_app
-
-    app = build_app(_worker_settings(settings, demo.url, speed))
+    worker_settings = _worker_settings(settings, demo.url, speed)
     _start_clock(demo.url, demo.start - timedelta(seconds=LEAD_SECONDS * speed), speed)
     planned = LEAD_SECONDS + (demo.plan_end - demo.start).total_seconds() / speed
     _say(
@@ -596,17 +594,19 @@ def _play(settings, demo: Demo, speed: float) -> Watcher:
     )
     with psycopg.connect(demo.url, autocommit=True) as conn:
         watcher = Watcher(_Statements(conn), demo, transitions_during(demo.start, demo.plan_end))
-        asyncio.run(_work_and_watch(app, watcher, time.monotonic() + planned + GRACE_SECONDS))
+        asyncio.run(_work_and_watch(worker_settings, watcher, time.monotonic() + planned + GRACE_SECONDS))
     return watcher
 
 
-async def _work_and_watch(app, watcher: Watcher, deadline: float) -> None:
+async def _work_and_watch(worker_settings, watcher: Watcher, deadline: float) -> None:
     """The worker in this event loop, the watcher in a thread (its psycopg calls block), until the watcher is
     done; then the worker stops gracefully (procrastinate finishes the jobs it holds on cancel)."""
     import asyncio
 
+    from workers.app import run_beside
+
     stop = threading.Event()
-    worker = asyncio.create_task(_run_worker(app), name="worker")
+    worker = asyncio.create_task(run_beside(worker_settings), name="worker")
     watching = asyncio.create_task(asyncio.to_thread(watcher.watch, deadline, stop), name="watcher")
     try:
         await asyncio.wait({worker, watching}, return_when=asyncio.FIRST_COMPLETED)
@@ -619,29 +619,16 @@ async def _work_and_watch(app, watcher: Watcher, deadline: float) -> None:
         await asyncio.gather(worker, watching, return_exceptions=True)
 
 
-async def _run_worker(app) -> None:
-    import asyncio
-    import contextlib
-
-    with contextlib.suppress(asyncio.CancelledError):
-        async with app.open_async():
-            await app.run_worker_async(
-                queues=["drumbeat"], concurrency=4, install_signal_handlers=False, wait=True
-            )
-
-
 # --- what it prints ---------------------------------------------------------------------------------------
 
 
 def _describe_database(server_url: str) -> str:
     from psycopg.conninfo import conninfo_to_dict
 
-    params = conninfo_to_dict(server_url)
-    host, name = params.get("host") or "localhost", params.get("dbname") or "drumbeat"
-    server = (
-        f"the embedded Postgres in {host}" if host.startswith("/") else f"{host}:{params.get('port', 5432)}"
-    )
-    return f"{DEMO_DATABASE} on {server}, created afresh ({name} is not touched)"
+    from app.embedded import describe
+
+    untouched = conninfo_to_dict(server_url).get("dbname") or "drumbeat"
+    return f"{describe(server_url, DEMO_DATABASE)}, created afresh ({untouched} is not touched)"
 
 
 def _describe_steps(definition: dict) -> str:

@@ -117,7 +117,9 @@ async def _serve(settings, listener: socket.socket, args: argparse.Namespace, on
     """The API and a worker in this event loop until SIGINT/SIGTERM: then the API stops taking requests
     and the worker finishes the batches it holds (procrastinate stops gracefully on cancel)."""
     server = _api_server(settings, args)
-    worker = asyncio.create_task(_run_worker(settings, args.concurrency), name="worker")
+    from workers.app import run_beside
+
+    worker = asyncio.create_task(run_beside(settings, args.concurrency), name="worker")
     api = asyncio.create_task(server.serve(sockets=[listener]), name="api")
 
     def stop() -> None:
@@ -161,24 +163,15 @@ def _api_server(settings, args: argparse.Namespace):
     return Server(config)
 
 
-async def _run_worker(settings, concurrency: int) -> None:
-    from workers.app import build_app
-
-    app = build_app(settings)
-    with contextlib.suppress(asyncio.CancelledError):
-        async with app.open_async():
-            await app.run_worker_async(
-                queues=["drumbeat"], concurrency=concurrency, install_signal_handlers=False
-            )
-
-
 def _banner(
     settings, args: argparse.Namespace, first_run: FirstRun, applied: list[str], started: float
 ) -> None:
+    from app.embedded import describe
+
     base = f"http://{_display_host(args.host)}:{args.port}"
     lines = [
         f"Drumbeat is up (ready in {time.monotonic() - started:.1f} s)",
-        f"  database   {_describe_database(settings.database_url)}"
+        f"  database   {describe(settings.database_url)}"
         + (f" ({len(applied)} migrations applied)" if applied else ""),
         f"  API        {base}/api/v1",
         f"  docs       {base}/docs",
@@ -199,17 +192,6 @@ def _banner(
 
 def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
-
-
-def _describe_database(url: str) -> str:
-    """Where the data lives, without the password."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = conninfo_to_dict(url)
-    host = params.get("host", "localhost")
-    if host.startswith("/"):
-        return f"embedded Postgres, data in {host}"
-    return f"{params.get('user', '')}@{host}:{params.get('port', 5432)}/{params.get('dbname', '')}"
 
 
 def _describe_sending(settings) -> str:

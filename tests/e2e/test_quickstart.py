@@ -6,24 +6,29 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
+from psycopg.conninfo import conninfo_to_dict
 
+from tests.app.cli_helpers import DRUMBEAT, drumbeat, drumbeat_environment
 from tests.app.test_cli_api import _free_port
 from tests.e2e import fresh_laptop
 from tests.e2e.fresh_laptop import RUN_COMMAND
 
 
 class Running:
-    """`scripts/run` in the background; its banner read line by line from stdout."""
+    """`scripts/run` (or another command line) in the background; its banner read line by line from stdout."""
 
-    def __init__(self, environment: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self, environment: dict[str, str], cwd: Path, command: tuple[str, ...] = (RUN_COMMAND,)
+    ) -> None:
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [RUN_COMMAND],
+            list(command),
             env=environment,
             cwd=cwd,  # no stray .env from the repository
             stdout=subprocess.PIPE,
@@ -69,7 +74,8 @@ def test_run_command_serves_an_api_key_on_an_embedded_database_and_reuses_it(tmp
     try:
         cold = first.wait_for_banner()
         assert any(
-            f"embedded Postgres, data in {tmp_path / 'data' / 'pgdata'}" in line for line in first.banner
+            f"drumbeat on the embedded Postgres in {tmp_path / 'data' / 'pgdata'}" in line
+            for line in first.banner
         )
         token, workspace_id = first.field("API key"), first.field("workspace")
         assert token and token.startswith("dbk_")
@@ -94,3 +100,33 @@ def test_run_command_serves_an_api_key_on_an_embedded_database_and_reuses_it(tmp
     finally:
         second.kill()
     print(f"drumbeat up: cold start {cold:.1f} s, warm start {warm:.1f} s")  # shown with pytest -s
+
+
+def test_up_against_database_url_migrates_it_and_mints_the_first_key(db_url, tmp_path):
+    """With DATABASE_URL the same happens on that database: no embedded server is started."""
+    port = _free_port()
+    environment = drumbeat_environment(DATABASE_URL=db_url, DRUMBEAT_DATA_DIR=str(tmp_path / "unused"))
+    running = Running(environment, tmp_path, (DRUMBEAT, "up", "--port", str(port)))
+    try:
+        running.wait_for_banner()
+        assert any(f"{conninfo_to_dict(db_url)['dbname']} on " in line for line in running.banner)
+        token = running.field("API key")
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/workspaces", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert answer.status_code == 200 and answer.json()[0]["name"] == "Default workspace"
+        assert running.interrupt() == 0
+    finally:
+        running.kill()
+    assert not (tmp_path / "unused").exists()
+
+
+def test_up_on_a_port_in_use_exits_1_saying_so_before_starting_anything(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = drumbeat("up", "--port", str(port), cwd=tmp_path, DRUMBEAT_DATA_DIR=str(tmp_path / "data"))
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+    assert not (tmp_path / "data").exists()  # no embedded server was started
