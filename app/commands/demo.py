@@ -697,7 +697,7 @@ def _print_stats(demo: Demo) -> None:
     ]
     for step in stats["steps"]:
         counts = (
-            f"sent {step['sent']}, failed {step['failed']}"
+            f"sent {step['sent']}, failed {step['failed']}, replied {step['replied']}"
             if step["kind"] in ("sms", "email")
             else "tasks " + (", ".join(f"{status} {n}" for status, n in tasks) or "none")
         )

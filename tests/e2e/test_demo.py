@@ -92,6 +92,9 @@ def test_it_says_which_database_it_uses_and_prints_the_preview_then_the_sends(de
     assert sum(" call " in line and line.endswith("-> completed") for line in play) == 18
     assert sum(" reply " in line and "exited: replied" in line for line in play) == 2
     assert "all 38 sends inside Mon-Fri 09:00-17:00" in out
+    stats = out[out.index("Stats") :]
+    assert "sent 20, failed 0, replied 2" in stats  # the replies answered the text (step 1)
+    assert "sent 18, failed 0, replied 0" in stats
     assert 100 <= len(out.splitlines()) <= 170
 
 

@@ -398,3 +398,24 @@ def test_a_late_claim_inside_the_window_or_within_the_tolerance_still_sends(conn
     set_clock(conn, "2026-11-23 22:01Z")  # two minutes late, one past the close: within the tolerance
     assert len(claim(conn)) == 1
     assert _held(conn) == {}
+
+
+def test_a_reply_naming_no_step_counts_for_the_last_message_sent(conn, tenant, enrolled):
+    """An inbound SMS reply names only the contact: sequence_stats counts it on the step last sent (0024)."""
+    sequence, contact, _ = enrolled
+    conn.execute("RESET ROLE")
+    conn.execute("UPDATE drumbeat.workspaces SET sms_credits = 10 WHERE id = %s", (tenant.workspace_id,))
+    [delivery] = claim(conn)
+    record(
+        conn, {"delivery_id": str(delivery["delivery_id"]), "outcome": "sent", "provider_message_id": "SM1"}
+    )
+    conn.execute("RESET ROLE")
+    set_clock(conn, "2026-11-23 15:00Z")  # an hour after the send
+    conn.execute("SELECT drumbeat_api.record_event(%s, 'replied', '{}')", (contact,))
+    stats = conn.execute("SELECT drumbeat_api.sequence_stats(%s)", (sequence,)).fetchone()[0]
+    assert [(step["position"], step["sent"], step["replied"]) for step in stats["steps"]] == [
+        (1, 1, 1),
+        (2, 0, 0),
+        (3, 0, 0),
+    ]
+    assert stats["steps"][0]["reply_rate"] == 1
