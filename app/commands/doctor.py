@@ -91,15 +91,17 @@ def run(args: argparse.Namespace) -> int:
     report = Report()
     report.add(configuration())
     with connection(report) as conn:
-        current = report.add(schema(conn)).status == "ok"
+        current = report.add(schema(conn)).status in ("ok", "warn")  # warn: this login cannot tell
         report.add(procrastinate_schema(conn))
+        report.add(database_role(conn) if current else skipped("database role", "needs a current schema"))
         usage = usage_of(conn, report) if current else None
         for channel in ("sms", "email"):
             report.add(credentials(channel, production, usage))
         if usage:
             report.add(senders(usage))
         else:
-            report.add(skipped("senders", "needs a current schema" if conn else "needs the database"))
+            needs = "the database" if conn is None else "readable contents" if current else "a current schema"
+            report.add(skipped("senders", f"needs {needs}"))
     report.add(public_url(production))
     report.add(secret_key(production))
     return report.finish()
@@ -176,11 +178,18 @@ def schema(conn) -> Finding:
 
     if conn is None:
         return skipped("schema", "needs the database")
+    import psycopg
+
     try:
         # Not migrate(dry_run=True): that waits for the lock of a running `drumbeat migrate`.
         pending = [m.name for m in pending_migrations(conn)]
     except MigrationError as error:
         return failed("schema", str(error))
+    except psycopg.errors.InsufficientPrivilege:
+        # A least-privilege login (the worker's, the API's) may not read the migrator's bookkeeping.
+        return warn(
+            "schema", "this login cannot read drumbeat_meta: run doctor as the migrating role to check"
+        )
     if pending:
         return failed("schema", f"{len(pending)} pending ({_some(pending)}): run `drumbeat migrate`")
     return ok("schema", "current")
@@ -194,6 +203,24 @@ def procrastinate_schema(conn) -> Finding:
     if conn.execute(queries("operator")["procrastinate_installed"]).fetchone()[0]:
         return ok("procrastinate schema", "present (schema procrastinate)")
     return failed("procrastinate schema", "schema procrastinate has no job table: run `drumbeat migrate`")
+
+
+def database_role(conn) -> Finding:
+    """What DATABASE_URL's login can run; a login that can run nothing of Drumbeat's fails."""
+    from app.queries import queries
+
+    login, trusted, worker, api = conn.execute(queries("operator")["login_capabilities"]).fetchone()
+    can = {"the worker": worker, "the API": api, "the operator commands": trusted}
+    able = [what for what, allowed in can.items() if allowed]
+    unable = [what for what, allowed in can.items() if not allowed]
+    if not able:
+        return failed(
+            "database role",
+            f"{login} can run nothing: make it a member of drumbeat_worker (worker) or drumbeat_authenticator "
+            "(API), see README 'Database roles'",
+        )
+    detail = f"{login} can run {_some(able, ' and ')}"
+    return ok("database role", detail + (f"; not {_some(unable, ' or ')}" if unable else ""))
 
 
 def usage_of(conn, report: Report) -> Usage | None:

@@ -16,8 +16,10 @@ SELECT pg_catalog.count(*) FROM drumbeat.holidays h WHERE h.workspace_id = %(wor
 SELECT h.day, h.name FROM drumbeat.holidays h WHERE h.workspace_id = %(workspace_id)s ORDER BY h.day
 
 -- name: procrastinate_installed
--- procrastinate's tables live in their own schema (app/migrate.py), applied by `drumbeat migrate`.
-SELECT pg_catalog.to_regclass('procrastinate.procrastinate_jobs') IS NOT NULL
+-- procrastinate's tables live in their own schema (app/migrate.py), applied by `drumbeat migrate`. Read from
+-- the catalog, not with to_regclass: that needs USAGE on the schema, which a login may lack.
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'procrastinate' AND c.relname = 'procrastinate_jobs')
 
 -- name: workspace_counts
 SELECT (SELECT pg_catalog.count(*) FROM drumbeat.workspaces) AS workspaces,
@@ -35,3 +37,12 @@ WHERE s.status = 'active' AND st.kind IN ('sms', 'email')
   AND NOT EXISTS (SELECT 1 FROM drumbeat.senders se WHERE se.workspace_id = s.workspace_id AND se.channel = st.kind)
 GROUP BY w.id, w.name
 ORDER BY w.name, w.id
+
+-- name: login_capabilities
+-- What DATABASE_URL's login may do (README, "Database roles"): trusted as drumbeat.is_trusted_caller()
+-- judges it (superuser, BYPASSRLS or service_role: the operator commands), run the worker (a member of
+-- drumbeat_worker), serve the API (a member of drumbeat_authenticator). Superusers are members of every role.
+SELECT r.rolname AS login, r.rolsuper OR r.rolbypassrls OR r.rolname = 'service_role' AS trusted,
+       pg_catalog.pg_has_role(r.rolname, 'drumbeat_worker', 'MEMBER') AS worker,
+       pg_catalog.pg_has_role(r.rolname, 'drumbeat_authenticator', 'MEMBER') AS api
+FROM pg_catalog.pg_roles r WHERE r.rolname = current_user

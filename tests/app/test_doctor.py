@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from app.migrate import drumbeat_migrations
 from tests.app.cli_helpers import committed_tenant, drumbeat
@@ -63,6 +64,7 @@ def test_passes_in_production_with_everything_configured(db_url, tmp_path):
         "database",
         "schema",
         "procrastinate schema",
+        "database role",
         "sms credentials",
         "email credentials",
         "senders",
@@ -140,3 +142,40 @@ def test_a_configuration_error_fails_and_the_other_checks_still_run(db_url, tmp_
     assert findings["schema"] == ("ok", "current")
     assert findings["senders"][0] == "warn"  # warnings do not fail
     assert findings["senders"][1].startswith("no workspaces yet: nothing will be sent")
+
+
+@pytest.fixture
+def login(db_url) -> Iterator[Callable[..., str]]:
+    """A login role made for one test (roles are cluster-wide: dropped at the end); returns its db URL."""
+    made: list[str] = []
+
+    def make(*member_of: str) -> str:
+        name = f"drumbeat_doctor_{os.getpid()}_{len(made)}"
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+            for role in member_of:
+                admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(name)))
+        made.append(name)
+        return make_conninfo(db_url, user=name)
+
+    yield make
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        for name in made:
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_the_database_role_says_what_a_worker_login_can_run(login, tmp_path):
+    _, findings = doctor(tmp_path, DATABASE_URL=login("drumbeat_worker"))
+    status, detail = findings["database role"]
+    assert status == "ok"
+    assert detail.endswith("can run the worker; not the API or the operator commands")
+
+
+def test_a_login_that_can_run_nothing_fails(login, tmp_path):
+    code, findings = doctor(tmp_path, DATABASE_URL=login())
+    assert code == 1
+    assert failures(findings)["database role"].endswith(
+        "can run nothing: make it a member of drumbeat_worker "
+        "(worker) or drumbeat_authenticator (API), see README 'Database roles'"
+    )
