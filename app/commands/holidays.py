@@ -1,20 +1,22 @@
-"""`drumbeat holidays load|list`: a workspace's holidays (days its sequences skip when they set
-exclude_holidays), loaded from the `holidays` package's public holidays of a country, or of one of its
-states or provinces. Loading replaces the workspace's list (drumbeat_api.set_holidays), which keeps the
-dates only: the names are shown here, not stored. Observed days count: when July 4 is a Saturday, the
-observed Friday is a holiday too."""
+"""`drumbeat holidays load|list`: holidays (days sequences skip when they set exclude_holidays), loaded from
+the `holidays` package's public holidays of a country, or of one of its states or provinces, into either a
+workspace's own list (--workspace) or a shared calendar any workspace's sequences may opt into
+(--calendar US, then sequence settings {"holiday_calendar": "US", "exclude_holidays": true}). Loading
+replaces that list (drumbeat.load_holidays), names included. Observed days count: when July 4 is a
+Saturday, the observed Friday is a holiday too."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 
 from app.commands import EXIT_OK, EXIT_USAGE, CommandError, database_url, fail
 from app.operator import workspace_id, workspace_name
 
-HELP = "load a country's public holidays into a workspace, or list a workspace's holidays"
+HELP = "load a country's public holidays into a workspace or a shared calendar, or list them"
 
 # The list is replaced and the scheduler looks at most a year ahead: a longer range is a typo (2026-2206).
 MAX_YEARS = 25
@@ -50,19 +52,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="{load,list}")
     load = actions.add_parser(
         "load",
-        help="replace a workspace's holidays with a country's public holidays",
-        description="Replace the workspace's holiday list with the public holidays of a country (and of "
-        "one of its states or provinces, with --subdiv) for the given years.",
+        help="replace a workspace's holidays, or a shared calendar, with a country's public holidays",
+        description="Replace a workspace's holiday list, or a shared calendar, with the public holidays of "
+        "a country (and of one of its states or provinces, with --subdiv) for the given years.",
     )
-    load.add_argument("--workspace", required=True, type=workspace_id, help="workspace id")
+    _owner_arguments(load)
     load.add_argument("--country", required=True, help="ISO 3166 country code, e.g. US, GB, DE, FR")
     load.add_argument(
         "--subdiv", help="a state or province code, e.g. CA or NY for the US; adds its holidays"
     )
     load.add_argument("--years", required=True, type=year_range, help="YEAR or FIRST-LAST, e.g. 2026-2028")
     load.add_argument("--dry-run", action="store_true", help="print every date and name; change nothing")
-    listing = actions.add_parser("list", help="a workspace's holidays, in date order")
-    listing.add_argument("--workspace", required=True, type=workspace_id, help="workspace id")
+    listing = actions.add_parser("list", help="a workspace's holidays or a shared calendar, in date order")
+    _owner_arguments(listing)
+
+
+def _owner_arguments(parser: argparse.ArgumentParser) -> None:
+    owner = parser.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--workspace", type=workspace_id, help="a workspace id: its own holiday list")
+    owner.add_argument(
+        "--calendar",
+        type=calendar_name,
+        help="a shared calendar's name (e.g. US or US-CA), which sequences opt into with settings "
+        "holiday_calendar",
+    )
+
+
+def calendar_name(text: str) -> str:
+    """argparse type of --calendar: the names drumbeat.holidays accepts."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a calendar name (1 to 40 letters, digits, _ or -)")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,17 +118,31 @@ def load(args: argparse.Namespace) -> None:
         print(f"{len(calendar)} holidays for {place} {args.years} (dry run: nothing stored)")
         return
     statements = queries("operator")
-    params = {"workspace_id": args.workspace}
+    holidays_json = [{"date": day.isoformat(), "name": calendar[day]} for day in sorted(calendar)]
     with psycopg.connect(database_url("holidays")) as conn:
-        name = workspace_name(conn, args.workspace)
-        replaced = conn.execute(statements["holiday_count"], params).fetchone()[0]
-        conn.execute(statements["set_holidays"], params | {"dates": sorted(calendar)})
-    print(f"Loaded {len(calendar)} holidays for {place} {args.years} into {name} ({args.workspace}),")
-    print(f"replacing its {replaced} earlier dates. Only dates are stored; the names are shown here:")
+        owner = _owner(conn, args)
+        replaced = conn.execute(statements["holiday_count"], _params(args)).fetchone()[0]
+        conn.execute(statements["load_holidays"], _params(args) | {"holidays": json.dumps(holidays_json)})
+    print(f"Loaded {len(calendar)} holidays for {place} {args.years} into {owner}, replacing its {replaced} earlier dates.")
+    if args.calendar:
+        print(
+            f'Sequences use it with settings {{"holiday_calendar": "{args.calendar}", "exclude_holidays": true}}.'
+        )
     if calendar:
         first, last = min(calendar), max(calendar)
         print(f"  first  {_holiday_line(first, calendar[first])}")
         print(f"  last   {_holiday_line(last, calendar[last])}")
+
+
+def _params(args: argparse.Namespace) -> dict:
+    return {"workspace_id": args.workspace, "calendar": args.calendar}
+
+
+def _owner(conn, args: argparse.Namespace) -> str:
+    """The list's owner, for people; CommandError when the workspace does not exist."""
+    if args.calendar:
+        return f"the shared calendar {args.calendar}"
+    return f"{workspace_name(conn, args.workspace)} ({args.workspace})"
 
 
 def public_holidays(country: str, subdiv: str | None, years: Years):
@@ -137,14 +171,12 @@ def show(args: argparse.Namespace) -> None:
     from app.queries import queries
 
     with psycopg.connect(database_url("holidays")) as conn:
-        name = workspace_name(conn, args.workspace)
-        rows = conn.execute(
-            queries("operator")["workspace_holidays"], {"workspace_id": args.workspace}
-        ).fetchall()
+        owner = _owner(conn, args)
+        rows = conn.execute(queries("operator")["holidays"], _params(args)).fetchall()
     if not rows:
-        print(f"{name} ({args.workspace}) has no holidays: load some with `drumbeat holidays load`")
+        print(f"{owner} has no holidays: load some with `drumbeat holidays load`")
         return
-    print(f"{name} ({args.workspace}): {len(rows)} holidays, {rows[0][0]} to {rows[-1][0]}")
+    print(f"{owner}: {len(rows)} holidays, {rows[0][0]} to {rows[-1][0]}")
     for day, holiday_name in rows:
         print(_holiday_line(day, holiday_name))
 

@@ -5,15 +5,17 @@
 -- name: workspace_name
 SELECT w.name FROM drumbeat.workspaces w WHERE w.id = %(workspace_id)s
 
--- name: set_holidays
--- Replaces the workspace's list; the contract keeps dates only (drumbeat.holidays.name stays NULL).
-SELECT drumbeat_api.set_holidays(%(workspace_id)s, %(dates)s::date[])
+-- name: load_holidays
+-- Replaces a workspace's list (workspace_id) or a shared calendar (calendar), names kept (0025).
+SELECT drumbeat.load_holidays(%(workspace_id)s, %(calendar)s, %(holidays)s::jsonb)
 
 -- name: holiday_count
-SELECT pg_catalog.count(*) FROM drumbeat.holidays h WHERE h.workspace_id = %(workspace_id)s
+SELECT pg_catalog.count(*) FROM drumbeat.holidays h
+WHERE h.workspace_id = %(workspace_id)s OR h.calendar = %(calendar)s
 
--- name: workspace_holidays
-SELECT h.day, h.name FROM drumbeat.holidays h WHERE h.workspace_id = %(workspace_id)s ORDER BY h.day
+-- name: holidays
+SELECT h.day, h.name FROM drumbeat.holidays h
+WHERE h.workspace_id = %(workspace_id)s OR h.calendar = %(calendar)s ORDER BY h.day
 
 -- name: procrastinate_installed
 -- procrastinate's tables live in their own schema (app/migrate.py), applied by `drumbeat migrate`. Read from

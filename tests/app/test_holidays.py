@@ -53,7 +53,34 @@ def test_load_replaces_the_list_and_list_shows_it(db_url, tmp_path):
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].endswith(f"{len(days)} holidays, {days[0]} to {days[-1]}")
-    assert lines[1:] == [f"{day:%Y-%m-%d %a}" for day in days]
+    california_2027 = holidays.country_holidays("US", subdiv="CA", years=[2027])
+    assert lines[1:] == [f"{day:%Y-%m-%d %a}  {california_2027[day]}" for day in days]  # names are kept
+
+
+def test_a_shared_calendar_is_loaded_for_every_workspace_to_opt_into(db_url, tmp_path):
+    loaded = holidays_cli(tmp_path, db_url, "load", "--country", "GB", "--years", "2027", "--calendar", "GB")
+    assert loaded.returncode == 0, loaded.stderr
+    assert "into the shared calendar GB" in loaded.stdout and '"holiday_calendar": "GB"' in loaded.stdout
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT day, name FROM drumbeat.holidays WHERE calendar = 'GB' AND workspace_id IS NULL ORDER BY day"
+        ).fetchall()
+        boxing_day = conn.execute("SELECT drumbeat.is_holiday(NULL, 'GB', '2027-12-27')").fetchone()[0]
+    assert rows == sorted(holidays.country_holidays("GB", years=[2027]).items())
+    assert boxing_day is True  # Boxing Day 2027, observed on the Monday: what the scheduler asks
+    listed = holidays_cli(tmp_path, db_url, "list", "--calendar", "GB")
+    assert (
+        listed.stdout.splitlines()[0]
+        == f"the shared calendar GB: {len(rows)} holidays, 2027-01-01 to 2027-12-28"
+    )
+
+
+@pytest.mark.parametrize(
+    "owner", [(), ("--calendar", "GB", "--workspace", MISSING), ("--calendar", "no spaces please")]
+)
+def test_a_list_needs_exactly_one_well_formed_owner(db_url, tmp_path, owner):
+    result = holidays_cli(tmp_path, db_url, "load", "--country", "GB", "--years", "2027", *owner)
+    assert result.returncode == 2 and ("--calendar" in result.stderr or "--workspace" in result.stderr)
 
 
 def test_unknown_country_is_a_usage_error_and_changes_nothing(db_url, tmp_path):
