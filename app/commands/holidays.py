@@ -123,7 +123,8 @@ def load(args: argparse.Namespace) -> None:
         owner = _owner(conn, args)
         replaced = conn.execute(statements["holiday_count"], _params(args)).fetchone()[0]
         conn.execute(statements["load_holidays"], _params(args) | {"holidays": json.dumps(holidays_json)})
-    print(f"Loaded {len(calendar)} holidays for {place} {args.years} into {owner}, replacing its {replaced} earlier dates.")
+    print(f"Loaded {len(calendar)} holidays for {place} {args.years} into {owner},")
+    print(f"replacing its {replaced} earlier dates.")
     if args.calendar:
         print(
             f'Sequences use it with settings {{"holiday_calendar": "{args.calendar}", "exclude_holidays": true}}.'
