@@ -51,6 +51,7 @@ class Settings:
     jwks_url: str | None = None  # or asymmetric tokens verified against this JWKS
     jwt_audience: str = "authenticated"
     default_region: str = "US"  # phone numbers written without +country are read in this region
+    send_concurrency: int = 8  # messages of one batch in flight at once (1: one after another)
     log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON otherwise
     log_level: str = "INFO"
 
@@ -93,6 +94,8 @@ def load_dotenv(path: Path | None = None) -> Path | None:
     return path
 
 
+# Each in-flight message holds a thread and, with SMTP, a connection to the relay.
+MAX_SEND_CONCURRENCY = 64
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -150,6 +153,12 @@ def load_settings(database_url: str | None = None) -> Settings:
     jwt_secret = env.get("DRUMBEAT_JWT_SECRET") or None
     if jwt_secret is not None and len(jwt_secret) < 32:
         raise ConfigError("DRUMBEAT_JWT_SECRET must be at least 32 characters (HS256 needs a long secret)")
+    send_concurrency = env.get("DRUMBEAT_SEND_CONCURRENCY") or "8"
+    if not send_concurrency.isdigit() or not 1 <= int(send_concurrency) <= MAX_SEND_CONCURRENCY:
+        raise ConfigError(
+            f"DRUMBEAT_SEND_CONCURRENCY must be a whole number from 1 to {MAX_SEND_CONCURRENCY}, "
+            f"got {send_concurrency!r}"
+        )
     log_format = (env.get("DRUMBEAT_LOG_FORMAT") or "auto").lower()
     if log_format not in ("auto", "json", "text"):
         raise ConfigError(f"DRUMBEAT_LOG_FORMAT must be json, text or auto, got {log_format!r}")
@@ -175,6 +184,7 @@ def load_settings(database_url: str | None = None) -> Settings:
         jwks_url=jwks_url,
         jwt_audience=env.get("DRUMBEAT_JWT_AUDIENCE") or "authenticated",
         default_region=region,
+        send_concurrency=int(send_concurrency),
         log_format=log_format,
         log_level=log_level,
     )

@@ -101,7 +101,11 @@ def _dispatcher() -> Dispatcher:
     if dispatcher is None or dispatcher.conn.closed:
         conn = psycopg.connect(_settings.database_url, autocommit=True)
         dispatcher = Dispatcher(
-            conn, transports_for(_settings), batch_size=BATCH_SIZE, links=links_for(_settings)
+            conn,
+            transports_for(_settings),
+            batch_size=BATCH_SIZE,
+            links=links_for(_settings),
+            send_concurrency=_settings.send_concurrency,
         )
         _local.dispatcher = dispatcher
     return dispatcher

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,12 +54,16 @@ class OutboxTransport:
     def __init__(self, conninfo: str):
         self._conninfo = conninfo
         self._conn: psycopg.Connection | None = None
+        # A batch's sending threads share the connection (psycopg serializes its statements, each its own
+        # autocommit transaction); the lock keeps them from opening one each.
+        self._opening = threading.Lock()
 
     def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo, autocommit=True)
-            self._conn.execute(queries("dispatch")["become_worker"])
-        return self._conn
+        with self._opening:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self._conninfo, autocommit=True)
+                self._conn.execute(queries("dispatch")["become_worker"])
+            return self._conn
 
     def send(self, message: Message) -> SendResult:
         self._connection().execute(
@@ -99,12 +104,25 @@ class TwilioTransport:
         status_callback: str | None = None,
         timeout: float = 10.0,
     ):
-        from twilio.http.http_client import TwilioHttpClient
-        from twilio.rest import Client
-
-        self._client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
-        self._client.api.base_url = base_url.rstrip("/")
+        self._credentials = (account_sid, auth_token)
+        self._base_url = base_url.rstrip("/")
+        self._timeout = timeout
         self._status_callback = status_callback
+        # Why one client per thread: a batch's messages are sent from several threads at once, and the
+        # SDK's HTTP client (a requests Session, plus last_request/last_response attributes) is not
+        # documented as thread-safe.
+        self._local = threading.local()
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            from twilio.http.http_client import TwilioHttpClient
+            from twilio.rest import Client
+
+            client = Client(*self._credentials, http_client=TwilioHttpClient(timeout=self._timeout))
+            client.api.base_url = self._base_url
+            self._local.client = client
+        return client
 
     def send(self, message: Message) -> SendResult:
         from twilio.base.exceptions import TwilioRestException
@@ -115,7 +133,7 @@ class TwilioTransport:
             else {"from_": message.from_address}
         )
         try:
-            created = self._client.messages.create(
+            created = self._client().messages.create(
                 to=message.to_address, body=message.text, status_callback=self._status_callback, **sender
             )
         except TwilioRestException as error:

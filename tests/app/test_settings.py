@@ -20,6 +20,7 @@ def environment(monkeypatch):
             "DRUMBEAT_TWILIO_BASE_URL",
             "DRUMBEAT_DELIVERY_LEASE",
             "DRUMBEAT_LOG_LEVEL",
+            "DRUMBEAT_SEND_CONCURRENCY",
         ]:
             monkeypatch.delenv(name, raising=False)
         for name, value in (BASE | values).items():
@@ -39,6 +40,9 @@ def environment(monkeypatch):
         ({"SMTP_STARTTLS": "maybe"}, "SMTP_STARTTLS"),
         ({"DRUMBEAT_PUBLIC_URL": "drumbeat.example"}, "DRUMBEAT_PUBLIC_URL"),
         ({"DRUMBEAT_SECRET_KEY": "short"}, "DRUMBEAT_SECRET_KEY"),
+        ({"DRUMBEAT_SEND_CONCURRENCY": "0"}, "DRUMBEAT_SEND_CONCURRENCY"),
+        ({"DRUMBEAT_SEND_CONCURRENCY": "65"}, "DRUMBEAT_SEND_CONCURRENCY"),
+        ({"DRUMBEAT_SEND_CONCURRENCY": "eight"}, "DRUMBEAT_SEND_CONCURRENCY"),
         ({"DRUMBEAT_ENV": "production"}, "DRUMBEAT_SECRET_KEY"),
     ],
 )

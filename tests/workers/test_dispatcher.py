@@ -9,9 +9,10 @@ import psycopg
 import pytest
 
 from tests.sql.factories import SMS_SEQUENCE, new_tenant, sms_sequence
+from tests.workers.conftest import ACCOUNT_SID
 from workers.dispatcher import Dispatcher
 from workers.links import LinkSigner
-from workers.transports import Message, OutboxTransport, SendResult
+from workers.transports import Message, OutboxTransport, SendResult, TwilioTransport
 
 NOW = "2026-11-23 14:00Z"  # Monday 09:00 in New York
 
@@ -254,3 +255,22 @@ def test_missing_or_null_tracking_flags_mean_on(sequence, pixel, click):
     signer = LinkSigner("https://drumbeat.example", b"s" * 32)
     html = Dispatcher._track(signer, '<a href="https://example.com/">x</a>', str(uuid.uuid4()), sequence)
     assert ("/t/o/" in html, "/t/c/" in html) == (pixel, click)
+
+
+@pytest.mark.parametrize(("send_concurrency", "most_at_once"), [(4, 4), (1, 1)])
+def test_a_batch_is_sent_send_concurrency_messages_at_a_time(db_url, twilio, send_concurrency, most_at_once):
+    """A slow provider (0.2 s an answer): a batch of 8 keeps send_concurrency requests in flight, never
+    more, and every delivery is recorded with its own provider id."""
+    _setup(db_url, SMS_SEQUENCE, [{"phone": f"+1555000200{i}", "first_name": f"Ada{i}"} for i in range(8)])
+    twilio.delay = 0.2
+    sms = TwilioTransport(ACCOUNT_SID, "secret", twilio.url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+        dispatcher = Dispatcher(conn, {"sms": sms}, batch_size=8, send_concurrency=send_concurrency)
+        assert dispatcher.run_once() == 8
+    assert twilio.most_in_flight == most_at_once
+    sent = _rows(
+        db_url, "SELECT to_address, provider_message_id FROM drumbeat.deliveries WHERE status = 'sent'"
+    )
+    assert sorted(to for to, _ in sent) == [f"+1555000200{i}" for i in range(8)]
+    assert len({sid for _, sid in sent}) == 8

@@ -4,63 +4,14 @@ the real twilio SDK) and an SMTP server (aiosmtpd)."""
 from __future__ import annotations
 
 import base64
-import json
 import socket
-import threading
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
 
 import pytest
 from aiosmtpd.controller import Controller
 
+from tests.workers.conftest import ACCOUNT_SID
 from workers.transports import Message, SmtpTransport, TwilioTransport
-
-ACCOUNT_SID = "AC" + "0" * 32
-
-
-class TwilioStandIn(ThreadingHTTPServer):
-    """Answers POST .../Messages.json with the next scripted (status, body) and records each request."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        self.replies: list[tuple[int, dict]] = []
-        super().__init__(("127.0.0.1", 0), _TwilioHandler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _TwilioHandler(BaseHTTPRequestHandler):
-    def do_POST(self):
-        length = int(self.headers["Content-Length"])
-        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
-        self.server.requests.append({"path": self.path, "form": form, "auth": self.headers["Authorization"]})
-        status, body = (
-            self.server.replies.pop(0)
-            if self.server.replies
-            else (201, {"sid": f"SM{len(self.server.requests):032d}", "status": "queued"})
-        )
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def twilio():
-    server = TwilioStandIn()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def sms(to="+15551230000", sender="+15550009999") -> Message:
