@@ -42,6 +42,7 @@ class NullTransport:
     """Accepts everything instantly: the benchmark measures Drumbeat, not a provider."""
 
     name = "null"
+    concurrent = False
 
     def send(self, message: Message) -> SendResult:
         return SendResult(sent=True, provider_message_id=f"null:{message.delivery_id}")

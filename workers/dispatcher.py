@@ -69,10 +69,14 @@ class Dispatcher:
     def _send_all(self, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each claimed delivery's record entry, in claim order; sent send_concurrency at a time. Each send
         runs in a copy of this context, so its log lines keep the batch's correlation id."""
-        if self._senders is None or len(claimed) == 1:
+        if self._senders is None or not self._any_concurrent(claimed):
             return [self._send(row) for row in claimed]
         sends = [self._senders.submit(contextvars.copy_context().run, self._send, row) for row in claimed]
         return [send.result() for send in sends]
+
+    def _any_concurrent(self, claimed: list[dict[str, Any]]) -> bool:
+        """Does any of these go through a transport worth calling concurrently (a network provider)?"""
+        return len(claimed) > 1 and any(self.transports[row["channel"]].concurrent for row in claimed)
 
     def recover(self, lease: str = "10 minutes") -> int:
         with logs.correlation():

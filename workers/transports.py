@@ -41,6 +41,9 @@ class SendResult:
 
 class Transport(Protocol):
     name: str
+    # Worth sending several messages at once: each send mostly waits on a provider's round trip. A local
+    # transport gains nothing from threads and only pays their switching (measured: bench/lateness.py).
+    concurrent: bool
 
     def send(self, message: Message) -> SendResult: ...
 
@@ -50,6 +53,7 @@ class OutboxTransport:
     when no provider credentials are configured, demos, tests)."""
 
     name = "outbox"
+    concurrent = False
 
     def __init__(self, conninfo: str):
         self._conninfo = conninfo
@@ -93,6 +97,7 @@ class TwilioTransport:
     delivery status (DRUMBEAT_PUBLIC_URL + /webhooks/twilio/status)."""
 
     name = "twilio"
+    concurrent = True
     # 21610: the recipient replied STOP. Permanent, and record_deliveries opts the contact out.
     TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
 
@@ -153,6 +158,7 @@ class SmtpTransport:
     it generates is recorded as the provider id so that replies (In-Reply-To) can be matched."""
 
     name = "smtp"
+    concurrent = True
 
     def __init__(
         self,

@@ -150,6 +150,7 @@ def test_a_failed_send_and_the_exit_it_causes_are_logged_without_the_error_text(
 
 class DownProvider:
     name = "down"
+    concurrent = False
 
     def send(self, message: Message) -> SendResult:
         raise ConnectionError(f"cannot reach the provider for {message.to_address}: {message.text}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from html.parser import HTMLParser
 
@@ -78,6 +79,7 @@ class FlakyProvider:
     """A provider that is down for its first calls (transient), then accepts."""
 
     name = "flaky"
+    concurrent = False
 
     def __init__(self, failures: int):
         self.failures = failures
@@ -130,12 +132,15 @@ class CapturingTransport:
     """A provider that accepts everything and keeps what it was given."""
 
     name = "capture"
+    concurrent = False
 
     def __init__(self):
         self.sent: list[Message] = []
+        self.threads: set[int] = set()
 
     def send(self, message: Message) -> SendResult:
         self.sent.append(message)
+        self.threads.add(threading.get_ident())
         return SendResult(sent=True, provider_message_id=f"cap-{len(self.sent)}")
 
 
@@ -274,3 +279,16 @@ def test_a_batch_is_sent_send_concurrency_messages_at_a_time(db_url, twilio, sen
     )
     assert sorted(to for to, _ in sent) == [f"+1555000200{i}" for i in range(8)]
     assert len({sid for _, sid in sent}) == 8
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_only_a_concurrent_transport_is_called_from_the_send_threads(db_url, concurrent):
+    """A local transport (the outbox) gains nothing from threads, so its batch is sent in the dispatcher's
+    own thread; a network provider's batch goes to the send threads."""
+    _setup(db_url, SMS_SEQUENCE, [{"phone": f"+1555000300{i}"} for i in range(4)])
+    transport = CapturingTransport()
+    transport.concurrent = concurrent
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+        assert Dispatcher(conn, {"sms": transport}, batch_size=4, send_concurrency=4).run_once() == 4
+    assert (transport.threads == {threading.get_ident()}) is not concurrent

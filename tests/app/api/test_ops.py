@@ -72,6 +72,7 @@ def test_readyz_is_503_naming_a_missing_migration(client, db_url):
 
 class Capturing:
     name = "capture"
+    concurrent = False
 
     def send(self, message: Message) -> SendResult:
         return SendResult(sent=True, provider_message_id=f"SM-{message.delivery_id}")

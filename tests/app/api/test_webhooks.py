@@ -66,6 +66,7 @@ class CapturingTransport:
     """A provider that accepts everything, keeps it, and answers a Twilio-like message id."""
 
     name = "capture"
+    concurrent = False
 
     def __init__(self):
         self.sent: list[Message] = []
