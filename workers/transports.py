@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -155,10 +156,21 @@ class TwilioTransport:
 
 class SmtpTransport:
     """Email over SMTP (implicit TLS on port 465, STARTTLS when asked, optional login). The Message-ID
-    it generates is recorded as the provider id so that replies (In-Reply-To) can be matched."""
+    it generates is recorded as the provider id so that replies (In-Reply-To) can be matched.
+
+    Each sending thread keeps its own session open between messages: a relay's connect, TLS handshake and
+    login cost more round trips than the message itself, and relays throttle clients that reconnect for
+    every message. A kept session is checked with NOOP before it carries the next message (relays close
+    idle sessions), replaced once idle IDLE_SECONDS or after MESSAGES_PER_SESSION messages (relays cap
+    messages per session), and dropped after any failure, whose leftover state the next message should
+    not inherit."""
 
     name = "smtp"
     concurrent = True
+    MESSAGES_PER_SESSION = 100
+    # Longer than a batch's pause between messages, shorter than relays' and NAT gateways' idle timeouts: a
+    # NOOP on a connection a NAT has silently forgotten would wait the whole timeout before failing.
+    IDLE_SECONDS = 60.0
 
     def __init__(
         self,
@@ -171,15 +183,16 @@ class SmtpTransport:
     ):
         self.host, self.port, self.username, self.password = host, port, username, password
         self.starttls, self.timeout = starttls, timeout
+        self._sessions = threading.local()  # smtplib.SMTP is not thread-safe: a session per sending thread
 
     def send(self, message: Message) -> SendResult:
         import smtplib
 
         email = self._build(message)
         try:
-            with self._connect() as smtp:
-                smtp.send_message(email)
+            self._session().send_message(email)
         except smtplib.SMTPResponseException as error:
+            self._drop()
             return SendResult(
                 sent=False,
                 error_code=str(error.smtp_code),
@@ -187,6 +200,7 @@ class SmtpTransport:
                 transient=400 <= error.smtp_code < 500,
             )
         except smtplib.SMTPRecipientsRefused as error:
+            self._drop()
             code, text = next(iter(error.recipients.values()))
             return SendResult(
                 sent=False,
@@ -195,23 +209,68 @@ class SmtpTransport:
                 transient=400 <= code < 500,
             )
         except (OSError, smtplib.SMTPException) as error:
+            self._drop()
             return SendResult(sent=False, error_code="network", error_message=str(error), transient=True)
+        self._sessions.carried += 1
+        self._sessions.last_used = time.monotonic()
         return SendResult(sent=True, provider_message_id=email["Message-ID"])
 
+    def _session(self):
+        """This thread's open session if it is still good for a message, otherwise a new one."""
+        kept = getattr(self._sessions, "smtp", None)
+        if kept is not None:
+            retired = self._sessions.carried >= self.MESSAGES_PER_SESSION
+            idle = time.monotonic() - self._sessions.last_used > self.IDLE_SECONDS
+            if not (retired or idle) and self._answers(kept):
+                return kept
+            self._drop(politely=retired and not idle)
+        self._sessions.smtp, self._sessions.carried = self._connect(), 0
+        self._sessions.last_used = time.monotonic()
+        return self._sessions.smtp
+
+    @staticmethod
+    def _answers(smtp) -> bool:
+        import smtplib
+
+        try:
+            return smtp.noop()[0] == 250
+        except (OSError, smtplib.SMTPException):
+            return False
+
+    def _drop(self, politely: bool = False) -> None:
+        """Forget this thread's session: QUIT when it is healthy (retired), otherwise just close the socket."""
+        import smtplib
+
+        smtp, self._sessions.smtp = getattr(self._sessions, "smtp", None), None
+        if smtp is None:
+            return
+        try:
+            if politely:
+                smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            pass  # QUIT is a courtesy: the socket is closed below either way
+        smtp.close()
+
     def _connect(self):
+        """A new session: connected, encrypted and logged in, or closed again on the way."""
         import smtplib
         import ssl
 
-        if self.port == 465:
+        implicit_tls = self.port == 465
+        if implicit_tls:
             smtp = smtplib.SMTP_SSL(
                 self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
             )
         else:
             smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-            if self.starttls:
+        try:
+            if self.starttls and not implicit_tls:
                 smtp.starttls(context=ssl.create_default_context())
-        if self.username:
-            smtp.login(self.username, self.password or "")
+            if self.username:
+                smtp.login(self.username, self.password or "")
+        except BaseException:
+            smtp.close()
+            raise
         return smtp
 
     @staticmethod

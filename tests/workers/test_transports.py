@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from email import message_from_bytes
 
 import pytest
@@ -72,19 +75,30 @@ def test_twilio_unreachable_is_transient():
 
 
 class Inbox:
-    def __init__(self, rcpt_reply: str | None = None):
+    """What the test SMTP server received, and from which client connections (session.peer)."""
+
+    def __init__(self, rcpt_reply: str | None = None, refused: frozenset[str] = frozenset()):
         self.messages: list = []
+        self.peers: list[tuple[str, int]] = []
         self.rcpt_reply = rcpt_reply
+        self.refused = refused
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.rcpt_reply:
             return self.rcpt_reply
+        if address in self.refused:
+            return "550 5.1.1 No such user"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         self.messages.append(message_from_bytes(envelope.content))
+        self.peers.append(session.peer)
         return "250 Message accepted"
+
+    def sessions(self) -> int:
+        """How many connections carried the accepted messages."""
+        return len(set(self.peers))
 
 
 def free_port() -> int:
@@ -95,9 +109,9 @@ def free_port() -> int:
 
 @pytest.fixture
 def smtp_server():
-    def start(rcpt_reply=None):
-        inbox = Inbox(rcpt_reply)
-        controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    def start(rcpt_reply=None, refused=frozenset(), **server_parameters):
+        inbox = Inbox(rcpt_reply, refused)
+        controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **server_parameters)
         controller.start()
         started.append(controller)
         return inbox, controller.port
@@ -154,3 +168,58 @@ def test_smtp_rejections_are_classified(smtp_server, reply, transient):
 def test_smtp_unreachable_is_transient():
     result = SmtpTransport("127.0.0.1", 9, starttls=False, timeout=2).send(email())
     assert (result.sent, result.transient) == (False, True)
+
+
+def test_smtp_keeps_one_session_for_a_thread_s_messages(smtp_server):
+    inbox, port = smtp_server()
+    transport = SmtpTransport("127.0.0.1", port, starttls=False)
+    results = [transport.send(email(to_address=f"c{i}@example.com")) for i in range(3)]
+    assert all(result.sent for result in results)
+    assert [m["To"] for m in inbox.messages] == ["c0@example.com", "c1@example.com", "c2@example.com"]
+    assert inbox.sessions() == 1
+
+
+def test_smtp_sessions_are_not_shared_between_threads(smtp_server):
+    """smtplib is not thread-safe: two sending threads, two sessions, every message delivered."""
+    inbox, port = smtp_server()
+    transport = SmtpTransport("127.0.0.1", port, starttls=False)
+    ready = threading.Barrier(2)
+
+    def send_two(thread: int) -> list[bool]:
+        ready.wait(timeout=5)  # both threads are alive at once, so neither can be the other
+        return [transport.send(email(to_address=f"t{thread}m{i}@example.com")).sent for i in range(2)]
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(send_two, [0, 1])) == [[True, True], [True, True]]
+    assert len(inbox.messages) == 4 and inbox.sessions() == 2
+
+
+def test_smtp_opens_a_new_session_when_the_server_closed_the_idle_one(smtp_server):
+    """The relay drops a session idle for 0.3 s; the NOOP check notices and the message still goes."""
+    inbox, port = smtp_server(timeout=0.3)
+    transport = SmtpTransport("127.0.0.1", port, starttls=False)
+    assert transport.send(email(to_address="first@example.com")).sent
+    time.sleep(0.8)
+    assert transport.send(email(to_address="second@example.com")).sent
+    assert len(inbox.messages) == 2 and inbox.sessions() == 2
+
+
+def test_smtp_replaces_a_session_after_its_share_of_messages_or_a_long_idle(smtp_server):
+    inbox, port = smtp_server()
+    transport = SmtpTransport("127.0.0.1", port, starttls=False)
+    transport.MESSAGES_PER_SESSION = 2
+    assert all(transport.send(email(to_address=f"c{i}@example.com")).sent for i in range(5))
+    assert inbox.sessions() == 3  # 2 + 2 + 1
+    transport.IDLE_SECONDS = 0.1
+    time.sleep(0.3)
+    assert transport.send(email(to_address="later@example.com")).sent
+    assert inbox.sessions() == 4
+
+
+def test_smtp_a_refused_recipient_does_not_stop_the_next_message(smtp_server):
+    inbox, port = smtp_server(refused=frozenset({"gone@example.com"}))
+    transport = SmtpTransport("127.0.0.1", port, starttls=False)
+    refused = transport.send(email(to_address="gone@example.com"))
+    assert (refused.sent, refused.error_code, refused.transient) == (False, "550", False)
+    assert transport.send(email(to_address="here@example.com")).sent
+    assert [m["To"] for m in inbox.messages] == ["here@example.com"]
