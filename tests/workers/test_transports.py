@@ -12,6 +12,7 @@ from email import message_from_bytes
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from tests.workers.conftest import ACCOUNT_SID
 from workers.transports import Message, SmtpTransport, TwilioTransport
@@ -223,3 +224,21 @@ def test_smtp_a_refused_recipient_does_not_stop_the_next_message(smtp_server):
     assert (refused.sent, refused.error_code, refused.transient) == (False, "550", False)
     assert transport.send(email(to_address="here@example.com")).sent
     assert [m["To"] for m in inbox.messages] == ["here@example.com"]
+
+
+def _accept_only_sam(server, session, envelope, mechanism, auth_data) -> AuthResult:
+    # handled=False: aiosmtpd answers a refusal with 535 itself (handled=True would leave the client waiting)
+    return AuthResult(success=(auth_data.login, auth_data.password) == (b"sam", b"s3cret"), handled=False)
+
+
+@pytest.mark.parametrize(
+    ("password", "sent", "sessions"), [("s3cret", [True, True], 1), ("wrong", [False], 0)]
+)
+def test_smtp_logs_in_once_per_session_and_a_bad_login_is_permanent(smtp_server, password, sent, sessions):
+    inbox, port = smtp_server(authenticator=_accept_only_sam, auth_required=True, auth_require_tls=False)
+    transport = SmtpTransport("127.0.0.1", port, username="sam", password=password, starttls=False)
+    results = [transport.send(email(to_address=f"c{i}@example.com")) for i in range(len(sent))]
+    assert [result.sent for result in results] == sent
+    assert inbox.sessions() == sessions
+    if not all(sent):
+        assert (results[0].error_code, results[0].transient) == ("535", False)
