@@ -235,9 +235,8 @@ def _accept_only_sam(server, session, envelope, mechanism, auth_data) -> AuthRes
     ("password", "sent", "sessions"), [("s3cret", [True, True], 1), ("wrong", [False], 0)]
 )
 def test_smtp_logs_in_once_per_session_and_a_bad_login_is_permanent(smtp_server, password, sent, sessions):
-    inbox, port = smtp_server(
-        authenticator=_accept_only_sam, auth_require_tls=False
-    )  # plain text on loopback
+    # AUTH over plain text is fine on loopback
+    inbox, port = smtp_server(authenticator=_accept_only_sam, auth_require_tls=False)
     transport = SmtpTransport("127.0.0.1", port, username="sam", password=password, starttls=False)
     results = [transport.send(email(to_address=f"c{i}@example.com")) for i in range(len(sent))]
     assert [result.sent for result in results] == sent
