@@ -18,6 +18,8 @@ from app.settings import TWILIO_API, account_sid_problem
 HELP = "check the configuration, the database and the provider credentials"
 
 CONNECT_TIMEOUT_SECONDS = 3
+# Supabase's pooler answers in transaction mode on this port (Supavisor, and the PgBouncer before it).
+SUPABASE_TRANSACTION_POOLER_PORT = "6543"
 SHOWN_NAMES = 5  # pending migrations, workspaces lacking senders: the first few, then a count
 TWILIO_AUTH_TOKEN = re.compile(r"^[0-9a-fA-F]{32}$")
 CREDENTIALS = {
@@ -91,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     report = Report()
     report.add(configuration())
     with connection(report) as conn:
+        report.add(connection_mode(os.environ.get("DATABASE_URL")))
         current = report.add(schema(conn)).status in ("ok", "warn")  # warn: this login cannot tell
         report.add(procrastinate_schema(conn))
         report.add(database_role(conn) if current else skipped("database role", "needs a current schema"))
@@ -170,6 +173,28 @@ def locate_database() -> tuple[str, str]:
         return database_url("doctor"), f"{place} (DATABASE_URL is not set)"
     except CommandError as error:
         raise NoDatabase(f"DATABASE_URL is not set and {place} could not start: {error}") from None
+
+
+def connection_mode(url: str | None) -> Finding:
+    """Fails on Supabase's transaction pooler, which the worker and the API cannot use (README, "Connections
+    and poolers"). Other poolers cannot be told from a direct connection by their address."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    if not url:
+        return ok("connection mode", "direct (the embedded database)")
+    try:
+        params = conninfo_to_dict(url)
+    except ProgrammingError:
+        return skipped("connection mode", "needs a valid DATABASE_URL")
+    host, port = params.get("host") or "", str(params.get("port") or "")
+    if host.endswith((".supabase.com", ".supabase.co")) and port == SUPABASE_TRANSACTION_POOLER_PORT:
+        return failed(
+            "connection mode",
+            f"{host}:{port} is Supabase's transaction pooler: use its session pooler (port 5432) or the "
+            "direct connection, see README 'Connections and poolers'",
+        )
+    return ok("connection mode", "not a transaction pooler Drumbeat knows of (use direct or session mode)")
 
 
 def schema(conn) -> Finding:

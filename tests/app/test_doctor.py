@@ -12,6 +12,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from app.commands.doctor import connection_mode
 from app.migrate import drumbeat_migrations
 from tests.app.cli_helpers import committed_tenant, drumbeat
 
@@ -62,6 +63,7 @@ def test_passes_in_production_with_everything_configured(db_url, tmp_path):
     assert list(findings) == [
         "configuration",
         "database",
+        "connection mode",
         "schema",
         "procrastinate schema",
         "database role",
@@ -179,3 +181,26 @@ def test_a_login_that_can_run_nothing_fails(login, tmp_path):
         "can run nothing: make it a member of drumbeat_worker "
         "(worker) or drumbeat_authenticator (API), see README 'Database roles'"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        (
+            "postgresql://postgres.abcdefghijklmnop:pw@aws-0-eu-west-1.pooler.supabase.com:6543/postgres",
+            "FAIL",
+        ),
+        ("postgresql://postgres:pw@db.abcdefghijklmnop.supabase.co:6543/postgres", "FAIL"),
+        ("postgresql://postgres.abcdefghijklmnop:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres", "ok"),
+        ("postgresql://postgres:pw@db.abcdefghijklmnop.supabase.co:5432/postgres", "ok"),
+        ("host=db.example.com port=6543 dbname=drumbeat", "ok"),
+        (None, "ok"),
+        ("postgresql://[broken", "skip"),
+    ],
+)
+def test_supabase_s_transaction_pooler_fails_the_connection_mode(url, status):
+    """Its address is enough to tell (and checking it needs no network here)."""
+    finding = connection_mode(url)
+    assert finding.status == status
+    if status == "FAIL":
+        assert "transaction pooler" in finding.detail and "pw" not in finding.detail
