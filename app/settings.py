@@ -13,6 +13,29 @@ TWILIO_API = "https://api.twilio.com"
 TWILIO_ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 # Twilio-compatible providers (SignalWire) name accounts by a project id, a UUID.
 PROJECT_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Supabase's pooler answers in transaction mode on this port (Supavisor, and the PgBouncer before it).
+SUPABASE_TRANSACTION_POOLER_PORT = "6543"
+
+
+def transaction_pooler_problem(url: str | None) -> str | None:
+    """Why Drumbeat cannot run through url when it names Supabase's transaction pooler, or None. Session
+    state does not survive there: the migrator's advisory lock, the worker's LISTEN and its session-level
+    SET ROLE (which would even reach other clients of the pooler), and the API's prepared statements.
+    Other poolers cannot be told from a direct connection by their address."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url) if url else {}
+    except ProgrammingError:
+        return None  # not a connection string at all: load_settings or the connection says so
+    host, port = params.get("host") or "", str(params.get("port") or "")
+    if host.endswith((".supabase.com", ".supabase.co")) and port == SUPABASE_TRANSACTION_POOLER_PORT:
+        return (
+            f"DATABASE_URL names Supabase's transaction pooler ({host}:{port}), which Drumbeat cannot use: "
+            "connect to its session pooler (port 5432) or directly, see README 'Connections and poolers'"
+        )
+    return None
 
 
 def account_sid_problem(sid: str, base_url: str) -> str | None:
@@ -114,6 +137,8 @@ def load_settings(database_url: str | None = None) -> Settings:
         raise ConfigError(
             "DATABASE_URL must be a postgresql:// URL (or key=value connection string), got something else"
         )
+    if problem := transaction_pooler_problem(env.get("DATABASE_URL")):
+        raise ConfigError(problem)
     mode = env.get("DRUMBEAT_ENV") or "development"
     if mode not in ("development", "production"):
         raise ConfigError(f"DRUMBEAT_ENV must be development or production, got {mode!r}")

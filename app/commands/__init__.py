@@ -7,6 +7,7 @@ malformed variable: the message names it)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 EXIT_OK = 0
@@ -24,7 +25,6 @@ class CommandError(Exception):
 
 def add_listen_arguments(parser) -> None:
     """--host and --port of the API (`drumbeat api`, `drumbeat up`), defaulting to DRUMBEAT_HOST/PORT."""
-    import os
 
     parser.add_argument(
         "--host",
@@ -59,9 +59,13 @@ def describe_database_error(error: Exception) -> str:
 
 
 def database_url(command: str) -> str:
-    """DATABASE_URL, else the embedded database (started when needed); CommandError when neither works."""
+    """DATABASE_URL, else the embedded database (started when needed); CommandError when neither works, or
+    when DATABASE_URL names a pooler Drumbeat cannot use (a usage error: nothing was tried)."""
     from app.embedded import database_url as resolve
+    from app.settings import transaction_pooler_problem
 
+    if problem := transaction_pooler_problem(os.environ.get("DATABASE_URL")):
+        raise CommandError(problem, EXIT_USAGE)
     try:
         return resolve()[0]
     except ImportError as error:
@@ -78,7 +82,6 @@ def database_url(command: str) -> str:
 def settings_for(command: str):
     """Validated settings (with the embedded database standing in for an unset DATABASE_URL);
     CommandError(EXIT_USAGE) naming the variable when the configuration is wrong."""
-    import os
 
     from app.settings import ConfigError, load_settings
 

@@ -13,13 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from app.commands import EXIT_FAILED, EXIT_OK
-from app.settings import TWILIO_API, account_sid_problem
+from app.settings import TWILIO_API, account_sid_problem, transaction_pooler_problem
 
 HELP = "check the configuration, the database and the provider credentials"
 
 CONNECT_TIMEOUT_SECONDS = 3
-# Supabase's pooler answers in transaction mode on this port (Supavisor, and the PgBouncer before it).
-SUPABASE_TRANSACTION_POOLER_PORT = "6543"
 SHOWN_NAMES = 5  # pending migrations, workspaces lacking senders: the first few, then a count
 TWILIO_AUTH_TOKEN = re.compile(r"^[0-9a-fA-F]{32}$")
 CREDENTIALS = {
@@ -176,24 +174,19 @@ def locate_database() -> tuple[str, str]:
 
 
 def connection_mode(url: str | None) -> Finding:
-    """Fails on Supabase's transaction pooler, which the worker and the API cannot use (README, "Connections
-    and poolers"). Other poolers cannot be told from a direct connection by their address."""
+    """Fails on Supabase's transaction pooler, which Drumbeat cannot use (README, "Connections and
+    poolers"). Other poolers cannot be told from a direct connection by their address."""
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
 
     if not url:
         return ok("connection mode", "direct (the embedded database)")
     try:
-        params = conninfo_to_dict(url)
+        conninfo_to_dict(url)
     except ProgrammingError:
         return skipped("connection mode", "needs a valid DATABASE_URL")
-    host, port = params.get("host") or "", str(params.get("port") or "")
-    if host.endswith((".supabase.com", ".supabase.co")) and port == SUPABASE_TRANSACTION_POOLER_PORT:
-        return failed(
-            "connection mode",
-            f"{host}:{port} is Supabase's transaction pooler: use its session pooler (port 5432) or the "
-            "direct connection, see README 'Connections and poolers'",
-        )
+    if problem := transaction_pooler_problem(url):
+        return failed("connection mode", problem)
     return ok("connection mode", "not a transaction pooler Drumbeat knows of (use direct or session mode)")
 
 

@@ -69,6 +69,20 @@ def test_a_malformed_variable_exits_2_naming_it(tmp_path):
     assert "SMTP_PORT" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["migrate"], ["worker"], ["keys", "list", "--workspace", "w"]])
+def test_supabase_s_transaction_pooler_is_refused_before_connecting(tmp_path, command):
+    """Exit 2 with the fix, at once: the address says it all, and no connection is attempted (none is
+    possible here)."""
+    pooler = "postgresql://postgres.ref:hunter2@aws-0-eu-west-1.pooler.supabase.com:6543/postgres"
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": pooler}
+    result = subprocess.run(
+        [DRUMBEAT, *command], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "transaction pooler" in result.stderr and "port 5432" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
 def test_dotenv_is_read_and_the_environment_wins(tmp_path):
     (tmp_path / ".env").write_text("SMTP_PORT=seventy\nDRUMBEAT_LOG_LEVEL=loud\n")
     env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}

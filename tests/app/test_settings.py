@@ -44,6 +44,12 @@ def environment(monkeypatch):
         ({"DRUMBEAT_SEND_CONCURRENCY": "65"}, "DRUMBEAT_SEND_CONCURRENCY"),
         ({"DRUMBEAT_SEND_CONCURRENCY": "eight"}, "DRUMBEAT_SEND_CONCURRENCY"),
         ({"DRUMBEAT_ENV": "production"}, "DRUMBEAT_SECRET_KEY"),
+        (
+            {
+                "DATABASE_URL": "postgresql://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:6543/postgres"
+            },
+            "DATABASE_URL",
+        ),
     ],
 )
 def test_bad_configuration_names_the_variable(environment, values, named):
