@@ -419,3 +419,111 @@ def test_a_reply_naming_no_step_counts_for_the_last_message_sent(conn, tenant, e
         (3, 0, 0),
     ]
     assert stats["steps"][0]["reply_rate"] == 1
+
+
+def _pause(tenant, enrollment_id) -> None:
+    tenant.as_owner()
+    call(tenant.conn, "pause_enrollment", enrollment_id)
+
+
+def _resume(tenant, enrollment_id) -> None:
+    tenant.as_owner()
+    call(tenant.conn, "resume_enrollment", enrollment_id)
+
+
+def _deliveries_of(conn, enrollment_id) -> list[tuple]:
+    conn.execute("RESET ROLE")
+    return conn.execute(
+        """SELECT st.position, d.attempt, d.status FROM drumbeat.deliveries d
+           JOIN drumbeat.sequence_steps st ON st.id = d.step_id WHERE d.enrollment_id = %s
+           ORDER BY d.claimed_at, d.attempt""",
+        (enrollment_id,),
+    ).fetchall()
+
+
+def _sent(delivery: dict) -> dict:
+    return {"delivery_id": str(delivery["delivery_id"]), "outcome": "sent", "provider_message_id": "SM1"}
+
+
+def test_a_step_sent_while_its_enrollment_was_paused_is_not_sent_again_on_resume(conn, tenant, enrolled):
+    """Paused while its message was in flight, resumed after the send was recorded: the resumed
+    enrollment is due on the same step and attempt, whose delivery exists. It moves on (never a second
+    send) instead of staying due and blocking the claims of everyone behind it."""
+    sequence, _, enrollment_id = enrolled
+    [delivery] = claim(conn)
+    _pause(tenant, enrollment_id)
+    assert record(conn, _sent(delivery)) == 1
+    _resume(tenant, enrollment_id)
+    [(_, behind, _)] = tenant.enroll(sequence, [tenant.contact(first_name="Bo")])
+    assert claim(conn, limit=1) == []  # the resumed one, oldest due: settled, nothing to send
+    [claimed] = claim(conn, limit=1)  # so the claims behind it are no longer stuck on it
+    assert claimed["enrollment_id"] == behind
+    state = enrollment(conn, enrollment_id)
+    assert (state["status"], state["position"]) == ("active", 2)
+    assert state["next_action_at"] == at("2026-11-25 15:00Z")  # the next step, planned as after a send
+    assert _deliveries_of(conn, enrollment_id) == [(1, 1, "sent")]
+
+
+def test_a_message_still_in_flight_when_its_enrollment_resumes_is_waited_for(conn, tenant, enrolled):
+    _, _, enrollment_id = enrolled
+    [delivery] = claim(conn)
+    _pause(tenant, enrollment_id)
+    _resume(tenant, enrollment_id)
+    assert claim(conn) == []
+    assert enrollment(conn, enrollment_id)["next_action_at"] is None  # waits for the record, as claimed
+    assert record(conn, _sent(delivery)) == 1
+    assert enrollment(conn, enrollment_id)["position"] == 2
+    assert _deliveries_of(conn, enrollment_id) == [(1, 1, "sent")]
+
+
+@pytest.mark.parametrize(
+    ("transient", "error_code", "expected"),
+    [(True, "network", ("active", 1, 2)), (False, "21211", ("failed", 1, 1))],
+)
+def test_a_send_that_failed_while_paused_is_retried_or_ends_as_the_record_would_have(
+    conn, tenant, enrolled, transient, error_code, expected
+):
+    _, _, enrollment_id = enrolled
+    [delivery] = claim(conn)
+    _pause(tenant, enrollment_id)
+    failure = {"delivery_id": str(delivery["delivery_id"]), "outcome": "failed", "transient": transient}
+    assert record(conn, failure | {"error_code": error_code}) == 1
+    _resume(tenant, enrollment_id)
+    assert claim(conn) == []
+    state = enrollment(conn, enrollment_id)
+    assert (state["status"], state["position"], state["attempt"]) == expected
+    if transient:  # the next attempt after the first backoff, then a new delivery
+        assert state["next_action_at"] == at("2026-11-23 14:01Z")
+        set_clock(conn, "2026-11-23 14:01Z")
+        [retry] = claim(conn)
+        assert (retry["enrollment_id"], retry["attempt"]) == (enrollment_id, 2)
+
+
+def test_a_step_already_sent_and_moved_later_is_not_sent_again(conn, tenant):
+    """Steps already executed are never re-run: the first text, sent, is moved after the second."""
+    definition = sms_sequence(
+        settings={"timezone": "UTC", "quiet_hours": {"start": "00:00", "end": "24:00"}},
+        steps=[
+            {"kind": "sms", "body": "One"},
+            {"kind": "sms", "delay": {"value": 5, "unit": "minutes"}, "body": "Two"},
+            {"kind": "sms", "delay": {"value": 5, "unit": "minutes"}, "body": "Three"},
+        ],
+    )
+    sequence = tenant.sequence(definition)
+    [(_, enrollment_id, _)] = tenant.enroll(sequence, [tenant.contact()])
+    [first] = claim(conn)
+    record(conn, _sent(first))
+    conn.execute("RESET ROLE")
+    conn.execute(  # "One" becomes the second step (position is deferred: one statement swaps them)
+        """UPDATE drumbeat.sequence_steps SET position = 3 - position
+           WHERE sequence_id = %s AND position IN (1, 2)""",
+        (sequence,),
+    )
+    bodies = []
+    for minute in (5, 10, 15, 20):
+        set_clock(conn, f"2026-11-23 14:{minute:02d}Z")
+        for delivery in claim(conn):
+            bodies.append(delivery["body"])
+            record(conn, _sent(delivery))
+    assert bodies == ["Two", "Three"]
+    assert enrollment(conn, enrollment_id)["status"] == "completed"
