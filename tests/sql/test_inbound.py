@@ -131,3 +131,58 @@ def test_record_event_unsubscribe_keeps_other_channel_sequences(conn, tenant):
         "SELECT drumbeat_api.record_event(%s, 'unsubscribed', %s)", (contact, Jsonb({"channel": "sms"}))
     )
     assert enrollment(conn, email_enrollment)["status"] == "active"
+
+
+@pytest.fixture
+def sharing(conn, tenant):
+    """A second workspace that also uses OUR_NUMBER (one Twilio number serving two brands)."""
+    other = new_tenant(conn, "Other brand", with_sender=False)
+    other.sender("sms", OUR_NUMBER)
+    return other
+
+
+def test_stop_to_a_shared_number_opts_out_in_every_workspace_that_uses_it(conn, tenant, sharing):
+    """The carrier blocks the number for this recipient whoever sends: so must we."""
+    ours = tenant.contact(phone="+15551112222")
+    theirs = sharing.contact(phone="+15551112222")
+    [(_, their_enrollment, _)] = sharing.enroll(sharing.sequence(), [theirs])
+    assert inbound(conn, "STOP") == "opted_out"
+    assert opted_out(conn, ours) and opted_out(conn, theirs)
+    assert enrollment(conn, their_enrollment)["status"] == "unsubscribed"
+    assert inbound(conn, "START") == "opted_in"
+    assert not opted_out(conn, ours) and not opted_out(conn, theirs)
+
+
+def test_stop_reaches_a_contact_of_the_workspace_that_registered_the_number_last(conn, tenant, sharing):
+    theirs = sharing.contact(phone="+15551112222")
+    assert inbound(conn, "STOP") == "opted_out"
+    assert opted_out(conn, theirs)
+
+
+def test_a_reply_to_a_shared_number_goes_to_the_workspace_that_last_texted_them(conn, tenant, sharing):
+    ours = tenant.contact(phone="+15551112222")
+    [(_, our_enrollment, _)] = tenant.enroll(tenant.sequence(activate=True), [ours])
+    conn.execute("RESET ROLE")
+    conn.execute(  # our first text waits till tomorrow: only the other brand's goes out now
+        "UPDATE drumbeat.enrollments SET next_action_at = now() + interval '1 day' WHERE id = %s",
+        (our_enrollment,),
+    )
+    theirs = sharing.contact(phone="+15551112222")
+    [(_, their_enrollment, _)] = sharing.enroll(sharing.sequence(), [theirs])
+    [delivery] = claim(conn)
+    assert delivery["enrollment_id"] == their_enrollment
+    record(
+        conn, {"delivery_id": str(delivery["delivery_id"]), "outcome": "sent", "provider_message_id": "SMx"}
+    )
+    assert inbound(conn, "Not interested, thanks") == "replied"
+    assert enrollment(conn, their_enrollment)["status"] == "replied"
+    assert enrollment(conn, our_enrollment)["status"] == "active"
+
+
+def test_an_unmatched_message_to_a_shared_number_is_logged_in_each_workspace(conn, tenant, sharing):
+    assert inbound(conn, "who is this?") == "unknown_contact"
+    conn.execute("RESET ROLE")
+    logged = conn.execute(
+        "SELECT workspace_id FROM drumbeat.events WHERE kind = 'inbound_unmatched' ORDER BY workspace_id"
+    ).fetchall()
+    assert sorted(w for (w,) in logged) == sorted([tenant.workspace_id, sharing.workspace_id])
