@@ -513,6 +513,35 @@ def test_update_sequence_moves_enrollments_off_a_removed_step(tenant):
     assert payload["enrollments_moved"] == 1
 
 
+def test_switching_off_the_step_an_enrollment_waits_on_moves_it_to_the_next_live_step(tenant):
+    """The step is not sent to those already waiting on it, and switching it back on brings nobody back."""
+    sequence = tenant.sequence()
+    [(_, waiting, _)] = tenant.enroll(sequence, [tenant.contact()], start_at_step=2)
+    [(_, paused, _)] = tenant.enroll(sequence, [tenant.contact()], start_at_step=2)
+    call(tenant.conn, "pause_enrollment", paused)
+    first, second, third = step_ids(tenant.conn, sequence)
+    steps = SMS_SEQUENCE["steps"]
+    with_second_off = sms_sequence(
+        steps=[
+            {**steps[0], "id": str(first)},
+            {**steps[1], "id": str(second), "is_active": False},
+            {**steps[2], "id": str(third)},
+        ]
+    )
+    tenant.as_owner()
+    call(tenant.conn, "update_sequence", sequence, Jsonb(with_second_off))
+    status, next_action_at, current, _ = enrollment_row(tenant.conn, waiting)
+    assert (status, current) == ("active", third)
+    assert next_action_at == at("2026-11-24 14:00Z")  # the call step, a day after the enrollment's start
+    assert enrollment_row(tenant.conn, paused)[:3] == ("paused", None, third)
+    with_second_on = sms_sequence(
+        steps=[{**step, "id": str(i)} for step, i in zip(steps, (first, second, third), strict=True)]
+    )
+    tenant.as_owner()
+    call(tenant.conn, "update_sequence", sequence, Jsonb(with_second_on))
+    assert enrollment_row(tenant.conn, waiting)[2] == third
+
+
 def test_update_sequence_rejects_foreign_step_ids_and_archived_sequences(tenant):
     sequence = tenant.sequence()
     edited = sms_sequence()
