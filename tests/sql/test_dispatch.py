@@ -102,7 +102,8 @@ def test_retry_moves_into_the_allowed_window(conn, enrolled):
 @pytest.mark.parametrize(
     ("code", "status", "reason", "opted_out"),
     [
-        ("21211", "failed", "send_failed: 21211", False),
+        ("21211", "bounced", "bounced", False),  # no such number: a bounce (on_bounce: exit)
+        ("21612", "failed", "send_failed: 21612", False),  # cannot route there: not the number's fault
         ("21610", "unsubscribed", "carrier_opt_out", True),
     ],
 )
@@ -478,7 +479,7 @@ def test_a_message_still_in_flight_when_its_enrollment_resumes_is_waited_for(con
 
 @pytest.mark.parametrize(
     ("transient", "error_code", "expected"),
-    [(True, "network", ("active", 1, 2)), (False, "21211", ("failed", 1, 1))],
+    [(True, "network", ("active", 1, 2)), (False, "21612", ("failed", 1, 1))],
 )
 def test_a_send_that_failed_while_paused_is_retried_or_ends_as_the_record_would_have(
     conn, tenant, enrolled, transient, error_code, expected
@@ -527,3 +528,36 @@ def test_a_step_already_sent_and_moved_later_is_not_sent_again(conn, tenant):
             record(conn, _sent(delivery))
     assert bodies == ["Two", "Three"]
     assert enrollment(conn, enrollment_id)["status"] == "completed"
+
+
+def _refused_email(conn, tenant, exit_conditions: dict, error_message: str, code: str = "550"):
+    steps = [{"kind": "email", "subject": "Hi", "body": "Hello"}]
+    definition = sms_sequence(channel="email", steps=steps, exit_conditions=exit_conditions)
+    contact = tenant.contact(email="gone@example.com")
+    [(_, enrollment_id, _)] = tenant.enroll(tenant.sequence(definition), [contact])
+    [delivery] = [d for d in claim(conn) if d["enrollment_id"] == enrollment_id]
+    refusal = {"outcome": "failed", "transient": False, "error_code": code, "error_message": error_message}
+    record(conn, {"delivery_id": str(delivery["delivery_id"])} | refusal)
+    conn.execute("RESET ROLE")
+    bounced = conn.execute("SELECT bounced_at IS NOT NULL FROM drumbeat.contacts WHERE id = %s", (contact,))
+    events = conn.execute(
+        "SELECT count(*) FROM drumbeat.events WHERE kind = 'bounced' AND contact_id = %s", (contact,)
+    )
+    state = enrollment(conn, enrollment_id)
+    return (state["status"], state["exit_reason"]), bounced.fetchone()[0], events.fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("exit_conditions", "error_message", "code", "expected"),
+    [
+        ({}, "5.1.1 No such user", "550", (("bounced", "bounced"), True, 1)),
+        ({"on_bounce": False}, "5.1.1 No such user", "550", (("failed", "send_failed: 550"), True, 1)),
+        ({}, "5.1.10 Null MX", "550", (("bounced", "bounced"), True, 1)),
+        ({}, "5.7.1 Message rejected as spam", "550", (("failed", "send_failed: 550"), False, 0)),
+        ({}, "5.1.1 No such user", "554", (("failed", "send_failed: 554"), False, 0)),
+    ],
+)
+def test_an_address_refused_at_send_is_a_bounce(conn, tenant, exit_conditions, error_message, code, expected):
+    """A mailbox that does not exist marks the contact bounced (its other sequences stop mailing it) and
+    applies on_bounce; a refusal of the message itself (spam, policy) is only this send's failure."""
+    assert _refused_email(conn, tenant, exit_conditions, error_message, code) == expected
