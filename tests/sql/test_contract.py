@@ -460,6 +460,25 @@ def test_activate_with_a_future_start_schedules_enrollments(tenant):
     assert enrollment_row(tenant.conn, enrollment)[:2] == ("scheduled", at("2026-11-30 14:00Z"))
 
 
+def test_reactivating_with_a_future_start_holds_the_enrollments_already_in(tenant):
+    sequence = tenant.sequence()
+    [(_, enrollment, _)] = tenant.enroll(sequence, [tenant.contact()])  # its first text is due now
+    call(tenant.conn, "pause_sequence", sequence)
+    tenant.as_owner()
+    call(tenant.conn, "activate_sequence", sequence, at("2026-11-30 14:00Z"))
+    assert enrollment_row(tenant.conn, enrollment)[:2] == ("active", at("2026-11-30 14:00Z"))
+
+
+def test_skipping_ahead_before_a_scheduled_start_waits_for_the_start(tenant):
+    sequence = tenant.sequence()
+    [(_, enrollment, _)] = tenant.enroll(sequence, [tenant.contact()], start_at=at("2026-11-30 14:00Z"))
+    tenant.as_owner()
+    call(tenant.conn, "skip_to_step", enrollment, 2)
+    status, next_action_at, current, _ = enrollment_row(tenant.conn, enrollment)
+    assert (status, current) == ("scheduled", step_ids(tenant.conn, sequence)[1])
+    assert next_action_at == at("2026-11-30 14:00Z")  # the start (a skipped-to step ignores delay and send_at)
+
+
 def test_duplicate_sequence_copies_steps_as_a_draft(tenant):
     sequence = tenant.sequence()
     copy_id = call_one(tenant.conn, "duplicate_sequence", sequence, None)
