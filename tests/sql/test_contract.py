@@ -476,7 +476,9 @@ def test_skipping_ahead_before_a_scheduled_start_waits_for_the_start(tenant):
     call(tenant.conn, "skip_to_step", enrollment, 2)
     status, next_action_at, current, _ = enrollment_row(tenant.conn, enrollment)
     assert (status, current) == ("scheduled", step_ids(tenant.conn, sequence)[1])
-    assert next_action_at == at("2026-11-30 14:00Z")  # the start (a skipped-to step ignores delay and send_at)
+    assert next_action_at == at(
+        "2026-11-30 14:00Z"
+    )  # the start (a skipped-to step ignores delay and send_at)
 
 
 def test_duplicate_sequence_copies_steps_as_a_draft(tenant):
