@@ -5,6 +5,8 @@
 -- sending to it. Now the contact is marked (bounced_at for email), a 'bounced' event is logged, and the
 -- sequence's on_bounce applies; an enrollment whose sequence does not exit on bounce still ends as failed,
 -- since its message cannot be delivered.
+-- And a bounce (from here, a status callback or record_event) no longer ends enrollments in sequences of
+-- the other channel: a bad email address says nothing about the phone number, nor the reverse.
 
 -- Why: whether a refused send says the address itself is bad (never worth another message to it).
 -- Email: the enhanced status 5.1.1 bad mailbox, 5.1.2 bad domain, 5.1.3 bad address syntax, 5.1.10 null MX.
@@ -72,6 +74,38 @@ AS $$
                                WHERE ev.enrollment_id = p_delivery.enrollment_id AND ev.delivery_id = p_delivery.id
                                  AND ev.kind = 'failed'
                                ORDER BY ev.occurred_at DESC LIMIT 1), false))
+$$;
+
+-- Why: as in 0010, and on_bounce ends only the enrollments of sequences that use the bounced channel.
+CREATE OR REPLACE FUNCTION drumbeat.apply_engagement(p_workspace_id uuid, p_contact_id uuid, p_kind text, p_channel text, p_payload jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_targets uuid[];
+BEGIN
+    WITH targets AS MATERIALIZED (SELECT * FROM drumbeat.event_targets(p_contact_id, p_payload)),
+    logged AS (
+        INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, delivery_id, actor_id, payload)
+        SELECT p_workspace_id, p_kind, p_contact_id, t.sequence_id, t.enrollment_id, t.step_id, t.delivery_id, drumbeat.current_user_id(), p_payload
+        FROM (SELECT * FROM targets UNION ALL SELECT NULL, NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM targets)) AS t
+    )
+    SELECT pg_catalog.array_agg(t.enrollment_id) INTO v_targets FROM targets t;
+    PERFORM drumbeat.apply_contact_event(p_contact_id, p_kind, p_channel);
+    PERFORM drumbeat.exit_enrollments(ARRAY(
+        SELECT e.id FROM drumbeat.enrollments e JOIN drumbeat.sequences s ON s.id = e.sequence_id
+        WHERE e.id = ANY (v_targets) AND CASE p_kind
+            WHEN 'unsubscribed' THEN s.channel = p_channel OR p_channel = 'all'
+                                     OR (s.channel = 'multi' AND (s.exit_conditions ->> 'on_unsubscribe')::boolean)
+            WHEN 'bounced' THEN (s.channel IN (p_channel, 'multi') OR p_channel = 'all')
+                                AND COALESCE((s.exit_conditions ->> 'on_bounce')::boolean, false)
+            ELSE COALESCE((s.exit_conditions ->> ('on_' || CASE p_kind WHEN 'replied' THEN 'reply' ELSE p_kind END))::boolean, false)
+        END),
+        CASE p_kind WHEN 'replied' THEN 'replied' WHEN 'bounced' THEN 'bounced' WHEN 'unsubscribed' THEN 'unsubscribed'
+            ELSE 'completed' END,  -- meeting_booked: the goal is reached
+        p_kind);
+END
 $$;
 
 REVOKE EXECUTE ON FUNCTION drumbeat.is_hard_bounce(text, text, text) FROM PUBLIC;

@@ -713,6 +713,8 @@ def test_complete_task_of_a_paused_enrollment_is_a_conflict(tenant):
     [
         ("replied", {}, "replied", None),
         ("bounced", {"channel": "sms"}, "bounced", None),
+        ("bounced", {}, "active", None),  # an email bounce (the default): this sequence only texts
+        ("bounced", {"channel": "all"}, "bounced", None),
         ("unsubscribed", {"channel": "sms"}, "unsubscribed", "sms"),
         ("unsubscribed", {}, "unsubscribed", "all"),
         ("meeting_booked", {}, "completed", None),
