@@ -20,6 +20,7 @@ AS $$
     SELECT pg_catalog.jsonb_build_object(
         'outcome', CASE WHEN p_delivery.status IN ('sent', 'delivered', 'unknown') THEN 'sent' ELSE 'failed' END,
         'error_code', p_delivery.error_code,
+        'error_message', p_delivery.error_message,
         'transient', COALESCE((SELECT (ev.payload ->> 'transient')::boolean FROM drumbeat.events ev
                                WHERE ev.enrollment_id = p_delivery.enrollment_id AND ev.delivery_id = p_delivery.id
                                  AND ev.kind = 'failed'

@@ -59,23 +59,6 @@ BEGIN
 END
 $$;
 
--- Why: as in 0026, with the error message (is_hard_bounce reads the SMTP status in it).
-CREATE OR REPLACE FUNCTION drumbeat.recorded_result(p_delivery drumbeat.deliveries)
-RETURNS jsonb
-LANGUAGE sql
-STABLE
-SET search_path = ''
-AS $$
-    SELECT pg_catalog.jsonb_build_object(
-        'outcome', CASE WHEN p_delivery.status IN ('sent', 'delivered', 'unknown') THEN 'sent' ELSE 'failed' END,
-        'error_code', p_delivery.error_code,
-        'error_message', p_delivery.error_message,
-        'transient', COALESCE((SELECT (ev.payload ->> 'transient')::boolean FROM drumbeat.events ev
-                               WHERE ev.enrollment_id = p_delivery.enrollment_id AND ev.delivery_id = p_delivery.id
-                                 AND ev.kind = 'failed'
-                               ORDER BY ev.occurred_at DESC LIMIT 1), false))
-$$;
-
 -- Why: as in 0010, and on_bounce ends only the enrollments of sequences that use the bounced channel.
 CREATE OR REPLACE FUNCTION drumbeat.apply_engagement(p_workspace_id uuid, p_contact_id uuid, p_kind text, p_channel text, p_payload jsonb)
 RETURNS void
