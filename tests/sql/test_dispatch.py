@@ -561,3 +561,87 @@ def test_an_address_refused_at_send_is_a_bounce(conn, tenant, exit_conditions, e
     """A mailbox that does not exist marks the contact bounced (its other sequences stop mailing it) and
     applies on_bounce; a refusal of the message itself (spam, policy) is only this send's failure."""
     assert _refused_email(conn, tenant, exit_conditions, error_message, code) == expected
+
+
+def test_action_steps_change_the_contact_enroll_it_and_log_a_webhook_event(conn, tenant):
+    """Every action type, run by the claim in one go (actions have no delay and no window)."""
+    follow_up = tenant.sequence()
+    steps = [
+        {"kind": "action", "action": {"type": "tag", "tag": "warm"}},
+        {"kind": "action", "action": {"type": "tag", "tag": "asked"}},
+        {"kind": "action", "action": {"type": "untag", "tag": "warm"}},
+        {"kind": "action", "action": {"type": "set_field", "field": "stage", "value": {"name": "nurture"}}},
+        {"kind": "action", "action": {"type": "enroll", "sequence_id": str(follow_up)}},
+        {"kind": "action", "action": {"type": "webhook", "event": "lead.nurtured"}},
+    ]
+    sequence = tenant.sequence(sms_sequence(steps=steps))
+    contact = tenant.contact(fields={"source": "web"})
+    [(_, enrollment_id, _)] = tenant.enroll(sequence, [contact])
+    assert claim(conn) == []  # every action ran in this claim, which has no message to send
+    assert enrollment(conn, enrollment_id)["status"] == "completed"
+    [follow_up_text] = claim(conn)  # the next claim: the follow-up's first text, due at once
+    assert follow_up_text["context"]["sequence"]["id"] == str(follow_up)
+    tags, fields = conn.execute(
+        "SELECT tags, fields FROM drumbeat.contacts WHERE id = %s", (contact,)
+    ).fetchone()
+    assert (tags, fields) == (["asked"], {"source": "web", "stage": {"name": "nurture"}})
+    assert conn.execute(
+        """SELECT status, metadata ->> 'enrolled_by_enrollment' FROM drumbeat.enrollments
+           WHERE sequence_id = %s AND contact_id = %s""",
+        (follow_up, contact),
+    ).fetchone() == ("active", str(enrollment_id))
+    executed = conn.execute(
+        """SELECT payload -> 'action' ->> 'type' FROM drumbeat.events
+           WHERE enrollment_id = %s AND kind = 'step_executed' ORDER BY id""",
+        (enrollment_id,),
+    ).fetchall()
+    assert [t for (t,) in executed] == ["tag", "tag", "untag", "set_field", "enroll", "webhook"]
+
+
+@pytest.mark.parametrize(
+    ("condition", "replied_after", "branch"),
+    [
+        ({"if": "replied", "step": 1, "within": {"value": 2, "unit": "days"}}, "1 day", "then"),
+        ({"if": "replied", "step": 1, "within": {"value": 2, "unit": "days"}}, "3 days", "else"),
+        ({"if": "not_replied", "step": 1}, None, "then"),
+        ({"if": "not_replied", "step": 1}, "1 day", "else"),
+        ({"if": "clicked", "step": 1}, None, "else"),
+    ],
+)
+def test_conditions_decide_in_the_claim(conn, tenant, condition, replied_after, branch):
+    """A condition three days after the first text: `within` counts from that text's send."""
+    steps = [
+        {"kind": "sms", "body": "Hi"},
+        {
+            "kind": "condition",
+            "delay": {"value": 3, "unit": "days"},
+            "condition": condition,
+            "then": "exit",
+            "else": "continue",
+        },
+        {"kind": "action", "action": {"type": "tag", "tag": "went-on"}},
+    ]
+    settings = {"timezone": "UTC", "quiet_hours": {"start": "00:00", "end": "24:00"}}
+    sequence = tenant.sequence(
+        sms_sequence(steps=steps, settings=settings, exit_conditions={"on_reply": False})
+    )
+    contact = tenant.contact()
+    [(_, enrollment_id, _)] = tenant.enroll(sequence, [contact])
+    [delivery] = claim(conn)
+    record(conn, _sent(delivery))
+    if replied_after:
+        conn.execute("RESET ROLE")
+        sent_at = conn.execute(
+            "SELECT sent_at FROM drumbeat.deliveries WHERE id = %s", (delivery["delivery_id"],)
+        )
+        reply_at = conn.execute(
+            "SELECT %s + %s::interval", (sent_at.fetchone()[0], replied_after)
+        ).fetchone()[0]
+        set_clock(conn, reply_at.isoformat())
+        tenant.as_owner()
+        call(conn, "record_event", contact, "replied", Jsonb({}))
+    set_clock(conn, "2026-11-27 14:00Z")  # past the condition's three days
+    assert claim(conn) == []
+    state = enrollment(conn, enrollment_id)
+    expected = ("completed", "condition_exit") if branch == "then" else ("completed", None)
+    assert (state["status"], state["exit_reason"]) == expected
