@@ -645,3 +645,16 @@ def test_conditions_decide_in_the_claim(conn, tenant, condition, replied_after, 
     state = enrollment(conn, enrollment_id)
     expected = ("completed", "condition_exit") if branch == "then" else ("completed", None)
     assert (state["status"], state["exit_reason"]) == expected
+
+
+def test_a_sequence_sends_from_the_sender_its_settings_name(conn, tenant):
+    """sms_sender_id / email_sender_id pick the sender; without them, the workspace's first of the channel."""
+    chosen = tenant.sender("sms", "+15550004444")
+    settings = SMS_SEQUENCE["settings"] | {"sms_sender_id": str(chosen)}
+    pinned = tenant.sequence(sms_sequence(settings=settings))
+    default = tenant.sequence()
+    tenant.enroll(pinned, [tenant.contact(first_name="Pinned")])
+    tenant.enroll(default, [tenant.contact(first_name="Default")])
+    sent_from = {d["context"]["contact"]["first_name"]: d["from_address"] for d in claim(conn)}
+    assert sent_from["Pinned"] == "+15550004444"
+    assert sent_from["Default"] not in ("+15550004444", None)
