@@ -5,34 +5,17 @@ recipient address or message text."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 
 import psycopg
 
-from tests.workers.test_worker_process import DRUMBEAT, _enroll_email_contacts, _environment, _wait_for_outbox
-
-
-def run_worker_until_sent(db_url: str, count: int) -> str:
-    """Run the worker until `count` messages are in the outbox, stop it; its stderr."""
-    worker = subprocess.Popen(
-        [*DRUMBEAT, "worker", "--concurrency", "2"],
-        env=_environment(db_url, DRUMBEAT_LOG_LEVEL="INFO"),  # DRUMBEAT_LOG_FORMAT unset: auto
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _wait_for_outbox(db_url, count, worker)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        _, stderr = worker.communicate(timeout=30)
-    assert worker.returncode == 0, stderr
-    return stderr
+from tests.workers.test_worker_process import _enroll_email_contacts, run_worker_until_sent
 
 
 def test_the_worker_logs_json_lines_per_send_under_its_job_id(db_url):
     _enroll_email_contacts(db_url, 3)
-    lines = [json.loads(line) for line in run_worker_until_sent(db_url, 3).splitlines()]
+    lines = [
+        json.loads(line) for line in run_worker_until_sent(db_url, 3, DRUMBEAT_LOG_LEVEL="INFO").splitlines()
+    ]
     sent = [line for line in lines if line["msg"] == "sent"]
     assert len(sent) == 3
     with psycopg.connect(db_url) as conn:

@@ -49,12 +49,13 @@ def _environment(db_url: str, **extra: str) -> dict[str, str]:
     return clean | {"DATABASE_URL": db_url} | extra
 
 
-def _run_worker_until_sent(conninfo: str, db_url: str, expected: int) -> str:
-    """Start `drumbeat worker` as conninfo's login, wait until the outbox holds `expected` messages, stop it
-    with SIGTERM; its stderr, once it has exited cleanly with 0."""
+def run_worker_until_sent(db_url: str, expected: int, login: str | None = None, **extra: str) -> str:
+    """Start `drumbeat worker` (as `login`'s conninfo when given, with `extra` variables), wait until the
+    outbox of db_url holds `expected` messages, stop it with SIGTERM; its stderr, once it has exited
+    cleanly with 0."""
     worker = subprocess.Popen(
         [*DRUMBEAT, "worker", "--concurrency", "2"],
-        env=_environment(conninfo),
+        env=_environment(login or db_url, **extra),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -70,7 +71,7 @@ def _run_worker_until_sent(conninfo: str, db_url: str, expected: int) -> str:
 
 def test_worker_sends_due_steps_and_stops_on_sigterm(db_url):
     _enroll_email_contacts(db_url, 5)
-    stderr = _run_worker_until_sent(db_url, db_url, 5)
+    stderr = run_worker_until_sent(db_url, 5)
     assert "email messages go to the OUTBOX" in stderr
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT status, count(*) FROM drumbeat.deliveries GROUP BY 1").fetchall() == [
@@ -173,7 +174,7 @@ def test_worker_runs_as_a_login_with_only_the_worker_role(db_url):
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE drumbeat_worker").format(sql.Identifier(login)))
     try:
         _enroll_email_contacts(db_url, 3)
-        _run_worker_until_sent(make_conninfo(db_url, user=login), db_url, 3)
+        run_worker_until_sent(db_url, 3, login=make_conninfo(db_url, user=login))
     finally:
         with psycopg.connect(db_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(login)))
