@@ -650,6 +650,10 @@ def test_conditions_decide_in_the_claim(conn, tenant, condition, replied_after, 
 def test_a_sequence_sends_from_the_sender_its_settings_name(conn, tenant):
     """sms_sender_id / email_sender_id pick the sender; without them, the workspace's first of the channel."""
     chosen = tenant.sender("sms", "+15550004444")
+    conn.execute("RESET ROLE")  # created in the same transaction as the first: make it clearly the second
+    conn.execute(
+        "UPDATE drumbeat.senders SET created_at = created_at + interval '1 second' WHERE id = %s", (chosen,)
+    )
     settings = SMS_SEQUENCE["settings"] | {"sms_sender_id": str(chosen)}
     pinned = tenant.sequence(sms_sequence(settings=settings))
     default = tenant.sequence()
