@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from app.sqlfiles import sql_root
+from app.core.sqlfiles import sql_root
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 

@@ -13,7 +13,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from app.embedded import server_url
-from app.migrate import migrate
+from app.core.migrate import migrate
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from app.embedded import server_url
-from app.migrate import migrate
+from app.core.migrate import migrate
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from psycopg_pool import PoolTimeout
 
 from app.api.errors import error_response
 from app.queries import queries
-from app.sqlfiles import migration_files
+from app.core.sqlfiles import migration_files
 
 log = logging.getLogger("drumbeat.ops")
 Q = queries("api_ops")

@@ -321,7 +321,7 @@ def _fresh_database(server_url: str) -> str:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     from app.embedded import ensure_database
-    from app.migrate import MigrationError, migrate
+    from app.core.migrate import MigrationError, migrate
     from app.queries import queries
 
     if conninfo_to_dict(server_url).get("dbname") == DEMO_DATABASE:

@@ -192,7 +192,7 @@ def connection_mode(url: str | None) -> Finding:
 
 def schema(conn) -> Finding:
     """Drumbeat's migrations and procrastinate's schema, all applied."""
-    from app.migrate import MigrationError, pending_migrations
+    from app.core.migrate import MigrationError, pending_migrations
 
     if conn is None:
         return skipped("schema", "needs the database")

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import psycopg
 
-    from app.migrate import MigrationError, migrate
+    from app.core.migrate import MigrationError, migrate
 
     try:
         names = migrate(database_url("migrate"), dry_run=args.dry_run)

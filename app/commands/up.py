@@ -71,7 +71,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def _migrate(database_url: str) -> list[str]:
     import psycopg
 
-    from app.migrate import MigrationError, migrate
+    from app.core.migrate import MigrationError, migrate
 
     try:
         return migrate(database_url)

@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from app.commands.doctor import connection_mode
-from app.migrate import drumbeat_migrations
+from app.core.migrate import drumbeat_migrations
 from tests.app.cli_helpers import committed_tenant, drumbeat
 
 TWILIO = {"TWILIO_ACCOUNT_SID": "AC" + "0123456789abcdef" * 2, "TWILIO_AUTH_TOKEN": "fedcba9876543210" * 2}

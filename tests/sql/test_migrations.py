@@ -1,4 +1,4 @@
-"""The migrator (`app.migrate` and `drumbeat migrate`), each test on its own empty database: it brings
+"""The migrator (`app.core.migrate` and `drumbeat migrate`), each test on its own empty database: it brings
 an empty database to the current schema, is idempotent, has a dry run that changes nothing, is safe to
 run concurrently, refuses an edited applied file, and builds exactly the schema that applying the files
 with psql builds."""
@@ -24,8 +24,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-import app.migrate
-from app.migrate import ADVISORY_LOCK_KEY, Migration, MigrationError, migrate
+import app.core.migrate
+from app.core.migrate import ADVISORY_LOCK_KEY, Migration, MigrationError, migrate
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MIGRATION_FILES = sorted((REPOSITORY / "sql" / "migrations").glob("*.sql"))
@@ -373,14 +373,14 @@ def test_edited_applied_file_is_refused(empty_db, monkeypatch):
     migrate(url)
     checksums = recorded(url)
 
-    original = app.migrate.drumbeat_migrations()
+    original = app.core.migrate.drumbeat_migrations()
     edited = [
         replace(m, text=m.text + "\n-- an innocent-looking comment\n") if m.name == EDITED else m
         for m in original
     ]
     assert edited != original
     new = Migration("migrations/9999_new.sql", "CREATE TABLE drumbeat.should_not_exist (id int);")
-    monkeypatch.setattr(app.migrate, "drumbeat_migrations", lambda: [*edited, new])
+    monkeypatch.setattr(app.core.migrate, "drumbeat_migrations", lambda: [*edited, new])
 
     for dry_run in (True, False):
         with pytest.raises(MigrationError, match=f"sql/{EDITED}"):

@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 
 from app.api import ops
 from app.api.app import create_app
-from app.sqlfiles import migration_files
+from app.core.sqlfiles import migration_files
 from tests.app.api.conftest import PUBLIC_URL
 from tests.sql.factories import SMS_SEQUENCE, new_tenant
 from workers.dispatcher import Dispatcher

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from app.sqlfiles import migration_files
+from app.core.sqlfiles import migration_files
 
 # A fixed 64-bit key shared by every `drumbeat migrate` (in pg_locks: classid 1704416214, objid 4215867177).
 ADVISORY_LOCK_KEY = 7_320_411_902_118_004_521

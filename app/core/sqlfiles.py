@@ -8,10 +8,11 @@ from pathlib import Path
 
 def sql_root() -> Path:
     """The directory holding ``migrations/`` (and later, the query files)."""
-    packaged = Path(__file__).resolve().parent / "sql"
+    package = Path(__file__).resolve().parents[1]  # app/
+    packaged = package / "sql"
     if packaged.is_dir():
         return packaged
-    in_repository = Path(__file__).resolve().parent.parent / "sql"
+    in_repository = package.parent / "sql"
     if in_repository.is_dir():
         return in_repository
     raise FileNotFoundError(f"Drumbeat's SQL files are missing: looked in {packaged} and {in_repository}")
