@@ -1,7 +1,7 @@
 """The `drumbeat` command: one entry point, a subcommand per task (app/commands/), `--help` on each.
 
 Before any command runs, variables from a `.env` file are added to the environment (those already set win)
-and logging is configured (JSON lines, or plain text on a terminal: app/logs.py)."""
+and logging is configured (JSON lines, or plain text on a terminal: app/core/logs.py)."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.logs import configure_logging
-    from app.settings import ConfigError, load_dotenv
+    from app.core.logs import configure_logging
+    from app.core.settings import ConfigError, load_dotenv
 
     args = build_parser().parse_args(argv)
     try:

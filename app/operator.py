@@ -20,7 +20,7 @@ def workspace_id(text: str) -> uuid.UUID:
 
 def workspace_name(conn, workspace: uuid.UUID) -> str:
     """The workspace's name; CommandError (exit 1) naming the id when this database has no such workspace."""
-    from app.queries import queries
+    from app.core.queries import queries
 
     row = conn.execute(queries("operator")["workspace_name"], {"workspace_id": workspace}).fetchone()
     if row is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from app.embedded import server_url
+from app.core.embedded import server_url
 from app.core.migrate import migrate
 
 

@@ -16,7 +16,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from app.embedded import server_url
+from app.core.embedded import server_url
 from app.core.migrate import migrate
 
 

@@ -1,4 +1,4 @@
-"""Capture what the app logs exactly as a deployment writes it: app/logs.py's JSON handler on the root
+"""Capture what the app logs exactly as a deployment writes it: app/core/logs.py's JSON handler on the root
 logger and its quiet libraries, into memory, parsed back line by line."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from app.logs import QUIET_LOGGERS, make_handler, quiet_libraries
+from app.core.logs import QUIET_LOGGERS, make_handler, quiet_libraries
 
 
 @dataclass

@@ -15,13 +15,13 @@ import dotenv
 import pytest
 import yaml
 
-from app.settings import load_settings
+from app.core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DRUMBEAT_SERVICES = ("migrate", "api", "worker")
 
-# The ways the code reads a variable: os.environ.get("X"), environ["X"], env.get("X") (app/settings.py's
-# alias), os.getenv("X"), _flag("X", ...) (app/settings.py's boolean reader).
+# The ways the code reads a variable: os.environ.get("X"), environ["X"], env.get("X") (app/core/settings.py's
+# alias), os.getenv("X"), _flag("X", ...) (app/core/settings.py's boolean reader).
 ENV_READ = re.compile(
     r"""(?:\b(?:environ|env)\.get|\bgetenv|\b_flag)\(\s*["']([A-Z][A-Z0-9_]*)["']"""
     r"""|\benviron\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\]"""

@@ -26,9 +26,9 @@ import procrastinate
 import psycopg
 from procrastinate.exceptions import AlreadyEnqueued
 
-from app.logs import correlation
-from app.queries import queries
-from app.settings import Settings
+from app.core.logs import correlation
+from app.core.queries import queries
+from app.core.settings import Settings
 from workers.dispatcher import Dispatcher
 from workers.links import LinkSigner
 from workers.transports import OutboxTransport, SmtpTransport, Transport, TwilioTransport
@@ -145,7 +145,7 @@ def _recover_if_due(dispatcher: Dispatcher, timestamp: int) -> None:
     if timestamp % every == 0 and (
         recovered := dispatcher.recover(f"{_settings.delivery_lease_seconds} seconds")
     ):
-        # Each one also has its delivery_unknown line (app/event_log.py); this is the incident's summary.
+        # Each one also has its delivery_unknown line (app/core/event_log.py); this is the incident's summary.
         log.warning("deliveries_recovered", extra={"count": recovered})
 
 

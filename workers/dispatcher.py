@@ -2,7 +2,7 @@
 any transaction), record (one SQL call). Nothing here changes state except through those functions.
 
 Logging (at INFO): each claim and record runs in its own transaction that also reads back the audit
-events it wrote (app/event_log.py), so every step the batch executed, every send and every exit gets
+events it wrote (app/core/event_log.py), so every step the batch executed, every send and every exit gets
 a line with its ids once committed, all under the batch's correlation id; then one line per batch.
 With INFO off, claim and record are single autocommit statements, exactly as without logging."""
 
@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from app import event_log, logs
-from app.queries import queries
+from app.core import event_log, logs
+from app.core.queries import queries
 from workers.links import LinkSigner
 from workers.render import RenderError, render_message, sms_segments
 from workers.tracking import track_html

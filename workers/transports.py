@@ -10,7 +10,7 @@ from typing import Protocol
 import psycopg
 from psycopg.types.json import Jsonb
 
-from app.queries import queries
+from app.core.queries import queries
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ and is the correlation id of every line logged while the request is handled.
 
 The access line ("request") names the route template (`/t/c/{token}`), never the raw path or the
 query string: webhook paths carry signed tokens and query strings may carry anything. uvicorn's own
-access log, which writes both, is held at WARNING (app/logs.py), so this line replaces it."""
+access log, which writes both, is held at WARNING (app/core/logs.py), so this line replaces it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.logs import correlation, new_correlation_id
+from app.core.logs import correlation, new_correlation_id
 
 log = logging.getLogger("drumbeat.access")
 HEADER = "x-request-id"

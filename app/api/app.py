@@ -16,7 +16,7 @@ from app.api.auth import Authenticator
 from app.api.db import make_pool
 from app.api.deps import provide_db
 from app.api.errors import EXCEPTION_HANDLERS
-from app.settings import Settings
+from app.core.settings import Settings
 
 API_VERSION = "1.0.0"
 BEARER = {"BearerAuth": []}
@@ -68,7 +68,7 @@ def create_app(settings: Settings) -> Litestar:
         openapi_config=openapi_config(),
         on_app_init=[ops.install],  # the HTTP latency histogram of /metrics
         # Not Litestar's: by default it replaces the root logger's handlers with its own plain-text one,
-        # undoing app/logs.py (JSON lines, correlation ids). Unexpected errors are logged by
+        # undoing app/core/logs.py (JSON lines, correlation ids). Unexpected errors are logged by
         # app/api/errors.py's handler.
         logging_config=None,
     )

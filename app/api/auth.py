@@ -11,9 +11,9 @@ from typing import Any
 import jwt
 import psycopg
 
-from app.errors import Unauthenticated
-from app.queries import queries
-from app.settings import Settings
+from app.core.errors import Unauthenticated
+from app.core.queries import queries
+from app.core.settings import Settings
 
 API_KEY_PREFIX = "dbk_"
 ASYMMETRIC = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA"]

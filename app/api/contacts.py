@@ -32,8 +32,8 @@ from app.api.db import fetch_all, fetch_one, require_row
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.paging import Page, PageSize, paged
 from app.api.validation import clean_contact, infer_timezone, require_reachable, sql_field
-from app.errors import DrumbeatError
-from app.queries import queries
+from app.core.errors import DrumbeatError
+from app.core.queries import queries
 
 Q = queries("api_contacts")
 MAX_IMPORT_BYTES = 1 << 30  # 1 GiB: far above 100k rows, still a bound

@@ -27,8 +27,8 @@ from psycopg.types.json import Jsonb
 
 from app.api.db import fetch_all, translated_errors
 from app.api.validation import STANDARD_FIELDS, clean_contact, infer_timezone, require_reachable, sql_field
-from app.errors import Invalid
-from app.queries import queries
+from app.core.errors import Invalid
+from app.core.queries import queries
 
 Q = queries("api_contacts")
 CHUNK_ROWS = 1000

@@ -14,8 +14,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from app.errors import Invalid, NotFound, domain_error
-from app.queries import queries
+from app.core.errors import Invalid, NotFound, domain_error
+from app.core.queries import queries
 
 
 def make_pool(database_url: str, *, min_size: int = 2, max_size: int = 20) -> AsyncConnectionPool:

@@ -14,7 +14,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, QueryParameter
 
 from app.api.db import act_as, fetch_one, fetch_value, require_row
-from app.errors import Invalid
+from app.core.errors import Invalid
 
 # Explicit markers (Litestar 2.25 deprecates inferring them).
 Db = NamedDependency[psycopg.AsyncConnection]

@@ -1,5 +1,5 @@
 """One error shape for every 4xx/5xx: {"error": {"code", "message", "field"}}. Domain errors (from the SQL
-functions' SQLSTATEs, through app/errors.py) keep their status; request validation is a 422 naming the
+functions' SQLSTATEs, through app/core/errors.py) keep their status; request validation is a 422 naming the
 field; an unexpected fault is a 500 that says nothing about internals (it is logged)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from app.errors import DrumbeatError
+from app.core.errors import DrumbeatError
 
 log = logging.getLogger("drumbeat.api")
 

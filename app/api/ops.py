@@ -25,7 +25,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from psycopg_pool import PoolTimeout
 
 from app.api.errors import error_response
-from app.queries import queries
+from app.core.queries import queries
 from app.core.sqlfiles import migration_files
 
 log = logging.getLogger("drumbeat.ops")

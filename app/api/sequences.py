@@ -29,8 +29,8 @@ from psycopg.types.json import Jsonb
 from app.api.db import fetch_all, fetch_one, fetch_value, require_row
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.paging import Page, PageSize, paged
-from app.errors import Conflict, Invalid, NotFound
-from app.queries import queries
+from app.core.errors import Conflict, Invalid, NotFound
+from app.core.queries import queries
 from workers import render  # the worker's own sandbox and cache: templates compile here as they will run
 
 Q = queries("api_sequences")

@@ -1,7 +1,7 @@
 """Contact input checked and normalised at the edge, shared by the JSON endpoints and the CSV import:
 phone numbers parsed with `phonenumbers` (national formats read in the settings' default region) and
 stored as E.164; emails checked with `email-validator` (syntax only, no DNS) and lower-cased; time zones
-must be IANA names. A bad value raises app.errors.Invalid naming the field (HTTP 422), e.g.
+must be IANA names. A bad value raises app.core.errors.Invalid naming the field (HTTP 422), e.g.
 `phone: not a valid number for region US`. The SQL contract checks the same shapes again; these checks
 exist to give a person a reason they can act on."""
 
@@ -18,7 +18,7 @@ from email_validator import EmailNotValidError, validate_email
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
 from phonenumbers import timezone as phone_timezones
 
-from app.errors import Invalid
+from app.core.errors import Invalid
 
 TEXT_FIELDS = ("first_name", "last_name", "company", "title")
 STANDARD_FIELDS = ("phone", "email", *TEXT_FIELDS, "timezone")

@@ -9,7 +9,7 @@ request is verified before anything is read or written:
 No user makes these requests, so there are no request.jwt.claims: each one runs in its own transaction as
 drumbeat_worker (SET LOCAL ROLE; why that role: sql/migrations/0018_tracking_events.sql) and changes state
 only through the drumbeat.* SQL functions. What they did (replied, opted_out, exited, opened, delivered...)
-is logged from the audit events they wrote (app/event_log.py): ids only, never the phone number, the
+is logged from the audit events they wrote (app/core/event_log.py): ids only, never the phone number, the
 message body or the token."""
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
-from app import event_log
 from app.api.db import fetch_all, fetch_value
 from app.api.errors import error_response
-from app.errors import DrumbeatError, Forbidden, Invalid
-from app.queries import queries
-from app.settings import Settings
+from app.core import event_log
+from app.core.errors import DrumbeatError, Forbidden, Invalid
+from app.core.queries import queries
+from app.core.settings import Settings
 from workers.links import LinkSigner
 
 log = logging.getLogger("drumbeat.webhooks")

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from app.api.db import fetch_all, fetch_one, fetch_value, require_row
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
-from app.queries import queries
+from app.core.queries import queries
 
 Q = queries("api_workspaces")
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

@@ -49,7 +49,7 @@ def describe_database_error(error: Exception) -> str:
     the fix when the schema is missing, else the server's own words."""
     import psycopg
 
-    from app.errors import domain_error
+    from app.core.errors import domain_error
 
     if isinstance(error, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
         return "the database is not migrated: run `drumbeat migrate` first"
@@ -61,8 +61,8 @@ def describe_database_error(error: Exception) -> str:
 def database_url(command: str) -> str:
     """DATABASE_URL, else the embedded database (started when needed); CommandError when neither works, or
     when DATABASE_URL names a pooler Drumbeat cannot use (a usage error: nothing was tried)."""
-    from app.embedded import database_url as resolve
-    from app.settings import transaction_pooler_problem
+    from app.core.embedded import database_url as resolve
+    from app.core.settings import transaction_pooler_problem
 
     if problem := transaction_pooler_problem(os.environ.get("DATABASE_URL")):
         raise CommandError(problem, EXIT_USAGE)
@@ -83,7 +83,7 @@ def settings_for(command: str):
     """Validated settings (with the embedded database standing in for an unset DATABASE_URL);
     CommandError(EXIT_USAGE) naming the variable when the configuration is wrong."""
 
-    from app.settings import ConfigError, load_settings
+    from app.core.settings import ConfigError, load_settings
 
     try:
         load_settings("postgresql://unresolved")  # validate everything before starting any server

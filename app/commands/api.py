@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
         create_app(settings),
         host=args.host,
         port=args.port,
-        log_config=None,  # our logging configuration (app/logs.py), not uvicorn's
+        log_config=None,  # our logging configuration (app/core/logs.py), not uvicorn's
         proxy_headers=True,
     )
     return EXIT_OK

@@ -320,9 +320,9 @@ def _fresh_database(server_url: str) -> str:
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    from app.embedded import ensure_database
+    from app.core.embedded import ensure_database
     from app.core.migrate import MigrationError, migrate
-    from app.queries import queries
+    from app.core.queries import queries
 
     if conninfo_to_dict(server_url).get("dbname") == DEMO_DATABASE:
         raise CommandError(
@@ -395,7 +395,7 @@ class _Statements:
     """The named statements of sql/queries/demo.sql on one connection."""
 
     def __init__(self, conn) -> None:
-        from app.queries import queries
+        from app.core.queries import queries
 
         self.conn, self.statements = conn, queries("demo")
 
@@ -625,7 +625,7 @@ async def _work_and_watch(worker_settings, watcher: Watcher, deadline: float) ->
 def _describe_database(server_url: str) -> str:
     from psycopg.conninfo import conninfo_to_dict
 
-    from app.embedded import describe
+    from app.core.embedded import describe
 
     untouched = conninfo_to_dict(server_url).get("dbname") or "drumbeat"
     return f"{describe(server_url, DEMO_DATABASE)}, created afresh ({untouched} is not touched)"
@@ -757,7 +757,7 @@ def run(args: argparse.Namespace) -> int:
 
     import psycopg
 
-    from app.errors import domain_error
+    from app.core.errors import domain_error
 
     started = time.monotonic()
     if not os.environ.get("DRUMBEAT_LOG_LEVEL"):

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from app.commands import EXIT_FAILED, EXIT_OK
-from app.settings import TWILIO_API, account_sid_problem, transaction_pooler_problem
+from app.core.settings import TWILIO_API, account_sid_problem, transaction_pooler_problem
 
 HELP = "check the configuration, the database and the provider credentials"
 
@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def configuration() -> Finding:
-    """Every variable app.settings reads (the first malformed one is named)."""
-    from app.settings import ConfigError, load_settings
+    """Every variable app.core.settings reads (the first malformed one is named)."""
+    from app.core.settings import ConfigError, load_settings
 
     try:
         settings = load_settings("postgresql://embedded")  # stands in for an unset DATABASE_URL
@@ -156,7 +156,7 @@ def locate_database() -> tuple[str, str]:
     from psycopg.conninfo import conninfo_to_dict
 
     from app.commands import CommandError, database_url
-    from app.embedded import data_dir
+    from app.core.embedded import data_dir
 
     if url := os.environ.get("DATABASE_URL"):
         try:
@@ -214,7 +214,7 @@ def schema(conn) -> Finding:
 
 
 def procrastinate_schema(conn) -> Finding:
-    from app.queries import queries
+    from app.core.queries import queries
 
     if conn is None:
         return skipped("procrastinate schema", "needs the database")
@@ -225,7 +225,7 @@ def procrastinate_schema(conn) -> Finding:
 
 def database_role(conn) -> Finding:
     """What DATABASE_URL's login can run; a login that can run nothing of Drumbeat's fails."""
-    from app.queries import queries
+    from app.core.queries import queries
 
     login, trusted, worker, api = conn.execute(queries("operator")["login_capabilities"]).fetchone()
     can = {"the worker": worker, "the API": api, "the operator commands": trusted}
@@ -244,7 +244,7 @@ def database_role(conn) -> Finding:
 def usage_of(conn, report: Report) -> Usage | None:
     import psycopg
 
-    from app.queries import queries
+    from app.core.queries import queries
 
     operator = queries("operator")
     try:

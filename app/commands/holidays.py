@@ -88,7 +88,7 @@ def calendar_name(text: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import psycopg
 
-    from app.errors import domain_error
+    from app.core.errors import domain_error
 
     command = f"holidays {args.action}"
     try:
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 def load(args: argparse.Namespace) -> None:
     import psycopg
 
-    from app.queries import queries
+    from app.core.queries import queries
 
     calendar = public_holidays(args.country, args.subdiv, args.years)
     place = calendar.country + (f"-{calendar.subdiv}" if calendar.subdiv else "")
@@ -169,7 +169,7 @@ def public_holidays(country: str, subdiv: str | None, years: Years):
 def show(args: argparse.Namespace) -> None:
     import psycopg
 
-    from app.queries import queries
+    from app.core.queries import queries
 
     with psycopg.connect(database_url("holidays")) as conn:
         owner = _owner(conn, args)

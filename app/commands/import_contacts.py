@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     import psycopg
 
-    from app.errors import DrumbeatError, domain_error
+    from app.core.errors import DrumbeatError, domain_error
 
     if not args.file.is_file():
         problem = "is not a file" if args.file.exists() else "no such file"

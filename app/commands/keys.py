@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import psycopg
 
-    from app.queries import queries
+    from app.core.queries import queries
 
     statements = queries("keys")
     try:

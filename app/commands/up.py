@@ -87,7 +87,7 @@ def _default_workspace(database_url: str) -> FirstRun:
     """The oldest workspace; on a database with none, a new default workspace and an owner key for it."""
     import psycopg
 
-    from app.queries import queries
+    from app.core.queries import queries
 
     statements = queries("up")
     with psycopg.connect(database_url) as conn:
@@ -166,7 +166,7 @@ def _api_server(settings, args: argparse.Namespace):
 def _banner(
     settings, args: argparse.Namespace, first_run: FirstRun, applied: list[str], started: float
 ) -> None:
-    from app.embedded import describe
+    from app.core.embedded import describe
 
     base = f"http://{_display_host(args.host)}:{args.port}"
     lines = [

@@ -21,7 +21,7 @@ def missing_credentials(settings) -> str | None:
     """In production, a channel that active sequences use must have its provider configured."""
     import psycopg
 
-    from app.queries import queries
+    from app.core.queries import queries
 
     with psycopg.connect(settings.database_url) as conn:
         channels = [row[0] for row in conn.execute(queries("dispatch")["active_channels"])]

@@ -20,7 +20,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from app.commands.demo import CLOSES, OPENS, PERSONAS, WEEKDAYS, parse_speed
-from app.embedded import start_embedded
+from app.core.embedded import start_embedded
 from tests.e2e import fresh_laptop
 from tests.e2e.fresh_laptop import RUN_COMMAND
 

@@ -57,7 +57,7 @@ def test_events_default_to_the_clock(conn: psycopg.Connection) -> None:
 
 def test_the_api_finds_the_event_it_just_recorded_on_a_set_clock(conn: psycopg.Connection) -> None:
     """POST /events reads back record_event's rows by the transaction's clock reading (sql/queries)."""
-    from app.queries import queries
+    from app.core.queries import queries
 
     contact_id = new_tenant(conn).contact(first_name="Ada")
     conn.execute("SET drumbeat.clock = '2027-03-11 09:00Z'")

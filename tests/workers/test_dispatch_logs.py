@@ -10,8 +10,8 @@ import uuid
 import psycopg
 import pytest
 
-from app import event_log
-from app.logs import correlation
+from app.core import event_log
+from app.core.logs import correlation
 from tests.log_capture import captured_logs
 from tests.sql.factories import new_tenant, sms_sequence
 from workers.dispatcher import Dispatcher

@@ -13,7 +13,7 @@ import pytest
 from litestar.testing import TestClient
 
 from app.api.app import create_app
-from app.settings import Settings
+from app.core.settings import Settings
 
 JWT_SECRET = "test-jwt-secret-with-at-least-32-characters!"
 LINK_SECRET = b"test-link-secret-with-at-least-32-characters"

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from litestar.testing import TestClient
 
 from app.api.app import create_app
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.app.api.conftest import PUBLIC_URL
 
 KEY_ID = "test-key-1"

@@ -1,4 +1,4 @@
-"""app/logs.py: the JSON and text line formats, the auto format choice, levels, quiet libraries and
+"""app/core/logs.py: the JSON and text line formats, the auto format choice, levels, quiet libraries and
 correlation ids."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.logs import (
+from app.core.logs import (
     QUIET_LOGGERS,
     DrumbeatHandler,
     JsonFormatter,

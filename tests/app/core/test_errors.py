@@ -5,7 +5,7 @@ import uuid
 import psycopg
 import pytest
 
-from app.errors import Conflict, Invalid, NotFound, Unauthenticated, domain_error
+from app.core.errors import Conflict, Invalid, NotFound, Unauthenticated, domain_error
 from tests.sql.factories import new_tenant
 from tests.support import act_as
 

@@ -1,6 +1,6 @@
 import pytest
 
-from app.settings import ConfigError, load_settings
+from app.core.settings import ConfigError, load_settings
 
 BASE = {"DATABASE_URL": "postgresql://x@localhost/db"}
 

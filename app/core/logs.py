@@ -151,7 +151,7 @@ def _is_terminal(stream: TextIO) -> bool:
 
 
 def resolve_level(level: str | None) -> int:
-    """The level named (case-insensitive); INFO when none or an unknown one (app/settings.py reports it)."""
+    """The level named (case-insensitive); INFO when none or an unknown one (app/core/settings.py reports it)."""
     name = (level or "INFO").upper()
     return logging.getLevelName(name if name in LEVELS else "INFO")
 

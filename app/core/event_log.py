@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from app.queries import queries
+from app.core.queries import queries
 
 MARK = queries("events")["events_mark"]
 WRITTEN = queries("events")["events_written"]

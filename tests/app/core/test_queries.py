@@ -1,4 +1,4 @@
-from app.queries import parse, queries
+from app.core.queries import parse, queries
 
 
 def test_parse_splits_named_blocks_and_keeps_their_comments():

@@ -1,4 +1,4 @@
-"""app/event_log.py: the events a transaction wrote are read back (its own only, never another
+"""app/core/event_log.py: the events a transaction wrote are read back (its own only, never another
 transaction's, never a payload's address or body) and become one line each."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from app import event_log
+from app.core import event_log
 from tests.log_capture import captured_logs
 from tests.sql.factories import new_tenant
 
