@@ -7,8 +7,10 @@ malformed variable: the message names it)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import uuid
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -37,6 +39,26 @@ def add_listen_arguments(parser) -> None:
         default=os.environ.get("DRUMBEAT_PORT") or "8000",
         help="the API's TCP port (default DRUMBEAT_PORT or 8000)",
     )
+
+
+def workspace_id(text: str) -> uuid.UUID:
+    """argparse type of --workspace: a malformed id is a usage error (exit 2) before anything runs."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a workspace id (a UUID)") from None
+
+
+def workspace_name(conn, workspace: uuid.UUID) -> str:
+    """The workspace's name (app.core.operator); CommandError (exit 1) naming the id when this database has
+    no such workspace."""
+    from app.core.errors import NotFound
+    from app.core.operator import workspace_name as lookup
+
+    try:
+        return lookup(conn, workspace)
+    except NotFound as error:
+        raise CommandError(str(error)) from None
 
 
 def fail(command: str, message: str, code: int = EXIT_FAILED) -> int:

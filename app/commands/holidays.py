@@ -13,8 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from app.commands import EXIT_OK, EXIT_USAGE, CommandError, database_url, fail
-from app.operator import workspace_id, workspace_name
+from app.commands import EXIT_OK, EXIT_USAGE, CommandError, database_url, fail, workspace_id, workspace_name
 
 HELP = "load a country's public holidays into a workspace or a shared calendar, or list them"
 

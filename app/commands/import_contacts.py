@@ -16,8 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from app.commands import EXIT_OK, EXIT_USAGE, CommandError, fail, settings_for
-from app.operator import workspace_id, workspace_name
+from app.commands import EXIT_OK, EXIT_USAGE, CommandError, fail, settings_for, workspace_id, workspace_name
 
 HELP = "import a CSV file of contacts into a workspace (upsert on phone, then email)"
 
