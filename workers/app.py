@@ -26,11 +26,11 @@ import procrastinate
 import psycopg
 from procrastinate.exceptions import AlreadyEnqueued
 
+from app.core.links import LinkSigner
 from app.core.logs import correlation
 from app.core.queries import queries
 from app.core.settings import Settings
 from workers.dispatcher import Dispatcher
-from workers.links import LinkSigner
 from workers.transports import OutboxTransport, SmtpTransport, Transport, TwilioTransport
 
 log = logging.getLogger("drumbeat.worker")

@@ -19,9 +19,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from app.core import event_log, logs
+from app.core.links import LinkSigner
 from app.core.queries import queries
-from workers.links import LinkSigner
-from workers.render import RenderError, render_message, sms_segments
+from app.core.templates import RenderError, render_message, sms_segments
 from workers.tracking import track_html
 from workers.transports import Message, SendResult, Transport
 

@@ -12,7 +12,7 @@ import html
 import logging
 from html.parser import HTMLParser
 
-from workers.links import LinkSigner, clean_url, is_web_url
+from app.core.links import LinkSigner, clean_url, is_web_url
 
 log = logging.getLogger("drumbeat.tracking")
 

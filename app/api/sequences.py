@@ -9,7 +9,7 @@ its definition read, the steps list changed and drumbeat_api.update_sequence cal
 one transaction. update_sequence identifies steps by their "id" (a step sent without one is new, a live
 step left out is removed), so live enrollments keep their place across every edit, reorders included.
 
-Message templates are compiled in the sandbox the worker renders them with (workers.render), so a broken
+Message templates are compiled in the sandbox the worker renders them with (app.core.templates), so a broken
 template is a 422 at save naming it (steps[2].body), never a failed delivery later. The SQL contract
 checks the same templates too (closed tags, known variables) with errors of the same shape."""
 
@@ -29,9 +29,9 @@ from psycopg.types.json import Jsonb
 from app.api.db import fetch_all, fetch_one, fetch_value, require_row
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.paging import Page, PageSize, paged
+from app.core import templates  # the worker's own sandbox and cache: templates compile here as they will run
 from app.core.errors import Conflict, Invalid, NotFound
 from app.core.queries import queries
-from workers import render  # the worker's own sandbox and cache: templates compile here as they will run
 
 Q = queries("api_sequences")
 
@@ -403,8 +403,8 @@ def as_utc(instant: dt.datetime | None) -> dt.datetime | None:
 def compile_template(text: str, html: bool, field: str) -> None:
     """Compile as the worker will (same sandbox, same cache), or 422 naming the field."""
     try:
-        render.compile_template(text, html=html)
-    except render.RenderError as error:
+        templates.compile_template(text, html=html)
+    except templates.RenderError as error:
         raise Invalid(str(error), field) from None
 
 

@@ -4,7 +4,7 @@ request is verified before anything is read or written:
 - Twilio (delivery status callbacks and inbound SMS): `X-Twilio-Signature`, checked with Twilio's own
   RequestValidator and TWILIO_AUTH_TOKEN against the URL Twilio was given (DRUMBEAT_PUBLIC_URL + path).
 - Email open pixel, click redirect and unsubscribe link: the token in the path, MACed with
-  DRUMBEAT_SECRET_KEY by the worker when it sent the message (workers/links.py).
+  DRUMBEAT_SECRET_KEY by the worker when it sent the message (app/core/links.py).
 
 No user makes these requests, so there are no request.jwt.claims: each one runs in its own transaction as
 drumbeat_worker (SET LOCAL ROLE; why that role: sql/migrations/0018_tracking_events.sql) and changes state
@@ -37,9 +37,9 @@ from app.api.db import fetch_all, fetch_value
 from app.api.errors import error_response
 from app.core import event_log
 from app.core.errors import DrumbeatError, Forbidden, Invalid
+from app.core.links import LinkSigner
 from app.core.queries import queries
 from app.core.settings import Settings
-from workers.links import LinkSigner
 
 log = logging.getLogger("drumbeat.webhooks")
 Q = queries("api_webhooks")

@@ -9,10 +9,10 @@ from html.parser import HTMLParser
 import psycopg
 import pytest
 
+from app.core.links import LinkSigner
 from tests.sql.factories import SMS_SEQUENCE, new_tenant, sms_sequence
 from tests.workers.conftest import ACCOUNT_SID
 from workers.dispatcher import Dispatcher
-from workers.links import LinkSigner
 from workers.transports import Message, OutboxTransport, SendResult, TwilioTransport
 
 NOW = "2026-11-23 14:00Z"  # Monday 09:00 in New York

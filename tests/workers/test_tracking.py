@@ -9,9 +9,9 @@ from html.parser import HTMLParser
 import pytest
 from psycopg.types.json import Jsonb
 
+from app.core.links import LinkSigner
 from tests.sql.factories import new_tenant, sms_sequence
 from tests.support import call, call_one, sql_error
-from workers.links import LinkSigner
 from workers.tracking import track_html
 
 SIGNER = LinkSigner("https://drumbeat.example", b"t" * 32)

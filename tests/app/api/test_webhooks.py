@@ -18,10 +18,10 @@ from twilio.request_validator import RequestValidator
 
 from app.api.app import create_app
 from app.api.webhooks import location
+from app.core.links import LinkSigner
 from tests.app.api.conftest import LINK_SECRET, PUBLIC_URL
 from tests.sql.factories import SMS_SEQUENCE, new_tenant, sms_sequence
 from workers.dispatcher import Dispatcher
-from workers.links import LinkSigner
 from workers.transports import Message, SendResult
 
 TWILIO_TOKEN = "test-twilio-auth-token"  # tests/app/api/conftest.py api_settings

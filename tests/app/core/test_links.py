@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from workers.links import LinkSigner
+from app.core.links import LinkSigner
 
 SIGNER = LinkSigner("https://drumbeat.example", b"k" * 32)
 DELIVERY = str(uuid.uuid4())

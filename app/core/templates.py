@@ -1,5 +1,7 @@
-"""Rendering message templates: user input, so Jinja2's sandbox, and strict — a missing variable fails
-that one delivery with a clear reason instead of sending a half-filled message."""
+"""Message templates, compiled and rendered: user input, so Jinja2's sandbox, and strict — a missing
+variable fails that one delivery with a clear reason instead of sending a half-filled message. The API
+compiles them when a sequence is saved (compile_template) and the worker renders them at send
+(render_message), in the same sandbox and through the same cache."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 import pytest
 
-from workers.render import RenderError, render_message, sms_segments
+from app.core.templates import RenderError, render_message, sms_segments
 
 CONTEXT = {
     "contact": {"first_name": "Ada", "fields": {"plan": "pro"}},
