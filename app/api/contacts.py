@@ -1,6 +1,6 @@
 """Contacts: create (an upsert matched on phone, then email), list and search, read, partial update, soft
 delete (their live enrollments end), a contact's enrollments, and the streamed CSV import. Input is
-checked and normalised at the edge (app/api/validation.py); writes go through drumbeat_api.upsert_contacts,
+checked and normalised at the edge (app/core/validation.py); writes go through drumbeat_api.upsert_contacts,
 update_contact and delete_contact, reads are SELECTs that RLS limits to the caller's workspaces."""
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, 
 from litestar.params import FromPath, QueryParameter
 from psycopg.types.json import Jsonb
 
-from app.api.csv_import import (
+from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.api.paging import Page, PageSize, paged
+from app.core.csv_import import (
     ImportSummary,
     content_boundary,
     import_contacts,
     multipart_file,
     stored_timezones,
 )
-from app.api.db import fetch_all, fetch_one, require_row
-from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
-from app.api.paging import Page, PageSize, paged
-from app.api.validation import clean_contact, infer_timezone, require_reachable, sql_field
+from app.core.db import fetch_all, fetch_one, require_row
 from app.core.errors import DrumbeatError
 from app.core.queries import queries
+from app.core.validation import clean_contact, infer_timezone, require_reachable, sql_field
 
 Q = queries("api_contacts")
 MAX_IMPORT_BYTES = 1 << 30  # 1 GiB: far above 100k rows, still a bound

@@ -13,7 +13,8 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import Body, QueryParameter
 
-from app.api.db import act_as, fetch_one, fetch_value, require_row
+from app.api.db import act_as
+from app.core.db import fetch_one, fetch_value, require_row
 from app.core.errors import Invalid
 
 # Explicit markers (Litestar 2.25 deprecates inferring them).

@@ -16,9 +16,9 @@ from litestar.di import Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.types.json import Jsonb
 
-from app.api.db import fetch_all, fetch_one, fetch_value, require_row
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.paging import Page, PageSize, paged
+from app.core.db import fetch_all, fetch_one, fetch_value, require_row
 from app.core.errors import DrumbeatError, NotFound
 from app.core.event_log import message_for
 from app.core.queries import queries

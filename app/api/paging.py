@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from litestar.params import QueryParameter
 
-from app.api.db import fetch_all, fetch_value
 from app.api.deps import Db
+from app.core.db import fetch_all, fetch_value
 
 MAX_PAGE_SIZE = 500
 # The page bound keeps (page - 1) * page_size inside a bigint OFFSET.

@@ -26,10 +26,10 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from msgspec import UNSET, UnsetType
 from psycopg.types.json import Jsonb
 
-from app.api.db import fetch_all, fetch_one, fetch_value, require_row
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.paging import Page, PageSize, paged
 from app.core import templates  # the worker's own sandbox and cache: templates compile here as they will run
+from app.core.db import fetch_all, fetch_one, fetch_value, require_row
 from app.core.errors import Conflict, Invalid, NotFound
 from app.core.queries import queries
 

@@ -33,9 +33,9 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
-from app.api.db import fetch_all, fetch_value
 from app.api.errors import error_response
 from app.core import event_log
+from app.core.db import fetch_all, fetch_value
 from app.core.errors import DrumbeatError, Forbidden, Invalid
 from app.core.links import LinkSigner
 from app.core.queries import queries

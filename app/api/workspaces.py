@@ -12,8 +12,8 @@ from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 from psycopg.types.json import Jsonb
 
-from app.api.db import fetch_all, fetch_one, fetch_value, require_row
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.core.db import fetch_all, fetch_one, fetch_value, require_row
 from app.core.queries import queries
 
 Q = queries("api_workspaces")

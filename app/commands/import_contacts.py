@@ -1,5 +1,5 @@
-"""`drumbeat import-contacts FILE.csv --workspace ID`: the API's CSV import (app/api/csv_import.py), run by
-the operator on a local file. The header row names the columns: phone, email, first_name, last_name,
+"""`drumbeat import-contacts FILE.csv --workspace ID`: the CSV import the API runs too (app/core/csv_import.py),
+run by the operator on a local file. The header row names the columns: phone, email, first_name, last_name,
 company, title, timezone, tags (separated by ; or ,); any other column becomes a custom field. Rows are
 upserted, matched on phone, then email: a row matching a stored contact updates it (empty cells leave
 stored values alone), so importing the same file twice creates nothing new. Bad rows are rejected with
@@ -92,7 +92,7 @@ async def import_file(url: str, args: argparse.Namespace, region: str, progress:
     import psycopg
     from psycopg.rows import dict_row
 
-    from app.api.csv_import import Importer, read_into
+    from app.core.csv_import import Importer, read_into
 
     connecting = psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
     # One transaction for the file; the importer's savepoints (one per refused chunk) nest in it.

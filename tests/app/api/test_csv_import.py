@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from app.api.csv_import import csv_records, multipart_file
+from app.core.csv_import import csv_records, multipart_file
 from tests.app.api.conftest import ApiTenant
 
 HEADER = "phone,email,first_name,last_name,company,title,timezone,plan,tags\n"
@@ -174,7 +174,7 @@ def test_a_nul_character_rejects_its_row_only(tenant, db):
 
 
 def test_small_chunks_give_the_same_outcome(tenant, db, monkeypatch):
-    monkeypatch.setattr("app.api.csv_import.CHUNK_ROWS", 2)
+    monkeypatch.setattr("app.core.csv_import.CHUNK_ROWS", 2)
     body = upload(tenant, FILE).json()
     assert (body["created"], body["updated"], body["rejected"]) == (4, 1, 5)
 

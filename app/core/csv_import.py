@@ -1,9 +1,10 @@
-"""Streamed CSV import of contacts. The request body is read chunk by chunk (never whole): bytes are
-decoded incrementally (UTF-8, an optional BOM), cut into lines, grouped into whole CSV records (a quoted
-field may span lines) and parsed by csv.reader; each row is validated at the edge (app.api.validation),
-and valid rows are upserted in chunks of CHUNK_ROWS through drumbeat_api.upsert_contacts, which matches
-on phone, then email. What the import holds at any time is one chunk of rows plus the per-row results
-asked for (by default only the rejected rows), whatever the file's size.
+"""Streamed CSV import of contacts, for the API (a request body) and `drumbeat import-contacts` (a file).
+The bytes are read chunk by chunk (never whole), decoded incrementally (UTF-8, an optional BOM), cut into
+lines, grouped into whole CSV records (a quoted field may span lines) and parsed by csv.reader; each row
+is validated at the edge (app.core.validation), and valid rows are upserted in chunks of CHUNK_ROWS
+through drumbeat_api.upsert_contacts, which matches on phone, then email. What the import holds at any
+time is one chunk of rows plus the per-row results asked for (by default only the rejected rows),
+whatever the file's size.
 
 Rows are checked twice: here for the shapes (phone, email, time zone), and by the contract for what
 only the database knows (an email that belongs to another contact than the phone). A chunk the contract
@@ -25,10 +26,10 @@ import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
-from app.api.db import fetch_all, translated_errors
-from app.api.validation import STANDARD_FIELDS, clean_contact, infer_timezone, require_reachable, sql_field
+from app.core.db import fetch_all, translated_errors
 from app.core.errors import Invalid
 from app.core.queries import queries
+from app.core.validation import STANDARD_FIELDS, clean_contact, infer_timezone, require_reachable, sql_field
 
 Q = queries("api_contacts")
 CHUNK_ROWS = 1000
