@@ -8,7 +8,9 @@ functions (the CLI imports lazily) and `importlib.import_module("...")` calls wi
 - app/api imports nothing from the CLI or the worker (what both need lives in the core);
 - the CLI (app/commands, app/cli.py) is the top layer: it may start the worker and the API, but reaches
   the API only through its app factory, app.api.app, never into its controllers or helpers;
-- every module of app/ sits in one of those layers (no new module loose in app/'s root).
+- every module of app/ sits in one of those layers (no new module loose in app/'s root);
+- and in tests/, no module imports a test module (test_*.py) or a conftest.py: what several test modules
+  share lives in tests/support/ (or another helper module).
 
 A failure names the module, the line and the import that breaks a rule."""
 
@@ -182,6 +184,32 @@ def test_every_module_of_app_is_in_a_layer():
     assert not loose, f"modules of app/ outside app/core, app/api, app/console, app/commands: {loose}"
 
 
+def is_test_module(name: str) -> bool:
+    last = name.rsplit(".", 1)[-1]
+    return within(name, "tests") and (last.startswith("test_") or last == "conftest")
+
+
+def imports_of_test_modules(module: str, source: str) -> list[str]:
+    problems = []
+    for imported in imports_of(module, source):
+        culprits = [shown if is_test_module(shown) else name for name, shown in imported.names]
+        if culprit := next((c for c in culprits if is_test_module(c)), None):
+            problems.append(
+                f"{module} (line {imported.line}) imports {culprit}: `{imported.text.splitlines()[0]}` "
+                "(move what it needs to tests/support)"
+            )
+    return problems
+
+
+def test_test_modules_never_import_each_other():
+    problems = [
+        problem
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for problem in imports_of_test_modules(module_name(path), path.read_text())
+    ]
+    assert not problems, "\n".join(problems)
+
+
 # The contract must be able to fail: each synthetic module below breaks (or keeps) one rule.
 BROKEN = [
     ("app.core.settings", "from app.api.db import act_as", "app.api.db"),
@@ -217,6 +245,24 @@ def test_a_broken_rule_is_named(module, source, culprit):
     problems = violations(module, source)
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"{module} (line ") and f"imports {culprit}:" in problems[0], problems
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from tests.workers.test_worker_process import run_worker_until_sent",
+        "from tests.app.api.conftest import ApiTenant",
+        "from tests.app.api import test_webhooks",
+        "def f():\n    import tests.app.test_cli_api\n",
+    ],
+)
+def test_an_import_of_a_test_module_is_named(source):
+    assert len(imports_of_test_modules("tests.e2e.test_quickstart", source)) == 1
+
+
+def test_imports_of_helper_modules_pass():
+    source = "from tests.support.processes import free_port\nfrom tests.sql.factories import new_tenant"
+    assert imports_of_test_modules("tests.e2e.test_quickstart", source) == []
 
 
 @pytest.mark.parametrize(("module", "source"), KEPT)

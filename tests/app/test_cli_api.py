@@ -3,7 +3,6 @@ requests to a running API server, and stops working once revoked."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import tempfile
 import time
@@ -12,20 +11,14 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.app.cli_helpers import DRUMBEAT, drumbeat, drumbeat_environment
 from tests.sql.factories import new_tenant
+from tests.support.processes import DRUMBEAT, drumbeat, drumbeat_environment, free_port
 
 
 def _drumbeat(db_url: str, *args: str) -> subprocess.CompletedProcess:
     """`drumbeat ARGS` against db_url, in a fresh directory (no stray .env), no inherited Drumbeat variables."""
     with tempfile.TemporaryDirectory() as cwd:
         return drumbeat(*args, cwd=Path(cwd), DATABASE_URL=db_url)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_until_serving(base: str, deadline: float) -> None:
@@ -51,7 +44,7 @@ def test_operator_key_authenticates_against_a_running_api_until_revoked(db_url):
     listed = _drumbeat(db_url, "keys", "list", "--workspace", workspace_id)
     assert token[:16] in listed.stdout and "admin" in listed.stdout and token not in listed.stdout
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [DRUMBEAT, "api", "--port", str(port)],
         env=drumbeat_environment(DATABASE_URL=db_url),

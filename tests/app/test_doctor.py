@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from app.commands.doctor import connection_mode
 from app.core.migrate import drumbeat_migrations
-from tests.app.cli_helpers import committed_tenant, drumbeat
+from tests.support.processes import committed_tenant, drumbeat
 
 TWILIO = {"TWILIO_ACCOUNT_SID": "AC" + "0123456789abcdef" * 2, "TWILIO_AUTH_TOKEN": "fedcba9876543210" * 2}
 SMTP = {"SMTP_HOST": "smtp.example.com", "SMTP_USERNAME": "mailer", "SMTP_PASSWORD": "smtp-password-1234"}

@@ -9,7 +9,7 @@ import holidays
 import psycopg
 import pytest
 
-from tests.app.cli_helpers import committed_tenant, drumbeat
+from tests.support.processes import committed_tenant, drumbeat
 
 MISSING = "00000000-0000-0000-0000-000000000000"
 

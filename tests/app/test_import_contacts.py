@@ -11,7 +11,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from app.commands.import_contacts import Progress
-from tests.app.cli_helpers import committed_tenant, drumbeat
+from tests.support.processes import committed_tenant, drumbeat
 
 # Lines: 1 header, 2 created, 3 bad phone, 4 blank (not a row), 5 bad email, 6-7 one row (a quoted cell
 # with a line break), created, 8 repeats line 2 (an update), 9 national format (created), 10 too few cells.

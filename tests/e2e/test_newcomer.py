@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.app.api.conftest import new_api_tenant
+from tests.support.api import new_api_tenant
 
 DRUMBEAT = str(Path(sys.executable).parent / "drumbeat")
 SEQUENCE = {

@@ -14,10 +14,9 @@ from pathlib import Path
 import httpx
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.app.cli_helpers import DRUMBEAT, drumbeat, drumbeat_environment
-from tests.app.test_cli_api import _free_port
 from tests.e2e import fresh_laptop
 from tests.e2e.fresh_laptop import RUN_COMMAND
+from tests.support.processes import DRUMBEAT, drumbeat, drumbeat_environment, free_port
 
 
 class Running:
@@ -66,7 +65,7 @@ class Running:
 
 
 def test_run_command_serves_an_api_key_on_an_embedded_database_and_reuses_it(tmp_path):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     environment = fresh_laptop.environment(tmp_path / "data", DRUMBEAT_PORT=str(port))
 
@@ -104,7 +103,7 @@ def test_run_command_serves_an_api_key_on_an_embedded_database_and_reuses_it(tmp
 
 def test_up_against_database_url_migrates_it_and_mints_the_first_key(db_url, tmp_path):
     """With DATABASE_URL the same happens on that database: no embedded server is started."""
-    port = _free_port()
+    port = free_port()
     environment = drumbeat_environment(DATABASE_URL=db_url, DRUMBEAT_DATA_DIR=str(tmp_path / "unused"))
     running = Running(environment, tmp_path, (DRUMBEAT, "up", "--port", str(port)))
     try:

@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 from tests.sql.factories import Tenant, new_tenant
 from tests.sql.worker_calls import at
 from tests.support import call_one
-from tests.workers.test_worker_process import DRUMBEAT, _environment
+from tests.support.processes import DRUMBEAT, worker_environment
 
 EMAIL_STEP = {"kind": "email", "subject": "Hi", "body": "Hello {{ contact.first_name }}"}
 SMS_STEP = {"kind": "sms", "body": "Hi {{ contact.first_name }}"}
@@ -77,8 +77,8 @@ def run_worker_at(db_url: str, instant: str) -> list[str]:
         before = _outbox(conn)
         ticks_before = _ticks_done(conn)
         worker = subprocess.Popen(
-            [*DRUMBEAT, "worker", "--concurrency", "2"],
-            env=_environment(db_url, DRUMBEAT_TRANSPORT="outbox"),
+            [DRUMBEAT, "worker", "--concurrency", "2"],
+            env=worker_environment(db_url, DRUMBEAT_TRANSPORT="outbox"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -12,7 +12,7 @@ import time
 import psycopg
 
 from tests.sql.factories import new_tenant, sms_sequence
-from tests.workers.test_worker_process import DRUMBEAT, _environment
+from tests.support.processes import DRUMBEAT, worker_environment
 
 CONTACTS = 2000
 LEASE_SECONDS = 3
@@ -32,9 +32,9 @@ def _enroll(db_url: str) -> None:
 
 
 def _start(db_url: str) -> subprocess.Popen:
-    environment = _environment(db_url, DRUMBEAT_DELIVERY_LEASE=str(LEASE_SECONDS))
+    environment = worker_environment(db_url, DRUMBEAT_DELIVERY_LEASE=str(LEASE_SECONDS))
     return subprocess.Popen(
-        [*DRUMBEAT, "worker", "--concurrency", "3"],
+        [DRUMBEAT, "worker", "--concurrency", "3"],
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ import pytest
 
 from app.core.links import LinkSigner
 from tests.sql.factories import SMS_SEQUENCE, new_tenant, sms_sequence
-from tests.workers.conftest import ACCOUNT_SID
+from tests.support.twilio import ACCOUNT_SID
 from workers.dispatcher import Dispatcher
 from workers.transports import Message, OutboxTransport, SendResult, TwilioTransport
 

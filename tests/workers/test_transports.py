@@ -14,7 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from tests.workers.conftest import ACCOUNT_SID
+from tests.support.twilio import ACCOUNT_SID
 from workers.transports import Message, SmtpTransport, TwilioTransport
 
 

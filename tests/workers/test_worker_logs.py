@@ -8,11 +8,11 @@ import json
 
 import psycopg
 
-from tests.workers.test_worker_process import _enroll_email_contacts, run_worker_until_sent
+from tests.support.processes import enroll_email_contacts, run_worker_until_sent
 
 
 def test_the_worker_logs_json_lines_per_send_under_its_job_id(db_url):
-    _enroll_email_contacts(db_url, 3)
+    enroll_email_contacts(db_url, 3)
     lines = [
         json.loads(line) for line in run_worker_until_sent(db_url, 3, DRUMBEAT_LOG_LEVEL="INFO").splitlines()
     ]

@@ -8,69 +8,22 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psycopg
 
 from tests.sql.factories import new_tenant, sms_sequence
-
-DRUMBEAT = [str(Path(sys.executable).parent / "drumbeat")]
-
-
-def _enroll_email_contacts(db_url: str, count: int) -> None:
-    with psycopg.connect(db_url) as conn:
-        tenant = new_tenant(conn)
-        steps = [{"kind": "email", "subject": "Hi {{ contact.first_name }}", "body": "Hello"}]
-        sequence = tenant.sequence(sms_sequence(channel="email", settings={"timezone": "UTC"}, steps=steps))
-        contacts = tenant.contacts(
-            *[{"email": f"c{i}@example.com", "first_name": f"C{i}"} for i in range(count)]
-        )
-        tenant.enroll(sequence, contacts)
-        conn.commit()
-
-
-def _outbox_count(db_url: str) -> int:
-    with psycopg.connect(db_url) as conn:
-        return conn.execute("SELECT count(*) FROM drumbeat.outbox").fetchone()[0]
-
-
-def _wait_for_outbox(db_url: str, expected: int, worker: subprocess.Popen, timeout: float = 20) -> int:
-    """How many messages the outbox holds once it has `expected`, the worker has exited, or time is up."""
-    deadline = time.monotonic() + timeout
-    while _outbox_count(db_url) < expected and time.monotonic() < deadline and worker.poll() is None:
-        time.sleep(0.2)
-    return _outbox_count(db_url)
-
-
-def _environment(db_url: str, **extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SMTP_", "DRUMBEAT_"))}
-    return clean | {"DATABASE_URL": db_url} | extra
-
-
-def run_worker_until_sent(db_url: str, expected: int, login: str | None = None, **extra: str) -> str:
-    """Start `drumbeat worker` (as `login`'s conninfo when given, with `extra` variables), wait until the
-    outbox of db_url holds `expected` messages, stop it with SIGTERM; its stderr, once it has exited
-    cleanly with 0."""
-    worker = subprocess.Popen(
-        [*DRUMBEAT, "worker", "--concurrency", "2"],
-        env=_environment(login or db_url, **extra),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert _wait_for_outbox(db_url, expected, worker) == expected
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        _, stderr = worker.communicate(timeout=30)
-    assert worker.returncode == 0, stderr
-    return stderr
+from tests.support.processes import (
+    DRUMBEAT,
+    enroll_email_contacts,
+    outbox_count,
+    run_worker_until_sent,
+    worker_environment,
+)
 
 
 def test_worker_sends_due_steps_and_stops_on_sigterm(db_url):
-    _enroll_email_contacts(db_url, 5)
+    enroll_email_contacts(db_url, 5)
     stderr = run_worker_until_sent(db_url, 5)
     assert "email messages go to the OUTBOX" in stderr
     with psycopg.connect(db_url) as conn:
@@ -104,8 +57,8 @@ def test_steps_due_mid_second_are_sent_well_within_the_second(db_url):
         contacts = tenant.contacts(*[{"email": f"c{i}@example.com"} for i in range(6)])
         conn.commit()
         worker = subprocess.Popen(
-            [*DRUMBEAT, "worker", "--concurrency", "2"],
-            env=_environment(db_url, DRUMBEAT_TRANSPORT="outbox"),
+            [DRUMBEAT, "worker", "--concurrency", "2"],
+            env=worker_environment(db_url, DRUMBEAT_TRANSPORT="outbox"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -120,7 +73,7 @@ def test_steps_due_mid_second_are_sent_well_within_the_second(db_url):
                 conn.commit()
                 time.sleep(0.37)
             deadline = time.monotonic() + 20
-            while _outbox_count(db_url) < len(contacts) and time.monotonic() < deadline:
+            while outbox_count(db_url) < len(contacts) and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
             worker.send_signal(signal.SIGTERM)
@@ -139,23 +92,23 @@ def test_steps_due_mid_second_are_sent_well_within_the_second(db_url):
 
 
 def test_production_worker_refuses_to_start_without_credentials(db_url):
-    _enroll_email_contacts(db_url, 1)
+    enroll_email_contacts(db_url, 1)
     result = subprocess.run(
-        [*DRUMBEAT, "worker"],
-        env=_environment(db_url, DRUMBEAT_ENV="production", DRUMBEAT_SECRET_KEY="k" * 40),
+        [DRUMBEAT, "worker"],
+        env=worker_environment(db_url, DRUMBEAT_ENV="production", DRUMBEAT_SECRET_KEY="k" * 40),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 1
     assert "refusing to start in production" in result.stderr and "SMTP_HOST" in result.stderr
-    assert _outbox_count(db_url) == 0
+    assert outbox_count(db_url) == 0
 
 
 def test_bad_configuration_is_named(db_url):
     result = subprocess.run(
-        [*DRUMBEAT, "worker"],
-        env=_environment(db_url, SMTP_PORT="smtp"),
+        [DRUMBEAT, "worker"],
+        env=worker_environment(db_url, SMTP_PORT="smtp"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -173,7 +126,7 @@ def test_worker_runs_as_a_login_with_only_the_worker_role(db_url):
     with psycopg.connect(db_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE drumbeat_worker").format(sql.Identifier(login)))
     try:
-        _enroll_email_contacts(db_url, 3)
+        enroll_email_contacts(db_url, 3)
         run_worker_until_sent(db_url, 3, login=make_conninfo(db_url, user=login))
     finally:
         with psycopg.connect(db_url, autocommit=True) as admin:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.app.api.conftest import bearer, make_jwt
+from tests.support.api import bearer, make_jwt
 
 
 def _error(response, status: int, code: str, field: str | None = None) -> dict:

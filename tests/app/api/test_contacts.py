@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.app.api.conftest import ApiTenant
 from tests.sql.factories import Tenant
+from tests.support.api import ApiTenant
 
 
 @pytest.fixture

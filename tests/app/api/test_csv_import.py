@@ -17,7 +17,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from app.core.csv_import import csv_records, multipart_file
-from tests.app.api.conftest import ApiTenant
+from tests.support.api import ApiTenant
 
 HEADER = "phone,email,first_name,last_name,company,title,timezone,plan,tags\n"
 # Rows: 1 created, 2 created (national format, inferred zone), 3 bad phone, 4 bad email, 5 bad time

@@ -6,7 +6,6 @@ ids. Contacts and sequences are made through the SQL contract acting as the tena
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -14,11 +13,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
-from tests.app.api.conftest import ApiTenant
-from tests.sql.factories import SMS_SEQUENCE
-from tests.support import act_as
+from tests.support.api import ApiTenant, Contract
 from workers.dispatcher import Dispatcher
 from workers.transports import OutboxTransport
 
@@ -46,48 +42,6 @@ def db(db_url: str) -> Iterator[psycopg.Connection]:
     """The test database as its owner (RLS bypassed), autocommit: to look at what the API wrote."""
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as connection:
         yield connection
-
-
-class Contract:
-    """The SQL contract called directly as a tenant's owner (the contacts and sequences endpoints are
-    someone else's): one committed transaction per call."""
-
-    def __init__(self, db_url: str, tenant: ApiTenant):
-        self.db_url = db_url
-        self.tenant = tenant
-
-    def _call(self, sql: str, params: tuple) -> list[tuple]:
-        with psycopg.connect(self.db_url) as conn:
-            act_as(conn, self.tenant.user_id)
-            rows = conn.execute(sql, params).fetchall()
-            conn.commit()
-            return rows
-
-    def sender(self, channel: str, address: str) -> None:
-        self._call(
-            "SELECT drumbeat_api.create_sender(%s, %s, %s, %s)",
-            (self.tenant.workspace_id, channel, address, Jsonb({"rate_per_second": 1000})),
-        )
-
-    def contacts(self, *rows: dict) -> list[str]:
-        result = self._call(
-            "SELECT u.contact_id FROM drumbeat_api.upsert_contacts(%s, %s) AS u",
-            (self.tenant.workspace_id, Jsonb(list(rows))),
-        )
-        return [str(r[0]) for r in result]
-
-    def contact(self, **fields) -> str:
-        fields.setdefault("phone", f"+1555{uuid.uuid4().int % 10_000_000:07d}")
-        return self.contacts(fields)[0]
-
-    def sequence(self, definition: dict | None = None, *, activate: bool = True) -> str:
-        definition = copy.deepcopy(definition or SMS_SEQUENCE)
-        [(sequence_id,)] = self._call(
-            "SELECT drumbeat_api.create_sequence(%s, %s)", (self.tenant.workspace_id, Jsonb(definition))
-        )
-        if activate:
-            self._call("SELECT drumbeat_api.activate_sequence(%s, NULL)", (sequence_id,))
-        return str(sequence_id)
 
 
 @pytest.fixture

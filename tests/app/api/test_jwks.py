@@ -17,7 +17,7 @@ from litestar.testing import TestClient
 
 from app.api.app import create_app
 from app.core.settings import Settings
-from tests.app.api.conftest import PUBLIC_URL
+from tests.support.api import PUBLIC_URL
 
 KEY_ID = "test-key-1"
 

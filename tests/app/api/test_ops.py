@@ -14,8 +14,8 @@ from litestar.testing import TestClient
 from app.api import ops
 from app.api.app import create_app
 from app.core.sqlfiles import migration_files
-from tests.app.api.conftest import PUBLIC_URL
 from tests.sql.factories import SMS_SEQUENCE, new_tenant
+from tests.support.api import PUBLIC_URL
 from workers.dispatcher import Dispatcher
 from workers.transports import Message, SendResult
 

@@ -9,9 +9,8 @@ import uuid
 
 import pytest
 
-from tests.app.api.conftest import ApiTenant, bearer
-from tests.app.api.test_enrollments import Contract
 from tests.log_capture import captured_logs
+from tests.support.api import ApiTenant, Contract, bearer
 
 HEX_ID = re.compile("[0-9a-f]{32}")
 

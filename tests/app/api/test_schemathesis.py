@@ -16,8 +16,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.app.test_cli_api import _free_port
 from tests.sql.factories import new_tenant
+from tests.support.processes import free_port
 
 DRUMBEAT = str(Path(sys.executable).parent / "drumbeat")
 EXAMPLES_PER_OPERATION = 25
@@ -37,7 +37,7 @@ def live_api(db_url, tmp_path):
         ).fetchone()[0]
         conn.commit()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SMTP_", "DRUMBEAT_"))}
-    port = _free_port()
+    port = free_port()
     configured = {
         "DATABASE_URL": db_url,
         "DRUMBEAT_PUBLIC_URL": f"http://127.0.0.1:{port}",

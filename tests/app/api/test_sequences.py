@@ -19,8 +19,8 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from tests.app.api.conftest import ApiTenant
 from tests.support import act_as
+from tests.support.api import ApiTenant
 
 DEFINITION = {
     "name": "Cold outreach",

@@ -7,18 +7,17 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.app.api.conftest import PUBLIC_URL
-from tests.app.api.test_webhooks import (
+from tests.log_capture import captured_logs
+from tests.sql.factories import SMS_SEQUENCE, new_tenant, sms_sequence
+from tests.support.api import PUBLIC_URL, TWILIO_TOKEN
+from tests.support.webhooks import (
     EMAIL_STEPS,
-    TWILIO_TOKEN,
     Links,
     at_now,
     dispatch,
     inbound,
     twilio_post,
 )
-from tests.log_capture import captured_logs
-from tests.sql.factories import SMS_SEQUENCE, new_tenant, sms_sequence
 
 PHONE = "+15550100001"  # the contact's
 MARKER = "MARKER-body-5d1e"

@@ -8,8 +8,6 @@ import base64
 import dataclasses
 import re
 import struct
-import uuid
-from html.parser import HTMLParser
 
 import psycopg
 import pytest
@@ -19,29 +17,23 @@ from twilio.request_validator import RequestValidator
 from app.api.app import create_app
 from app.api.webhooks import location
 from app.core.links import LinkSigner
-from tests.app.api.conftest import LINK_SECRET, PUBLIC_URL
 from tests.sql.factories import SMS_SEQUENCE, new_tenant, sms_sequence
-from workers.dispatcher import Dispatcher
-from workers.transports import Message, SendResult
+from tests.support.api import PUBLIC_URL, TWILIO_TOKEN
+from tests.support.webhooks import (
+    EMAIL_STEPS,
+    LATER,
+    Links,
+    at_now,
+    dispatch,
+    inbound,
+    twilio_post,
+)
+from workers.transports import Message
 
-TWILIO_TOKEN = "test-twilio-auth-token"  # tests/app/api/conftest.py api_settings
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-NOW = "2026-11-23 14:00Z"  # Monday 09:00 in New York: steps due at once are sent
-LATER = "2026-12-15 14:00Z"  # enrollments starting then stay waiting
-SIGNER = LinkSigner(PUBLIC_URL, LINK_SECRET)
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-def twilio_post(
-    client: TestClient, path: str, params: dict[str, str], *, signed_params=None, token=TWILIO_TOKEN
-):
-    """POST `params` as Twilio would, signed over `signed_params` (default: the same params)."""
-    signature = RequestValidator(token).compute_signature(
-        PUBLIC_URL + path, params if signed_params is None else signed_params
-    )
-    return client.post(path, data=params, headers={"X-Twilio-Signature": signature})
 
 
 def rows(db_url: str, query: str, params=None) -> list[tuple]:
@@ -60,33 +52,6 @@ def assert_error(response, status: int, code: str, field: str | None = None) -> 
     if field is not None:
         assert error["field"] == field, error
     return error
-
-
-class CapturingTransport:
-    """A provider that accepts everything, keeps it, and answers a Twilio-like message id."""
-
-    name = "capture"
-    concurrent = False
-
-    def __init__(self):
-        self.sent: list[Message] = []
-
-    def send(self, message: Message) -> SendResult:
-        self.sent.append(message)
-        return SendResult(sent=True, provider_message_id=f"SM{uuid.uuid4().hex}")
-
-
-def dispatch(db_url: str) -> list[Message]:
-    """One real claim / send / record at NOW, links signed as the API verifies them."""
-    transport = CapturingTransport()
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
-        Dispatcher(conn, {"sms": transport, "email": transport}, links=SIGNER).run_once()
-    return transport.sent
-
-
-def at_now(conn: psycopg.Connection) -> None:
-    conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
 
 
 def enrollment_status(db_url: str, enrollment_id) -> str:
@@ -138,17 +103,6 @@ def sms_tenant(db_url):
         "other_contact": other_contact,
         "other_enrollment": other_enrollment,
     }
-
-
-def inbound(body: str, **changes) -> dict[str, str]:
-    return {
-        "AccountSid": "AC" + "0" * 32,
-        "MessageSid": "SM" + uuid.uuid4().hex,
-        "To": "+15550100000",
-        "From": "+15550100001",
-        "Body": body,
-        "NumMedia": "0",
-    } | changes
 
 
 def test_stop_by_sms_opts_the_contact_out_and_ends_only_its_sms_enrollments(client, db_url, sms_tenant):
@@ -290,32 +244,6 @@ def test_a_signed_status_callback_without_its_fields_is_422(client, db_url, sms_
 
 
 # --- Email: open pixel, click redirect, unsubscribe ----------------------------------------------------
-
-TRACKED_HTML = (
-    "<html><body><p>Hi {{ contact.first_name }}</p>"
-    '<a href="https://shop.example.com/pricing?plan=pro">Pricing</a> '
-    '<a href="https://shop.example.com/café?q=ü">Café</a>'
-    '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>'
-)
-EMAIL_STEPS = [
-    {"kind": "email", "subject": "Hi", "body": "Hi {{ contact.first_name }}", "html_body": TRACKED_HTML},
-    {"kind": "email", "delay": {"value": 2, "unit": "days"}, "subject": "Again", "body": "Again"},
-]
-
-
-class Links(HTMLParser):
-    def __init__(self, source: str):
-        super().__init__()
-        self.hrefs: list[str] = []
-        self.images: list[str] = []
-        self.feed(source)
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "a":
-            self.hrefs.append(attrs["href"])
-        elif tag == "img":
-            self.images.append(attrs["src"])
 
 
 @pytest.fixture

@@ -1,4 +1,9 @@
-"""Helpers shared by the tests: acting as a user the way PostgREST does, and reading SQL errors."""
+"""Helpers shared by the tests: acting as a user the way PostgREST does, and reading SQL errors. The
+modules beside this one hold the rest of what several test modules use: `api` (the API under test, its
+tenants and JWTs), `webhooks` (signed provider requests, a real dispatch), `processes` (`drumbeat` and
+`drumbeat worker` as real processes) and `twilio` (a stand-in for Twilio's REST API). Test modules import
+helpers from here (or from tests/sql/factories.py, tests/sql/worker_calls.py, tests/log_capture.py),
+never from one another or from a conftest.py (tests/test_layers.py checks it)."""
 
 from __future__ import annotations
 
