@@ -338,6 +338,7 @@ def stream_import(
     return response["status"], msgspec.json.decode(response["body"]), sent["bytes"], sent["events"]
 
 
+@pytest.mark.slow  # 100k rows through the real API: ~25 s alone, ~2 min on a loaded 2-core machine
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set size from /proc")
 def test_a_100k_row_file_is_streamed_in_bounded_memory(client, tenant, other_tenant, db):
     stream_import(client, other_tenant, 2000)  # warm up: code paths, pools, caches
