@@ -4,9 +4,9 @@ refuses to start without the credentials active sequences need."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
-import statistics
 import subprocess
 import time
 
@@ -46,15 +46,31 @@ def _wait_for_a_tick(db_url: str, timeout: float = 30) -> None:
     raise AssertionError("the worker ran no tick")
 
 
-def test_steps_due_mid_second_are_sent_well_within_the_second(db_url):
-    """A step is picked up by the next backlog poll (every 0.1 s), not at the next whole-second tick.
-    Steps come due at spread offsets within the second (0.37 s apart); with one poll per second their
-    lateness would spread over 0..1 s (median ~0.5 s)."""
+# Per job: when it was deferred, started and finished (procrastinate's events, on the database's clock).
+JOB_TIMES = """
+    SELECT j.task_name,
+           min(e.at) FILTER (WHERE e.type = 'deferred') AS deferred_at,
+           min(e.at) FILTER (WHERE e.type = 'started') AS started_at,
+           max(e.at) FILTER (WHERE e.type IN ('succeeded', 'failed')) AS finished_at
+    FROM procrastinate.procrastinate_jobs j JOIN procrastinate.procrastinate_events e ON e.job_id = j.id
+    GROUP BY j.id, j.task_name"""
+# A tick's last poll runs just before it finishes: a step that became visible this close to a tick's end
+# (or between two ticks) is, by design, found by the next tick's first poll, and is not judged.
+LAST_POLL_MARGIN = dt.timedelta(seconds=0.25)
+
+
+def test_steps_due_mid_second_are_picked_up_within_that_second(db_url):
+    """A step is picked up by the next backlog poll (every 0.1 s) of the tick already running when it came
+    due, not by the next whole-second tick. Judged on the database's clock, not by lateness in seconds
+    (which a loaded machine stretches): the dispatch job that claimed each step was deferred before the
+    tick that was running when the step became visible had finished. With one poll per tick (at its start)
+    every such job would be deferred by a later tick. Steps come due 0.37 s apart, at spread offsets
+    within the second."""
     with psycopg.connect(db_url) as conn:
         tenant = new_tenant(conn)
         steps = [{"kind": "email", "subject": "Hi", "body": "Hello"}]
         sequence = tenant.sequence(sms_sequence(channel="email", settings={"timezone": "UTC"}, steps=steps))
-        contacts = tenant.contacts(*[{"email": f"c{i}@example.com"} for i in range(6)])
+        contacts = tenant.contacts(*[{"email": f"c{i}@example.com"} for i in range(8)])
         conn.commit()
         worker = subprocess.Popen(
             [DRUMBEAT, "worker", "--concurrency", "2"],
@@ -65,14 +81,17 @@ def test_steps_due_mid_second_are_sent_well_within_the_second(db_url):
         )
         try:
             _wait_for_a_tick(db_url)
-            due = {}
+            due, visible = {}, {}
             for contact in contacts:
                 # enroll_contacts makes the first step due at the SQL clock, now() of this transaction.
                 tenant.enroll(sequence, [contact])
                 due[contact] = conn.execute("SELECT now()").fetchone()[0]
                 conn.commit()
+                # Committed: from this instant on (at the latest) every poll can see the step.
+                visible[contact] = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+                conn.commit()
                 time.sleep(0.37)
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 30
             while outbox_count(db_url) < len(contacts) and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
@@ -80,15 +99,42 @@ def test_steps_due_mid_second_are_sent_well_within_the_second(db_url):
             _, stderr = worker.communicate(timeout=30)
         assert worker.returncode == 0, stderr
         conn.execute("RESET ROLE")
-        sent = dict(
-            conn.execute(
-                """SELECT d.contact_id, o.created_at FROM drumbeat.outbox o
-                   JOIN drumbeat.deliveries d ON d.id = o.delivery_id"""
-            ).fetchall()
-        )
+        sent, claimed = {}, {}
+        for contact, created_at, claimed_at in conn.execute(
+            """SELECT d.contact_id, o.created_at, d.claimed_at FROM drumbeat.outbox o
+               JOIN drumbeat.deliveries d ON d.id = o.delivery_id"""
+        ):
+            sent[contact], claimed[contact] = created_at, claimed_at
+        jobs = conn.execute(JOB_TIMES).fetchall()
     assert set(sent) == set(contacts)
-    lateness = sorted((sent[c] - due[c]).total_seconds() for c in contacts)
-    assert statistics.median(lateness) < 0.4 and lateness[-1] < 0.9, lateness
+    lateness = sorted(round((sent[c] - due[c]).total_seconds(), 3) for c in contacts)
+    assert lateness[-1] < 10, lateness  # a generous bound: the point is made below, not in seconds
+    ticks = [(started, finished) for task, _, started, finished in jobs if task.endswith("drumbeat.tick")]
+    dispatches = [j for j in jobs if j[0].endswith("drumbeat.dispatch") and j[2] and j[3]]
+    judged, waited = 0, []
+    for contact in contacts:
+        running = [
+            finished
+            for started, finished in ticks
+            if started and finished and started <= visible[contact] <= finished - LAST_POLL_MARGIN
+        ]
+        if not running:
+            continue  # it became visible after a tick's last poll, or between ticks
+        judged += 1
+        claiming = [
+            deferred
+            for _, deferred, started, finished in dispatches
+            if started <= claimed[contact] <= finished
+        ]
+        assert claiming, f"no dispatch job was running when {contact} was claimed"
+        if max(claiming) > max(running):
+            waited.append((visible[contact], max(claiming)))
+    # Ticks that poll until just before the next one see most steps become visible; ticks that end
+    # after one poll see none.
+    assert judged >= 2, f"only {judged} of {len(contacts)} steps became visible while a tick was polling"
+    assert not waited, (
+        f"steps left for a later tick (visible at, job deferred at): {waited}; lateness {lateness}"
+    )
 
 
 def test_production_worker_refuses_to_start_without_credentials(db_url):
