@@ -22,7 +22,7 @@ from litestar.params import FromPath, QueryParameter
 from psycopg.types.json import Jsonb
 
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
-from app.api.paging import Page, PageSize, paged
+from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core.csv_import import (
     ImportSummary,
     content_boundary,
@@ -130,11 +130,7 @@ class Contact(msgspec.Struct):
     updated_at: dt.datetime
 
 
-class ContactPage(msgspec.Struct):
-    items: list[Contact]
-    total: int
-    page: int
-    page_size: int
+ContactPage = page_of(Contact)  # the response of the list endpoint: Page[Contact]
 
 
 class ContactEnrollment(msgspec.Struct):
@@ -237,7 +233,7 @@ class ContactController(Controller):
         opted_out: Annotated[
             bool | None, QueryParameter(description="true: opted out of SMS or email; false: of neither")
         ] = None,
-        page: Page = 1,
+        page: PageNumber = 1,
         page_size: PageSize = 50,
     ) -> ContactPage:
         search = (q or "").strip()
@@ -250,7 +246,7 @@ class ContactController(Controller):
             "offset": (page - 1) * page_size,
         }
         rows, total = await paged(db, Q["list_contacts"], Q["count_contacts"], params)
-        return ContactPage(msgspec.convert(rows, list[Contact]), total, page, page_size)
+        return Page(msgspec.convert(rows, list[Contact]), total, page, page_size)
 
     @get("/{contact_id:uuid}", summary="One contact")
     async def detail(self, db: Db, contact_id: FromPath[UUID]) -> Contact:

@@ -17,7 +17,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.types.json import Jsonb
 
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
-from app.api.paging import Page, PageSize, paged
+from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core.db import fetch_all, fetch_one, fetch_value, require_row
 from app.core.errors import DrumbeatError, NotFound
 from app.core.event_log import message_for
@@ -143,11 +143,7 @@ class Enrollment(msgspec.Struct):
     updated_at: dt.datetime
 
 
-class EnrollmentPage(msgspec.Struct):
-    items: list[Enrollment]
-    total: int
-    page: int
-    page_size: int
+EnrollmentPage = page_of(Enrollment)  # the response of the list endpoint: Page[Enrollment]
 
 
 class Delivery(msgspec.Struct):
@@ -223,11 +219,7 @@ class Task(msgspec.Struct):
     created_at: dt.datetime
 
 
-class TaskPage(msgspec.Struct):
-    items: list[Task]
-    total: int
-    page: int
-    page_size: int
+TaskPage = page_of(Task)  # the response of the list endpoint: Page[Task]
 
 
 class TaskComplete(msgspec.Struct, forbid_unknown_fields=True):
@@ -402,7 +394,7 @@ class EnrollmentController(Controller):
         ] = None,
         sequence_id: Annotated[UUID | None, QueryParameter(description="Only this sequence's")] = None,
         contact_id: Annotated[UUID | None, QueryParameter(description="Only this contact's")] = None,
-        page: Page = 1,
+        page: PageNumber = 1,
         page_size: PageSize = 50,
     ) -> EnrollmentPage:
         name = (
@@ -422,7 +414,7 @@ class EnrollmentController(Controller):
             "offset": (page - 1) * page_size,
         }
         rows, total = await paged(db, Q[f"list_{name}"], Q[f"count_{name}"], params)
-        return EnrollmentPage(msgspec.convert(rows, list[Enrollment]), total, page, page_size)
+        return Page(msgspec.convert(rows, list[Enrollment]), total, page, page_size)
 
     @get("/{enrollment_id:uuid}", summary="One enrollment, with its deliveries and its timeline of events")
     async def detail(self, db: Db, enrollment_id: FromPath[UUID]) -> EnrollmentDetail:
@@ -498,7 +490,7 @@ class TaskController(Controller):
             dt.datetime | None,
             QueryParameter(description="Only tasks due at or after this instant (no offset: UTC)"),
         ] = None,
-        page: Page = 1,
+        page: PageNumber = 1,
         page_size: PageSize = 50,
     ) -> TaskPage:
         params = {
@@ -511,7 +503,7 @@ class TaskController(Controller):
             "offset": (page - 1) * page_size,
         }
         rows, total = await paged(db, Q["list_tasks"], Q["count_tasks"], params)
-        return TaskPage(msgspec.convert(rows, list[Task]), total, page, page_size)
+        return Page(msgspec.convert(rows, list[Task]), total, page, page_size)
 
     @get("/{task_id:uuid}", summary="One task")
     async def detail(self, db: Db, task_id: FromPath[UUID]) -> Task:

@@ -27,7 +27,7 @@ from msgspec import UNSET, UnsetType
 from psycopg.types.json import Jsonb
 
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
-from app.api.paging import Page, PageSize, paged
+from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core import templates  # the worker's own sandbox and cache: templates compile here as they will run
 from app.core.db import fetch_all, fetch_one, fetch_value, require_row
 from app.core.errors import Conflict, Invalid, NotFound
@@ -312,15 +312,11 @@ class Sequence(msgspec.Struct, kw_only=True):
     step_count: int
 
 
+SequencePage = page_of(Sequence)  # the response of the list endpoint: Page[Sequence]
+
+
 class SequenceDetail(Sequence, kw_only=True):
     steps: list[Step]
-
-
-class SequencePage(msgspec.Struct):
-    items: list[Sequence]
-    total: int
-    page: int
-    page_size: int
 
 
 class EnrollmentCounts(msgspec.Struct):
@@ -561,7 +557,7 @@ class SequenceController(Controller):
         db: Db,
         workspace: WorkspaceId,
         status: Annotated[SequenceStatus | None, QueryParameter(description="Only this status")] = None,
-        page: Page = 1,
+        page: PageNumber = 1,
         page_size: PageSize = 50,
     ) -> SequencePage:
         params = {
@@ -571,7 +567,7 @@ class SequenceController(Controller):
             "offset": (page - 1) * page_size,
         }
         rows, total = await paged(db, Q["list_sequences"], Q["count_sequences"], params)
-        return SequencePage(msgspec.convert(rows, list[Sequence]), total, page, page_size)
+        return Page(msgspec.convert(rows, list[Sequence]), total, page, page_size)
 
     @get(SEQUENCE_PATH, summary="One sequence with its steps")
     async def detail(self, db: Db, sequence_id: FromPath[UUID]) -> SequenceDetail:
