@@ -1,4 +1,4 @@
-"""HTTP API latency under load (DESIGN.md / issue target: p99 < 50 ms with 50 concurrent clients),
+"""HTTP API latency under load (docs/ARCHITECTURE.md / issue target: p99 < 50 ms with 50 concurrent clients),
 figures printed, never asserted:
 
 - enroll-one:        POST /api/v1/enrollments, each request a different contact;

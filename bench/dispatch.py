@@ -1,4 +1,4 @@
-"""Dispatch benchmarks (DESIGN.md targets), figures printed, never asserted:
+"""Dispatch benchmarks (docs/ARCHITECTURE.md targets), figures printed, never asserted:
 
 1. throughput: N due SMS steps (default 100k) through a null transport, end to end (claim + render +
    send + record + advance), batches of 500 — target >= 10k deliveries/s;

@@ -1,5 +1,5 @@
-"""Bulk enrollment benchmark (DESIGN.md targets: >= 50k enrollments/s with one enroll_contacts call,
-and >= 25% of the rate of a raw INSERT ... SELECT of the same rows).
+"""Bulk enrollment benchmark (docs/ARCHITECTURE.md targets: >= 50k enrollments/s with one enroll_contacts
+call, and >= 25% of the rate of a raw INSERT ... SELECT of the same rows).
 
     .venv/bin/python bench/enroll.py [--contacts 100000] [--rounds 3]
 

@@ -1,5 +1,5 @@
-"""Lateness benchmark (DESIGN.md target: at a steady 1k due steps/s, p99 from due time to the transport
-call < 1 s). Figures printed, never asserted.
+"""Lateness benchmark (docs/ARCHITECTURE.md target: at a steady 1k due steps/s, p99 from due time to the
+transport call < 1 s). Figures printed, never asserted.
 
 A real `drumbeat worker` process (outbox transport) runs against a scratch database while N SMS steps
 (default 60,000) come due at a steady R per second (default 1,000, so 60 s), starting a few seconds after

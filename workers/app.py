@@ -3,8 +3,8 @@
 Once a second (a periodic task with a seconds column; procrastinate makes sure one tick per second is
 deferred cluster-wide) a tick starts; it then polls the due backlog every POLL_SECONDS until just before
 the next tick, and each time work is due it defers `dispatch` jobs, one per batch. A step that comes due
-mid-second is therefore picked up within ~POLL_SECONDS, not at the next whole second (DESIGN.md: p99 from
-due time to the transport call < 1 s). A dispatch job claims one batch (SKIP LOCKED), sends it and records
+mid-second is therefore picked up within ~POLL_SECONDS, not at the next whole second (docs/ARCHITECTURE.md:
+p99 from due time to the transport call < 1 s). A dispatch job claims one batch (SKIP LOCKED), sends it and records
 it; when its batch was full it defers a follow-up, so a large backlog keeps every worker's slots busy. One
 job carries a batch, never one message. Waiting dispatch jobs are bounded: each holds one of MAX_FAN_OUT
 queueing locks ("slots"), so polling ten times a second never piles up jobs that would find nothing.

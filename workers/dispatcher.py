@@ -1,5 +1,5 @@
-"""One dispatch batch, as DESIGN.md's protocol: claim (one SQL call), render and send (Python, outside
-any transaction), record (one SQL call). Nothing here changes state except through those functions.
+"""One dispatch batch, as docs/ARCHITECTURE.md's protocol: claim (one SQL call), render and send (Python,
+outside any transaction), record (one SQL call). Nothing here changes state except through those functions.
 
 Logging (at INFO): each claim and record runs in its own transaction that also reads back the audit
 events it wrote (app/core/event_log.py), so every step the batch executed, every send and every exit gets

@@ -1,2 +1,2 @@
-"""The HTTP API: Litestar + msgspec over the SQL contract (DESIGN.md, "The contract"). Controllers are
-thin: each request is one transaction acting as its caller, and RLS decides what the caller may see."""
+"""The HTTP API: Litestar + msgspec over the SQL contract (docs/ARCHITECTURE.md, "The contract").
+Controllers are thin: each request is one transaction acting as its caller, and RLS decides what the caller may see."""

@@ -1,6 +1,6 @@
-"""Sequences: create from a definition (DESIGN.md), list, read with steps, replace (PUT) or change (PATCH),
-archive (DELETE), activate, pause, resume, duplicate; steps one at a time (add, edit, delete, reorder);
-stats and a dry-run schedule for one contact. Every change goes through a drumbeat_api function
+"""Sequences: create from a definition (docs/ARCHITECTURE.md), list, read with steps, replace (PUT) or change
+(PATCH), archive (DELETE), activate, pause, resume, duplicate; steps one at a time (add, edit, delete,
+reorder); stats and a dry-run schedule for one contact. Every change goes through a drumbeat_api function
 (create_sequence, update_sequence, activate/pause/resume/archive/duplicate_sequence); reads are SELECTs
 that RLS limits to the caller's workspaces.
 
@@ -135,7 +135,7 @@ class Action(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_
 
 
 class StepFields(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    """One step of a definition; which fields apply depends on `kind` (DESIGN.md)."""
+    """One step of a definition; which fields apply depends on `kind` (docs/ARCHITECTURE.md)."""
 
     kind: StepKind
     name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
@@ -532,9 +532,10 @@ class SequenceController(Controller):
     @post(
         "/",
         summary="Create a sequence (a draft) from its definition",
-        description="The definition of DESIGN.md: name, description, channel, settings, exit_conditions and "
-        "1 to 100 steps. Everything is checked before anything is written: 422 naming the field "
-        "(`steps[1].delay.unit`, `settings.timezone`, `steps[0].body` for a template that does not compile).",
+        description="The definition (docs/ARCHITECTURE.md): name, description, channel, settings, "
+        "exit_conditions and 1 to 100 steps. Everything is checked before anything is written: 422 naming "
+        "the field (`steps[1].delay.unit`, `settings.timezone`, `steps[0].body` for a template that does "
+        "not compile).",
         status_code=201,
         dependencies={"workspace": Provide(provide_workspace_id)},
     )

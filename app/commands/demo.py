@@ -117,7 +117,7 @@ ZONES = tuple(dict.fromkeys(p.timezone for p in PERSONAS))
 
 
 def sequence_definition() -> dict:
-    """The demo's sequence (DESIGN.md, "Sequence definition"), kept to Mon-Fri business hours."""
+    """The demo's sequence (docs/ARCHITECTURE.md, "Sequence definition"), kept to Mon-Fri business hours."""
     hours = {day: {"start": f"{OPENS:%H:%M}", "end": f"{CLOSES:%H:%M}"} for day in WEEKDAYS}
     return {
         "name": "Demo: text, wait, email, call",

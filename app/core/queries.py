@@ -1,5 +1,5 @@
 """Named SQL statements: every statement Python sends lives in sql/queries/*.sql under a
-`-- name: x` header (DESIGN.md conventions), loaded once."""
+`-- name: x` header (docs/ARCHITECTURE.md conventions), loaded once."""
 
 from __future__ import annotations
 

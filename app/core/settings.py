@@ -1,6 +1,6 @@
-"""Process configuration from the environment and a `.env` file (DESIGN.md, "Process configuration"),
-validated at start with messages that say which variable is wrong and why. README: "Configuration" has the
-table of every variable."""
+"""Process configuration from the environment and a `.env` file (docs/ARCHITECTURE.md, "The contract":
+process configuration), validated at start with messages that say which variable is wrong and why.
+README: "Configuration" has the table of every variable."""
 
 from __future__ import annotations
 

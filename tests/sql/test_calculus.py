@@ -1,5 +1,5 @@
-"""The scheduling calculus of DESIGN.md (sql/migrations/0004_calculus.sql): table-driven cases for every
-rule, then property-based tests against an independent zoneinfo reference implementation."""
+"""The scheduling calculus of docs/ARCHITECTURE.md (sql/migrations/0004_calculus.sql): table-driven cases for
+every rule, then property-based tests against an independent zoneinfo reference implementation."""
 
 from __future__ import annotations
 
@@ -649,7 +649,7 @@ class NoWindow(Exception):
 
 
 def reference(done, days, elapsed, send_at, kind, tz, settings, holidays, not_before=None) -> datetime:
-    """DESIGN.md's rule, written from the prose: what next_action_at must return."""
+    """docs/ARCHITECTURE.md's rule, written from the prose: what next_action_at must return."""
     zone = ZoneInfo(tz)
     base = from_local(to_local(done, zone) + timedelta(days=days), zone) if days else done
     base += elapsed

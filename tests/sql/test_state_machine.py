@@ -198,7 +198,7 @@ def test_exit_cancels_the_pending_task(conn, enrollment):
 
 
 def test_sql_transition_table_is_the_designed_one(conn):
-    """drumbeat.transition_allowed agrees with DESIGN.md's state machine on every pair."""
+    """drumbeat.transition_allowed agrees with docs/ARCHITECTURE.md's state machine on every pair."""
     rows = conn.execute(
         "SELECT a, b FROM unnest(%s::text[]) a, unnest(%s::text[]) b WHERE drumbeat.transition_allowed(a, b, NULL)",
         (STATUSES, STATUSES),
