@@ -1,7 +1,7 @@
 """Who is calling: `Authorization: Bearer <token>` with either a Drumbeat API key (dbk_...) or a JWT —
 HS256 with DRUMBEAT_JWT_SECRET (a Supabase project's secret) or RS/ES/EdDSA against DRUMBEAT_JWKS_URL;
 `exp` is required and `aud` checked. The result is the claims the request's transaction acts with.
-An API key is a member of its workspace (sql/migrations/0016_api_keys.sql): its claims are {"sub": key id}."""
+An API key is a member of its workspace (sql/functions/api_keys.sql): its claims are {"sub": key id}."""
 
 from __future__ import annotations
 

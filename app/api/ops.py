@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
 import msgspec
@@ -25,8 +26,8 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from psycopg_pool import PoolTimeout
 
 from app.api.errors import error_response
+from app.core.migrate import not_current, shipped_checksums
 from app.core.queries import queries
-from app.core.sqlfiles import migration_files
 
 log = logging.getLogger("drumbeat.ops")
 Q = queries("api_ops")
@@ -227,32 +228,41 @@ async def healthz() -> Health:
 @get(
     "/readyz",
     summary="Readiness: the database answers and its schema is current",
-    description="200 when the database is reachable, every migration file this server ships is applied "
-    "(drumbeat_meta.schema_migrations) and the webhook role can be assumed; otherwise 503 saying why.",
+    description="200 when the database is reachable, every migration and function file this server ships is "
+    "applied as shipped (drumbeat_meta.schema_migrations) and the webhook role can be assumed; otherwise 503 "
+    "saying why.",
     tags=["ops"],
     security=NO_AUTH,
 )
 async def readyz(request: Request) -> Response[Any]:
-    expected = {f"migrations/{path.name}" for path in migration_files()}
+    shipped = _shipped()
     try:
         applied = await _check_database(request)
     except NotReady as not_ready:
         return error_response(503, "not_ready", str(not_ready))
-    pending = sorted(expected - applied)
-    if pending:
-        names = ", ".join(name.removeprefix("migrations/") for name in pending)
+    if pending := not_current(applied, shipped):
+        names = ", ".join(pending)
         return error_response(
-            503, "not_ready", f"{len(pending)} migration(s) not applied: {names} (run `drumbeat migrate`)"
+            503,
+            "not_ready",
+            f"{len(pending)} SQL file(s) not applied as shipped: {names} (run `drumbeat migrate`)",
         )
-    return Response(Ready(status="ok", migrations=len(applied & expected)))
+    return Response(Ready(status="ok", migrations=sum(name.startswith("migrations/") for name in shipped)))
+
+
+@cache
+def _shipped() -> dict[str, str]:
+    """The files do not change under a running server: read and hashed once."""
+    return shipped_checksums()
 
 
 class NotReady(Exception):
     """Why this server should not get traffic yet."""
 
 
-async def _check_database(request: Request) -> set[str]:
-    """The applied migrations, once the database answered and the webhook role could be assumed."""
+async def _check_database(request: Request) -> dict[str, str]:
+    """The applied SQL files (name -> checksum), once the database answered and the webhook role could be
+    assumed."""
     try:
         async with request.app.state.pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn, conn.transaction():
             try:
@@ -276,7 +286,7 @@ async def _check_database(request: Request) -> set[str]:
     except (PoolTimeout, psycopg.OperationalError) as error:
         log.warning("readiness: database unreachable: %s", error)
         raise NotReady("the database is unreachable") from error
-    return {row["name"] for row in rows}
+    return {row["name"]: row["checksum"] for row in rows}
 
 
 @get(

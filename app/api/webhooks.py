@@ -7,7 +7,7 @@ request is verified before anything is read or written:
   DRUMBEAT_SECRET_KEY by the worker when it sent the message (app/core/links.py).
 
 No user makes these requests, so there are no request.jwt.claims: each one runs in its own transaction as
-drumbeat_worker (SET LOCAL ROLE; why that role: sql/migrations/0018_tracking_events.sql) and changes state
+drumbeat_worker (SET LOCAL ROLE; why that role: sql/migrations/0030_baseline.sql) and changes state
 only through the drumbeat.* SQL functions. What they did (replied, opted_out, exited, opened, delivered...)
 is logged from the audit events they wrote (app/core/event_log.py): ids only, never the phone number, the
 message body or the token."""

@@ -167,12 +167,13 @@ def _banner(
     settings, args: argparse.Namespace, first_run: FirstRun, applied: list[str], started: float
 ) -> None:
     from app.core.embedded import describe
+    from app.core.migrate import describe_applied
 
     base = f"http://{_display_host(args.host)}:{args.port}"
     lines = [
         f"Drumbeat is up (ready in {time.monotonic() - started:.1f} s)",
         f"  database   {describe(settings.database_url)}"
-        + (f" ({len(applied)} migrations applied)" if applied else ""),
+        + (f" (applied: {describe_applied(applied)})" if applied else ""),
         f"  API        {base}/api/v1",
         f"  docs       {base}/docs",
         f"  health     {base}/healthz",

@@ -1,33 +1,50 @@
-"""The migrator: applies pending SQL migrations in order, each in its own transaction, under an
-advisory lock, recording name + checksum + time; refuses to run when an applied file was edited.
+"""The migrator: brings a database to the schema this code ships, under an advisory lock, recording what
+it applied (name + checksum + time) in ``drumbeat_meta.schema_migrations``.
 
-Drumbeat's files (``sql/migrations``) and procrastinate's schema are tracked in the same table.
-procrastinate lives in its own schema, ``procrastinate``, so nothing of it is exposed through the
-``public`` schema that Supabase serves over REST, and Drumbeat's migrations never depend on it.
+Three kinds of SQL, applied in this order:
+
+1. **Numbered migrations** (``sql/migrations/NNNN_name.sql``): what must happen in order (tables,
+   columns, indexes, data moves, drops, renames). Each runs once, in its own transaction, and is never
+   edited afterwards: an applied file whose checksum changed is refused. A file may declare that it
+   replaces earlier ones (``-- replaces: a.sql b.sql``, the squashed baseline): a database that applied
+   all of those takes it as applied, one that applied only some of them is refused.
+2. **procrastinate's schema**, in its own schema ``procrastinate``, so nothing of it is exposed through
+   the ``public`` schema that Supabase serves over REST; Drumbeat's SQL never depends on it.
+3. **Function files** (``sql/functions/<area>.sql``): the current text of every function, trigger,
+   policy and grant, written to be re-run (CREATE OR REPLACE, policies dropped and re-created, grants
+   revoked and re-granted). A file is re-applied whenever its content differs from the recorded
+   checksum; ``grants.sql`` (always last) and ``security.sql`` are re-applied whenever anything else
+   is, since a new function starts executable by PUBLIC and a re-created table loses its policies. All
+   of them run in one transaction with ``check_function_bodies`` off, as pg_dump restores do, so a
+   function may call one defined in a later file.
+
+``plan`` decides; ``migrate`` executes the plan and ``script`` prints the very same plan as a psql
+script (``drumbeat migrate --sql``), so what a DBA reviews is exactly what the migrator would run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
-from app.core.sqlfiles import migration_files
+from app.core.sqlfiles import function_files, migration_files
 
 # A fixed 64-bit key shared by every `drumbeat migrate` (in pg_locks: classid 1704416214, objid 4215867177).
 ADVISORY_LOCK_KEY = 7_320_411_902_118_004_521
 PROCRASTINATE_SCHEMA = "procrastinate"
-# The worker's role uses the job queue; procrastinate's own SQL grants nothing (0021 did it once for
-# databases installed before).
+# The worker's role uses the job queue; procrastinate's own SQL grants nothing.
 PROCRASTINATE_GRANTS = """
 GRANT USAGE ON SCHEMA procrastinate TO drumbeat_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA procrastinate TO drumbeat_worker;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA procrastinate TO drumbeat_worker;
 """
+# Function files re-applied whenever any other file is: see the module docstring.
+ALWAYS_WITH_OTHERS = ("functions/security.sql", "functions/grants.sql")
 
 BOOKKEEPING_DDL = """
 CREATE SCHEMA IF NOT EXISTS drumbeat_meta;
@@ -39,14 +56,16 @@ CREATE TABLE IF NOT EXISTS drumbeat_meta.schema_migrations (
 );
 """
 
+_REPLACES = re.compile(r"^-- replaces:(.*)$", re.MULTILINE)
+
 
 class MigrationError(RuntimeError):
-    """A migration cannot be applied safely; the message says which file and why."""
+    """The database cannot be migrated safely; the message says which file and why."""
 
 
 @dataclass(frozen=True)
 class Migration:
-    """One unit the migrator applies in a single transaction."""
+    """One SQL file (or procrastinate's schema) and the name it is recorded under."""
 
     name: str
     text: str
@@ -56,9 +75,83 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
+    @property
+    def replaces(self) -> tuple[str, ...]:
+        """The numbered migrations this one squashes (its ``-- replaces:`` lines)."""
+        return tuple(f"migrations/{name}" for line in _REPLACES.findall(self.text) for name in line.split())
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transaction of a migration run: the SQL it runs (none when a squashed baseline is only
+    recorded) and the files it records as applied."""
+
+    records: tuple[Migration, ...]
+    body: str = ""
+    schema: str | None = None
+    check_function_bodies: bool = True
+    note: str = ""  # why a step runs nothing, for the printed script
+
+    def transaction_sql(self) -> str:
+        """Everything that runs inside the step's transaction, bookkeeping included."""
+        parts = []
+        if self.schema:
+            parts.append(
+                f"CREATE SCHEMA IF NOT EXISTS {self.schema};\nSET LOCAL search_path TO {self.schema};"
+            )
+        if not self.check_function_bodies:
+            parts.append("SET LOCAL check_function_bodies = off;")
+        if self.body:
+            parts.append(self.body.strip())
+        parts.extend(_record_sql(migration) for migration in self.records)
+        return "\n".join(parts) + "\n"
+
+
+@dataclass
+class Plan:
+    """What a migration run does, step by step; ``names`` is what `drumbeat migrate` reports."""
+
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [migration.name for step in self.steps for migration in step.records]
+
+
+def _record_sql(migration: Migration) -> str:
+    return (
+        "INSERT INTO drumbeat_meta.schema_migrations (name, checksum) "
+        f"VALUES ({_literal(migration.name)}, {_literal(migration.checksum)})\n"
+        "    ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now();"
+    )
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
 
 def drumbeat_migrations() -> list[Migration]:
     return [Migration(f"migrations/{path.name}", path.read_text()) for path in migration_files()]
+
+
+def drumbeat_functions() -> list[Migration]:
+    return [Migration(f"functions/{path.name}", path.read_text()) for path in function_files()]
+
+
+def shipped_checksums() -> dict[str, str]:
+    """name -> checksum of every Drumbeat file this code ships (numbered migrations and function files):
+    what a current database has recorded (/readyz compares)."""
+    return {m.name: m.checksum for m in [*drumbeat_migrations(), *drumbeat_functions()]}
+
+
+def not_current(applied: dict[str, str], shipped: dict[str, str]) -> list[str]:
+    """The shipped files a database with these records still lacks: numbered migrations not applied (an
+    edited one is the migrator's to refuse) and function files whose recorded checksum differs."""
+    return sorted(
+        name
+        for name, checksum in shipped.items()
+        if name not in applied or (name.startswith("functions/") and applied[name] != checksum)
+    )
 
 
 def procrastinate_migrations(applied: dict[str, str]) -> list[Migration]:
@@ -93,49 +186,103 @@ def applied_migrations(conn: psycopg.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT name, checksum FROM drumbeat_meta.schema_migrations").fetchall())
 
 
-def check_not_edited(applied: dict[str, str], migrations: list[Migration]) -> None:
+def check_not_edited(applied: dict[str, str], migrations: Iterable[Migration]) -> None:
     for migration in migrations:
         recorded = applied.get(migration.name)
         if recorded is not None and recorded != migration.checksum:
             raise MigrationError(
                 f"sql/{migration.name} was edited after it was applied (recorded checksum {recorded[:12]}, "
                 f"file now {migration.checksum[:12]}). Applied migrations are never edited: "
-                "restore the file and put the change in a new migration."
+                "restore the file and put the change in a new migration (functions, policies and grants "
+                "belong in sql/functions/, which may change)."
             )
 
 
 def check_not_hand_applied(conn: psycopg.Connection, applied: dict[str, str]) -> None:
-    """A schema built with psql has no bookkeeping; re-running every file on it would fail midway."""
+    """A schema built with psql from the files themselves has no bookkeeping; re-running every file on it
+    would fail midway. (`drumbeat migrate --sql` scripts record what they apply.)"""
     has_schema = conn.execute("SELECT to_regnamespace('drumbeat') IS NOT NULL").fetchone()[0]
     if has_schema and not any(name.startswith("migrations/") for name in applied):
         raise MigrationError(
             "schema drumbeat exists but drumbeat_meta.schema_migrations records none of its migrations "
-            "(it was applied with psql?). Keep applying new files with psql, or record the applied ones: "
-            "INSERT INTO drumbeat_meta.schema_migrations (name, checksum) VALUES ('migrations/0001_foundation.sql', "
-            "'<sha256 of the file>'), ... (see README, 'Applying migrations')."
+            "(its files were applied with psql?). Apply changes with the script `drumbeat migrate --sql` "
+            "prints, which records them, or record the applied files by hand: INSERT INTO "
+            "drumbeat_meta.schema_migrations (name, checksum) VALUES ('migrations/<file>', '<sha256 of the "
+            "file>'), ... (see README, 'Applying migrations')."
         )
+
+
+def _numbered_steps(applied: dict[str, str], migrations: list[Migration]) -> list[Step]:
+    check_not_edited(applied, migrations)
+    steps = []
+    for migration in migrations:
+        if migration.name in applied:
+            continue
+        replaced = migration.replaces
+        done = [name for name in replaced if name in applied]
+        if replaced and len(done) == len(replaced):
+            note = f"sql/{migration.name} replaces {len(replaced)} migrations this database already applied"
+            steps.append(Step(records=(migration,), note=note))
+        elif done:
+            missing = [name.removeprefix("migrations/") for name in replaced if name not in applied]
+            raise MigrationError(
+                f"this database applied only some of the migrations sql/{migration.name} replaces "
+                f"(missing: {', '.join(missing)}): bring it to {replaced[-1].removeprefix('migrations/')} "
+                "with an earlier Drumbeat release first, then run this one"
+            )
+        else:
+            steps.append(Step(records=(migration,), body=migration.text))
+    return steps
+
+
+def _function_step(applied: dict[str, str], functions: list[Migration], anything_else: bool) -> list[Step]:
+    changed = {f.name for f in functions if applied.get(f.name) != f.checksum}
+    if changed or anything_else:
+        changed.update(name for name in ALWAYS_WITH_OTHERS if any(f.name == name for f in functions))
+    chosen = tuple(f for f in functions if f.name in changed)
+    if not chosen:
+        return []
+    body = "\n".join(f"-- sql/{f.name}\n{f.text.strip()}\n" for f in chosen)
+    return [Step(records=chosen, body=body, check_function_bodies=False)]
+
+
+def plan(applied: dict[str, str]) -> Plan:
+    """The steps that bring a database with these applied files to the current schema."""
+    steps = _numbered_steps(applied, drumbeat_migrations())
+    for migration in procrastinate_migrations(applied):
+        body = migration.text + PROCRASTINATE_GRANTS
+        steps.append(Step(records=(migration,), body=body, schema=migration.schema))
+    steps += _function_step(applied, ordered_functions(), anything_else=bool(steps))
+    return Plan(steps)
+
+
+def ordered_functions() -> list[Migration]:
+    """sql/functions/ in name order, grants.sql last (it grants on what the others define)."""
+    return sorted(drumbeat_functions(), key=lambda f: (f.name == "functions/grants.sql", f.name))
 
 
 def pending_migrations(conn: psycopg.Connection) -> list[Migration]:
+    """What a run would record, without taking the lock (doctor, /readyz-like checks)."""
     applied = applied_migrations(conn)
     check_not_hand_applied(conn, applied)
-    own = drumbeat_migrations()
-    check_not_edited(applied, own)
-    return [m for m in own if m.name not in applied] + procrastinate_migrations(applied)
+    return [migration for step in plan(applied).steps for migration in step.records]
 
 
-def apply_one(conn: psycopg.Connection, migration: Migration) -> None:
+def describe_applied(names: list[str]) -> str:
+    """What a run applied, counted by kind: "1 migration, procrastinate's schema, 17 function files"."""
+    numbered = sum(name.startswith("migrations/") for name in names)
+    functions = sum(name.startswith("functions/") for name in names)
+    parts = [f"{numbered} migration{'s' * (numbered != 1)}"] if numbered else []
+    if any(name.startswith("procrastinate/") for name in names):
+        parts.append("procrastinate's schema")
+    if functions:
+        parts.append(f"{functions} function file{'s' * (functions != 1)}")
+    return ", ".join(parts)
+
+
+def apply_step(conn: psycopg.Connection, step: Step) -> None:
     with conn.transaction():
-        if migration.schema:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(migration.schema)))
-            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(migration.schema)))
-        conn.execute(migration.text.encode())
-        if migration.schema == PROCRASTINATE_SCHEMA:
-            conn.execute(PROCRASTINATE_GRANTS)
-        conn.execute(
-            "INSERT INTO drumbeat_meta.schema_migrations (name, checksum) VALUES (%s, %s)",
-            (migration.name, migration.checksum),
-        )
+        conn.execute(step.transaction_sql().encode())
 
 
 def migrate(database_url: str, *, dry_run: bool = False) -> list[str]:
@@ -146,10 +293,49 @@ def migrate(database_url: str, *, dry_run: bool = False) -> list[str]:
         try:
             if not dry_run:
                 conn.execute(BOOKKEEPING_DDL)
-            pending = pending_migrations(conn)
+            applied = applied_migrations(conn)
+            check_not_hand_applied(conn, applied)
+            todo = plan(applied)
             if not dry_run:
-                for migration in pending:
-                    apply_one(conn, migration)
-            return [m.name for m in pending]
+                for step in todo.steps:
+                    apply_step(conn, step)
+            return todo.names
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+
+
+def pending_plan(database_url: str) -> Plan:
+    """The plan for a database as it is now (read-only: the bookkeeping table may not exist yet)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        applied = applied_migrations(conn)
+        check_not_hand_applied(conn, applied)
+        return plan(applied)
+
+
+def script(todo: Plan) -> str:
+    """The plan as one psql script: the same lock, bookkeeping and transactions `migrate` uses."""
+    out = [
+        "-- Drumbeat migration script, printed by `drumbeat migrate --sql`. Apply it with",
+        '--   psql -X -v ON_ERROR_STOP=1 -f <this file> "$DATABASE_URL"',
+        "-- as the role that owns the schema (the one `drumbeat migrate` would use). Each step is a",
+        "-- transaction that also records what it applied in drumbeat_meta.schema_migrations.",
+        "\\set ON_ERROR_STOP on",
+        f"DO $lock$ BEGIN PERFORM pg_catalog.pg_advisory_lock({ADVISORY_LOCK_KEY}); END $lock$;",
+        BOOKKEEPING_DDL.strip(),
+    ]
+    if not todo.steps:
+        out.append("-- Nothing to apply: the schema is current.")
+    for step in todo.steps:
+        out.append("")
+        out.append(
+            f"-- {step.note}: recorded, nothing to run" if step.note else "-- Apply, in one transaction:"
+        )
+        out.extend(f"--   {_source(migration.name)}" for migration in step.records)
+        out.append("BEGIN;\n" + step.transaction_sql() + "COMMIT;")
+    out.append(f"DO $unlock$ BEGIN PERFORM pg_catalog.pg_advisory_unlock({ADVISORY_LOCK_KEY}); END $unlock$;")
+    return "\n".join(out) + "\n"
+
+
+def _source(name: str) -> str:
+    """Where a recorded name comes from: a file of sql/, or procrastinate's own SQL."""
+    return name if name.startswith("procrastinate/") else f"sql/{name}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def sql_root() -> Path:
-    """The directory holding ``migrations/`` (and later, the query files)."""
+    """The directory holding ``migrations/``, ``functions/`` and ``queries/``."""
     package = Path(__file__).resolve().parents[1]  # app/
     packaged = package / "sql"
     if packaged.is_dir():
@@ -21,3 +21,8 @@ def sql_root() -> Path:
 def migration_files() -> list[Path]:
     """Drumbeat's own migrations, in the order they must be applied (NNNN_name.sql)."""
     return sorted((sql_root() / "migrations").glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+def function_files() -> list[Path]:
+    """The current definitions of functions, triggers, policies and grants, one file per area."""
+    return sorted((sql_root() / "functions").glob("*.sql"))

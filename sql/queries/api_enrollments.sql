@@ -167,7 +167,7 @@ SELECT drumbeat_api.record_event(%(contact_id)s, %(kind)s::text, %(payload)s::js
 
 -- name: recorded_events
 -- What record_event just logged in this transaction: its rows carry the transaction's clock reading,
--- drumbeat.clock_now(), their default since 0022 (served by events_contact_kind_idx (contact_id, kind,
+-- drumbeat.clock_now(), their default (served by events_contact_kind_idx (contact_id, kind,
 -- occurred_at)), with each enrollment's status after it.
 SELECT ev.id, ev.occurred_at, ev.workspace_id, ev.enrollment_id, ev.sequence_id, ev.step_id, ev.delivery_id,
        e.status AS enrollment_status, e.exit_reason

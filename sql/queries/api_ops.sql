@@ -3,7 +3,8 @@
 
 -- name: applied_migrations
 -- Runs as the API's login role: drumbeat_meta is the migrator's bookkeeping (readable by its owner).
-SELECT m.name FROM drumbeat_meta.schema_migrations m WHERE m.name LIKE 'migrations/%'
+SELECT m.name, m.checksum FROM drumbeat_meta.schema_migrations m
+WHERE m.name LIKE 'migrations/%' OR m.name LIKE 'functions/%'
 
 -- name: become_ops_role
 -- For this transaction only: metrics read every tenant's rows (aggregates only, no ids or PII leave).
@@ -47,7 +48,7 @@ SELECT
 -- name: send_lateness
 -- Deliveries claimed in the last hour and sent: sent_at - scheduled_for, in seconds, as cumulative
 -- Prometheus buckets (the column names are the bucket bounds, in order; then count and sum). One pass.
--- scheduled_for is set by the claim (drumbeat.claim_messages, 0015) to the instant the step came due and
+-- scheduled_for is set by the claim (drumbeat.claim_messages) to the instant the step came due and
 -- sent_at by the record after the provider answered: this is due time -> recorded send.
 SELECT
     count(*) FILTER (WHERE x.s <= 0.1) AS "0.1",

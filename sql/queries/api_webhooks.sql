@@ -1,6 +1,6 @@
 -- Statements of the webhook endpoints (app/api/webhooks.py): Twilio callbacks and the email tracking
 -- links. No user makes these requests: each is verified first (Twilio's signature, or a token signed
--- with DRUMBEAT_SECRET_KEY), then runs in one transaction as drumbeat_worker (see 0018 for why that role).
+-- with DRUMBEAT_SECRET_KEY), then runs in one transaction as drumbeat_worker (sql/migrations/0030_baseline.sql says why that role).
 
 -- name: become_webhook_role
 -- For this transaction only (reset at commit or rollback): the pooled connection goes back to its login role.

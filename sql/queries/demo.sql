@@ -12,7 +12,7 @@ SELECT clock_timestamp()
 
 -- name: run_clock
 -- The clock every new connection to drumbeat_demo gets: %(clock)s at the real instant %(since)s, running
--- %(rate)s clock seconds per real second (sql/migrations/0020_running_clock.sql). ALTER DATABASE takes no
+-- %(rate)s clock seconds per real second (drumbeat.clock_now, sql/functions/clock.sql). ALTER DATABASE takes no
 -- bind parameters: sent with client-side binding.
 ALTER DATABASE drumbeat_demo SET drumbeat.clock = %(clock)s;
 ALTER DATABASE drumbeat_demo SET drumbeat.clock_since = %(since)s;

@@ -1,5 +1,5 @@
 -- Statements the dispatcher sends. Each block is named by its "-- name:" header and loaded once by
--- app/queries.py; the logic lives in the SQL functions of sql/migrations/0011_dispatch.sql.
+-- app/core/queries.py; the logic lives in the SQL functions of sql/functions/dispatch.sql.
 
 -- name: become_worker
 -- The worker's connection acts as drumbeat_worker whatever role it logged in with (least privilege).

@@ -1,4 +1,4 @@
--- Statements that turn the audit events a transaction wrote into log lines (app/event_log.py). The
+-- Statements that turn the audit events a transaction wrote into log lines (app/core/event_log.py). The
 -- dispatch and webhook functions return what their callers act on (deliveries to send, a count, an
 -- outcome), not the ids of everything they did: the dispatcher and the webhooks read those back from
 -- drumbeat.events in the same transaction, after the function, as drumbeat_worker (it reads every tenant).

@@ -6,7 +6,7 @@
 SELECT w.name FROM drumbeat.workspaces w WHERE w.id = %(workspace_id)s
 
 -- name: load_holidays
--- Replaces a workspace's list (workspace_id) or a shared calendar (calendar), names kept (0025).
+-- Replaces a workspace's list (workspace_id) or a shared calendar (calendar), names kept.
 SELECT drumbeat.load_holidays(%(workspace_id)s, %(calendar)s, %(holidays)s::jsonb)
 
 -- name: holiday_count
@@ -18,7 +18,7 @@ SELECT h.day, h.name FROM drumbeat.holidays h
 WHERE h.workspace_id = %(workspace_id)s OR h.calendar = %(calendar)s ORDER BY h.day
 
 -- name: procrastinate_installed
--- procrastinate's tables live in their own schema (app/migrate.py), applied by `drumbeat migrate`. Read from
+-- procrastinate's tables live in their own schema (app/core/migrate.py), applied by `drumbeat migrate`. Read from
 -- the catalog, not with to_regclass: that needs USAGE on the schema, which a login may lack.
 SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                WHERE n.nspname = 'procrastinate' AND c.relname = 'procrastinate_jobs')

@@ -1,4 +1,4 @@
-"""The scheduling calculus of docs/ARCHITECTURE.md (sql/migrations/0004_calculus.sql): table-driven cases for
+"""The scheduling calculus of docs/ARCHITECTURE.md (sql/functions/calculus.sql): table-driven cases for
 every rule, then property-based tests against an independent zoneinfo reference implementation."""
 
 from __future__ import annotations

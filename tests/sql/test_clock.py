@@ -45,7 +45,7 @@ def test_one_reading_per_transaction(conn: psycopg.Connection) -> None:
 
 
 def test_events_default_to_the_clock(conn: psycopg.Connection) -> None:
-    """Replies, task completions and transitions are stamped on the same clock as sends (0022)."""
+    """Replies, task completions and transitions are stamped on the same clock as sends."""
     workspace_id = new_tenant(conn).workspace_id
     conn.execute("SET drumbeat.clock = '2027-03-11 09:00Z'")
     (occurred_at,) = conn.execute(

@@ -402,7 +402,7 @@ def test_a_late_claim_inside_the_window_or_within_the_tolerance_still_sends(conn
 
 
 def test_a_reply_naming_no_step_counts_for_the_last_message_sent(conn, tenant, enrolled):
-    """An inbound SMS reply names only the contact: sequence_stats counts it on the step last sent (0024)."""
+    """An inbound SMS reply names only the contact: sequence_stats counts it on the step last sent."""
     sequence, contact, _ = enrolled
     conn.execute("RESET ROLE")
     conn.execute("UPDATE drumbeat.workspaces SET sms_credits = 10 WHERE id = %s", (tenant.workspace_id,))

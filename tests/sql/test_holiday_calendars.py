@@ -1,4 +1,4 @@
-"""drumbeat.load_holidays (0025): the operator replaces a workspace's holiday list or a shared calendar,
+"""drumbeat.load_holidays: the operator replaces a workspace's holiday list or a shared calendar,
 names kept; nobody else may."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The migrator (`app.core.migrate` and `drumbeat migrate`), each test on its own empty database: it brings
 an empty database to the current schema, is idempotent, has a dry run that changes nothing, is safe to
-run concurrently, refuses an edited applied file, and builds exactly the schema that applying the files
-with psql builds."""
+run concurrently, refuses an edited applied file, re-applies a changed function file, upgrades a database
+of the last release (0030, kept as a dump) to exactly the schema a fresh install has, and prints with
+`--sql` the very script that psql applies to the same result."""
 
 from __future__ import annotations
 
@@ -25,14 +26,18 @@ import pytest
 from psycopg import sql
 
 import app.core.migrate
-from app.core.migrate import ADVISORY_LOCK_KEY, Migration, MigrationError, migrate
+from app.core.migrate import ADVISORY_LOCK_KEY, Migration, MigrationError, describe_applied, migrate
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MIGRATION_FILES = sorted((REPOSITORY / "sql" / "migrations").glob("*.sql"))
+FUNCTION_FILES = sorted(
+    (REPOSITORY / "sql" / "functions").glob("*.sql"), key=lambda p: (p.name == "grants.sql", p.name)
+)
 DRUMBEAT_NAMES = [f"migrations/{path.name}" for path in MIGRATION_FILES]
+FUNCTION_NAMES = [f"functions/{path.name}" for path in FUNCTION_FILES]
 PROCRASTINATE_NAME = f"procrastinate/{procrastinate.__version__}"
-ALL_NAMES = [*DRUMBEAT_NAMES, PROCRASTINATE_NAME]
-EDITED = "migrations/0002_tables.sql"
+ALL_NAMES = [*DRUMBEAT_NAMES, PROCRASTINATE_NAME, *FUNCTION_NAMES]
+EDITED = "migrations/0030_baseline.sql"
 
 _database_numbers = itertools.count()
 
@@ -64,15 +69,15 @@ def schema_exists(url: str, schema: str) -> bool:
 
 
 def acl(column: str, kind: str, owner: str) -> str:
-    """Rows (grantor, grantee, privilege, grantable) of an ACL column, with role names; NULL (the
-    built-in defaults) is spelled out with acldefault so that it compares like an explicit ACL."""
+    """Rows (grantor, grantee, privilege, grantable) of an ACL column, with role names, sorted (the order
+    of an ACL's items is only the order of the grants); NULL (the built-in defaults) is spelled out with
+    acldefault so that it compares like an explicit ACL."""
     return f"""
-        SELECT coalesce(array_agg(
-                   format('%%s->%%s:%%s%%s', a.grantor::regrole, CASE a.grantee WHEN 0 THEN 'PUBLIC'
-                          ELSE a.grantee::regrole::text END, a.privilege_type,
-                          CASE WHEN a.is_grantable THEN '*' ELSE '' END)
-                   ORDER BY 1), '{{}}')
-        FROM aclexplode(coalesce({column}, acldefault('{kind}', {owner}))) AS a"""
+        SELECT coalesce(array_agg(g.item ORDER BY g.item), '{{}}')
+        FROM aclexplode(coalesce({column}, acldefault('{kind}', {owner}))) AS a,
+             LATERAL format('%%s->%%s:%%s%%s', a.grantor::regrole, CASE a.grantee WHEN 0 THEN 'PUBLIC'
+                            ELSE a.grantee::regrole::text END, a.privilege_type,
+                            CASE WHEN a.is_grantable THEN '*' ELSE '' END) AS g(item)"""
 
 
 FINGERPRINT_QUERIES = {
@@ -200,8 +205,9 @@ def test_empty_database_to_current(empty_db):
 
     checksums = recorded(url)
     assert set(checksums) == set(ALL_NAMES)
-    for path in MIGRATION_FILES:
-        assert checksums[f"migrations/{path.name}"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    for path in [*MIGRATION_FILES, *FUNCTION_FILES]:
+        name = f"{path.parent.name}/{path.name}"
+        assert checksums[name] == hashlib.sha256(path.read_bytes()).hexdigest(), name
     with psycopg.connect(url) as conn:
         for schema in ("drumbeat", "drumbeat_api", "procrastinate"):
             assert rows(conn, "SELECT to_regnamespace(%s) IS NOT NULL", (schema,))[0][0], schema
@@ -278,6 +284,14 @@ def test_no_function_is_executable_by_public(empty_db, schema):
     url = empty_db()
     migrate(url)
     assert executable_by_public(url, schema) == []
+
+
+def test_what_a_run_applied_is_counted_by_kind():
+    assert (
+        describe_applied(ALL_NAMES)
+        == f"{len(DRUMBEAT_NAMES)} migrations, procrastinate's schema, {len(FUNCTION_NAMES)} function files"
+    )
+    assert describe_applied(["functions/stats.sql"]) == "1 function file"
 
 
 # 2. idempotent
@@ -391,47 +405,230 @@ def test_edited_applied_file_is_refused(empty_db, monkeypatch):
         assert rows(conn, "SELECT to_regclass('drumbeat.should_not_exist')")[0][0] is None
 
 
-# 6. psql equivalence
+# 6. psql: the printed script, and files applied by hand
 
 
-def psql_binary() -> str | None:
-    if found := shutil.which("psql"):
-        return found
+def client_binary(name: str, *probe_args: str) -> str | None:
+    """A PostgreSQL client program (psql, pg_dump): the one shipped with pgserver (matching the embedded
+    server's version), else the one on PATH; None when neither runs."""
+    candidates = []
     try:
         import pgserver
+
+        candidates.append(str(Path(pgserver.__file__).parent / "pginstall" / "bin" / name))
     except ImportError:
-        return None
-    shipped = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
-    return str(shipped) if shipped.exists() else None
+        pass
+    if found := shutil.which(name):
+        candidates.append(found)
+    for candidate in candidates:
+        if (
+            Path(candidate).exists()
+            and subprocess.run([candidate, "--version"], capture_output=True).returncode == 0
+        ):
+            return candidate
+    return None
 
 
-def test_migrator_builds_the_same_schema_as_psql(empty_db):
-    psql = psql_binary()
+def psql_binary() -> str:
+    psql = client_binary("psql")
     if psql is None:
         pytest.skip("no psql binary: neither on PATH nor shipped with pgserver")
+    return psql
+
+
+def run_psql(url: str, path: Path, *extra: str, env: dict | None = None) -> None:
+    result = subprocess.run(
+        [psql_binary(), "-X", "-q", "-v", "ON_ERROR_STOP=1", *extra, "-f", str(path), "-d", url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, f"psql failed on {path.name}:\n{result.stderr}"
+
+
+def printed_script(tmp_path: Path, *args: str, database_url: str | None) -> Path:
+    result = drumbeat("migrate", "--sql", *args, database_url=database_url, data_dir=tmp_path / "data")
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / f"script{len(list(tmp_path.glob('script*.sql')))}.sql"
+    path.write_text(result.stdout)
+    return path
+
+
+SCHEMAS = ("drumbeat", "drumbeat_api", "drumbeat_meta", "procrastinate")
+
+
+def test_printed_script_applied_with_psql_equals_migrate(empty_db, tmp_path):
     by_psql, by_migrator = empty_db(), empty_db()
 
-    for path in MIGRATION_FILES:
-        result = subprocess.run(
-            [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(path), "-d", by_psql],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, f"psql failed on {path.name}:\n{result.stderr}"
-    assert not schema_exists(by_psql, "procrastinate")
-    migrate(by_migrator)
+    script = printed_script(tmp_path, "--from-scratch", database_url=None)
+    assert not (tmp_path / "data").exists(), "--from-scratch started the embedded database"
+    run_psql(by_psql, script)
+    assert migrate(by_migrator) == ALL_NAMES
 
-    expected = schema_fingerprint(by_psql)
+    expected = schema_fingerprint(by_migrator, SCHEMAS)
     assert expected["functions"] and expected["policies"] and expected["indexes"]
-    assert_same_fingerprint(schema_fingerprint(by_migrator), expected)
+    assert_same_fingerprint(schema_fingerprint(by_psql, SCHEMAS), expected)
+    assert recorded(by_psql) == recorded(by_migrator)
+    # The script recorded what it applied: the migrator and a second script find nothing to do.
+    assert migrate(by_psql) == []
+    assert "Nothing to apply" in printed_script(tmp_path, database_url=by_psql).read_text()
 
-    # The migrator then refuses to run over the psql-built schema instead of failing half-way.
+
+def test_files_applied_by_hand_are_refused_instead_of_run_twice(empty_db):
+    """A schema built by running the files themselves with psql has no bookkeeping: the migrator refuses
+    to run everything over it again (and says how to go on) instead of failing half-way."""
+    url = empty_db()
+    env = {**os.environ, "PGOPTIONS": "-c check_function_bodies=off"}
+    for path in [*MIGRATION_FILES, *FUNCTION_FILES]:
+        run_psql(url, path, "-1", env=env)
+
     with pytest.raises(MigrationError, match="applied with psql"):
-        migrate(by_psql)
+        migrate(url)
 
 
-# 7. the CLI
+# 7. upgrading the last release
+
+RELEASE_0030 = Path(__file__).parent / "fixtures" / "release_0030.sql"
+
+
+def restore_release_0030(url: str) -> None:
+    """A database as Drumbeat's release with migrations 0001-0030 left it (pg_dump --inserts --no-owner of
+    a freshly migrated database: schema, seed rows and the migrator's bookkeeping)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(RELEASE_0030.read_text().encode())
+
+
+def pg_dump(url: str, *args: str) -> str:
+    """pg_dump of Drumbeat's schemas, without what differs from one database to the next whatever their
+    schema: the per-run \\restrict key lines, and the pg_attver column options some servers' builds stamp
+    on every column (seen on this workplace's PostgreSQL 15)."""
+    binary = client_binary("pg_dump")
+    if binary is None:
+        pytest.skip("no pg_dump binary: neither on PATH nor shipped with pgserver")
+    result = subprocess.run(
+        [binary, *args, "-n", "drumbeat", "-n", "drumbeat_api", "-n", "drumbeat_meta", "-d", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return "\n".join(
+        line
+        for line in result.stdout.splitlines()
+        if not line.startswith(("\\restrict", "\\unrestrict")) and "SET (pg_attver=" not in line
+    )
+
+
+def round_trip(url: str, into: str, tmp_path: Path) -> str:
+    """`url`'s Drumbeat schemas and rows, dumped and restored into the empty database `into`.
+
+    Why: the 0030 fixture is a dump, and a dump is not a perfect copy of how Postgres stored an expression:
+    `length(kind) BETWEEN 2 AND 40 AND ...` is dumped as nested ANDs, which the restore flattens, so a
+    CHECK constraint of the restored database deparses with other parentheses. One more round trip on both
+    sides compares the schemas as a restore sees them (the same meaning, the same text)."""
+    path = tmp_path / f"round_trip_{len(list(tmp_path.glob('round_trip_*')))}.sql"
+    path.write_text(pg_dump(url))
+    run_psql(into, path)
+    return into
+
+
+def test_release_0030_upgrades_to_exactly_a_fresh_install(empty_db, template_db, tmp_path):
+    """template_db: the roles the dump grants to exist in the cluster (a migration created them)."""
+    fresh, by_migrator, by_psql = empty_db(), empty_db(), empty_db()
+    restore_release_0030(by_migrator)
+    restore_release_0030(by_psql)
+    assert "migrations/0030_future_starts_hold.sql" in recorded(by_migrator)
+
+    # The baseline is recorded, not run (its tables are there); the migrations after it and every
+    # function file are applied.
+    script = printed_script(tmp_path, database_url=by_psql)
+    assert (
+        "sql/migrations/0030_baseline.sql replaces 30 migrations this database already applied"
+        in script.read_text()
+    )
+    run_psql(by_psql, script)
+    assert migrate(by_migrator) == [EDITED, *DRUMBEAT_NAMES[1:], *FUNCTION_NAMES]
+    assert migrate(by_migrator) == [] and migrate(by_psql) == []
+    migrate(fresh)
+
+    schemas = ("drumbeat", "drumbeat_api")
+    expected_db = round_trip(fresh, empty_db(), tmp_path)
+    expected, expected_dump = schema_fingerprint(expected_db, schemas), pg_dump(expected_db, "--schema-only")
+    assert "CREATE FUNCTION drumbeat.claim_due" in expected_dump and expected["policies"]
+    for upgraded in (by_migrator, by_psql):
+        restored = round_trip(upgraded, empty_db(), tmp_path)
+        assert_same_fingerprint(schema_fingerprint(restored, schemas), expected)
+        assert pg_dump(restored, "--schema-only") == expected_dump
+
+
+def test_a_database_part_way_to_0030_is_refused(empty_db, template_db):
+    url = empty_db()
+    restore_release_0030(url)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "DELETE FROM drumbeat_meta.schema_migrations WHERE name = 'migrations/0030_future_starts_hold.sql'"
+        )
+    before = recorded(url)
+
+    for dry_run in (True, False):
+        with pytest.raises(
+            MigrationError, match=r"only some of the migrations .* 0030_future_starts_hold\.sql"
+        ):
+            migrate(url, dry_run=dry_run)
+    assert recorded(url) == before
+
+
+# 8. function files
+
+
+def with_edited_function_file(monkeypatch, name: str, text: str) -> Migration:
+    """Make the migrator see `name` in sql/functions/ with `text` appended; returns the edited file."""
+    original = app.core.migrate.drumbeat_functions()
+    edited = [replace(f, text=f.text + text) if f.name == name else f for f in original]
+    assert edited != original
+    monkeypatch.setattr(app.core.migrate, "drumbeat_functions", lambda: edited)
+    return next(f for f in edited if f.name == name)
+
+
+def test_a_changed_function_file_is_applied_again_with_security_and_grants(empty_db, monkeypatch):
+    url = empty_db()
+    migrate(url)
+    stats = with_edited_function_file(
+        monkeypatch,
+        "functions/stats.sql",
+        "\nCREATE OR REPLACE FUNCTION drumbeat.added_by_a_test() RETURNS integer LANGUAGE sql\n"
+        "SET search_path = '' AS $$ SELECT 1 $$;\n",
+    )
+
+    assert migrate(url, dry_run=True) == [
+        "functions/security.sql",
+        "functions/stats.sql",
+        "functions/grants.sql",
+    ]
+    assert migrate(url) == ["functions/security.sql", "functions/stats.sql", "functions/grants.sql"]
+
+    assert recorded(url)["functions/stats.sql"] == stats.checksum
+    # grants.sql ran after it: the new function is not left executable by PUBLIC.
+    assert executable_by_public(url, "drumbeat") == []
+    assert migrate(url) == []
+
+
+def test_a_broken_function_file_changes_nothing(empty_db, monkeypatch):
+    url = empty_db()
+    migrate(url)
+    before = schema_fingerprint(url)
+    checksums = recorded(url)
+    with_edited_function_file(monkeypatch, "functions/stats.sql", "\nCREATE OR REPLACE FUNCTION oops(;\n")
+
+    with pytest.raises(psycopg.errors.SyntaxError):
+        migrate(url)
+
+    assert recorded(url) == checksums
+    assert_same_fingerprint(schema_fingerprint(url), before)
+
+
+# 9. the CLI
 
 
 def drumbeat(

@@ -1,5 +1,5 @@
 """Open pixel and click tracking of an email's HTML part (workers.tracking), and the sequence settings
-that switch it (sql/migrations/0014_tracking.sql)."""
+that switch it (sql/functions/definitions.sql, validate_settings)."""
 
 from __future__ import annotations
 

@@ -70,6 +70,17 @@ def test_readyz_is_503_naming_a_missing_migration(client, db_url):
     assert client.get("/healthz").status_code == 200  # alive, just not ready
 
 
+def test_readyz_is_503_naming_a_function_file_the_database_runs_another_version_of(client, db_url):
+    """A server newer than the database's functions (deployed before `drumbeat migrate`) is not ready."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "UPDATE drumbeat_meta.schema_migrations SET checksum = 'older' WHERE name = 'functions/dispatch.sql'"
+        )
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "functions/dispatch.sql" in response.json()["error"]["message"]
+
+
 class Capturing:
     name = "capture"
     concurrent = False

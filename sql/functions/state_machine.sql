@@ -1,14 +1,8 @@
--- 0005 the enrollment state machine. A trigger checks every status change against the allowed
--- transitions, whoever issues it (a contract function, the dispatcher, or a DBA at the psql prompt),
--- and writes each transition to events.
---
---   scheduled --start--> active --last step done--> completed
---   scheduled|active --pause--> paused --resume--> active
---   scheduled|active|paused --> replied | bounced | unsubscribed | cancelled | failed   (terminal)
---   scheduled|active|paused --> completed with exit_reason 'meeting_booked'          (goal reached)
+-- The enrollment state machine: the allowed transitions, and the triggers that refuse any other UPDATE
+-- (whoever issues it) and log every transition in events.
 
--- Why: the transition table of DESIGN.md in one place, shared by the trigger and the tests.
-CREATE FUNCTION drumbeat.transition_allowed(p_from text, p_to text, p_exit_reason text)
+-- Why: the transition table of docs/ARCHITECTURE.md ("State machine") in one place, shared by the trigger and the tests.
+CREATE OR REPLACE FUNCTION drumbeat.transition_allowed(p_from text, p_to text, p_exit_reason text)
 RETURNS boolean
 LANGUAGE sql
 IMMUTABLE
@@ -26,7 +20,7 @@ COMMENT ON FUNCTION drumbeat.transition_allowed(text, text, text) IS
     'The enrollment state machine: may an enrollment go from p_from to p_to (with this exit_reason)?';
 
 -- Why: the audit event kind of a transition, so the timeline reads as what happened.
-CREATE FUNCTION drumbeat.transition_event_kind(p_from text, p_to text)
+CREATE OR REPLACE FUNCTION drumbeat.transition_event_kind(p_from text, p_to text)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
@@ -43,7 +37,7 @@ $$;
 
 -- Why: new enrollments may only start in a live state; each one gets its 'enrolled' event. One
 -- statement-level trigger with a transition table keeps bulk enrollment a single INSERT ... SELECT.
-CREATE FUNCTION drumbeat.enrollments_after_insert()
+CREATE OR REPLACE FUNCTION drumbeat.enrollments_after_insert()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = ''
@@ -68,7 +62,7 @@ $$;
 -- Why: rejects every status change the state machine does not allow (PT409 naming both states),
 -- keeps an enrollment's identity immutable, cancels the pending task of an enrollment that ends,
 -- and writes one event per transition.
-CREATE FUNCTION drumbeat.enrollments_after_update()
+CREATE OR REPLACE FUNCTION drumbeat.enrollments_after_update()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = ''
@@ -104,14 +98,11 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER enrollments_state_insert AFTER INSERT ON drumbeat.enrollments
+-- Why: every transition, whoever makes it, is checked and logged (statement-level, so bulk enrollment
+-- and batch dispatch pay one trigger call per statement, not per row).
+CREATE OR REPLACE TRIGGER enrollments_state_insert AFTER INSERT ON drumbeat.enrollments
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION drumbeat.enrollments_after_insert();
-CREATE TRIGGER enrollments_state_update AFTER UPDATE ON drumbeat.enrollments
+
+CREATE OR REPLACE TRIGGER enrollments_state_update AFTER UPDATE ON drumbeat.enrollments
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION drumbeat.enrollments_after_update();
-
-GRANT EXECUTE ON FUNCTION drumbeat.transition_allowed(text, text, text), drumbeat.transition_event_kind(text, text),
-    drumbeat.enrollments_after_insert(), drumbeat.enrollments_after_update()
-    TO authenticated, service_role;
-
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

@@ -1,13 +1,29 @@
--- 0025: holiday calendars for the operator. drumbeat.holidays has always had room for a name per day and
--- for named shared calendars (workspace_id NULL, calendar 'US'), which a sequence opts into with settings
--- {"holiday_calendar": "US", "exclude_holidays": true}; but nothing could fill a shared calendar, and the
--- contract's set_holidays keeps dates only. `drumbeat holidays load` now stores names, and can load a
--- shared calendar that every workspace may use, through this one function.
+-- Holidays: a workspace's own list, and shared named calendars (`drumbeat holidays load`) that a
+-- sequence opts into with settings.holiday_calendar.
+
+-- Why: the workspace's holiday list is replaced as a whole (what a calendar import wants).
+CREATE OR REPLACE FUNCTION drumbeat_api.set_holidays(p_workspace_id uuid, p_dates date[])
+RETURNS void
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = ''
+AS $$
+BEGIN
+    PERFORM drumbeat.require_caller();
+    PERFORM drumbeat.require_role(p_workspace_id, 'admin');
+    IF p_dates IS NULL OR pg_catalog.array_position(p_dates, NULL) IS NOT NULL THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be an array of dates without nulls', 'p_dates');
+    END IF;
+    DELETE FROM drumbeat.holidays h WHERE h.workspace_id = p_workspace_id;
+    INSERT INTO drumbeat.holidays (workspace_id, day)
+    SELECT DISTINCT p_workspace_id, d FROM pg_catalog.unnest(p_dates) AS d;
+END
+$$;
 
 -- Why: the operator's loader (the CLI, a trusted caller): replaces the days of one workspace's list or of
 -- one shared calendar with the given [{"date": "2026-12-25", "name": "Christmas Day"}, ...]; returns how
 -- many days it stored. Shared calendars belong to no tenant, so only a trusted caller may write them.
-CREATE FUNCTION drumbeat.load_holidays(p_workspace_id uuid, p_calendar text, p_holidays jsonb)
+CREATE OR REPLACE FUNCTION drumbeat.load_holidays(p_workspace_id uuid, p_calendar text, p_holidays jsonb)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = ''
@@ -38,7 +54,3 @@ BEGIN
     RETURN v_stored;
 END
 $$;
-
-GRANT EXECUTE ON FUNCTION drumbeat.load_holidays(uuid, text, jsonb) TO service_role;
-
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

@@ -1,9 +1,8 @@
--- 0009 contract: enrollments (bulk enroll, pause, resume, cancel, skip) and tasks.
--- Every transition is a guarded UPDATE ... WHERE status IN (...); the state-machine trigger (0005)
--- double-checks it and writes the event.
+-- Enrollments and tasks: enroll contacts (in bulk), pause, resume, cancel, skip to a step, complete a
+-- manual step's task.
 
 -- Why: arguments of enroll_contacts checked before any row is written.
-CREATE FUNCTION drumbeat.check_enroll_arguments(p_sequence drumbeat.sequences, p_contact_ids uuid[],
+CREATE OR REPLACE FUNCTION drumbeat.check_enroll_arguments(p_sequence drumbeat.sequences, p_contact_ids uuid[],
                                                 p_assigned_to uuid, p_metadata jsonb)
 RETURNS void
 LANGUAGE plpgsql
@@ -34,7 +33,7 @@ $$;
 -- unreachable | not_found (opted_out beats unreachable: it is the reason that matters to the user).
 -- A start in the future makes the enrollments 'scheduled'. Per-row work is plain expressions, not
 -- function calls: at 100k rows every microsecond per row is 0.1 s.
-CREATE FUNCTION drumbeat_api.enroll_contacts(p_sequence_id uuid, p_contact_ids uuid[], p_start_at timestamptz DEFAULT NULL,
+CREATE OR REPLACE FUNCTION drumbeat_api.enroll_contacts(p_sequence_id uuid, p_contact_ids uuid[], p_start_at timestamptz DEFAULT NULL,
     p_start_at_step integer DEFAULT 1, p_assigned_to uuid DEFAULT NULL, p_metadata jsonb DEFAULT '{}')
 RETURNS TABLE(contact_id uuid, enrollment_id uuid, outcome text)
 LANGUAGE plpgsql
@@ -104,7 +103,7 @@ $$;
 
 -- Why: the one shape of every enrollment transition: a guarded UPDATE of one row; PT409 naming the
 -- current status when the enrollment is not in one of p_from.
-CREATE FUNCTION drumbeat.require_enrollment_status(p_enrollment_id uuid, p_from text[], p_action text)
+CREATE OR REPLACE FUNCTION drumbeat.require_enrollment_status(p_enrollment_id uuid, p_from text[], p_action text)
 RETURNS drumbeat.enrollments
 LANGUAGE plpgsql
 SET search_path = ''
@@ -121,7 +120,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION drumbeat_api.pause_enrollment(p_enrollment_id uuid)
+CREATE OR REPLACE FUNCTION drumbeat_api.pause_enrollment(p_enrollment_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -137,7 +136,7 @@ $$;
 
 -- Why: resuming re-plans the waiting step from its "done" instant, never into the past: a step that fell
 -- due while paused is due at the first allowed instant from now. A pending task keeps it waiting.
-CREATE FUNCTION drumbeat_api.resume_enrollment(p_enrollment_id uuid)
+CREATE OR REPLACE FUNCTION drumbeat_api.resume_enrollment(p_enrollment_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -155,7 +154,7 @@ $$;
 
 -- Why: ends enrollments (the live ones among p_enrollment_ids): one set-based UPDATE shared by
 -- cancel, archive and record_event; the trigger cancels pending tasks and records each exit.
-CREATE FUNCTION drumbeat.exit_enrollments(p_enrollment_ids uuid[], p_status text, p_reason text)
+CREATE OR REPLACE FUNCTION drumbeat.exit_enrollments(p_enrollment_ids uuid[], p_status text, p_reason text)
 RETURNS void
 LANGUAGE sql
 SET search_path = ''
@@ -165,7 +164,7 @@ AS $$
     WHERE e.id = ANY (p_enrollment_ids) AND e.status IN ('scheduled', 'active', 'paused')
 $$;
 
-CREATE FUNCTION drumbeat_api.cancel_enrollment(p_enrollment_id uuid, p_reason text DEFAULT 'cancelled')
+CREATE OR REPLACE FUNCTION drumbeat_api.cancel_enrollment(p_enrollment_id uuid, p_reason text DEFAULT 'cancelled')
 RETURNS void
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -181,8 +180,9 @@ END
 $$;
 
 -- Why: moves a live enrollment forward to a later step, which runs as soon as its window allows (its
--- delay is skipped). Forward only: steps already executed are never re-run.
-CREATE FUNCTION drumbeat_api.skip_to_step(p_enrollment_id uuid, p_position integer)
+-- delay is skipped). Forward only: steps already executed are never re-run. A scheduled enrollment
+-- keeps its start (next_action_at) as the earliest instant.
+CREATE OR REPLACE FUNCTION drumbeat_api.skip_to_step(p_enrollment_id uuid, p_position integer)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -192,6 +192,7 @@ DECLARE
     v_row drumbeat.enrollments := drumbeat.require_enrollment_status(p_enrollment_id, ARRAY['scheduled', 'active', 'paused'], 'skip');
     v_from integer := (SELECT st.position FROM drumbeat.sequence_steps st WHERE st.id = v_row.current_step_id);
     v_target uuid;
+    v_earliest timestamptz := GREATEST(drumbeat.clock_now(), CASE WHEN v_row.status = 'scheduled' THEN v_row.next_action_at END);
 BEGIN
     SELECT st.id INTO v_target FROM drumbeat.sequence_steps st
     WHERE st.sequence_id = v_row.sequence_id AND st.position = p_position AND st.removed_at IS NULL AND st.is_active;
@@ -203,7 +204,7 @@ BEGIN
     UPDATE drumbeat.enrollments e SET current_step_id = v_target, step_done_at = drumbeat.clock_now(), step_attempt = 1,
         updated_at = pg_catalog.now(),
         next_action_at = CASE WHEN e.status = 'paused' THEN NULL
-            ELSE drumbeat.planned_at(v_target, e.contact_id, drumbeat.clock_now(), drumbeat.clock_now(), true) END
+            ELSE drumbeat.planned_at(v_target, e.contact_id, v_earliest, v_earliest, true) END
     WHERE e.id = p_enrollment_id;
     INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, actor_id, payload)
     VALUES (v_row.workspace_id, 'skipped', v_row.contact_id, v_row.sequence_id, p_enrollment_id, v_target,
@@ -213,7 +214,7 @@ $$;
 
 -- Why: after a step is done at p_done_at, the enrollment waits on the next live step, or completes
 -- when there is none. Shared by complete_task here and the dispatcher.
-CREATE FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_done_at timestamptz)
+CREATE OR REPLACE FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_done_at timestamptz)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ''
@@ -240,7 +241,7 @@ $$;
 -- Why: a manual step (call, LinkedIn, manual email, task) is done when a person completes its task;
 -- the enrollment then moves on. A paused enrollment must be resumed first, so that "paused" always
 -- means "nothing moves".
-CREATE FUNCTION drumbeat_api.complete_task(p_task_id uuid, p_outcome text DEFAULT NULL, p_notes text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION drumbeat_api.complete_task(p_task_id uuid, p_outcome text DEFAULT NULL, p_notes text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -272,14 +273,3 @@ BEGIN
     END IF;
 END
 $$;
-
-GRANT EXECUTE ON FUNCTION drumbeat.check_enroll_arguments(drumbeat.sequences, uuid[], uuid, jsonb),
-    drumbeat.require_enrollment_status(uuid, text[], text), drumbeat.exit_enrollments(uuid[], text, text),
-    drumbeat.advance_enrollment(uuid, timestamptz)
-    TO authenticated, service_role;
-GRANT EXECUTE ON FUNCTION drumbeat_api.enroll_contacts(uuid, uuid[], timestamptz, integer, uuid, jsonb),
-    drumbeat_api.pause_enrollment(uuid), drumbeat_api.resume_enrollment(uuid), drumbeat_api.cancel_enrollment(uuid, text),
-    drumbeat_api.skip_to_step(uuid, integer), drumbeat_api.complete_task(uuid, text, text)
-    TO authenticated, service_role;
-
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

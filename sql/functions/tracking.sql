@@ -1,33 +1,4 @@
--- 0018 tracking events: what the HTTP API's verified webhooks need beyond 0013. An email open (pixel),
--- click (signed redirect) or one-click unsubscribe names a delivery only (its signed token); this records
--- the engagement against that delivery's contact, enrollment and step, exactly as record_event would,
--- at most once per delivery (and, for clicks, per target URL), so a pixel loaded ten times logs one open.
---
--- Who calls it: the API's webhook handlers, with no user, as drumbeat_worker (SET LOCAL ROLE): the
--- narrowest existing role that can read a delivery of any tenant and apply engagement (INSERT events,
--- UPDATE contacts/enrollments/tasks, EXECUTE the drumbeat helpers). service_role could too, but it may
--- also DELETE anything and call the whole contract: more than a webhook needs.
-
--- The HTTP API's login role (a member of drumbeat_authenticator, see 0016) switches to drumbeat_worker
--- for webhooks and the /metrics queries only, one transaction at a time.
-GRANT drumbeat_worker TO drumbeat_authenticator;
-
--- /readyz compares the applied migrations with the files the API ships, so the API's login role reads
--- the migrator's bookkeeping (file names and checksums). That table exists under `drumbeat migrate` only.
-DO $meta$
-BEGIN
-    IF pg_catalog.to_regclass('drumbeat_meta.schema_migrations') IS NOT NULL THEN
-        GRANT USAGE ON SCHEMA drumbeat_meta TO drumbeat_authenticator;
-        GRANT SELECT ON drumbeat_meta.schema_migrations TO drumbeat_authenticator;
-    END IF;
-END
-$meta$;
-
--- Bounded-window reads over recent deliveries (/metrics: deliveries per status and send lateness over
--- the last hour). BRIN: deliveries are appended in claim order, and a BRIN index costs the dispatcher's
--- hot INSERT path next to nothing (a btree on claimed_at would cost one more index insert per delivery).
-CREATE INDEX deliveries_claimed_at_brin ON drumbeat.deliveries USING brin (claimed_at) WITH (autosummarize = on);
-COMMENT ON INDEX drumbeat.deliveries_claimed_at_brin IS 'Serves /metrics: deliveries claimed in the last hour (per status, send lateness) without scanning the whole table.';
+-- Email opens and clicks, from the signed tracking links, applied as engagement.
 
 -- Why: open pixels, click redirects and unsubscribe links carry a delivery id only (signed by the API).
 -- Opens and clicks are logged for the delivery's own enrollment and step (conditions such as if_opened
@@ -36,7 +7,7 @@ COMMENT ON INDEX drumbeat.deliveries_claimed_at_brin IS 'Serves /metrics: delive
 -- apply_engagement decides (sequences on that channel; multi-channel ones per on_unsubscribe); once
 -- the contact is opted out of that channel, a repeat changes nothing. Returns recorded | duplicate |
 -- unknown_delivery (the delivery was deleted with its workspace or contact).
-CREATE FUNCTION drumbeat.record_delivery_engagement(p_delivery_id uuid, p_kind text, p_payload jsonb DEFAULT '{}')
+CREATE OR REPLACE FUNCTION drumbeat.record_delivery_engagement(p_delivery_id uuid, p_kind text, p_payload jsonb DEFAULT '{}')
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = ''
@@ -81,6 +52,3 @@ BEGIN
     RETURN 'recorded';
 END
 $$;
-
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION drumbeat.record_delivery_engagement(uuid, text, jsonb) TO drumbeat_worker, service_role;

@@ -1,146 +1,9 @@
--- 0007 contract: caller checks, workspaces, holidays, senders, contacts.
--- drumbeat_api functions are SECURITY INVOKER: they run with the caller's rights, so RLS decides what
--- they can see; the explicit checks only turn "nothing visible" into the right error code.
-
--- Why: anonymous calls are PT401 before anything else, so they never look like "not found".
-CREATE FUNCTION drumbeat.require_caller()
-RETURNS void
-LANGUAGE plpgsql
-STABLE
-SET search_path = ''
-AS $$
-BEGIN
-    IF NOT drumbeat.is_trusted_caller() AND drumbeat.current_user_id() IS NULL THEN
-        PERFORM drumbeat.raise_error('PT401', 'authentication required: request.jwt.claims has no user (sub)');
-    END IF;
-END
-$$;
-
--- Why: every function taking an id finds its workspace the same way: through RLS, so another
--- tenant's id is PT404 (indistinguishable from a missing one), then checks the caller's role.
-CREATE FUNCTION drumbeat.workspace_of(p_table text, p_id uuid, p_field text, p_min_role text DEFAULT 'member')
-RETURNS uuid
-LANGUAGE plpgsql
-STABLE
-SET search_path = ''
-AS $$
-DECLARE
-    v_workspace_id uuid;
-BEGIN
-    PERFORM drumbeat.require_caller();
-    EXECUTE pg_catalog.format('SELECT workspace_id FROM drumbeat.%I WHERE id = $1', p_table)
-        INTO v_workspace_id USING p_id;
-    IF v_workspace_id IS NULL THEN
-        PERFORM drumbeat.raise_error('PT404', pg_catalog.format('%s not found', pg_catalog.rtrim(p_table, 's')), p_field);
-    END IF;
-    PERFORM drumbeat.require_role(v_workspace_id, p_min_role);
-    RETURN v_workspace_id;
-END
-$$;
-
--- Why: time zones are IANA names; checked against the reference table with a clear message.
-CREATE FUNCTION drumbeat.check_timezone(p_timezone text, p_field text)
-RETURNS text
-LANGUAGE plpgsql
-STABLE
-SET search_path = ''
-AS $$
-BEGIN
-    IF p_timezone IS NOT NULL AND NOT EXISTS (SELECT 1 FROM drumbeat.timezones z WHERE z.name = p_timezone) THEN
-        PERFORM drumbeat.raise_error('PT422', pg_catalog.format('unknown time zone %s: use an IANA name such as America/New_York',
-            pg_catalog.to_jsonb(p_timezone)), p_field);
-    END IF;
-    RETURN p_timezone;
-END
-$$;
-
-GRANT EXECUTE ON FUNCTION drumbeat.require_caller(), drumbeat.workspace_of(text, uuid, text, text),
-    drumbeat.check_timezone(text, text) TO authenticated, service_role;
-
--- Why: a workspace is the tenant; its creator becomes its owner (a service_role caller with no user
--- creates an ownerless workspace and adds members itself).
-CREATE FUNCTION drumbeat_api.create_workspace(p_name text, p_timezone text DEFAULT 'UTC')
-RETURNS uuid
-LANGUAGE plpgsql
-SECURITY INVOKER
-SET search_path = ''
-AS $$
-DECLARE
-    v_id uuid := pg_catalog.gen_random_uuid();
-BEGIN
-    PERFORM drumbeat.require_caller();
-    IF p_name IS NULL OR pg_catalog.length(pg_catalog.btrim(p_name)) NOT BETWEEN 1 AND 200 THEN
-        PERFORM drumbeat.raise_error('PT422', 'must be 1 to 200 characters', 'p_name');
-    END IF;
-    PERFORM drumbeat.check_timezone(COALESCE(p_timezone, 'UTC'), 'p_timezone');
-    INSERT INTO drumbeat.workspaces (id, name, timezone) VALUES (v_id, pg_catalog.btrim(p_name), COALESCE(p_timezone, 'UTC'));
-    IF drumbeat.current_user_id() IS NOT NULL THEN
-        INSERT INTO drumbeat.workspace_members (workspace_id, user_id, role) VALUES (v_id, drumbeat.current_user_id(), 'owner');
-    END IF;
-    RETURN v_id;
-END
-$$;
-
--- Why: the workspace's holiday list is replaced as a whole (what a calendar import wants).
-CREATE FUNCTION drumbeat_api.set_holidays(p_workspace_id uuid, p_dates date[])
-RETURNS void
-LANGUAGE plpgsql
-SECURITY INVOKER
-SET search_path = ''
-AS $$
-BEGIN
-    PERFORM drumbeat.require_caller();
-    PERFORM drumbeat.require_role(p_workspace_id, 'admin');
-    IF p_dates IS NULL OR pg_catalog.array_position(p_dates, NULL) IS NOT NULL THEN
-        PERFORM drumbeat.raise_error('PT422', 'must be an array of dates without nulls', 'p_dates');
-    END IF;
-    DELETE FROM drumbeat.holidays h WHERE h.workspace_id = p_workspace_id;
-    INSERT INTO drumbeat.holidays (workspace_id, day)
-    SELECT DISTINCT p_workspace_id, d FROM pg_catalog.unnest(p_dates) AS d;
-END
-$$;
-
--- Why: senders are the numbers / from-addresses steps go out from; admins manage them.
-CREATE FUNCTION drumbeat_api.create_sender(p_workspace_id uuid, p_channel text, p_address text, p_settings jsonb DEFAULT '{}')
-RETURNS uuid
-LANGUAGE plpgsql
-SECURITY INVOKER
-SET search_path = ''
-AS $$
-DECLARE
-    v_id uuid := pg_catalog.gen_random_uuid();
-    v_settings jsonb := COALESCE(p_settings, '{}');
-    v_address text := pg_catalog.btrim(p_address);
-BEGIN
-    PERFORM drumbeat.require_caller();
-    PERFORM drumbeat.require_role(p_workspace_id, 'admin');
-    IF p_channel IS NULL OR p_channel NOT IN ('sms', 'email') THEN
-        PERFORM drumbeat.raise_error('PT422', 'must be sms or email', 'p_channel');
-    END IF;
-    v_address := CASE p_channel WHEN 'email' THEN pg_catalog.lower(v_address) ELSE v_address END;
-    IF p_channel = 'sms' AND v_address !~ '^(\+[1-9][0-9]{6,14}|MG[0-9a-f]{32})$' OR v_address IS NULL THEN
-        PERFORM drumbeat.raise_error('PT422', 'an sms sender is an E.164 number (+15551234567) or a Messaging Service SID (MG...)', 'p_address');
-    ELSIF p_channel = 'email' AND v_address !~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' THEN
-        PERFORM drumbeat.raise_error('PT422', 'an email sender is an address such as sales@example.com', 'p_address');
-    END IF;
-    PERFORM drumbeat.check_object(v_settings, 'p_settings', ARRAY['name', 'rate_per_second', 'daily_cap']);
-    INSERT INTO drumbeat.senders (id, workspace_id, channel, address, name, rate_per_second, daily_cap)
-    VALUES (v_id, p_workspace_id, p_channel, v_address,
-            drumbeat.json_text(v_settings -> 'name', 'p_settings.name', false, 200),
-            CASE WHEN v_settings ? 'rate_per_second'
-                 THEN drumbeat.json_int(v_settings -> 'rate_per_second', 'p_settings.rate_per_second', 1, 1000) ELSE 1 END,
-            CASE WHEN v_settings ? 'daily_cap' THEN drumbeat.json_int(v_settings -> 'daily_cap', 'p_settings.daily_cap', 1, 10000000) END)
-    ON CONFLICT ON CONSTRAINT senders_address_unique DO NOTHING;
-    IF NOT FOUND THEN
-        PERFORM drumbeat.raise_error('PT409', pg_catalog.format('this workspace already has %s sender %s', p_channel, v_address), 'p_address');
-    END IF;
-    RETURN v_id;
-END
-$$;
+-- Contacts: upsert in bulk (matched on phone, then email), check without writing, update, delete (soft:
+-- the opt-outs stay, so a re-import never re-subscribes anyone).
 
 -- Why: bulk contact input is checked in one pass, set-based (CSV imports send 100k rows); the first
 -- bad row is reported with its path, e.g. p_contacts[41].phone, and nothing is written.
-CREATE FUNCTION drumbeat.contact_input_errors(p_workspace_id uuid, p_contacts jsonb)
+CREATE OR REPLACE FUNCTION drumbeat.contact_input_errors(p_workspace_id uuid, p_contacts jsonb)
 RETURNS TABLE(i bigint, field text, message text)
 LANGUAGE sql
 STABLE
@@ -205,7 +68,7 @@ $$;
 
 -- Why: the matched-or-new contact of each input row (phone first, then email), with a fresh id for
 -- new ones; materialized once so the UPDATE, the INSERT and the result agree.
-CREATE FUNCTION drumbeat.match_contacts(p_workspace_id uuid, p_contacts jsonb)
+CREATE OR REPLACE FUNCTION drumbeat.match_contacts(p_workspace_id uuid, p_contacts jsonb)
 RETURNS TABLE(i bigint, obj jsonb, phone text, email text, contact_id uuid, created boolean)
 LANGUAGE sql
 VOLATILE
@@ -226,7 +89,7 @@ $$;
 -- input overwrite (null clears), absent keys are kept, custom fields merge. Opt-outs are never
 -- touched here (only record_event changes them), and a re-imported deleted contact comes back with
 -- its opt-outs intact.
-CREATE FUNCTION drumbeat_api.upsert_contacts(p_workspace_id uuid, p_contacts jsonb)
+CREATE OR REPLACE FUNCTION drumbeat_api.upsert_contacts(p_workspace_id uuid, p_contacts jsonb)
 RETURNS TABLE(contact_id uuid, created boolean)
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -276,7 +139,7 @@ END
 $$;
 
 -- Why: tags arrive as a JSON array; stored as text[] (deduplicated, order kept).
-CREATE FUNCTION drumbeat.jsonb_text_array(p_value jsonb)
+CREATE OR REPLACE FUNCTION drumbeat.jsonb_text_array(p_value jsonb)
 RETURNS text[]
 LANGUAGE sql
 IMMUTABLE
@@ -288,10 +151,133 @@ AS $$
           GROUP BY e) AS t
 $$;
 
-GRANT EXECUTE ON FUNCTION drumbeat.contact_input_errors(uuid, jsonb), drumbeat.match_contacts(uuid, jsonb),
-    drumbeat.jsonb_text_array(jsonb) TO authenticated, service_role;
-GRANT EXECUTE ON FUNCTION drumbeat_api.create_workspace(text, text), drumbeat_api.set_holidays(uuid, date[]),
-    drumbeat_api.create_sender(uuid, text, text, jsonb), drumbeat_api.upsert_contacts(uuid, jsonb)
-    TO authenticated, service_role;
+-- Why: a bulk import reports every bad row and imports the rest, where upsert_contacts stops at the
+-- first; both run the very same checks (contact_input_errors), so a chunk cleared by this one is
+-- accepted by upsert_contacts. Field paths read p_contacts[i].phone, as upsert_contacts reports them.
+CREATE OR REPLACE FUNCTION drumbeat_api.check_contacts(p_workspace_id uuid, p_contacts jsonb)
+RETURNS TABLE(i bigint, field text, message text)
+LANGUAGE plpgsql
+STABLE
+SECURITY INVOKER
+SET search_path = ''
+AS $$
+BEGIN
+    PERFORM drumbeat.require_caller();
+    PERFORM drumbeat.require_role(p_workspace_id, 'member');
+    IF pg_catalog.jsonb_typeof(p_contacts) IS DISTINCT FROM 'array' THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be a JSON array of contact objects', 'p_contacts');
+    END IF;
+    RETURN QUERY SELECT e.i, e.field, e.message FROM drumbeat.contact_input_errors(p_workspace_id, p_contacts) AS e
+    ORDER BY e.i, e.field;
+END
+$$;
 
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;
+-- Why: a partial update of one live contact. Keys present in p_changes overwrite (null clears), absent
+-- keys are kept; `fields` is merged key by key (a null value removes that key, `"fields": null` clears
+-- them all); `tags` is replaced. Phone and email stay unique in the workspace (PT409 naming the field)
+-- and a contact keeps a phone or an email. Opt-outs are never touched here (only record_event).
+CREATE OR REPLACE FUNCTION drumbeat_api.update_contact(p_contact_id uuid, p_changes jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = ''
+AS $$
+DECLARE
+    v_workspace_id uuid := drumbeat.workspace_of('contacts', p_contact_id, 'p_contact_id', 'member');
+    v_row drumbeat.contacts;
+    v_key text;
+    v_phone text;
+    v_email text;
+    v_fields jsonb;
+BEGIN
+    SELECT * INTO v_row FROM drumbeat.contacts c WHERE c.id = p_contact_id FOR UPDATE;
+    IF v_row.deleted_at IS NOT NULL THEN
+        PERFORM drumbeat.raise_error('PT404', 'contact not found', 'p_contact_id');
+    END IF;
+    PERFORM drumbeat.check_object(p_changes, 'p_changes',
+        ARRAY['phone', 'email', 'first_name', 'last_name', 'company', 'title', 'timezone', 'fields', 'tags']);
+    FOREACH v_key IN ARRAY ARRAY['phone', 'email', 'first_name', 'last_name', 'company', 'title', 'timezone'] LOOP
+        PERFORM drumbeat.json_text(p_changes -> v_key, 'p_changes.' || v_key, false, 1000);
+    END LOOP;
+    v_phone := CASE WHEN p_changes ? 'phone' THEN NULLIF(pg_catalog.btrim(p_changes ->> 'phone'), '') ELSE v_row.phone END;
+    v_email := CASE WHEN p_changes ? 'email'
+                    THEN pg_catalog.lower(NULLIF(pg_catalog.btrim(p_changes ->> 'email'), '')) ELSE v_row.email END;
+    IF v_phone !~ '^\+[1-9][0-9]{6,14}$' THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be an E.164 number such as +15551234567', 'p_changes.phone');
+    END IF;
+    IF v_email !~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' OR pg_catalog.length(v_email) > 254 THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be an email address such as ada@example.com', 'p_changes.email');
+    END IF;
+    IF v_phone IS NULL AND v_email IS NULL THEN
+        PERFORM drumbeat.raise_error('PT422', 'a contact needs a phone or an email',
+            CASE WHEN p_changes ? 'phone' THEN 'p_changes.phone' ELSE 'p_changes.email' END);
+    END IF;
+    PERFORM drumbeat.check_timezone(p_changes ->> 'timezone', 'p_changes.timezone');
+    IF pg_catalog.jsonb_typeof(p_changes -> 'fields') NOT IN ('object', 'null') THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be a JSON object', 'p_changes.fields');
+    END IF;
+    IF pg_catalog.jsonb_typeof(p_changes -> 'tags') NOT IN ('array', 'null')
+       OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(CASE WHEN pg_catalog.jsonb_typeof(p_changes -> 'tags') = 'array'
+                                                                    THEN p_changes -> 'tags' ELSE '[]' END) AS g
+                  WHERE pg_catalog.jsonb_typeof(g) <> 'string') THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be an array of strings', 'p_changes.tags');
+    END IF;
+    -- Deleted contacts count: they keep their phone and email (and opt-outs) until re-imported.
+    IF v_phone IS DISTINCT FROM v_row.phone AND EXISTS (SELECT 1 FROM drumbeat.contacts c
+            WHERE c.workspace_id = v_workspace_id AND c.phone = v_phone AND c.id <> p_contact_id) THEN
+        PERFORM drumbeat.raise_error('PT409', 'belongs to another contact', 'p_changes.phone');
+    END IF;
+    IF v_email IS DISTINCT FROM v_row.email AND EXISTS (SELECT 1 FROM drumbeat.contacts c
+            WHERE c.workspace_id = v_workspace_id AND c.email = v_email AND c.id <> p_contact_id) THEN
+        PERFORM drumbeat.raise_error('PT409', 'belongs to another contact', 'p_changes.email');
+    END IF;
+    v_fields := CASE
+        WHEN NOT p_changes ? 'fields' THEN v_row.fields
+        WHEN p_changes -> 'fields' = 'null' THEN '{}'
+        ELSE (v_row.fields || (p_changes -> 'fields'))
+             - ARRAY(SELECT f.key FROM pg_catalog.jsonb_each(p_changes -> 'fields') AS f WHERE f.value = 'null')
+    END;
+    UPDATE drumbeat.contacts c SET
+        phone = v_phone,
+        email = v_email,
+        first_name = CASE WHEN p_changes ? 'first_name' THEN p_changes ->> 'first_name' ELSE c.first_name END,
+        last_name = CASE WHEN p_changes ? 'last_name' THEN p_changes ->> 'last_name' ELSE c.last_name END,
+        company = CASE WHEN p_changes ? 'company' THEN p_changes ->> 'company' ELSE c.company END,
+        title = CASE WHEN p_changes ? 'title' THEN p_changes ->> 'title' ELSE c.title END,
+        timezone = CASE WHEN p_changes ? 'timezone' THEN p_changes ->> 'timezone' ELSE c.timezone END,
+        fields = v_fields,
+        tags = CASE WHEN p_changes ? 'tags' THEN drumbeat.jsonb_text_array(p_changes -> 'tags') ELSE c.tags END,
+        updated_at = pg_catalog.now()
+    WHERE c.id = p_contact_id;
+END
+$$;
+
+-- Why: deleting a contact is soft (deleted_at): its opt-outs must survive so that a re-import can never
+-- re-subscribe anyone, and its history stays. Its live enrollments end at once as 'cancelled' with
+-- exit_reason 'contact_deleted' (the trigger cancels pending tasks and records each exit), and a
+-- 'contact_deleted' event is logged. Returns how many enrollments ended. A deleted contact is gone for
+-- the API (PT404), until upsert_contacts brings it back.
+CREATE OR REPLACE FUNCTION drumbeat_api.delete_contact(p_contact_id uuid)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = ''
+AS $$
+DECLARE
+    v_workspace_id uuid := drumbeat.workspace_of('contacts', p_contact_id, 'p_contact_id', 'member');
+    v_live uuid[];
+BEGIN
+    UPDATE drumbeat.contacts c SET deleted_at = drumbeat.clock_now(), updated_at = pg_catalog.now()
+    WHERE c.id = p_contact_id AND c.deleted_at IS NULL;
+    IF NOT FOUND THEN
+        PERFORM drumbeat.raise_error('PT404', 'contact not found', 'p_contact_id');
+    END IF;
+    v_live := ARRAY(SELECT e.id FROM drumbeat.enrollments e
+                    WHERE e.contact_id = p_contact_id AND e.status IN ('scheduled', 'active', 'paused') FOR UPDATE);
+    PERFORM drumbeat.exit_enrollments(v_live, 'cancelled', 'contact_deleted');
+    INSERT INTO drumbeat.events (workspace_id, kind, contact_id, actor_id, payload)
+    VALUES (v_workspace_id, 'contact_deleted', p_contact_id, drumbeat.current_user_id(),
+            pg_catalog.jsonb_build_object('enrollments_ended', pg_catalog.cardinality(v_live)));
+    RETURN pg_catalog.cardinality(v_live);
+END
+$$;

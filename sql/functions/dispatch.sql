@@ -1,42 +1,16 @@
--- 0011 dispatch: the worker's role and the claim / record / recover protocol of DESIGN.md
--- ("Dispatch protocol"), with the caps that hold message steps back. At most once: a delivery row in
--- status 'sending' with a unique idempotency key exists before the provider is called; a delivery
--- left 'sending' past its lease becomes 'unknown' and is never re-sent.
-
--- The dispatcher's role: operators create a login role in it (CREATE ROLE drumbeat_worker_login LOGIN
--- IN ROLE drumbeat_worker). It sees every tenant's rows (it serves them all) and executes only the
--- worker-side functions.
-DO $roles$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'drumbeat_worker') THEN
-        CREATE ROLE drumbeat_worker NOLOGIN;
-    END IF;
-END
-$roles$;
-GRANT USAGE ON SCHEMA drumbeat TO drumbeat_worker;
-
-DO $policies$
-DECLARE
-    v_table text;
-BEGIN
-    FOREACH v_table IN ARRAY ARRAY['timezones', 'workspaces', 'workspace_members', 'api_keys', 'senders',
-        'contacts', 'sequences', 'sequence_steps', 'enrollments', 'deliveries', 'tasks', 'events', 'holidays']
-    LOOP
-        EXECUTE pg_catalog.format(
-            'CREATE POLICY %I ON drumbeat.%I TO drumbeat_worker USING (true) WITH CHECK (true)',
-            v_table || '_worker', v_table);
-    END LOOP;
-END
-$policies$;
-GRANT SELECT ON ALL TABLES IN SCHEMA drumbeat TO drumbeat_worker;
-GRANT INSERT, UPDATE ON drumbeat.enrollments, drumbeat.deliveries, drumbeat.tasks, drumbeat.contacts TO drumbeat_worker;
-GRANT UPDATE (sms_credits) ON drumbeat.workspaces TO drumbeat_worker;
-GRANT INSERT ON drumbeat.events TO drumbeat_worker;
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA drumbeat TO drumbeat_worker;
+-- The dispatch protocol (docs/ARCHITECTURE.md, "Dispatch protocol"): claim due enrollments in one call
+-- (flow steps run here, message steps become 'sending' deliveries), then record each send's outcome in
+-- one call per batch and advance the enrollments; recover deliveries left in flight.
+--
+-- Holds. A message step held back by a cap is rescheduled to the next allowed instant, never dropped:
+-- the sender's rate_per_second (spread over the next seconds) and daily_cap (per local day of the
+-- workspace), the sequence's max_per_day (per local day of the sequence's time zone) and the
+-- workspace's SMS credits. Ranks are taken over the whole due batch, so a batch never overshoots a
+-- cap even when several caps hold different rows.
 
 -- Why: the sender a message step uses: the sequence's sms_sender_id / email_sender_id, else the
 -- workspace's first sender of that channel (oldest first, so the choice is stable).
-CREATE FUNCTION drumbeat.step_sender(p_workspace_id uuid, p_settings jsonb, p_channel text)
+CREATE OR REPLACE FUNCTION drumbeat.step_sender(p_workspace_id uuid, p_settings jsonb, p_channel text)
 RETURNS uuid
 LANGUAGE sql
 STABLE
@@ -49,11 +23,15 @@ $$;
 
 -- Why: lock a batch of due enrollments of active sequences, oldest due first; SKIP LOCKED lets many
 -- workers share the queue without waiting on each other or taking the same row. Scheduled ones whose
--- start has come become active here.
-CREATE FUNCTION drumbeat.lock_due(p_limit integer, p_now timestamptz)
+-- start has come become active here. The sequence's status is a per-row look-up on purpose: written as
+-- EXISTS, the planner hash-joins every due row and sorts them, so a claim cost grew with the backlog;
+-- this way it walks the due index in order and stops after p_limit rows. JIT is off: the planner's
+-- estimate for that walk is high enough to trigger JIT compilation, which costs more than the walk itself.
+CREATE OR REPLACE FUNCTION drumbeat.lock_due(p_limit integer, p_now timestamptz)
 RETURNS uuid[]
 LANGUAGE plpgsql
 SET search_path = ''
+SET jit = off
 AS $$
 DECLARE
     v_ids uuid[];
@@ -61,7 +39,7 @@ BEGIN
     SELECT pg_catalog.array_agg(d.id) INTO v_ids FROM (
         SELECT e.id FROM drumbeat.enrollments e
         WHERE e.status IN ('scheduled', 'active') AND e.next_action_at <= p_now
-          AND EXISTS (SELECT 1 FROM drumbeat.sequences s WHERE s.id = e.sequence_id AND s.status = 'active')
+          AND (SELECT s.status FROM drumbeat.sequences s WHERE s.id = e.sequence_id) = 'active'
         ORDER BY e.next_action_at
         LIMIT p_limit
         FOR UPDATE OF e SKIP LOCKED) AS d;
@@ -73,7 +51,7 @@ $$;
 
 -- Why: A/B variants are chosen by weight, deterministically per enrollment (the same person always
 -- gets the same variant, and a retry sends the same text).
-CREATE FUNCTION drumbeat.pick_variant(p_variants jsonb, p_enrollment_id uuid)
+CREATE OR REPLACE FUNCTION drumbeat.pick_variant(p_variants jsonb, p_enrollment_id uuid)
 RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
@@ -89,7 +67,7 @@ $$;
 
 -- Why: manual steps (call, linkedin, manual_email, task) create a task for a person and the enrollment
 -- waits (next_action_at NULL) until complete_task moves it on.
-CREATE FUNCTION drumbeat.start_tasks(p_ids uuid[], p_now timestamptz)
+CREATE OR REPLACE FUNCTION drumbeat.start_tasks(p_ids uuid[], p_now timestamptz)
 RETURNS void
 LANGUAGE sql
 SET search_path = ''
@@ -118,7 +96,7 @@ $$;
 -- Why: did an earlier step see this engagement? A reply counts whichever step it names (replies often
 -- cannot be tied to a message); opens and clicks count on the step itself. `within` limits the look
 -- to that long after the step was sent.
-CREATE FUNCTION drumbeat.condition_holds(p_enrollment drumbeat.enrollments, p_condition jsonb)
+CREATE OR REPLACE FUNCTION drumbeat.condition_holds(p_enrollment drumbeat.enrollments, p_condition jsonb)
 RETURNS boolean
 LANGUAGE sql
 STABLE
@@ -143,7 +121,7 @@ $$;
 
 -- Why: an action step changes the contact (tag, untag, set_field), enrolls it in another active
 -- sequence of the workspace, or records a webhook event for integrations to pick up.
-CREATE FUNCTION drumbeat.apply_action(p_enrollment drumbeat.enrollments, p_action jsonb, p_now timestamptz)
+CREATE OR REPLACE FUNCTION drumbeat.apply_action(p_enrollment drumbeat.enrollments, p_action jsonb, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ''
@@ -173,7 +151,7 @@ $$;
 
 -- Why: condition and action steps run inside the claim, in SQL, at their planned instant (no window).
 -- A condition continues, exits (the enrollment completes: its goal logic said stop) or jumps forward.
-CREATE FUNCTION drumbeat.run_flow_step(p_enrollment_id uuid, p_now timestamptz)
+CREATE OR REPLACE FUNCTION drumbeat.run_flow_step(p_enrollment_id uuid, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ''
@@ -215,10 +193,10 @@ BEGIN
 END
 $$;
 
--- Why: a message step whose contact cannot receive it on that channel (opted out, bounced, no address)
--- is skipped, with the reason in events, and the enrollment moves on; unsubscribes that should end
--- the enrollment already did so in record_event.
-CREATE FUNCTION drumbeat.skip_unreachable(p_ids uuid[], p_now timestamptz)
+-- Why: a message step whose contact cannot receive it on that channel (opted out, bounced, no address;
+-- classify_due finds them) is skipped, with the reason in events, and the enrollment moves on;
+-- unsubscribes that should end the enrollment already did so in record_event.
+CREATE OR REPLACE FUNCTION drumbeat.skip_unreachable(p_ids uuid[], p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ''
@@ -232,9 +210,7 @@ BEGIN
                     THEN 'opted_out' WHEN st.kind = 'email' AND c.bounced_at IS NOT NULL THEN 'bounced' ELSE 'no_address' END AS reason
         FROM drumbeat.enrollments e JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
         JOIN drumbeat.contacts c ON c.id = e.contact_id
-        WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now AND st.kind IN ('sms', 'email')
-          AND ((st.kind = 'sms' AND (c.sms_opted_out_at IS NOT NULL OR c.phone IS NULL))
-               OR (st.kind = 'email' AND (c.email_opted_out_at IS NOT NULL OR c.bounced_at IS NOT NULL OR c.email IS NULL)))
+        WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
     LOOP
         INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, occurred_at, payload)
         VALUES (v_row.workspace_id, 'step_skipped', v_row.contact_id, v_row.sequence_id, v_row.id, v_row.step_id, p_now,
@@ -244,45 +220,35 @@ BEGIN
 END
 $$;
 
--- Caps. A message step held back by a cap is rescheduled to the next allowed instant, never dropped:
--- the sender's rate_per_second (spread over the next seconds) and daily_cap (per local day of the
--- workspace), the sequence's max_per_day (per local day of the sequence's time zone) and the
--- workspace's SMS credits. Ranks are taken over the whole due batch, so a batch never overshoots a
--- cap even when several caps hold different rows.
-
-ALTER TABLE drumbeat.deliveries ADD COLUMN sequence_id uuid, ADD COLUMN to_address text;
-COMMENT ON COLUMN drumbeat.deliveries.to_address IS 'The phone number or email address the message went to (the contact may change later).';
-COMMENT ON COLUMN drumbeat.deliveries.sequence_id IS 'The enrollment''s sequence, kept here so that max_per_day is one index range.';
-CREATE INDEX deliveries_sender_claimed_idx ON drumbeat.deliveries (sender_id, claimed_at);
-COMMENT ON INDEX drumbeat.deliveries_sender_claimed_idx IS 'Serves the sender caps at claim: deliveries of a sender in the last second and since local midnight.';
-CREATE INDEX deliveries_sequence_claimed_idx ON drumbeat.deliveries (sequence_id, claimed_at);
-COMMENT ON INDEX drumbeat.deliveries_sequence_claimed_idx IS 'Serves the sequence''s max_per_day at claim: its deliveries since local midnight.';
-
 -- Why: the instant a local day starts, and the next one, in a zone (caps count per local day).
-CREATE FUNCTION drumbeat.local_day_start(p_at timestamptz, p_tz text, p_days_ahead integer DEFAULT 0)
+CREATE OR REPLACE FUNCTION drumbeat.local_day_start(p_at timestamptz, p_tz text, p_days_ahead integer DEFAULT 0)
 RETURNS timestamptz
 LANGUAGE sql
 IMMUTABLE
 SET search_path = ''
 AS $$ SELECT (pg_catalog.date_trunc('day', p_at AT TIME ZONE p_tz) + pg_catalog.make_interval(days => p_days_ahead)) AT TIME ZONE p_tz $$;
 
--- Why: for each due message step of a batch, the instant until which a cap holds it (NULL: it may go
--- now) and which cap.
-CREATE FUNCTION drumbeat.capped_steps(p_ids uuid[], p_now timestamptz)
+-- Why: for each due message step of a locked batch, the instant until which a hold keeps it (NULL: it
+-- may go now) and which one: the sender's rate, daily caps, credits, and window_closed for a step claimed
+-- more than late_claim_tolerance() after it came due whose window has closed meanwhile (workers were
+-- down): it waits for its next allowed instant instead of going out at 3 a.m. the recipient's time.
+-- Senders come from batch_senders instead of a call per row.
+CREATE OR REPLACE FUNCTION drumbeat.capped_steps(p_ids uuid[], p_now timestamptz)
 RETURNS TABLE(enrollment_id uuid, hold_until timestamptz, reason text)
 LANGUAGE sql
 STABLE
 SET search_path = ''
 AS $$
     WITH due AS (
-        SELECT e.id, e.workspace_id, e.sequence_id, st.kind, e.next_action_at, w.timezone AS workspace_tz, w.sms_credits,
+        SELECT e.id, e.workspace_id, e.sequence_id, e.contact_id, e.current_step_id, st.kind, e.next_action_at,
+               w.timezone AS workspace_tz, w.sms_credits,
                COALESCE(NULLIF(s.settings ->> 'timezone', ''), w.timezone) AS sequence_tz,
-               (s.settings ->> 'max_per_day')::integer AS max_per_day,
-               drumbeat.step_sender(e.workspace_id, s.settings, st.kind) AS sender_id
+               (s.settings ->> 'max_per_day')::integer AS max_per_day, bs.sender_id
         FROM drumbeat.enrollments e
         JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id AND st.kind IN ('sms', 'email')
         JOIN drumbeat.sequences s ON s.id = e.sequence_id
         JOIN drumbeat.workspaces w ON w.id = e.workspace_id
+        LEFT JOIN drumbeat.batch_senders(p_ids) AS bs ON bs.sequence_id = e.sequence_id AND bs.kind = st.kind
         WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
     ), senders AS (
         -- Usage per distinct sender, once per batch; today's count only where a daily cap asks for it.
@@ -317,7 +283,14 @@ AS $$
             (CASE WHEN r.sequence_today + r.sequence_rank > r.max_per_day THEN drumbeat.local_day_start(p_now, r.sequence_tz, 1) END,
              'max_per_day'),
             (CASE WHEN r.kind = 'sms' AND r.channel_rank > r.sms_credits THEN p_now + '1 hour'::interval END,
-             'no_sms_credits')) AS v(hold_until, reason)
+             'no_sms_credits'),
+            -- Claimed well after it came due (workers down, a backlog) and its window has closed since:
+            -- held to the next allowed instant (hold_capped re-plans from p_now through the windows).
+            -- Nested CASE, not AND: the calendar is computed only for late rows (AND has no set order).
+            (CASE WHEN r.next_action_at < p_now - drumbeat.late_claim_tolerance() THEN
+                  CASE WHEN drumbeat.planned_at(r.current_step_id, r.contact_id, p_now, NULL, true) > p_now
+                       THEN p_now END END,
+             'window_closed')) AS v(hold_until, reason)
         WHERE v.hold_until IS NOT NULL
     )
     SELECT DISTINCT ON (h.id) h.id, h.hold_until, h.reason FROM holds h ORDER BY h.id, h.hold_until DESC
@@ -325,7 +298,7 @@ $$;
 
 -- Why: held steps move to the first allowed instant at or after their hold (windows still apply), with
 -- the reason in events; they are claimed again then.
-CREATE FUNCTION drumbeat.hold_capped(p_ids uuid[], p_now timestamptz)
+CREATE OR REPLACE FUNCTION drumbeat.hold_capped(p_ids uuid[], p_now timestamptz)
 RETURNS void
 LANGUAGE sql
 SET search_path = ''
@@ -345,9 +318,12 @@ AS $$
 $$;
 
 -- Why: the message steps of a locked batch become 'sending' deliveries (unique idempotency key:
--- enrollment, step, attempt) before anything is sent; the enrollment waits (next_action_at NULL) for
--- the record. Returns what the worker needs to render and send, nothing more.
-CREATE FUNCTION drumbeat.claim_messages(p_ids uuid[], p_now timestamptz)
+-- enrollment, step, attempt) before anything is sent, and the enrollment waits (next_action_at NULL) for
+-- the record. Senders come once per (sequence, channel); a variant is picked only where the step has
+-- variants; scheduled_for is the instant the step came due (so sent_at - scheduled_for is the send's
+-- lateness). The context also tells the worker whether to track opens and clicks (sequence settings
+-- track_opens / track_clicks, on unless set to false). Returns what the worker needs, nothing more.
+CREATE OR REPLACE FUNCTION drumbeat.claim_messages(p_ids uuid[], p_now timestamptz)
 RETURNS TABLE(delivery_id uuid, idempotency_key text, enrollment_id uuid, workspace_id uuid, channel text, attempt integer,
               to_address text, from_address text, subject text, body text, html_body text, variant text, context jsonb)
 LANGUAGE sql
@@ -356,15 +332,15 @@ AS $$
     WITH inserted AS (
         INSERT INTO drumbeat.deliveries AS d (workspace_id, enrollment_id, sequence_id, step_id, contact_id, sender_id, variant,
             channel, to_address, idempotency_key, attempt, scheduled_for, claimed_at)
-        SELECT e.workspace_id, e.id, e.sequence_id, st.id, e.contact_id, x.sender_id, drumbeat.pick_variant(st.variants, e.id) ->> 'key',
+        SELECT e.workspace_id, e.id, e.sequence_id, st.id, e.contact_id, bs.sender_id,
+               CASE WHEN st.variants IS NOT NULL THEN drumbeat.pick_variant(st.variants, e.id) ->> 'key' END,
                st.kind, CASE st.kind WHEN 'sms' THEN c.phone ELSE c.email END,
-               e.id || ':' || st.id || ':' || e.step_attempt, e.step_attempt, p_now, p_now
+               e.id || ':' || st.id || ':' || e.step_attempt, e.step_attempt, e.next_action_at, p_now
         FROM drumbeat.enrollments e
         JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id AND st.kind IN ('sms', 'email')
-        JOIN drumbeat.sequences s ON s.id = e.sequence_id
         JOIN drumbeat.contacts c ON c.id = e.contact_id
-        CROSS JOIN LATERAL (SELECT drumbeat.step_sender(e.workspace_id, s.settings, st.kind) AS sender_id) AS x
-        WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now AND x.sender_id IS NOT NULL
+        JOIN drumbeat.batch_senders(p_ids) AS bs ON bs.sequence_id = e.sequence_id AND bs.kind = st.kind
+        WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now AND bs.sender_id IS NOT NULL
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING d.*
     ), waiting AS (
@@ -378,7 +354,9 @@ AS $$
            pg_catalog.jsonb_build_object(
                'contact', pg_catalog.jsonb_build_object('id', c.id, 'phone', c.phone, 'email', c.email, 'first_name', c.first_name,
                    'last_name', c.last_name, 'company', c.company, 'title', c.title, 'timezone', c.timezone, 'fields', c.fields, 'tags', c.tags),
-               'sequence', pg_catalog.jsonb_build_object('id', s.id, 'name', s.name),
+               'sequence', pg_catalog.jsonb_build_object('id', s.id, 'name', s.name,
+                   'track_opens', COALESCE((s.settings ->> 'track_opens')::boolean, true),
+                   'track_clicks', COALESCE((s.settings ->> 'track_clicks')::boolean, true)),
                'workspace', pg_catalog.jsonb_build_object('id', w.id, 'name', w.name),
                'sender', pg_catalog.jsonb_build_object('id', se.id, 'address', se.address, 'name', se.name))
     FROM inserted i
@@ -390,10 +368,14 @@ AS $$
     LEFT JOIN LATERAL (SELECT vv.value FROM pg_catalog.jsonb_array_elements(st.variants) AS vv WHERE vv.value ->> 'key' = i.variant) AS v ON true
 $$;
 
--- Why: one call claims up to p_limit due enrollments: flow steps (conditions, actions) run right here,
--- possibly several in a row; manual steps open tasks; unreachable message steps are skipped; the rest
--- become 'sending' deliveries returned to the worker. Many workers may call it at once (SKIP LOCKED).
-CREATE FUNCTION drumbeat.claim_due(p_limit integer DEFAULT 500)
+-- Why: one call claims up to p_limit due enrollments. The batch is classified once; flow steps
+-- (conditions, actions) run right here, possibly several in a row, and the batch is classified again
+-- after them; manual steps open tasks; unreachable message steps are skipped; a message step with no
+-- sender at all (the last one was removed after activation) fails; the rest pass the holds and become
+-- 'sending' deliveries returned to the worker. Message steps whose delivery already existed (paused while
+-- in flight, then resumed; a sent step moved later) are settled by it (settle_already_claimed), so they
+-- never wedge the head of the queue. Many workers may call it at once (SKIP LOCKED).
+CREATE OR REPLACE FUNCTION drumbeat.claim_due(p_limit integer DEFAULT 500)
 RETURNS TABLE(delivery_id uuid, idempotency_key text, enrollment_id uuid, workspace_id uuid, channel text, attempt integer,
               to_address text, from_address text, subject text, body text, html_body text, variant text, context jsonb)
 LANGUAGE plpgsql
@@ -402,33 +384,38 @@ AS $$
 DECLARE
     v_now timestamptz := drumbeat.clock_now();
     v_ids uuid[] := drumbeat.lock_due(p_limit, v_now);
-    v_flow uuid[];
+    v_batch record;
 BEGIN
     FOR v_round IN 1 .. 10 LOOP  -- bounded: jumps are forward-only, so chains are short
-        SELECT pg_catalog.array_agg(e.id) INTO v_flow
-        FROM drumbeat.enrollments e JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
-        WHERE e.id = ANY (v_ids) AND e.status = 'active' AND e.next_action_at <= v_now AND st.kind IN ('condition', 'action');
-        EXIT WHEN v_flow IS NULL;
-        PERFORM drumbeat.run_flow_step(f, v_now) FROM pg_catalog.unnest(v_flow) AS f;
+        v_batch := drumbeat.classify_due(v_ids, v_now);
+        EXIT WHEN v_batch.flow IS NULL;
+        PERFORM drumbeat.run_flow_step(f, v_now) FROM pg_catalog.unnest(v_batch.flow) AS f;
     END LOOP;
-    PERFORM drumbeat.start_tasks(v_ids, v_now);
-    PERFORM drumbeat.skip_unreachable(v_ids, v_now);
-    -- A message step with no sender at all (the last one was removed after activation) cannot run.
-    PERFORM drumbeat.exit_enrollments(ARRAY(
-        SELECT e.id FROM drumbeat.enrollments e JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
-        JOIN drumbeat.sequences s ON s.id = e.sequence_id
-        WHERE e.id = ANY (v_ids) AND e.status = 'active' AND e.next_action_at <= v_now AND st.kind IN ('sms', 'email')
-          AND drumbeat.step_sender(e.workspace_id, s.settings, st.kind) IS NULL), 'failed', 'no_sender');
-    PERFORM drumbeat.hold_capped(v_ids, v_now);
-    RETURN QUERY SELECT * FROM drumbeat.claim_messages(v_ids, v_now);
+    -- After a tenth flow round the classes above predate it; those flow steps wait for the next claim.
+    IF v_batch.manual IS NOT NULL THEN
+        PERFORM drumbeat.start_tasks(v_batch.manual, v_now);
+    END IF;
+    IF v_batch.unreachable IS NOT NULL THEN
+        PERFORM drumbeat.skip_unreachable(v_batch.unreachable, v_now);
+    END IF;
+    IF v_batch.no_sender IS NOT NULL THEN
+        PERFORM drumbeat.exit_enrollments(v_batch.no_sender, 'failed', 'no_sender');
+    END IF;
+    IF v_batch.messages IS NOT NULL THEN
+        PERFORM drumbeat.lock_daily_caps(v_batch.messages);
+        PERFORM drumbeat.hold_capped(v_batch.messages, v_now);
+        RETURN QUERY SELECT * FROM drumbeat.claim_messages(v_batch.messages, v_now);
+        PERFORM drumbeat.settle_already_claimed(v_batch.messages, v_now);
+    END IF;
 END
 $$;
 
 -- Why: after a send attempt, the enrollment that waits on this delivery moves: on to the next step
 -- when sent; to a retry of the same step (attempt + 1, backoff of 1 then 4 minutes, moved into the
 -- step's allowed window) on a transient error; out of the sequence on a permanent one. 21610 is the
--- carrier saying the recipient replied STOP: the contact is opted out of SMS.
-CREATE FUNCTION drumbeat.settle_enrollment(p_delivery drumbeat.deliveries, p_result jsonb, p_now timestamptz)
+-- carrier saying the recipient replied STOP: the contact is opted out of SMS. A refusal that names the
+-- address bad (is_hard_bounce) is applied as a bounce first: contact marked, 'bounced' logged, on_bounce.
+CREATE OR REPLACE FUNCTION drumbeat.settle_enrollment(p_delivery drumbeat.deliveries, p_result jsonb, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ''
@@ -449,44 +436,63 @@ BEGIN
         WHERE c.id = p_delivery.contact_id;
         PERFORM drumbeat.exit_enrollments(ARRAY[p_delivery.enrollment_id], 'unsubscribed', 'carrier_opt_out');
     ELSE
-        PERFORM drumbeat.exit_enrollments(ARRAY[p_delivery.enrollment_id], 'failed',
-            'send_failed' || COALESCE(': ' || (p_result ->> 'error_code'), ''));
+        IF drumbeat.is_hard_bounce(p_delivery.channel, p_result ->> 'error_code', p_result ->> 'error_message') THEN
+            PERFORM drumbeat.apply_engagement(p_delivery.workspace_id, p_delivery.contact_id, 'bounced', p_delivery.channel,
+                pg_catalog.jsonb_build_object('channel', p_delivery.channel, 'delivery_id', p_delivery.id,
+                                              'error_code', p_result ->> 'error_code'));
+        END IF;
+        -- Still here when it was no bounce, or the sequence does not exit on one.
+        PERFORM drumbeat.exit_enrollments(ARRAY(
+            SELECT e.id FROM drumbeat.enrollments e WHERE e.id = p_delivery.enrollment_id AND e.status = 'active'),
+            'failed', 'send_failed' || COALESCE(': ' || (p_result ->> 'error_code'), ''));
     END IF;
 END
 $$;
 
 -- Why: the common case of a batch, set-based: the enrollments whose step was just sent move on to
--- their next step (or complete). The next step's time is computed once per (step, time zone), since
+-- their next step (or complete). The next step is looked up once per (sequence, position) and the
+-- recipient's zone once per (sequence, contact zone); the next step's time once per (step, zone), since
 -- every one of them was done at the same instant.
-CREATE FUNCTION drumbeat.advance_after_send(p_delivery_ids uuid[], p_now timestamptz)
+CREATE OR REPLACE FUNCTION drumbeat.advance_after_send(p_delivery_ids uuid[], p_now timestamptz)
 RETURNS void
 LANGUAGE sql
 SET search_path = ''
 AS $$
     WITH moving AS MATERIALIZED (
-        SELECT e.id, drumbeat.next_live_step(e.sequence_id, st.position) AS next_step,
-               drumbeat.recipient_timezone(c.timezone, s.settings, w.timezone) AS tz
+        SELECT e.id, e.sequence_id, st.position, c.timezone AS contact_tz
         FROM drumbeat.deliveries d
         JOIN drumbeat.enrollments e ON e.id = d.enrollment_id AND e.status = 'active'
              AND e.current_step_id = d.step_id AND e.next_action_at IS NULL
         JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
-        JOIN drumbeat.sequences s ON s.id = e.sequence_id
-        JOIN drumbeat.workspaces w ON w.id = e.workspace_id
         JOIN drumbeat.contacts c ON c.id = e.contact_id
         WHERE d.id = ANY (p_delivery_ids)
+    ), next_steps AS MATERIALIZED (
+        SELECT k.sequence_id, k.position, drumbeat.next_live_step(k.sequence_id, k.position) AS next_step
+        FROM (SELECT DISTINCT m.sequence_id, m.position FROM moving m) AS k
+    ), zones AS MATERIALIZED (
+        SELECT k.sequence_id, k.contact_tz, drumbeat.recipient_timezone(k.contact_tz, s.settings, w.timezone) AS tz
+        FROM (SELECT DISTINCT m.sequence_id, m.contact_tz FROM moving m) AS k
+        JOIN drumbeat.sequences s ON s.id = k.sequence_id
+        JOIN drumbeat.workspaces w ON w.id = s.workspace_id
+    ), targets AS MATERIALIZED (
+        SELECT m.id, n.next_step, z.tz
+        FROM moving m
+        JOIN next_steps n ON n.sequence_id = m.sequence_id AND n.position = m.position
+        JOIN zones z ON z.sequence_id = m.sequence_id AND z.contact_tz IS NOT DISTINCT FROM m.contact_tz
     ), planned AS MATERIALIZED (
         SELECT p.next_step, p.tz, drumbeat.next_action_at(p_now, st.delay, st.send_at, st.kind, p.tz, s.settings, s.workspace_id) AS at
-        FROM (SELECT DISTINCT m.next_step, m.tz FROM moving m WHERE m.next_step IS NOT NULL) AS p
+        FROM (SELECT DISTINCT t.next_step, t.tz FROM targets t WHERE t.next_step IS NOT NULL) AS p
         JOIN drumbeat.sequence_steps st ON st.id = p.next_step
         JOIN drumbeat.sequences s ON s.id = st.sequence_id
     )
     UPDATE drumbeat.enrollments e SET
-        status = CASE WHEN m.next_step IS NULL THEN 'completed' ELSE e.status END,
-        completed_at = CASE WHEN m.next_step IS NULL THEN p_now END,
-        current_step_id = COALESCE(m.next_step, e.current_step_id),
+        status = CASE WHEN t.next_step IS NULL THEN 'completed' ELSE e.status END,
+        completed_at = CASE WHEN t.next_step IS NULL THEN p_now END,
+        current_step_id = COALESCE(t.next_step, e.current_step_id),
         step_done_at = p_now, step_attempt = 1, updated_at = pg_catalog.now(),
-        next_action_at = (SELECT pl.at FROM planned pl WHERE pl.next_step = m.next_step AND pl.tz = m.tz)
-    FROM moving m WHERE e.id = m.id
+        next_action_at = pl.at
+    FROM targets t LEFT JOIN planned pl ON pl.next_step = t.next_step AND pl.tz = t.tz
+    WHERE e.id = t.id
 $$;
 
 -- Why: one call per batch records what the provider said for each delivery still 'sending' (a second
@@ -494,7 +500,7 @@ $$;
 -- moves the enrollments on; failures (the rare case) are settled one by one. p_results: [{delivery_id,
 -- outcome: sent|failed, transient, provider_message_id, error_code, error_message, segments, subject,
 -- body}]. Returns how many deliveries it recorded.
-CREATE FUNCTION drumbeat.record_deliveries(p_results jsonb)
+CREATE OR REPLACE FUNCTION drumbeat.record_deliveries(p_results jsonb)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = ''
@@ -546,7 +552,7 @@ $$;
 -- Why: a delivery still 'sending' after its lease means the worker died mid-send: it may or may not
 -- have reached the provider. It becomes 'unknown' (never re-sent: at most once), the incident is in
 -- events, and the enrollment moves on as if the step was done.
-CREATE FUNCTION drumbeat.recover_deliveries(p_lease interval DEFAULT '10 minutes')
+CREATE OR REPLACE FUNCTION drumbeat.recover_deliveries(p_lease interval DEFAULT '10 minutes')
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = ''
@@ -572,7 +578,141 @@ BEGIN
 END
 $$;
 
--- The protocol functions above are the worker's alone: PUBLIC loses EXECUTE, and only drumbeat_worker
--- gets it (with the scheduling helpers of earlier migrations that they call, as the invoker).
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat TO drumbeat_worker;
+-- Why: the sender of each (sequence, channel) in a batch, resolved once per pair rather than per row.
+CREATE OR REPLACE FUNCTION drumbeat.batch_senders(p_ids uuid[])
+RETURNS TABLE(sequence_id uuid, kind text, sender_id uuid)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    SELECT q.sequence_id, q.kind, drumbeat.step_sender(s.workspace_id, s.settings, q.kind)
+    FROM (SELECT DISTINCT e.sequence_id, st.kind
+          FROM drumbeat.enrollments e JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
+          WHERE e.id = ANY (p_ids) AND st.kind IN ('sms', 'email')) AS q
+    JOIN drumbeat.sequences s ON s.id = q.sequence_id
+$$;
+
+-- Why: one pass over the still-due enrollments of a locked batch sorts them by what their current
+-- step needs. This is the one place that decides whether a contact can receive a message step.
+CREATE OR REPLACE FUNCTION drumbeat.classify_due(p_ids uuid[], p_now timestamptz,
+    OUT flow uuid[], OUT manual uuid[], OUT unreachable uuid[], OUT no_sender uuid[], OUT messages uuid[])
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    WITH due AS (
+        SELECT e.id, e.sequence_id, e.contact_id, st.kind
+        FROM drumbeat.enrollments e JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
+        WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
+    ), classified AS (
+        SELECT d.id, CASE
+            WHEN d.kind IN ('condition', 'action') THEN 'flow'
+            WHEN d.kind NOT IN ('sms', 'email') THEN 'manual'
+            WHEN (d.kind = 'sms' AND (c.sms_opted_out_at IS NOT NULL OR c.phone IS NULL))
+              OR (d.kind = 'email' AND (c.email_opted_out_at IS NOT NULL OR c.bounced_at IS NOT NULL OR c.email IS NULL))
+                THEN 'unreachable'
+            WHEN bs.sender_id IS NULL THEN 'no_sender'
+            ELSE 'message' END AS class
+        FROM due d
+        LEFT JOIN drumbeat.contacts c ON c.id = d.contact_id AND d.kind IN ('sms', 'email')
+        LEFT JOIN drumbeat.batch_senders(p_ids) AS bs ON bs.sequence_id = d.sequence_id AND bs.kind = d.kind
+    )
+    SELECT pg_catalog.array_agg(x.id) FILTER (WHERE x.class = 'flow'),
+           pg_catalog.array_agg(x.id) FILTER (WHERE x.class = 'manual'),
+           pg_catalog.array_agg(x.id) FILTER (WHERE x.class = 'unreachable'),
+           pg_catalog.array_agg(x.id) FILTER (WHERE x.class = 'no_sender'),
+           pg_catalog.array_agg(x.id) FILTER (WHERE x.class = 'message')
+    FROM classified x
+$$;
+
+-- Why: caps count the deliveries other claims have committed. Two claims of the same sender or sequence
+-- at the same moment would each count without the other's deliveries and could together pass a daily
+-- cap, so a claim holding steps under a daily cap (sender daily_cap, sequence max_per_day) first takes a
+-- transaction lock per capped sender and sequence, in a fixed order (no deadlock), and counts after it.
+-- rate_per_second is left unlocked: an overshoot there is bounded and spread over the next second,
+-- while locking every sender would serialize all claims of a busy sender.
+CREATE OR REPLACE FUNCTION drumbeat.lock_daily_caps(p_ids uuid[])
+RETURNS void
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    SELECT pg_catalog.count(pg_catalog.pg_advisory_xact_lock(k.key)) FROM (
+        SELECT DISTINCT pg_catalog.hashtextextended('drumbeat.daily_cap:' || capped.id::text, 0) AS key FROM (
+            SELECT bs.sender_id AS id FROM drumbeat.batch_senders(p_ids) AS bs
+            JOIN drumbeat.senders se ON se.id = bs.sender_id WHERE se.daily_cap IS NOT NULL
+            UNION
+            SELECT s.id FROM drumbeat.sequences s
+            WHERE s.id IN (SELECT e.sequence_id FROM drumbeat.enrollments e WHERE e.id = ANY (p_ids))
+              AND s.settings ? 'max_per_day') AS capped
+        ORDER BY 1) AS k
+$$;
+
+-- Why 5 minutes: well above normal pickup lateness (p99 < 1 s), so only real delays are re-checked, and a
+-- message at most that late past its window's close is an acceptable edge (the window was open when due).
+CREATE OR REPLACE FUNCTION drumbeat.late_claim_tolerance()
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$ SELECT interval '5 minutes' $$;
+
+-- Why: the result record_deliveries would have been given for a delivery it has recorded: the outcome
+-- from the delivery's status, and the transient flag from the failure's audit event.
+CREATE OR REPLACE FUNCTION drumbeat.recorded_result(p_delivery drumbeat.deliveries)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'outcome', CASE WHEN p_delivery.status IN ('sent', 'delivered', 'unknown') THEN 'sent' ELSE 'failed' END,
+        'error_code', p_delivery.error_code,
+        'error_message', p_delivery.error_message,
+        'transient', COALESCE((SELECT (ev.payload ->> 'transient')::boolean FROM drumbeat.events ev
+                               WHERE ev.enrollment_id = p_delivery.enrollment_id AND ev.delivery_id = p_delivery.id
+                                 AND ev.kind = 'failed'
+                               ORDER BY ev.occurred_at DESC LIMIT 1), false))
+$$;
+
+-- Why: after claim_messages, the message steps of the batch that are still due are exactly the ones whose
+-- delivery already existed (the others were claimed, held to a later time, or ended before). Each waits for
+-- its delivery's record, or is settled by it now. Only these few rows pay the look-ups.
+CREATE OR REPLACE FUNCTION drumbeat.settle_already_claimed(p_ids uuid[], p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_delivery drumbeat.deliveries;
+BEGIN
+    FOR v_delivery IN
+        SELECT d.* FROM drumbeat.enrollments e
+        JOIN drumbeat.deliveries d ON d.idempotency_key = e.id || ':' || e.current_step_id || ':' || e.step_attempt
+        WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
+        ORDER BY e.id
+    LOOP
+        -- Waiting (next_action_at NULL) is what settle_enrollment expects of the enrollment it settles.
+        UPDATE drumbeat.enrollments e SET next_action_at = NULL, updated_at = pg_catalog.now()
+        WHERE e.id = v_delivery.enrollment_id;
+        IF v_delivery.status <> 'sending' THEN
+            PERFORM drumbeat.settle_enrollment(v_delivery, drumbeat.recorded_result(v_delivery), p_now);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Why: whether a refused send says the address itself is bad (never worth another message to it).
+-- Email: the enhanced status 5.1.1 bad mailbox, 5.1.2 bad domain, 5.1.3 bad address syntax, 5.1.10 null MX.
+CREATE OR REPLACE FUNCTION drumbeat.is_hard_bounce(p_channel text, p_error_code text, p_error_message text)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$
+    SELECT CASE p_channel
+        WHEN 'sms' THEN COALESCE(p_error_code IN ('21211', '21614', '30005', '30006'), false)
+        WHEN 'email' THEN COALESCE(p_error_code IN ('550', '551', '553')
+                                   AND p_error_message ~ '^\s*5\.1\.(1|2|3|10)([^0-9]|$)', false)
+        ELSE false
+    END
+$$;

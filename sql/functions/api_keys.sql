@@ -1,26 +1,7 @@
--- 0016 API keys: a key is a member of its workspace. Creating one adds a workspace_members row for a
--- user id of its own (the key's id) with the key's role, so a request made with the key is a request
--- by that member: the HTTP API sets request.jwt.claims {"sub": <key id>} exactly as for a JWT, and the
--- RLS policies of 0003 decide, unchanged. Only a SHA-256 hash of the secret is stored; the secret is
--- returned once, at creation. Revoking a key removes its membership in the same statement.
-
--- The role the HTTP API's login role belongs to: it may look keys up (before any user is known) and
--- act as `authenticated`. Operators: CREATE ROLE drumbeat_api_login LOGIN PASSWORD '...' IN ROLE drumbeat_authenticator.
-DO $roles$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'drumbeat_authenticator') THEN
-        CREATE ROLE drumbeat_authenticator NOLOGIN;
-    END IF;
-END
-$roles$;
-GRANT authenticated TO drumbeat_authenticator;
-GRANT USAGE ON SCHEMA drumbeat TO drumbeat_authenticator;
-
-CREATE POLICY api_keys_definer ON drumbeat.api_keys TO drumbeat_definer USING (true) WITH CHECK (true);
-GRANT SELECT, UPDATE (last_used_at) ON drumbeat.api_keys TO drumbeat_definer;
+-- API keys: issued once (only a SHA-256 hash is stored), revoked, and looked up for each HTTP request.
 
 -- Why: the hex SHA-256 of a key's secret, the only form in which it is stored.
-CREATE FUNCTION drumbeat.api_key_hash(p_token text)
+CREATE OR REPLACE FUNCTION drumbeat.api_key_hash(p_token text)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
@@ -30,7 +11,7 @@ AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(p_token, 
 -- Why: a new key for a workspace: "dbk_" + 12 hex characters of prefix (stored, shown in lists) + "_" +
 -- 64 hex characters of secret (256 random bits from the server's strong random source). The key
 -- joins the workspace as a member with its own id as user id. Callers check permissions first.
-CREATE FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name text, p_role text, p_created_by uuid)
+CREATE OR REPLACE FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name text, p_role text, p_created_by uuid)
 RETURNS TABLE(key_id uuid, token text)
 LANGUAGE plpgsql
 SET search_path = ''
@@ -55,7 +36,7 @@ $$;
 
 -- Why: the contract's way to create a key: admins and owners only, and never a key that outranks
 -- its creator (an admin cannot mint an owner key).
-CREATE FUNCTION drumbeat_api.create_api_key(p_workspace_id uuid, p_name text, p_role text DEFAULT 'member')
+CREATE OR REPLACE FUNCTION drumbeat_api.create_api_key(p_workspace_id uuid, p_name text, p_role text DEFAULT 'member')
 RETURNS TABLE(key_id uuid, token text)
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -74,7 +55,7 @@ $$;
 
 -- Why: a revoked key stops working at once: its membership goes, so RLS shows it nothing even if
 -- a request with it were already past authentication.
-CREATE FUNCTION drumbeat_api.revoke_api_key(p_key_id uuid)
+CREATE OR REPLACE FUNCTION drumbeat_api.revoke_api_key(p_key_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY INVOKER
@@ -92,7 +73,7 @@ $$;
 -- private schema, executable only by drumbeat_authenticator). Returns the key's id (the user id its
 -- requests act as), or nothing for an unknown, altered or revoked key. last_used_at is refreshed at
 -- most once a minute so that authentication is not a write per request.
-CREATE FUNCTION drumbeat.authenticate_api_key(p_token text)
+CREATE OR REPLACE FUNCTION drumbeat.authenticate_api_key(p_token text)
 RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -114,10 +95,3 @@ BEGIN
 END
 $$;
 ALTER FUNCTION drumbeat.authenticate_api_key(text) OWNER TO drumbeat_definer;
-
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION drumbeat.api_key_hash(text) TO drumbeat_definer, authenticated, service_role;
-GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(uuid, text, text, uuid) TO authenticated, service_role;
-GRANT EXECUTE ON FUNCTION drumbeat_api.create_api_key(uuid, text, text), drumbeat_api.revoke_api_key(uuid)
-    TO authenticated, service_role;
-GRANT EXECUTE ON FUNCTION drumbeat.authenticate_api_key(text) TO drumbeat_authenticator;

@@ -1,11 +1,40 @@
--- 0003 security: membership helpers, role checks, row-level security (enabled and forced) on every
--- table, and explicit grants. The caller's workspaces come from request.jwt.claims.sub through
+-- Who the caller is and what they may see: the identity and role helpers every contract function and
+-- policy uses, and the row-level security policies of every table (RLS itself is switched on, and
+-- forced, where each table is created). The caller's workspaces come from request.jwt.claims.sub through
 -- workspace_members, for Supabase RPC callers and HTTP API callers alike.
+
+-- Why: the caller's identity is the JWT `sub` that PostgREST (and our API) put in request.jwt.claims.
+CREATE OR REPLACE FUNCTION drumbeat.current_user_id()
+RETURNS uuid
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_sub text := NULLIF(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub';
+BEGIN
+    RETURN v_sub::uuid;
+EXCEPTION WHEN invalid_text_representation THEN
+    RETURN NULL;  -- a non-uuid subject is no Drumbeat user
+END
+$$;
+
+-- Why: service_role (and superusers) bypass RLS; functions then skip membership checks the same way.
+CREATE OR REPLACE FUNCTION drumbeat.is_trusted_caller()
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    SELECT current_user = 'service_role'
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                   WHERE r.rolname = current_user AND (r.rolsuper OR r.rolbypassrls))
+$$;
 
 -- Why: policies on every table need the caller's workspaces. Reading workspace_members from inside a
 -- policy on workspace_members would recurse, so this one look-up runs as drumbeat_definer, which may
 -- read (only) the membership table. Not in an exposed schema; returns only the caller's own rows.
-CREATE FUNCTION drumbeat.member_workspace_ids()
+CREATE OR REPLACE FUNCTION drumbeat.member_workspace_ids()
 RETURNS uuid[]
 LANGUAGE sql
 STABLE
@@ -19,7 +48,7 @@ $$;
 ALTER FUNCTION drumbeat.member_workspace_ids() OWNER TO drumbeat_definer;
 
 -- Why: the caller's role in one workspace (NULL when not a member), for write policies and role checks.
-CREATE FUNCTION drumbeat.workspace_role(p_workspace_id uuid)
+CREATE OR REPLACE FUNCTION drumbeat.workspace_role(p_workspace_id uuid)
 RETURNS text
 LANGUAGE sql
 STABLE
@@ -33,7 +62,7 @@ ALTER FUNCTION drumbeat.workspace_role(uuid) OWNER TO drumbeat_definer;
 
 -- Why: create_workspace makes its caller the first owner; this tells a brand-new workspace (no
 -- members yet) from one the caller is trying to join uninvited.
-CREATE FUNCTION drumbeat.workspace_has_members(p_workspace_id uuid)
+CREATE OR REPLACE FUNCTION drumbeat.workspace_has_members(p_workspace_id uuid)
 RETURNS boolean
 LANGUAGE sql
 STABLE
@@ -45,7 +74,7 @@ $$;
 ALTER FUNCTION drumbeat.workspace_has_members(uuid) OWNER TO drumbeat_definer;
 
 -- Why: owner > admin > member; a role "at least" another one may do what that one may.
-CREATE FUNCTION drumbeat.role_rank(p_role text)
+CREATE OR REPLACE FUNCTION drumbeat.role_rank(p_role text)
 RETURNS integer
 LANGUAGE sql
 IMMUTABLE
@@ -55,7 +84,7 @@ AS $$ SELECT CASE p_role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' T
 -- Why: every contract function checks the caller before touching anything, so that an anonymous call
 -- is PT401, another tenant's workspace is PT404 (never confirm it exists) and a too-weak role is PT403.
 -- service_role and superusers (trusted server-side callers) pass.
-CREATE FUNCTION drumbeat.require_role(p_workspace_id uuid, p_min_role text DEFAULT 'member')
+CREATE OR REPLACE FUNCTION drumbeat.require_role(p_workspace_id uuid, p_min_role text DEFAULT 'member')
 RETURNS void
 LANGUAGE plpgsql
 STABLE
@@ -84,53 +113,71 @@ END
 $$;
 
 -- Why: write policies on settings-like tables (senders, keys, holidays) need admin or owner.
-CREATE FUNCTION drumbeat.is_admin(p_workspace_id uuid)
+CREATE OR REPLACE FUNCTION drumbeat.is_admin(p_workspace_id uuid)
 RETURNS boolean
 LANGUAGE sql
 STABLE
 SET search_path = ''
 AS $$ SELECT drumbeat.role_rank(drumbeat.workspace_role(p_workspace_id)) >= 2 $$;
 
-GRANT EXECUTE ON FUNCTION drumbeat.member_workspace_ids(), drumbeat.workspace_role(uuid),
-    drumbeat.workspace_has_members(uuid), drumbeat.role_rank(text), drumbeat.require_role(uuid, text),
-    drumbeat.is_admin(uuid)
-    TO authenticated, service_role;
+-- Row-level security policies.
 
--- Row-level security: enabled and forced (the owner is not exempt) on every table.
-DO $rls$
+-- Policies are re-created from this file as a whole: every policy on Drumbeat's tables is dropped first,
+-- so one removed here is gone from the database too (all in the migrator's one transaction).
+DO $drop_policies$
+DECLARE
+    v_policy record;
+BEGIN
+    FOR v_policy IN SELECT p.policyname, p.tablename FROM pg_catalog.pg_policies p WHERE p.schemaname = 'drumbeat'
+    LOOP
+        EXECUTE pg_catalog.format('DROP POLICY %I ON drumbeat.%I', v_policy.policyname, v_policy.tablename);
+    END LOOP;
+END
+$drop_policies$;
+
+-- Trusted server-side callers see everything (on Supabase service_role also has BYPASSRLS); so does the
+-- dispatcher's role, which serves every tenant.
+DO $trusted$
 DECLARE
     v_table text;
 BEGIN
     FOREACH v_table IN ARRAY ARRAY['timezones', 'workspaces', 'workspace_members', 'api_keys', 'senders',
-        'contacts', 'sequences', 'sequence_steps', 'enrollments', 'deliveries', 'tasks', 'events', 'holidays']
+        'contacts', 'sequences', 'sequence_steps', 'enrollments', 'deliveries', 'tasks', 'events', 'holidays',
+        'outbox']
     LOOP
-        EXECUTE pg_catalog.format('ALTER TABLE drumbeat.%I ENABLE ROW LEVEL SECURITY', v_table);
-        EXECUTE pg_catalog.format('ALTER TABLE drumbeat.%I FORCE ROW LEVEL SECURITY', v_table);
-        -- Trusted server-side callers see everything (on Supabase service_role also has BYPASSRLS).
         EXECUTE pg_catalog.format(
             'CREATE POLICY %I ON drumbeat.%I TO service_role USING (true) WITH CHECK (true)',
             v_table || '_service_role', v_table);
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY %I ON drumbeat.%I TO drumbeat_worker USING (true) WITH CHECK (true)',
+            v_table || '_worker', v_table);
     END LOOP;
 END
-$rls$;
+$trusted$;
 
 CREATE POLICY timezones_read ON drumbeat.timezones FOR SELECT TO authenticated USING (true);
 
 CREATE POLICY workspaces_read ON drumbeat.workspaces FOR SELECT TO authenticated
     USING (id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
+
 CREATE POLICY workspaces_create ON drumbeat.workspaces FOR INSERT TO authenticated
     WITH CHECK (drumbeat.current_user_id() IS NOT NULL);
+
 CREATE POLICY workspaces_admin_update ON drumbeat.workspaces FOR UPDATE TO authenticated
     USING (drumbeat.is_admin(id)) WITH CHECK (drumbeat.is_admin(id));
+
 CREATE POLICY workspaces_owner_delete ON drumbeat.workspaces FOR DELETE TO authenticated
     USING (drumbeat.workspace_role(id) = 'owner');
 
 CREATE POLICY workspace_members_definer ON drumbeat.workspace_members TO drumbeat_definer USING (true);
+
 CREATE POLICY workspace_members_read ON drumbeat.workspace_members FOR SELECT TO authenticated
     USING (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
+
 CREATE POLICY workspace_members_first_owner ON drumbeat.workspace_members FOR INSERT TO authenticated
     WITH CHECK (user_id = drumbeat.current_user_id() AND role = 'owner'
                 AND NOT drumbeat.workspace_has_members(workspace_id));
+
 CREATE POLICY workspace_members_admin_write ON drumbeat.workspace_members TO authenticated
     USING (drumbeat.is_admin(workspace_id)) WITH CHECK (drumbeat.is_admin(workspace_id));
 
@@ -176,26 +223,21 @@ CREATE POLICY deliveries_member_read ON drumbeat.deliveries FOR SELECT TO authen
 -- Events are append-only: members read and append, nobody updates or deletes (no grant either).
 CREATE POLICY events_member_read ON drumbeat.events FOR SELECT TO authenticated
     USING (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
+
 CREATE POLICY events_member_append ON drumbeat.events FOR INSERT TO authenticated
     WITH CHECK (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
 
 -- Holidays: a workspace's own list (admins write) and shared named calendars (everyone reads).
 CREATE POLICY holidays_read ON drumbeat.holidays FOR SELECT TO authenticated
     USING (calendar IS NOT NULL OR workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
+
 CREATE POLICY holidays_admin_write ON drumbeat.holidays TO authenticated
     USING (workspace_id IS NOT NULL AND drumbeat.is_admin(workspace_id))
     WITH CHECK (workspace_id IS NOT NULL AND drumbeat.is_admin(workspace_id));
 
--- Explicit grants (Supabase no longer grants table access by default). anon gets nothing.
-REVOKE ALL ON ALL TABLES IN SCHEMA drumbeat FROM PUBLIC, anon;
-GRANT SELECT ON drumbeat.workspace_members TO drumbeat_definer;
-GRANT SELECT ON drumbeat.timezones TO authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON drumbeat.workspaces, drumbeat.workspace_members, drumbeat.api_keys,
-    drumbeat.senders, drumbeat.contacts, drumbeat.sequences, drumbeat.sequence_steps, drumbeat.enrollments,
-    drumbeat.tasks, drumbeat.holidays TO authenticated;
-GRANT SELECT ON drumbeat.deliveries TO authenticated;
-GRANT SELECT, INSERT ON drumbeat.events TO authenticated;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA drumbeat TO service_role;
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA drumbeat TO authenticated, service_role;
+-- The outbox: members read what the outbox transport recorded for their workspace.
+CREATE POLICY outbox_member_read ON drumbeat.outbox FOR SELECT TO authenticated
+    USING (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
 
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;
+-- authenticate_api_key runs as drumbeat_definer (before any user is known) and stamps last_used_at.
+CREATE POLICY api_keys_definer ON drumbeat.api_keys TO drumbeat_definer USING (true) WITH CHECK (true);

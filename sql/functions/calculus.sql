@@ -1,16 +1,10 @@
--- 0004 calculus: the scheduling rule of DESIGN.md ("Scheduling calculus") as SQL functions.
---
--- Every local wall-clock time becomes an instant through `timestamp AT TIME ZONE zone` (a time in a
--- spring-forward gap moves forward by the gap, an ambiguous one takes the later, standard instant),
--- and an instant becomes a local time through `timestamptz AT TIME ZONE zone`. Nothing here reads
--- the session TimeZone: no `timestamptz + interval` with a day part, no `timestamptz::date`.
---
--- A window is [start, end) of local times; converted to instants it is [start', end'). A day whose
--- converted window is empty (end' <= start', only possible around a transition) has no window.
+-- The scheduling calculus (docs/ARCHITECTURE.md, "Scheduling calculus"): when a step runs, in the
+-- recipient's time zone, from the instant the previous step was done: delay, send_at, business hours,
+-- quiet hours, weekends and holidays. The same rule powers preview_schedule, the dry run.
 
 -- Why: the recipient's zone is the contact's, else the sequence's, else the workspace's, else UTC;
 -- one definition so that enrollment, dispatch and preview agree.
-CREATE FUNCTION drumbeat.recipient_timezone(p_contact_tz text, p_sequence_settings jsonb, p_workspace_tz text)
+CREATE OR REPLACE FUNCTION drumbeat.recipient_timezone(p_contact_tz text, p_sequence_settings jsonb, p_workspace_tz text)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
@@ -25,7 +19,7 @@ $$;
 -- exclude_weekends, cut to quiet_hours (default 08:00-21:00) for sms; condition/action: the whole day.
 -- window_end may be 24:00. Both NULL when the weekday has no window. plpgsql simple expressions only:
 -- this runs once per candidate day of every next_action_at.
-CREATE FUNCTION drumbeat.weekday_window(p_settings jsonb, p_kind text, p_isodow integer,
+CREATE OR REPLACE FUNCTION drumbeat.weekday_window(p_settings jsonb, p_kind text, p_isodow integer,
                                         OUT window_start time, OUT window_end time)
 LANGUAGE plpgsql
 STABLE
@@ -58,7 +52,7 @@ $$;
 
 -- Why: a holiday is a day in the workspace's own list or in the shared calendar the sequence names;
 -- each look-up is one probe of a unique partial index (holidays_workspace_day_key, holidays_calendar_day_key).
-CREATE FUNCTION drumbeat.is_holiday(p_workspace_id uuid, p_calendar text, p_day date)
+CREATE OR REPLACE FUNCTION drumbeat.is_holiday(p_workspace_id uuid, p_calendar text, p_day date)
 RETURNS boolean
 LANGUAGE plpgsql
 STABLE
@@ -74,7 +68,7 @@ $$;
 -- Why: the allowed local window [window_start, window_end) on one local day for a step kind, or no row
 -- when the day is excluded (weekend, holiday when exclude_holidays, weekday absent from business_hours,
 -- or an empty window). The same rule first_allowed_instant applies, for previews and checks.
-CREATE FUNCTION drumbeat.day_window(p_settings jsonb, p_kind text, p_day date, p_workspace_id uuid DEFAULT NULL)
+CREATE OR REPLACE FUNCTION drumbeat.day_window(p_settings jsonb, p_kind text, p_day date, p_workspace_id uuid DEFAULT NULL)
 RETURNS TABLE (window_start time, window_end time)
 LANGUAGE sql
 STABLE
@@ -90,7 +84,7 @@ $$;
 
 -- Why: save-time validation (DESIGN rule 5) rejects settings that leave a kind no window on any weekday,
 -- so that no send is ever discovered impossible at dispatch. Holidays are ignored here.
-CREATE FUNCTION drumbeat.has_allowed_window(p_settings jsonb, p_kind text)
+CREATE OR REPLACE FUNCTION drumbeat.has_allowed_window(p_settings jsonb, p_kind text)
 RETURNS boolean
 LANGUAGE sql
 STABLE
@@ -104,7 +98,7 @@ $$;
 -- Why: rules 1-2 of the calculus. A delay's day part is calendar time (added to the local wall clock),
 -- its time part elapsed time; send_at then picks the first such local time at or after the base, the
 -- base being pulled back to its local midnight (never before done) for day delays and zero delays.
-CREATE FUNCTION drumbeat.delay_base(p_done timestamptz, p_delay interval, p_send_at time, p_tz text)
+CREATE OR REPLACE FUNCTION drumbeat.delay_base(p_done timestamptz, p_delay interval, p_send_at time, p_tz text)
 RETURNS timestamptz
 LANGUAGE plpgsql
 STABLE
@@ -142,7 +136,7 @@ $$;
 -- Why: rule 3 of the calculus. The first allowed instant at or after p_base: inside a window it stays
 -- exactly p_base (never round-tripped through local time), before it the window's start, after it the
 -- next allowed day's start. condition/action steps have no window. Nothing within 366 days is PT422.
-CREATE FUNCTION drumbeat.first_allowed_instant(p_base timestamptz, p_kind text, p_tz text, p_settings jsonb,
+CREATE OR REPLACE FUNCTION drumbeat.first_allowed_instant(p_base timestamptz, p_kind text, p_tz text, p_settings jsonb,
                                                p_workspace_id uuid)
 RETURNS timestamptz
 LANGUAGE plpgsql
@@ -176,10 +170,10 @@ BEGIN
 END
 $$;
 
--- Why: the one scheduling rule (DESIGN.md "Scheduling calculus") used by enrollment, dispatch, resume,
+-- Why: the one scheduling rule (docs/ARCHITECTURE.md, "Scheduling calculus") used by enrollment, dispatch, resume,
 -- edits and preview: delay and send_at (delay_base), the p_not_before floor (resume/edit: never in the
 -- past), then the windows (first_allowed_instant). NULL when p_done is NULL. p_tz NULL/'' means UTC.
-CREATE FUNCTION drumbeat.next_action_at(p_done timestamptz, p_delay interval, p_send_at time, p_kind text,
+CREATE OR REPLACE FUNCTION drumbeat.next_action_at(p_done timestamptz, p_delay interval, p_send_at time, p_kind text,
                                         p_tz text, p_settings jsonb, p_workspace_id uuid,
                                         p_not_before timestamptz DEFAULT NULL)
 RETURNS timestamptz
@@ -199,15 +193,49 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON FUNCTION
-    drumbeat.recipient_timezone(text, jsonb, text),
-    drumbeat.weekday_window(jsonb, text, integer),
-    drumbeat.is_holiday(uuid, text, date),
-    drumbeat.day_window(jsonb, text, date, uuid),
-    drumbeat.has_allowed_window(jsonb, text),
-    drumbeat.delay_base(timestamptz, interval, time, text),
-    drumbeat.first_allowed_instant(timestamptz, text, text, jsonb, uuid),
-    drumbeat.next_action_at(timestamptz, interval, time, text, text, jsonb, uuid, timestamptz)
-    TO authenticated, service_role;
+-- Why: the dry run's branch choice: with no engagement assumed, "replied"/"opened"/"clicked" are false
+-- and their not_ forms true. Returns the next position to look after, or NULL to stop.
+CREATE OR REPLACE FUNCTION drumbeat.preview_branch(p_condition jsonb, p_position integer)
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$
+    SELECT CASE
+        WHEN b = '"exit"'::jsonb THEN NULL
+        WHEN pg_catalog.jsonb_typeof(b) = 'object' THEN (b ->> 'goto')::integer - 1
+        ELSE p_position
+    END
+    FROM (SELECT CASE WHEN p_condition ->> 'if' LIKE 'not\_%' THEN p_condition -> 'then' ELSE p_condition -> 'else' END AS b) AS branch
+$$;
 
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;
+-- Why: what would happen to this contact: every step planned with the same calculus the dispatcher
+-- uses, each assumed done at its planned time, no engagement (so conditions take their "no" branch).
+CREATE OR REPLACE FUNCTION drumbeat_api.preview_schedule(p_sequence_id uuid, p_contact_id uuid, p_start_at timestamptz DEFAULT NULL)
+RETURNS TABLE(step_position integer, step_id uuid, kind text, planned_at timestamptz)
+LANGUAGE plpgsql
+STABLE
+SECURITY INVOKER
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_workspace_id uuid := drumbeat.workspace_of('sequences', p_sequence_id, 'p_sequence_id', 'member');
+    v_done timestamptz;
+    v_after integer := 0;
+    v_step drumbeat.sequence_steps;
+BEGIN
+    IF drumbeat.workspace_of('contacts', p_contact_id, 'p_contact_id', 'member') <> v_workspace_id THEN
+        PERFORM drumbeat.raise_error('PT404', 'contact not found', 'p_contact_id');
+    END IF;
+    SELECT GREATEST(p_start_at, s.scheduled_start_at, drumbeat.clock_now()) INTO v_done FROM drumbeat.sequences s WHERE s.id = p_sequence_id;
+    LOOP
+        SELECT * INTO v_step FROM drumbeat.sequence_steps st WHERE st.id = drumbeat.next_live_step(p_sequence_id, v_after);
+        EXIT WHEN NOT FOUND;
+        v_done := drumbeat.planned_at(v_step.id, p_contact_id, v_done);
+        RETURN QUERY SELECT v_step.position, v_step.id, v_step.kind, v_done;
+        v_after := CASE WHEN v_step.kind = 'condition' THEN drumbeat.preview_branch(v_step.condition, v_step.position) ELSE v_step.position END;
+        EXIT WHEN v_after IS NULL;
+    END LOOP;
+END
+$$;

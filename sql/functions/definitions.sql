@@ -1,9 +1,8 @@
--- 0006 sequence definitions: field-by-field validation (PT422 naming the JSON path, e.g.
--- steps[2].delay.unit; array indexes are 0-based like the JSON they point into, positions are 1-based)
--- and storing steps with stable ids.
+-- Validating a sequence definition (JSON, snake_case) before anything is written: every setting, step,
+-- condition, action and template is checked, and an error names the field (SQLSTATE PT422).
 
 -- Why: strict input; a misspelt key ("send_At") must be an error, not a silently ignored setting.
-CREATE FUNCTION drumbeat.check_object(p_value jsonb, p_field text, p_allowed text[])
+CREATE OR REPLACE FUNCTION drumbeat.check_object(p_value jsonb, p_field text, p_allowed text[])
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
@@ -24,7 +23,7 @@ END
 $$;
 
 -- Why: one place that reads a string member, so every "must be a string" error reads the same.
-CREATE FUNCTION drumbeat.json_text(p_value jsonb, p_field text, p_required boolean DEFAULT false, p_max_length integer DEFAULT 10000)
+CREATE OR REPLACE FUNCTION drumbeat.json_text(p_value jsonb, p_field text, p_required boolean DEFAULT false, p_max_length integer DEFAULT 10000)
 RETURNS text
 LANGUAGE plpgsql
 IMMUTABLE
@@ -50,8 +49,9 @@ BEGIN
 END
 $$;
 
--- Why: integers arrive as JSON numbers; 2.5 days or "3" is an error naming the field.
-CREATE FUNCTION drumbeat.json_int(p_value jsonb, p_field text, p_min bigint, p_max bigint)
+-- Why: integers arrive as JSON numbers; 2.5 days or "3" is an error naming the field. A whole number
+-- written as 2.0 is accepted; out of [p_min, p_max] is PT422 naming the field.
+CREATE OR REPLACE FUNCTION drumbeat.json_int(p_value jsonb, p_field text, p_min bigint, p_max bigint)
 RETURNS bigint
 LANGUAGE plpgsql
 IMMUTABLE
@@ -65,11 +65,11 @@ BEGIN
     IF (p_value #>> '{}')::numeric NOT BETWEEN p_min AND p_max THEN
         PERFORM drumbeat.raise_error('PT422', pg_catalog.format('must be between %s and %s', p_min, p_max), p_field);
     END IF;
-    RETURN (p_value #>> '{}')::bigint;
+    RETURN (p_value #>> '{}')::numeric::bigint;
 END
 $$;
 
-CREATE FUNCTION drumbeat.json_bool(p_value jsonb, p_field text)
+CREATE OR REPLACE FUNCTION drumbeat.json_bool(p_value jsonb, p_field text)
 RETURNS boolean
 LANGUAGE plpgsql
 IMMUTABLE
@@ -88,7 +88,7 @@ $$;
 
 -- Why: times of day are "HH:MM" (a window's end may be "24:00"); returned as an interval since midnight
 -- so that 24:00 is representable.
-CREATE FUNCTION drumbeat.json_time_of_day(p_value jsonb, p_field text, p_allow_24 boolean DEFAULT false)
+CREATE OR REPLACE FUNCTION drumbeat.json_time_of_day(p_value jsonb, p_field text, p_allow_24 boolean DEFAULT false)
 RETURNS interval
 LANGUAGE plpgsql
 IMMUTABLE
@@ -106,7 +106,7 @@ END
 $$;
 
 -- Why: {"start": "HH:MM", "end": "HH:MM"} with start < end; used by business hours and quiet hours.
-CREATE FUNCTION drumbeat.check_time_window(p_value jsonb, p_field text)
+CREATE OR REPLACE FUNCTION drumbeat.check_time_window(p_value jsonb, p_field text)
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
@@ -123,7 +123,7 @@ $$;
 
 -- Why: {"value": N, "unit": "minutes|hours|days|weeks"} -> interval. Days and weeks become interval
 -- days (calendar time, see the calculus); minutes and hours stay clock time. 0 means at once.
-CREATE FUNCTION drumbeat.parse_delay(p_delay jsonb, p_field text)
+CREATE OR REPLACE FUNCTION drumbeat.parse_delay(p_delay jsonb, p_field text)
 RETURNS interval
 LANGUAGE plpgsql
 IMMUTABLE
@@ -153,7 +153,7 @@ $$;
 -- Why: templates are user input. The full Jinja2 sandbox compile happens in the API (issue 4); here
 -- every {{ }} and {% %} must be closed and every {{ expression }} must start from a known variable,
 -- so a typo is a 422 at save rather than a failed delivery at 3 a.m.
-CREATE FUNCTION drumbeat.check_template(p_template text, p_field text)
+CREATE OR REPLACE FUNCTION drumbeat.check_template(p_template text, p_field text)
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
@@ -183,14 +183,8 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON FUNCTION drumbeat.check_object(jsonb, text, text[]), drumbeat.json_text(jsonb, text, boolean, integer),
-    drumbeat.json_int(jsonb, text, bigint, bigint), drumbeat.json_bool(jsonb, text),
-    drumbeat.json_time_of_day(jsonb, text, boolean), drumbeat.check_time_window(jsonb, text),
-    drumbeat.parse_delay(jsonb, text), drumbeat.check_template(text, text)
-    TO authenticated, service_role;
-
 -- Why: a settings sender must be this workspace's sender of the right channel.
-CREATE FUNCTION drumbeat.check_sender_setting(p_settings jsonb, p_key text, p_channel text, p_workspace_id uuid)
+CREATE OR REPLACE FUNCTION drumbeat.check_sender_setting(p_settings jsonb, p_key text, p_channel text, p_workspace_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 STABLE
@@ -212,8 +206,8 @@ END
 $$;
 
 -- Why: sequence settings drive the calculus; each one is checked here so that scheduling never
--- meets a malformed value.
-CREATE FUNCTION drumbeat.validate_settings(p_settings jsonb, p_workspace_id uuid)
+-- meets a malformed value. The tracking switches (track_opens, track_clicks) are booleans.
+CREATE OR REPLACE FUNCTION drumbeat.validate_settings(p_settings jsonb, p_workspace_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 STABLE
@@ -223,7 +217,8 @@ DECLARE
     v_day text;
 BEGIN
     PERFORM drumbeat.check_object(p_settings, 'settings', ARRAY['timezone', 'business_hours', 'exclude_weekends',
-        'exclude_holidays', 'holiday_calendar', 'quiet_hours', 'max_per_day', 'sms_sender_id', 'email_sender_id']);
+        'exclude_holidays', 'holiday_calendar', 'quiet_hours', 'max_per_day', 'sms_sender_id', 'email_sender_id',
+        'track_opens', 'track_clicks']);
     IF p_settings ? 'timezone' AND NOT EXISTS (SELECT 1 FROM drumbeat.timezones z
             WHERE z.name = drumbeat.json_text(p_settings -> 'timezone', 'settings.timezone', true)) THEN
         PERFORM drumbeat.raise_error('PT422', pg_catalog.format('unknown time zone %s: use an IANA name such as America/New_York',
@@ -241,6 +236,8 @@ BEGIN
     END IF;
     PERFORM drumbeat.json_bool(p_settings -> 'exclude_weekends', 'settings.exclude_weekends'),
             drumbeat.json_bool(p_settings -> 'exclude_holidays', 'settings.exclude_holidays'),
+            drumbeat.json_bool(p_settings -> 'track_opens', 'settings.track_opens'),
+            drumbeat.json_bool(p_settings -> 'track_clicks', 'settings.track_clicks'),
             drumbeat.json_text(p_settings -> 'holiday_calendar', 'settings.holiday_calendar', false, 40);
     IF p_settings ? 'max_per_day' THEN
         PERFORM drumbeat.json_int(p_settings -> 'max_per_day', 'settings.max_per_day', 1, 1000000);
@@ -251,7 +248,7 @@ END
 $$;
 
 -- Why: exit conditions default to "stop on everything"; only booleans are accepted.
-CREATE FUNCTION drumbeat.normalize_exit_conditions(p_exit jsonb)
+CREATE OR REPLACE FUNCTION drumbeat.normalize_exit_conditions(p_exit jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 IMMUTABLE
@@ -274,7 +271,7 @@ $$;
 
 -- Why: a condition's branch is "continue", "exit" or {"goto": N} with N after the condition itself
 -- (forward only, so a sequence can never loop) and no further than the last step.
-CREATE FUNCTION drumbeat.check_branch(p_branch jsonb, p_field text, p_position integer, p_step_count integer)
+CREATE OR REPLACE FUNCTION drumbeat.check_branch(p_branch jsonb, p_field text, p_position integer, p_step_count integer)
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
@@ -294,7 +291,7 @@ $$;
 
 -- Why: conditions look back at an earlier message step: replied/clicked need an sms or email step,
 -- opened an email step (SMS has no open tracking).
-CREATE FUNCTION drumbeat.check_condition(p_step jsonb, p_field text, p_position integer, p_steps jsonb)
+CREATE OR REPLACE FUNCTION drumbeat.check_condition(p_step jsonb, p_field text, p_position integer, p_steps jsonb)
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
@@ -327,7 +324,7 @@ END
 $$;
 
 -- Why: actions change the contact or reach another sequence; each type has its own required fields.
-CREATE FUNCTION drumbeat.check_action(p_action jsonb, p_field text, p_workspace_id uuid, p_sequence_id uuid)
+CREATE OR REPLACE FUNCTION drumbeat.check_action(p_action jsonb, p_field text, p_workspace_id uuid, p_sequence_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 STABLE
@@ -357,7 +354,7 @@ END
 $$;
 
 -- Why: message content (and each A/B variant's) must be present for its kind and a valid template.
-CREATE FUNCTION drumbeat.check_message(p_step jsonb, p_field text, p_kind text)
+CREATE OR REPLACE FUNCTION drumbeat.check_message(p_step jsonb, p_field text, p_kind text)
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
@@ -390,7 +387,7 @@ END
 $$;
 
 -- Why: one step of a definition, checked field by field; p_index is its 0-based index in "steps".
-CREATE FUNCTION drumbeat.check_step(p_steps jsonb, p_index integer, p_channel text, p_settings jsonb,
+CREATE OR REPLACE FUNCTION drumbeat.check_step(p_steps jsonb, p_index integer, p_channel text, p_settings jsonb,
                                     p_workspace_id uuid, p_sequence_id uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -443,8 +440,8 @@ BEGIN
 END
 $$;
 
--- Why: the whole definition of DESIGN.md, checked before anything is written (nothing half-saved).
-CREATE FUNCTION drumbeat.validate_definition(p_definition jsonb, p_workspace_id uuid, p_sequence_id uuid DEFAULT NULL)
+-- Why: the whole sequence definition (docs/ARCHITECTURE.md, "The contract"), checked before anything is written (nothing half-saved).
+CREATE OR REPLACE FUNCTION drumbeat.validate_definition(p_definition jsonb, p_workspace_id uuid, p_sequence_id uuid DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 STABLE
@@ -472,12 +469,3 @@ BEGIN
     END LOOP;
 END
 $$;
-
-GRANT EXECUTE ON FUNCTION drumbeat.check_sender_setting(jsonb, text, text, uuid), drumbeat.validate_settings(jsonb, uuid),
-    drumbeat.normalize_exit_conditions(jsonb), drumbeat.check_branch(jsonb, text, integer, integer),
-    drumbeat.check_condition(jsonb, text, integer, jsonb), drumbeat.check_action(jsonb, text, uuid, uuid),
-    drumbeat.check_message(jsonb, text, text), drumbeat.check_step(jsonb, integer, text, jsonb, uuid, uuid),
-    drumbeat.validate_definition(jsonb, uuid, uuid)
-    TO authenticated, service_role;
-
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC;

@@ -1,0 +1,184 @@
+-- Every privilege Drumbeat's roles hold on its schemas, tables and functions, in one place: what each
+-- role may touch is read here, not pieced together from history. Applied last, and again whenever any
+-- other file in sql/functions/ is, because a new function starts out executable by PUBLIC. Everything is
+-- revoked from the project's roles first, so a grant removed here is gone from the database too (all in
+-- the migrator's one transaction: no caller ever sees the gap).
+--
+-- Roles: authenticated (Supabase users and HTTP API callers, under RLS), service_role (trusted server
+-- side), drumbeat_worker (the dispatcher and the API's webhooks), drumbeat_definer (owns the few
+-- SECURITY DEFINER look-ups), drumbeat_authenticator (the API's login role: key look-up, /readyz).
+-- anon gets nothing.
+
+-- Schemas.
+REVOKE ALL ON SCHEMA drumbeat, drumbeat_api FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_authenticator;
+GRANT USAGE ON SCHEMA drumbeat TO authenticated, service_role, drumbeat_definer, drumbeat_worker, drumbeat_authenticator;
+GRANT USAGE ON SCHEMA drumbeat_api TO authenticated, service_role;
+
+-- The migrator's bookkeeping (created by `drumbeat migrate` and by the scripts it prints; absent when
+-- these files are run by hand): /readyz compares it with the files the API ships.
+DO $bookkeeping$
+BEGIN
+    IF pg_catalog.to_regclass('drumbeat_meta.schema_migrations') IS NOT NULL THEN
+        REVOKE ALL ON SCHEMA drumbeat_meta FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker,
+            drumbeat_definer, drumbeat_authenticator;
+        REVOKE ALL ON drumbeat_meta.schema_migrations FROM PUBLIC, anon, authenticated, service_role,
+            drumbeat_worker, drumbeat_definer, drumbeat_authenticator;
+        GRANT USAGE ON SCHEMA drumbeat_meta TO drumbeat_authenticator;
+        GRANT SELECT ON drumbeat_meta.schema_migrations TO drumbeat_authenticator;
+    END IF;
+END
+$bookkeeping$;
+
+-- Tables and sequences (column grants where a role may change one column only).
+REVOKE ALL ON ALL TABLES IN SCHEMA drumbeat FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_authenticator;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA drumbeat FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_authenticator;
+GRANT SELECT ON TABLE drumbeat.deliveries, drumbeat.outbox, drumbeat.timezones TO authenticated;
+GRANT SELECT, INSERT ON TABLE drumbeat.events TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.api_keys, drumbeat.contacts, drumbeat.enrollments,
+    drumbeat.holidays, drumbeat.senders, drumbeat.sequence_steps, drumbeat.sequences, drumbeat.tasks,
+    drumbeat.workspace_members, drumbeat.workspaces TO authenticated;
+GRANT SELECT ON TABLE drumbeat.api_keys, drumbeat.workspace_members TO drumbeat_definer;
+GRANT SELECT ON TABLE drumbeat.api_keys, drumbeat.holidays, drumbeat.senders, drumbeat.sequence_steps,
+    drumbeat.sequences, drumbeat.timezones, drumbeat.workspace_members, drumbeat.workspaces TO
+    drumbeat_worker;
+GRANT SELECT, INSERT ON TABLE drumbeat.events, drumbeat.outbox TO drumbeat_worker;
+GRANT SELECT, INSERT, UPDATE ON TABLE drumbeat.contacts, drumbeat.deliveries, drumbeat.enrollments,
+    drumbeat.tasks TO drumbeat_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.api_keys, drumbeat.contacts, drumbeat.deliveries,
+    drumbeat.enrollments, drumbeat.events, drumbeat.holidays, drumbeat.outbox, drumbeat.senders,
+    drumbeat.sequence_steps, drumbeat.sequences, drumbeat.tasks, drumbeat.timezones,
+    drumbeat.workspace_members, drumbeat.workspaces TO service_role;
+GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO authenticated;
+GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO drumbeat_worker;
+GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO service_role;
+GRANT UPDATE (sms_credits) ON TABLE drumbeat.workspaces TO drumbeat_worker;
+GRANT UPDATE (last_used_at) ON TABLE drumbeat.api_keys TO drumbeat_definer;
+
+-- Functions. The SECURITY DEFINER look-ups are owned by drumbeat_definer, which keeps executing them.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_authenticator;
+GRANT EXECUTE ON FUNCTION drumbeat.authenticate_api_key(p_token text), drumbeat.member_workspace_ids(),
+    drumbeat.workspace_has_members(p_workspace_id uuid), drumbeat.workspace_role(p_workspace_id uuid) TO
+    drumbeat_definer;
+
+-- The dispatcher's own functions: claim, record, recover.
+GRANT EXECUTE ON FUNCTION drumbeat.advance_after_send(p_delivery_ids uuid[], p_now timestamp with time zone),
+    drumbeat.apply_action(p_enrollment drumbeat.enrollments, p_action jsonb, p_now timestamp with time zone),
+    drumbeat.batch_senders(p_ids uuid[]), drumbeat.capped_steps(p_ids uuid[], p_now timestamp with time zone),
+    drumbeat.claim_due(p_limit integer), drumbeat.claim_messages(p_ids uuid[], p_now timestamp with time
+    zone), drumbeat.classify_due(p_ids uuid[], p_now timestamp with time zone, OUT flow uuid[], OUT manual
+    uuid[], OUT unreachable uuid[], OUT no_sender uuid[], OUT messages uuid[]),
+    drumbeat.condition_holds(p_enrollment drumbeat.enrollments, p_condition jsonb), drumbeat.hold_capped(p_ids
+    uuid[], p_now timestamp with time zone), drumbeat.is_hard_bounce(p_channel text, p_error_code text,
+    p_error_message text), drumbeat.late_claim_tolerance(), drumbeat.local_day_start(p_at timestamp with time
+    zone, p_tz text, p_days_ahead integer), drumbeat.lock_daily_caps(p_ids uuid[]), drumbeat.lock_due(p_limit
+    integer, p_now timestamp with time zone), drumbeat.pick_variant(p_variants jsonb, p_enrollment_id uuid),
+    drumbeat.record_deliveries(p_results jsonb), drumbeat.recorded_result(p_delivery drumbeat.deliveries),
+    drumbeat.recover_deliveries(p_lease interval), drumbeat.refresh_timezones(),
+    drumbeat.run_flow_step(p_enrollment_id uuid, p_now timestamp with time zone),
+    drumbeat.settle_already_claimed(p_ids uuid[], p_now timestamp with time zone),
+    drumbeat.settle_enrollment(p_delivery drumbeat.deliveries, p_result jsonb, p_now timestamp with time
+    zone), drumbeat.skip_unreachable(p_ids uuid[], p_now timestamp with time zone), drumbeat.start_tasks(p_ids
+    uuid[], p_now timestamp with time zone), drumbeat.step_sender(p_workspace_id uuid, p_settings jsonb,
+    p_channel text) TO drumbeat_worker;
+
+-- Helpers both the contract and the dispatcher call.
+GRANT EXECUTE ON FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_done_at timestamp with time
+    zone), drumbeat.apply_contact_event(p_contact_id uuid, p_kind text, p_channel text),
+    drumbeat.apply_engagement(p_workspace_id uuid, p_contact_id uuid, p_kind text, p_channel text, p_payload
+    jsonb), drumbeat.check_action(p_action jsonb, p_field text, p_workspace_id uuid, p_sequence_id uuid),
+    drumbeat.check_branch(p_branch jsonb, p_field text, p_position integer, p_step_count integer),
+    drumbeat.check_condition(p_step jsonb, p_field text, p_position integer, p_steps jsonb),
+    drumbeat.check_enroll_arguments(p_sequence drumbeat.sequences, p_contact_ids uuid[], p_assigned_to uuid,
+    p_metadata jsonb), drumbeat.check_message(p_step jsonb, p_field text, p_kind text),
+    drumbeat.check_object(p_value jsonb, p_field text, p_allowed text[]),
+    drumbeat.check_sender_setting(p_settings jsonb, p_key text, p_channel text, p_workspace_id uuid),
+    drumbeat.check_senders(p_sequence_id uuid), drumbeat.check_step(p_steps jsonb, p_index integer, p_channel
+    text, p_settings jsonb, p_workspace_id uuid, p_sequence_id uuid), drumbeat.check_template(p_template text,
+    p_field text), drumbeat.check_time_window(p_value jsonb, p_field text), drumbeat.check_timezone(p_timezone
+    text, p_field text), drumbeat.contact_input_errors(p_workspace_id uuid, p_contacts jsonb),
+    drumbeat.day_window(p_settings jsonb, p_kind text, p_day date, p_workspace_id uuid),
+    drumbeat.delay_base(p_done timestamp with time zone, p_delay interval, p_send_at time without time zone,
+    p_tz text), drumbeat.enrollments_after_insert(), drumbeat.enrollments_after_update(),
+    drumbeat.event_targets(p_contact_id uuid, p_payload jsonb), drumbeat.exit_enrollments(p_enrollment_ids
+    uuid[], p_status text, p_reason text), drumbeat.first_allowed_instant(p_base timestamp with time zone,
+    p_kind text, p_tz text, p_settings jsonb, p_workspace_id uuid), drumbeat.has_allowed_window(p_settings
+    jsonb, p_kind text), drumbeat.is_admin(p_workspace_id uuid), drumbeat.is_holiday(p_workspace_id uuid,
+    p_calendar text, p_day date), drumbeat.json_bool(p_value jsonb, p_field text), drumbeat.json_int(p_value
+    jsonb, p_field text, p_min bigint, p_max bigint), drumbeat.json_text(p_value jsonb, p_field text,
+    p_required boolean, p_max_length integer), drumbeat.json_time_of_day(p_value jsonb, p_field text,
+    p_allow_24 boolean), drumbeat.jsonb_text_array(p_value jsonb), drumbeat.log_sequence_event(p_sequence_id
+    uuid, p_kind text, p_payload jsonb), drumbeat.match_contacts(p_workspace_id uuid, p_contacts jsonb),
+    drumbeat.member_workspace_ids(), drumbeat.move_off_removed_steps(p_sequence_id uuid, p_old_positions
+    jsonb), drumbeat.next_action_at(p_done timestamp with time zone, p_delay interval, p_send_at time without
+    time zone, p_kind text, p_tz text, p_settings jsonb, p_workspace_id uuid, p_not_before timestamp with time
+    zone), drumbeat.next_live_step(p_sequence_id uuid, p_after_position integer),
+    drumbeat.normalize_exit_conditions(p_exit jsonb), drumbeat.parse_delay(p_delay jsonb, p_field text),
+    drumbeat.planned_at(p_step_id uuid, p_contact_id uuid, p_done timestamp with time zone, p_not_before
+    timestamp with time zone, p_skip_delay boolean), drumbeat.preview_branch(p_condition jsonb, p_position
+    integer), drumbeat.recipient_timezone(p_contact_tz text, p_sequence_settings jsonb, p_workspace_tz text),
+    drumbeat.replan_enrollments(p_sequence_id uuid, p_only_overdue boolean), drumbeat.require_caller(),
+    drumbeat.require_enrollment_status(p_enrollment_id uuid, p_from text[], p_action text),
+    drumbeat.require_role(p_workspace_id uuid, p_min_role text), drumbeat.role_rank(p_role text),
+    drumbeat.save_steps(p_sequence_id uuid, p_workspace_id uuid, p_steps jsonb),
+    drumbeat.step_stats(p_sequence_id uuid), drumbeat.transition_allowed(p_from text, p_to text, p_exit_reason
+    text), drumbeat.transition_event_kind(p_from text, p_to text), drumbeat.transition_sequence(p_sequence_id
+    uuid, p_from text[], p_to text, p_start_at timestamp with time zone),
+    drumbeat.validate_definition(p_definition jsonb, p_workspace_id uuid, p_sequence_id uuid),
+    drumbeat.validate_settings(p_settings jsonb, p_workspace_id uuid), drumbeat.weekday_window(p_settings
+    jsonb, p_kind text, p_isodow integer, OUT window_start time without time zone, OUT window_end time without
+    time zone), drumbeat.workspace_has_members(p_workspace_id uuid), drumbeat.workspace_of(p_table text, p_id
+    uuid, p_field text, p_min_role text), drumbeat.workspace_role(p_workspace_id uuid) TO authenticated,
+    drumbeat_worker, service_role;
+
+-- Used inside the SECURITY DEFINER look-ups as well.
+GRANT EXECUTE ON FUNCTION drumbeat.api_key_hash(p_token text) TO authenticated, drumbeat_definer,
+    service_role;
+
+-- The API's login role looks a key up before any user is known.
+GRANT EXECUTE ON FUNCTION drumbeat.authenticate_api_key(p_token text) TO drumbeat_authenticator;
+
+-- Identity and error helpers everything uses, the definer's look-ups included.
+GRANT EXECUTE ON FUNCTION drumbeat.clock_now(), drumbeat.current_user_id(), drumbeat.invalid(p_field text,
+    p_message text), drumbeat.is_trusted_caller(), drumbeat.raise_error(p_code text, p_message text, p_field
+    text) TO authenticated, drumbeat_definer, drumbeat_worker, service_role;
+
+-- Engine functions the dispatcher and trusted server-side callers use.
+GRANT EXECUTE ON FUNCTION drumbeat.delivery_status(p_provider_message_id text, p_status text, p_error_code
+    text), drumbeat.inbound_sms(p_to text, p_from text, p_body text, p_message_sid text),
+    drumbeat.record_delivery_engagement(p_delivery_id uuid, p_kind text, p_payload jsonb),
+    drumbeat.sms_keyword(p_body text) TO drumbeat_worker, service_role;
+
+-- The contract (drumbeat_api) and what it calls as the caller: Supabase users and API callers.
+GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name text, p_role text, p_created_by
+    uuid), drumbeat.replied_to(p_enrollment_id uuid, p_replied_at timestamp with time zone),
+    drumbeat_api.activate_sequence(p_sequence_id uuid, p_start_at timestamp with time zone),
+    drumbeat_api.archive_sequence(p_sequence_id uuid), drumbeat_api.cancel_enrollment(p_enrollment_id uuid,
+    p_reason text), drumbeat_api.check_contacts(p_workspace_id uuid, p_contacts jsonb),
+    drumbeat_api.complete_task(p_task_id uuid, p_outcome text, p_notes text),
+    drumbeat_api.create_api_key(p_workspace_id uuid, p_name text, p_role text),
+    drumbeat_api.create_sender(p_workspace_id uuid, p_channel text, p_address text, p_settings jsonb),
+    drumbeat_api.create_sequence(p_workspace_id uuid, p_definition jsonb),
+    drumbeat_api.create_workspace(p_name text, p_timezone text), drumbeat_api.delete_contact(p_contact_id
+    uuid), drumbeat_api.duplicate_sequence(p_sequence_id uuid, p_name text),
+    drumbeat_api.enroll_contacts(p_sequence_id uuid, p_contact_ids uuid[], p_start_at timestamp with time
+    zone, p_start_at_step integer, p_assigned_to uuid, p_metadata jsonb),
+    drumbeat_api.pause_enrollment(p_enrollment_id uuid), drumbeat_api.pause_sequence(p_sequence_id uuid),
+    drumbeat_api.preview_schedule(p_sequence_id uuid, p_contact_id uuid, p_start_at timestamp with time zone),
+    drumbeat_api.record_event(p_contact_id uuid, p_kind text, p_payload jsonb),
+    drumbeat_api.resume_enrollment(p_enrollment_id uuid), drumbeat_api.resume_sequence(p_sequence_id uuid),
+    drumbeat_api.revoke_api_key(p_key_id uuid), drumbeat_api.sequence_stats(p_sequence_id uuid),
+    drumbeat_api.set_holidays(p_workspace_id uuid, p_dates date[]), drumbeat_api.skip_to_step(p_enrollment_id
+    uuid, p_position integer), drumbeat_api.update_contact(p_contact_id uuid, p_changes jsonb),
+    drumbeat_api.update_sequence(p_sequence_id uuid, p_definition jsonb),
+    drumbeat_api.upsert_contacts(p_workspace_id uuid, p_contacts jsonb), drumbeat_api.add_step(p_sequence_id
+    uuid, p_step jsonb, p_position integer), drumbeat_api.update_step(p_sequence_id uuid, p_step_id uuid,
+    p_changes jsonb), drumbeat_api.remove_step(p_sequence_id uuid, p_step_id uuid),
+    drumbeat_api.reorder_steps(p_sequence_id uuid, p_step_ids uuid[]), drumbeat.delay_json(p_delay interval),
+    drumbeat.step_definitions(p_sequence_id uuid), drumbeat.renumber_step_references(p_steps jsonb,
+    p_old_positions jsonb), drumbeat.lock_steps(p_sequence_id uuid), drumbeat.save_step_edit(p_sequence_id
+    uuid, p_before jsonb, p_steps jsonb), drumbeat.step_index(p_steps jsonb, p_step_id uuid) TO authenticated,
+    service_role;
+
+-- Trusted server side only.
+GRANT EXECUTE ON FUNCTION drumbeat.load_holidays(p_workspace_id uuid, p_calendar text, p_holidays jsonb) TO
+    service_role;

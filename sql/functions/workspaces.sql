@@ -1,0 +1,116 @@
+-- Workspaces and their senders (drumbeat_api.create_workspace, create_sender) and the checks shared by
+-- the contract functions: the caller's identity and the workspace a row belongs to.
+
+-- Why: anonymous calls are PT401 before anything else, so they never look like "not found".
+CREATE OR REPLACE FUNCTION drumbeat.require_caller()
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF NOT drumbeat.is_trusted_caller() AND drumbeat.current_user_id() IS NULL THEN
+        PERFORM drumbeat.raise_error('PT401', 'authentication required: request.jwt.claims has no user (sub)');
+    END IF;
+END
+$$;
+
+-- Why: every function taking an id finds its workspace the same way: through RLS, so another
+-- tenant's id is PT404 (indistinguishable from a missing one), then checks the caller's role.
+CREATE OR REPLACE FUNCTION drumbeat.workspace_of(p_table text, p_id uuid, p_field text, p_min_role text DEFAULT 'member')
+RETURNS uuid
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_workspace_id uuid;
+BEGIN
+    PERFORM drumbeat.require_caller();
+    EXECUTE pg_catalog.format('SELECT workspace_id FROM drumbeat.%I WHERE id = $1', p_table)
+        INTO v_workspace_id USING p_id;
+    IF v_workspace_id IS NULL THEN
+        PERFORM drumbeat.raise_error('PT404', pg_catalog.format('%s not found', pg_catalog.rtrim(p_table, 's')), p_field);
+    END IF;
+    PERFORM drumbeat.require_role(v_workspace_id, p_min_role);
+    RETURN v_workspace_id;
+END
+$$;
+
+-- Why: time zones are IANA names; checked against the reference table with a clear message.
+CREATE OR REPLACE FUNCTION drumbeat.check_timezone(p_timezone text, p_field text)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF p_timezone IS NOT NULL AND NOT EXISTS (SELECT 1 FROM drumbeat.timezones z WHERE z.name = p_timezone) THEN
+        PERFORM drumbeat.raise_error('PT422', pg_catalog.format('unknown time zone %s: use an IANA name such as America/New_York',
+            pg_catalog.to_jsonb(p_timezone)), p_field);
+    END IF;
+    RETURN p_timezone;
+END
+$$;
+
+-- Why: a workspace is the tenant; its creator becomes its owner (a service_role caller with no user
+-- creates an ownerless workspace and adds members itself).
+CREATE OR REPLACE FUNCTION drumbeat_api.create_workspace(p_name text, p_timezone text DEFAULT 'UTC')
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = ''
+AS $$
+DECLARE
+    v_id uuid := pg_catalog.gen_random_uuid();
+BEGIN
+    PERFORM drumbeat.require_caller();
+    IF p_name IS NULL OR pg_catalog.length(pg_catalog.btrim(p_name)) NOT BETWEEN 1 AND 200 THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be 1 to 200 characters', 'p_name');
+    END IF;
+    PERFORM drumbeat.check_timezone(COALESCE(p_timezone, 'UTC'), 'p_timezone');
+    INSERT INTO drumbeat.workspaces (id, name, timezone) VALUES (v_id, pg_catalog.btrim(p_name), COALESCE(p_timezone, 'UTC'));
+    IF drumbeat.current_user_id() IS NOT NULL THEN
+        INSERT INTO drumbeat.workspace_members (workspace_id, user_id, role) VALUES (v_id, drumbeat.current_user_id(), 'owner');
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+-- Why: senders are the numbers / from-addresses steps go out from; admins manage them.
+CREATE OR REPLACE FUNCTION drumbeat_api.create_sender(p_workspace_id uuid, p_channel text, p_address text, p_settings jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql
+SECURITY INVOKER
+SET search_path = ''
+AS $$
+DECLARE
+    v_id uuid := pg_catalog.gen_random_uuid();
+    v_settings jsonb := COALESCE(p_settings, '{}');
+    v_address text := pg_catalog.btrim(p_address);
+BEGIN
+    PERFORM drumbeat.require_caller();
+    PERFORM drumbeat.require_role(p_workspace_id, 'admin');
+    IF p_channel IS NULL OR p_channel NOT IN ('sms', 'email') THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be sms or email', 'p_channel');
+    END IF;
+    v_address := CASE p_channel WHEN 'email' THEN pg_catalog.lower(v_address) ELSE v_address END;
+    IF p_channel = 'sms' AND v_address !~ '^(\+[1-9][0-9]{6,14}|MG[0-9a-f]{32})$' OR v_address IS NULL THEN
+        PERFORM drumbeat.raise_error('PT422', 'an sms sender is an E.164 number (+15551234567) or a Messaging Service SID (MG...)', 'p_address');
+    ELSIF p_channel = 'email' AND v_address !~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' THEN
+        PERFORM drumbeat.raise_error('PT422', 'an email sender is an address such as sales@example.com', 'p_address');
+    END IF;
+    PERFORM drumbeat.check_object(v_settings, 'p_settings', ARRAY['name', 'rate_per_second', 'daily_cap']);
+    INSERT INTO drumbeat.senders (id, workspace_id, channel, address, name, rate_per_second, daily_cap)
+    VALUES (v_id, p_workspace_id, p_channel, v_address,
+            drumbeat.json_text(v_settings -> 'name', 'p_settings.name', false, 200),
+            CASE WHEN v_settings ? 'rate_per_second'
+                 THEN drumbeat.json_int(v_settings -> 'rate_per_second', 'p_settings.rate_per_second', 1, 1000) ELSE 1 END,
+            CASE WHEN v_settings ? 'daily_cap' THEN drumbeat.json_int(v_settings -> 'daily_cap', 'p_settings.daily_cap', 1, 10000000) END)
+    ON CONFLICT ON CONSTRAINT senders_address_unique DO NOTHING;
+    IF NOT FOUND THEN
+        PERFORM drumbeat.raise_error('PT409', pg_catalog.format('this workspace already has %s sender %s', p_channel, v_address), 'p_address');
+    END IF;
+    RETURN v_id;
+END
+$$;
