@@ -30,7 +30,7 @@ from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core import templates  # the worker's own sandbox and cache: templates compile here as they will run
 from app.core.db import fetch_all, fetch_one, fetch_value, require_row
-from app.core.errors import Conflict, Invalid, NotFound
+from app.core.errors import Invalid, NotFound
 from app.core.queries import queries
 
 Q = queries("api_sequences")
@@ -375,20 +375,6 @@ class SchedulePreview(msgspec.Struct):
 # ---------------------------------------------------------------------------------------------- helpers
 
 TEMPLATE_PARTS = (("subject", False), ("body", False), ("html_body", True))
-STEP_KEYS = (
-    "name",
-    "delay",
-    "send_at",
-    "subject",
-    "body",
-    "html_body",
-    "variants",
-    "condition",
-    "then",
-    "else",
-    "action",
-    "task_description",
-)
 
 
 def as_utc(instant: dt.datetime | None) -> dt.datetime | None:
@@ -407,12 +393,17 @@ def compile_template(text: str, html: bool, field: str) -> None:
 def check_templates(steps: list[dict[str, Any]]) -> None:
     """Every message template of every step (and A/B variant), as steps[i].body / steps[i].variants[j].subject."""
     for i, step in enumerate(steps):
-        holders = [(f"steps[{i}]", step)]
-        holders += [(f"steps[{i}].variants[{j}]", v) for j, v in enumerate(step.get("variants") or [])]
-        for path, holder in holders:
-            for key, html in TEMPLATE_PARTS:
-                if isinstance(holder.get(key), str):
-                    compile_template(holder[key], html, f"{path}.{key}")
+        check_step_templates(step, f"steps[{i}]")
+
+
+def check_step_templates(step: dict[str, Any], path: str) -> None:
+    holders = [(path, step)] + [
+        (f"{path}.variants[{j}]", v) for j, v in enumerate(step.get("variants") or [])
+    ]
+    for holder_path, holder in holders:
+        for key, html in TEMPLATE_PARTS:
+            if isinstance(holder.get(key), str):
+                compile_template(holder[key], html, f"{holder_path}.{key}")
 
 
 def check_text(value: Any, field: str) -> None:
@@ -436,10 +427,11 @@ def checked(definition: dict[str, Any]) -> dict[str, Any]:
     return definition
 
 
-def step_definition(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored step (a list_steps row) as a definition step with its id: update_sequence keeps it."""
-    step = {"id": str(row["id"]), "kind": row["kind"], "is_active": row["is_active"]}
-    step |= {key: row[key] for key in STEP_KEYS if row[key] is not None and row[key] != []}
+def checked_step(step: dict[str, Any], index: int) -> dict[str, Any]:
+    """One step (new, or the fields a PATCH changes) as `checked` would see it at steps[index]."""
+    path = f"steps[{index}]"
+    check_text(step, path)
+    check_step_templates(step, path)
     return step
 
 
@@ -478,39 +470,6 @@ async def detail_of(db: Db, sequence_id: UUID) -> SequenceDetail:
 async def save(db: Db, sequence_id: UUID, definition: dict[str, Any]) -> None:
     """Checked first (nothing is written when a template is broken), then drumbeat_api.update_sequence."""
     await fetch_one(db, Q["update_sequence"], {"id": sequence_id, "definition": Jsonb(checked(definition))})
-
-
-def renumbered(steps: list[dict[str, Any]], before: list[dict[str, Any]]) -> None:
-    """After steps were inserted, removed or moved, the existing condition steps' references (condition.step,
-    {"goto": N}) still name positions of `before`: point them at the same steps' new positions. A condition
-    looking at a removed step is a 409; a goto to a removed step goes to the next step that remains (or
-    exits). A step just added has no id yet: its references are in the new numbering already."""
-    old_position = {str(row["id"]): row["position"] for row in before}
-    new_position = {step["id"]: i + 1 for i, step in enumerate(steps) if "id" in step}
-    moved = {old_position[sid]: new_position.get(sid) for sid in old_position}
-
-    def goto_target(old: int) -> int | None:
-        for position in range(old, len(before) + 1):
-            if moved.get(position) is not None:
-                return moved[position]
-        return None
-
-    for step in steps:
-        if step.get("kind") != "condition" or "id" not in step:
-            continue
-        condition = dict(step["condition"])
-        target = moved.get(condition["step"], condition["step"])
-        if target is None:
-            raise Conflict(
-                f"step {old_position[step['id']]} (a condition) looks at this step: change or delete it first",
-                "step_id",
-            )
-        step["condition"] = condition | {"step": target}
-        for branch in ("then", "else"):
-            value = step.get(branch)
-            if isinstance(value, dict) and "goto" in value:
-                new = goto_target(value["goto"]) if value["goto"] in moved else value["goto"]
-                step[branch] = {"goto": new} if new is not None else "exit"
 
 
 def find_step(rows: list[dict[str, Any]], step_id: UUID) -> dict[str, Any]:
@@ -598,7 +557,7 @@ class SequenceController(Controller):
         self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[SequencePatch]
     ) -> SequenceDetail:
         definition = base_definition(await locked_sequence(db, sequence_id))
-        definition["steps"] = [step_definition(row) for row in await step_rows(db, sequence_id)]
+        definition["steps"] = (await fetch_one(db, Q["step_definitions"], {"id": sequence_id}))["steps"]
         for key, value in msgspec.structs.asdict(data).items():
             if value is UNSET:
                 continue
@@ -726,18 +685,13 @@ class StepController(Controller):
         status_code=201,
     )
     async def create(self, db: Db, sequence_id: FromPath[UUID], data: example_body(StepCreateBody)) -> Step:
-        definition = base_definition(await locked_sequence(db, sequence_id))
-        before = await step_rows(db, sequence_id)
-        steps = [step_definition(row) for row in before]
-        if data.position is not None and data.position > len(steps) + 1:
-            raise Invalid(f"must be between 1 and {len(steps) + 1}", "position")
-        index = len(steps) if data.position is None else data.position - 1
         new_step = msgspec.to_builtins(data)
-        new_step.pop("position", None)
-        steps.insert(index, new_step)
-        renumbered(steps, before)
-        await save(db, sequence_id, definition | {"steps": steps})
-        return msgspec.convert((await step_rows(db, sequence_id))[index], Step)
+        position = new_step.pop("position", None)
+        live_steps = (await visible_sequence(db, sequence_id))["step_count"]  # 404 before any 422
+        index = position - 1 if position else live_steps
+        params = {"id": sequence_id, "step": Jsonb(checked_step(new_step, index)), "position": position}
+        added = await fetch_one(db, Q["add_step"], params)
+        return msgspec.convert(find_step(await step_rows(db, sequence_id), added["id"]), Step)
 
     @patch(
         "/{step_id:uuid}",
@@ -747,20 +701,15 @@ class StepController(Controller):
     async def change(
         self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID], data: JSONBody[StepPatch]
     ) -> Step:
-        definition = base_definition(await locked_sequence(db, sequence_id))
-        rows = await step_rows(db, sequence_id)
-        find_step(rows, step_id)
-        steps = [step_definition(row) for row in rows]
-        step = next(s for s in steps if s["id"] == str(step_id))
-        for attribute, value in msgspec.structs.asdict(data).items():
-            key = "else" if attribute == "else_" else attribute
-            if value is UNSET:
-                continue
-            if value is None:
-                step.pop(key, None)
-            else:
-                step[key] = msgspec.to_builtins(value)
-        await save(db, sequence_id, definition | {"steps": steps})
+        changes = {
+            "else" if attribute == "else_" else attribute: msgspec.to_builtins(value)
+            for attribute, value in msgspec.structs.asdict(data).items()
+            if value is not UNSET
+        }
+        await visible_sequence(db, sequence_id)  # 404 naming the sequence before the step
+        index = find_step(await step_rows(db, sequence_id), step_id)["position"] - 1
+        params = {"id": sequence_id, "step_id": step_id, "changes": Jsonb(checked_step(changes, index))}
+        await fetch_one(db, Q["update_step"], params)
         return msgspec.convert(find_step(await step_rows(db, sequence_id), step_id), Step)
 
     @delete(
@@ -770,14 +719,7 @@ class StepController(Controller):
         "The step stays in the records (deliveries and events point at it). 409 when a condition looks at it.",
     )
     async def remove(self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID]) -> None:
-        definition = base_definition(await locked_sequence(db, sequence_id))
-        before = await step_rows(db, sequence_id)
-        find_step(before, step_id)
-        steps = [step_definition(row) for row in before if row["id"] != step_id]
-        if not steps:
-            raise Conflict("a sequence needs at least one step: archive it instead", "step_id")
-        renumbered(steps, before)
-        await save(db, sequence_id, definition | {"steps": steps})
+        await fetch_one(db, Q["remove_step"], {"id": sequence_id, "step_id": step_id})
 
     @post(
         "/reorder",
@@ -787,17 +729,7 @@ class StepController(Controller):
         status_code=200,
     )
     async def reorder(self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[StepReorder]) -> list[Step]:
-        definition = base_definition(await locked_sequence(db, sequence_id))
-        before = await step_rows(db, sequence_id)
-        by_id = {row["id"]: step_definition(row) for row in before}
-        if len(data.step_ids) != len(by_id) or set(data.step_ids) != set(by_id):
-            raise Invalid(
-                f"must list each of the sequence's {len(by_id)} steps once (GET .../steps for their ids)",
-                "step_ids",
-            )
-        steps = [by_id[step_id] for step_id in data.step_ids]
-        renumbered(steps, before)
-        await save(db, sequence_id, definition | {"steps": steps})
+        await fetch_one(db, Q["reorder_steps"], {"id": sequence_id, "step_ids": data.step_ids})
         return msgspec.convert(await step_rows(db, sequence_id), list[Step])
 
 

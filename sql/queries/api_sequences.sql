@@ -2,16 +2,32 @@
 -- authenticated, request.jwt.claims set): RLS limits every SELECT to the caller's workspaces, so another
 -- tenant's sequence is simply not there (404), and the contract functions answer its id with PT404.
 --
--- Steps are read back in the definition's own shape (DESIGN.md), so that a client can GET a sequence,
--- change it and PUT it back: delay as {"value", "unit"} (the interval's days component as days or weeks,
--- its time component as minutes or hours: days are calendar time, minutes and hours clock time, so the
--- two never mix), send_at as "HH:MM", and a condition's then/else taken back out of `condition`.
+-- Steps are read back in the definition's own shape (docs/ARCHITECTURE.md), so that a client can GET a
+-- sequence, change it and PUT it back: delay as {"value", "unit"} (drumbeat.delay_json), send_at as
+-- "HH:MM", and a condition's then/else taken back out of `condition`. Step edits (add, change, remove,
+-- reorder) are the contract's step functions, which renumber conditions as RPC callers get them too.
 
 -- name: create_sequence
 SELECT drumbeat_api.create_sequence(%(workspace_id)s::uuid, %(definition)s::jsonb) AS id
 
 -- name: update_sequence
 SELECT drumbeat_api.update_sequence(%(id)s::uuid, %(definition)s::jsonb)
+
+-- name: step_definitions
+-- The read half of PATCH /sequences/{id}: the live steps as definition steps, with their ids.
+SELECT drumbeat.step_definitions(%(id)s::uuid) AS steps
+
+-- name: add_step
+SELECT drumbeat_api.add_step(%(id)s::uuid, %(step)s::jsonb, %(position)s::integer) AS id
+
+-- name: update_step
+SELECT drumbeat_api.update_step(%(id)s::uuid, %(step_id)s::uuid, %(changes)s::jsonb)
+
+-- name: remove_step
+SELECT drumbeat_api.remove_step(%(id)s::uuid, %(step_id)s::uuid)
+
+-- name: reorder_steps
+SELECT drumbeat_api.reorder_steps(%(id)s::uuid, %(step_ids)s::uuid[])
 
 -- name: activate_sequence
 SELECT drumbeat_api.activate_sequence(%(id)s::uuid, %(start_at)s::timestamptz)
@@ -75,23 +91,11 @@ WHERE s.workspace_id = %(workspace_id)s::uuid
 -- name: list_steps
 -- A sequence's live steps in order (removed steps stay in the table for the record but are not shown).
 SELECT st.id, st.sequence_id, st.position, st.kind, st.name,
-       CASE WHEN d.minutes = 0 AND d.days > 0 AND d.days %% 7 = 0
-                THEN pg_catalog.jsonb_build_object('value', d.days / 7, 'unit', 'weeks')
-            WHEN d.minutes = 0 AND d.days > 0 THEN pg_catalog.jsonb_build_object('value', d.days, 'unit', 'days')
-            WHEN d.days = 0 AND d.minutes > 0 AND d.minutes %% 60 = 0
-                THEN pg_catalog.jsonb_build_object('value', d.minutes / 60, 'unit', 'hours')
-            WHEN d.days = 0 THEN pg_catalog.jsonb_build_object('value', d.minutes, 'unit', 'minutes')
-            ELSE pg_catalog.jsonb_build_object('value', d.days * 1440 + d.minutes, 'unit', 'minutes')
-       END AS delay,
+       drumbeat.delay_json(st.delay) AS delay,
        pg_catalog.to_char(st.send_at, 'HH24:MI') AS send_at,
        st.subject, st.body, st.html_body, st.variants,
        st.condition - 'then' - 'else' AS condition, st.condition -> 'then' AS "then", st.condition -> 'else' AS "else",
        st.action, st.task_description, st.is_active, st.created_at, st.updated_at
 FROM drumbeat.sequence_steps st
-CROSS JOIN LATERAL (
-    SELECT pg_catalog.date_part('day', st.delay)::bigint AS days,
-           (pg_catalog.date_part('epoch', st.delay - pg_catalog.make_interval(
-               days => pg_catalog.date_part('day', st.delay)::integer)) / 60)::bigint AS minutes
-) AS d
 WHERE st.sequence_id = %(sequence_id)s::uuid AND st.removed_at IS NULL
 ORDER BY st.position
