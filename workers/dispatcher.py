@@ -119,6 +119,7 @@ class Dispatcher:
                 "deliveries": len(results),
                 "sent": _count(results, "sent"),
                 "failed": _count(results, "failed"),
+                "unknown": _count(results, "unknown"),
                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )
@@ -157,7 +158,7 @@ class Dispatcher:
         )
         result = self._call_transport(message)
         return entry | {
-            "outcome": "sent" if result.sent else "failed",
+            "outcome": "sent" if result.sent else "unknown" if result.ambiguous else "failed",
             "transient": result.transient,
             "provider_message_id": result.provider_message_id,
             "error_code": result.error_code,
@@ -183,8 +184,9 @@ class Dispatcher:
         transport = self.transports[message.channel]
         try:
             return transport.send(message)
-        except Exception as error:  # a provider SDK or network fault: retry later, never crash the batch
-            # The error's text goes to the delivery's error_message, not here: it may quote the recipient.
+        except Exception as error:  # a fault the transport did not classify: never crash the batch
+            # Whether the provider got the message is not known, so it is never sent again (unknown). The
+            # error's text goes to the delivery's error_message, not here: it may quote the recipient.
             log.warning(
                 "transport_error",
                 extra={
@@ -196,7 +198,7 @@ class Dispatcher:
                 },
             )
             return SendResult(
-                sent=False, error_code="transport_error", error_message=str(error), transient=True
+                sent=False, error_code="transport_error", error_message=str(error), ambiguous=True
             )
 
 

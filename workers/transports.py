@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import smtplib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,13 +32,22 @@ class Message:
 
 @dataclass(frozen=True)
 class SendResult:
-    """What the provider said. `transient` failures are retried (429, 5xx, timeouts); others are not."""
+    """What the provider said (README, "Send outcomes").
+
+    - `sent`: accepted.
+    - `ambiguous`: the provider may have accepted it: a read timeout or a connection lost after the request
+      was written, a 5xx from an API that may have acted, an SMTP connection lost once DATA began. It is
+      recorded `unknown` and never sent again: at most once.
+    - otherwise certainly not accepted: `transient` ones (connection refused, DNS or TLS failure before the
+      request, 429, SMTP 4xx) are retried; the others (4xx validation refusals, SMTP 5xx) are not.
+    """
 
     sent: bool
     provider_message_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     transient: bool = False
+    ambiguous: bool = False
 
 
 class Transport(Protocol):
@@ -99,8 +109,10 @@ class TwilioTransport:
 
     name = "twilio"
     concurrent = True
-    # 21610: the recipient replied STOP. Permanent, and record_deliveries opts the contact out.
-    TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
+    # 429 is a refusal (nothing was created): retried. A 5xx comes from an API that may have created the
+    # message before failing: ambiguous. Other 4xx are refusals that a retry would repeat (21610: the
+    # recipient replied STOP; record_deliveries opts the contact out).
+    RETRIED_HTTP = frozenset({429})
 
     def __init__(
         self,
@@ -147,11 +159,30 @@ class TwilioTransport:
                 sent=False,
                 error_code=str(error.code or error.status),
                 error_message=error.msg,
-                transient=error.status in self.TRANSIENT_HTTP,
+                transient=error.status in self.RETRIED_HTTP,
+                ambiguous=error.status >= 500,
             )
-        except OSError as error:  # timeouts and refused connections (requests' errors are OSErrors)
-            return SendResult(sent=False, error_code="network", error_message=str(error), transient=True)
+        except OSError as error:  # requests' errors are OSErrors
+            return network_outcome(error)
         return SendResult(sent=True, provider_message_id=created.sid)
+
+
+def network_outcome(error: OSError) -> SendResult:
+    """A network error of an HTTP call (requests): retried when the request certainly never reached the
+    server (no connection: refused, DNS, connect timeout, TLS handshake), else ambiguous (read timeout,
+    connection lost while waiting for the answer): the server may have acted on it."""
+    import requests.exceptions as http
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    reason = error.args[0] if error.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    before_request = isinstance(error, http.ConnectTimeout | http.SSLError) or (
+        isinstance(error, http.ConnectionError) and isinstance(reason, NewConnectionError)
+    )
+    if before_request:
+        return SendResult(sent=False, error_code="network", error_message=str(error), transient=True)
+    return SendResult(sent=False, error_code="network_ambiguous", error_message=str(error), ambiguous=True)
 
 
 class SmtpTransport:
@@ -189,8 +220,11 @@ class SmtpTransport:
         import smtplib
 
         email = self._build(message)
+        session = None
         try:
-            self._session().send_message(email)
+            session = self._session()
+            session.data_started = False
+            session.send_message(email)
         except smtplib.SMTPResponseException as error:
             self._drop()
             return SendResult(
@@ -210,6 +244,11 @@ class SmtpTransport:
             )
         except (OSError, smtplib.SMTPException) as error:
             self._drop()
+            if session is not None and session.data_started:
+                # The message (or part of it) was on the wire: the relay may have queued it.
+                return SendResult(
+                    sent=False, error_code="network_ambiguous", error_message=str(error), ambiguous=True
+                )
             return SendResult(sent=False, error_code="network", error_message=str(error), transient=True)
         self._sessions.carried += 1
         self._sessions.last_used = time.monotonic()
@@ -253,16 +292,15 @@ class SmtpTransport:
 
     def _connect(self):
         """A new session: connected, encrypted and logged in, or closed again on the way."""
-        import smtplib
         import ssl
 
         implicit_tls = self.port == 465
         if implicit_tls:
-            smtp = smtplib.SMTP_SSL(
+            smtp = _SmtpSslSession(
                 self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
             )
         else:
-            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            smtp = _SmtpSession(self.host, self.port, timeout=self.timeout)
         try:
             if self.starttls and not implicit_tls:
                 smtp.starttls(context=ssl.create_default_context())
@@ -288,3 +326,22 @@ class SmtpTransport:
         if message.html:
             email.add_alternative(message.html, subtype="html")
         return email
+
+
+class _DataPhase:
+    """Remembers whether the current message's DATA began: a connection lost before it certainly delivered
+    nothing (retried); one lost after it may have (ambiguous)."""
+
+    data_started = False
+
+    def data(self, msg):
+        self.data_started = True
+        return super().data(msg)
+
+
+class _SmtpSession(_DataPhase, smtplib.SMTP):
+    pass
+
+
+class _SmtpSslSession(_DataPhase, smtplib.SMTP_SSL):
+    pass

@@ -340,6 +340,12 @@ class StepStats(msgspec.Struct):
     sent: int
     delivered: int
     failed: int
+    unknown: Annotated[
+        int,
+        msgspec.Meta(
+            description="The provider's answer was ambiguous or lost: may have gone out, never resent"
+        ),
+    ]
     opened: Annotated[int, msgspec.Meta(description="Distinct enrollments")]
     clicked: int
     replied: int

@@ -498,8 +498,9 @@ $$;
 -- Why: one call per batch records what the provider said for each delivery still 'sending' (a second
 -- record of the same delivery changes nothing), charges SMS credits per segment, logs the outcomes and
 -- moves the enrollments on; failures (the rare case) are settled one by one. p_results: [{delivery_id,
--- outcome: sent|failed, transient, provider_message_id, error_code, error_message, segments, subject,
--- body}]. Returns how many deliveries it recorded.
+-- outcome: sent|unknown|failed, transient, provider_message_id, error_code, error_message, segments, subject,
+-- body}]; unknown (the provider may have it) is never sent again: the enrollment moves on as if sent. Returns
+-- how many deliveries it recorded.
 CREATE OR REPLACE FUNCTION drumbeat.record_deliveries(p_results jsonb)
 RETURNS integer
 LANGUAGE plpgsql
@@ -516,7 +517,7 @@ BEGIN
         SELECT * FROM pg_catalog.jsonb_to_recordset(p_results) AS r(delivery_id uuid, outcome text, transient boolean,
             provider_message_id text, error_code text, error_message text, segments integer, subject text, body text)
     ), updated AS (
-        UPDATE drumbeat.deliveries d SET status = CASE WHEN r.outcome = 'sent' THEN 'sent' ELSE 'failed' END,
+        UPDATE drumbeat.deliveries d SET status = CASE WHEN r.outcome IN ('sent', 'unknown') THEN r.outcome ELSE 'failed' END,
             sent_at = CASE WHEN r.outcome = 'sent' THEN v_now END, provider_message_id = r.provider_message_id,
             error_code = r.error_code, error_message = pg_catalog.left(r.error_message, 1000), segments = r.segments,
             subject = r.subject, body = r.body
@@ -529,12 +530,15 @@ BEGIN
         WHERE w.id = u.workspace_id AND w.sms_credits IS NOT NULL
     ), logged AS (
         INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, delivery_id, occurred_at, payload)
-        SELECT u.workspace_id, u.status, u.contact_id, u.sequence_id, u.enrollment_id, u.step_id, u.id, v_now,
+        SELECT u.workspace_id, CASE u.status WHEN 'unknown' THEN 'delivery_unknown' ELSE u.status END, u.contact_id,
+               u.sequence_id, u.enrollment_id, u.step_id, u.id, v_now,
                pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('channel', u.channel, 'attempt', u.attempt,
-                   'error_code', u.error_code, 'transient', u.transient))
+                   'error_code', u.error_code, 'transient', u.transient,
+                   'reason', CASE WHEN u.status = 'unknown' THEN 'ambiguous_provider_answer' END))
         FROM updated u
     )
-    SELECT pg_catalog.count(*), pg_catalog.array_agg(u.id) FILTER (WHERE u.status = 'sent'),
+    -- An unknown delivery may have gone out: the enrollment moves on as after a send, never sending it again.
+    SELECT pg_catalog.count(*), pg_catalog.array_agg(u.id) FILTER (WHERE u.status IN ('sent', 'unknown')),
            pg_catalog.array_agg(u.id) FILTER (WHERE u.status = 'failed')
     INTO v_count, v_sent, v_failed_ids FROM updated u;
     PERFORM drumbeat.advance_after_send(COALESCE(v_sent, '{}'), v_now);

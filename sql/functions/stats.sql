@@ -1,6 +1,6 @@
 -- Sequence statistics: per-step sends, failures and engagement, and the sequence's totals.
 
--- Why: per-step counts of deliveries and engagement (distinct enrollments) for sequence_stats. A reply
+-- Why: per-step counts of deliveries (unknown: may have gone out, never resent) and engagement (distinct enrollments) for sequence_stats. A reply
 -- that names no step (an inbound SMS, most integrations) counts for the last message the enrollment was
 -- sent before it (replied_to), which is what sequence tools report as the step that got the reply.
 CREATE OR REPLACE FUNCTION drumbeat.step_stats(p_sequence_id uuid)
@@ -20,6 +20,7 @@ AS $$
                (SELECT pg_catalog.count(*) FROM drumbeat.deliveries d WHERE d.step_id = st.id AND d.status IN ('sent', 'delivered')) AS sent,
                (SELECT pg_catalog.count(*) FROM drumbeat.deliveries d WHERE d.step_id = st.id AND d.status = 'delivered') AS delivered,
                (SELECT pg_catalog.count(*) FROM drumbeat.deliveries d WHERE d.step_id = st.id AND d.status IN ('failed', 'undelivered', 'bounced')) AS failed,
+               (SELECT pg_catalog.count(*) FROM drumbeat.deliveries d WHERE d.step_id = st.id AND d.status = 'unknown') AS unknown,
                (SELECT pg_catalog.count(DISTINCT ev.enrollment_id) FROM drumbeat.events ev
                 WHERE ev.sequence_id = p_sequence_id AND ev.kind = 'opened' AND ev.step_id = st.id) AS opened,
                (SELECT pg_catalog.count(DISTINCT ev.enrollment_id) FROM drumbeat.events ev

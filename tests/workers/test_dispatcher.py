@@ -76,7 +76,7 @@ def test_a_template_that_cannot_render_fails_that_delivery_only(db_url, dispatch
 
 
 class FlakyProvider:
-    """A provider that is down for its first calls (transient), then accepts."""
+    """A provider that refuses its first calls (certainly not accepted: transient), then accepts."""
 
     name = "flaky"
     concurrent = False
@@ -88,7 +88,7 @@ class FlakyProvider:
     def send(self, message: Message) -> SendResult:
         if self.failures:
             self.failures -= 1
-            raise ConnectionError("provider unreachable")
+            return SendResult(sent=False, error_code="network", error_message="refused", transient=True)
         self.accepted.append(message)
         return SendResult(sent=True, provider_message_id="SM123")
 
@@ -108,6 +108,62 @@ def test_a_transport_fault_is_retried_with_a_new_attempt(db_url):
     assert _rows(db_url, "SELECT attempt, status FROM drumbeat.deliveries ORDER BY attempt") == [
         (1, "failed"),
         (2, "sent"),
+    ]
+
+
+class CrashingProvider:
+    """A transport that raises instead of classifying what happened."""
+
+    name = "crashing"
+    concurrent = False
+
+    def __init__(self):
+        self.calls = 0
+
+    def send(self, message: Message) -> SendResult:
+        self.calls += 1
+        raise RuntimeError("the SDK gave up half-way")
+
+
+@pytest.mark.parametrize("reply", [(500, {"code": 20500, "message": "Internal"}), (503, {"message": "down"})])
+def test_a_provider_5xx_is_unknown_and_never_sent_again(db_url, twilio, reply):
+    """A 5xx comes from an API that may have created the message: unknown at once, the enrollment moves
+    on to its next step, and the step is not sent again, however long we wait."""
+    _setup(db_url, SMS_SEQUENCE, [{"phone": "+15550001004", "first_name": "Cy"}])
+    twilio.replies.append((reply[0], reply[1] | {"status": reply[0]}))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+        dispatcher = Dispatcher(conn, {"sms": TwilioTransport(ACCOUNT_SID, "secret", twilio.url)})
+        assert dispatcher.run_once() == 1
+        conn.execute("SELECT set_config('drumbeat.clock', '2026-11-23 15:00Z', false)")
+        assert dispatcher.run_once() == 0
+    assert len(twilio.requests) == 1
+    assert _rows(db_url, "SELECT attempt, status, sent_at FROM drumbeat.deliveries") == [(1, "unknown", None)]
+    [(kind, payload)] = _rows(
+        db_url, "SELECT kind, payload FROM drumbeat.events WHERE delivery_id IS NOT NULL AND kind <> 'sent'"
+    )
+    assert kind == "delivery_unknown" and payload["reason"] == "ambiguous_provider_answer"
+    assert payload["error_code"] == str(reply[1].get("code", reply[0]))
+    positions = _rows(
+        db_url,
+        """SELECT e.status, st.position FROM drumbeat.enrollments e
+           JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id""",
+    )
+    assert positions == [("active", 2)]
+
+
+def test_a_fault_the_transport_did_not_classify_is_unknown_not_retried(db_url):
+    _setup(db_url, SMS_SEQUENCE, [{"phone": "+15550001005", "first_name": "Di"}])
+    provider = CrashingProvider()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+        dispatcher = Dispatcher(conn, {"sms": provider})
+        assert dispatcher.run_once() == 1
+        conn.execute("SELECT set_config('drumbeat.clock', '2026-11-23 14:30Z', false)")
+        assert dispatcher.run_once() == 0
+    assert provider.calls == 1
+    assert _rows(db_url, "SELECT status, error_code FROM drumbeat.deliveries") == [
+        ("unknown", "transport_error")
     ]
 
 

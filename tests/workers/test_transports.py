@@ -53,26 +53,77 @@ def test_twilio_messaging_service_sender(twilio):
 
 
 @pytest.mark.parametrize(
-    ("status", "code", "transient"),
+    ("status", "code", "transient", "ambiguous"),
     [
-        (429, 20429, True),
-        (500, None, True),
-        (503, None, True),
-        (400, 21211, False),
-        (400, 21614, False),
-        (400, 21610, False),
+        (429, 20429, True, False),  # a refusal: nothing was created, retried
+        (500, None, False, True),  # the API may have created it before failing: unknown
+        (503, None, False, True),
+        (400, 21211, False, False),  # validation refusals: a retry would be refused again
+        (400, 21614, False, False),
+        (400, 21610, False, False),
+        (401, 20003, False, False),
     ],
 )
-def test_twilio_errors_are_classified(twilio, status, code, transient):
+def test_twilio_errors_are_classified(twilio, status, code, transient, ambiguous):
     twilio.replies.append((status, {"code": code, "message": "nope", "status": status}))
     result = TwilioTransport(ACCOUNT_SID, "secret", twilio.url).send(sms())
-    assert not result.sent and result.transient is transient
+    assert (result.sent, result.transient, result.ambiguous) == (False, transient, ambiguous)
     assert result.error_code == str(code or status)
 
 
 def test_twilio_unreachable_is_transient():
     result = TwilioTransport(ACCOUNT_SID, "secret", "http://127.0.0.1:9", timeout=2).send(sms())
-    assert (result.sent, result.transient, result.error_code) == (False, True, "network")
+    assert (result.sent, result.transient, result.ambiguous, result.error_code) == (
+        False,
+        True,
+        False,
+        "network",
+    )
+
+
+def test_twilio_unknown_host_is_transient():
+    result = TwilioTransport(ACCOUNT_SID, "secret", "http://no-such-host.invalid", timeout=2).send(sms())
+    assert (result.sent, result.transient, result.ambiguous) == (False, True, False)
+
+
+def test_twilio_read_timeout_after_the_request_is_ambiguous(twilio):
+    """The stand-in takes the request (and would create the message) but answers after the timeout."""
+    twilio.delay = 1.5
+    result = TwilioTransport(ACCOUNT_SID, "secret", twilio.url, timeout=0.5).send(sms())
+    assert (result.sent, result.transient, result.ambiguous) == (False, False, True)
+    assert result.error_code == "network_ambiguous"
+    deadline = time.monotonic() + 5
+    while not twilio.requests and time.monotonic() < deadline:  # it records the request as it answers
+        time.sleep(0.05)
+    assert len(twilio.requests) == 1
+
+
+def test_twilio_connection_lost_after_the_request_is_ambiguous():
+    """A server that reads the whole request, then hangs up without answering."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        received: list[bytes] = []
+
+        def serve_once():
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(5)
+                data = b""
+                while b"Body=" not in data:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                received.append(data)
+
+        server = threading.Thread(target=serve_once)
+        server.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        result = TwilioTransport(ACCOUNT_SID, "secret", url, timeout=5).send(sms())
+        server.join(timeout=10)
+    assert received and b"Body=Hi+Ada" in received[0]
+    assert (result.sent, result.transient, result.ambiguous) == (False, False, True)
 
 
 class Inbox:
@@ -168,7 +219,40 @@ def test_smtp_rejections_are_classified(smtp_server, reply, transient):
 
 def test_smtp_unreachable_is_transient():
     result = SmtpTransport("127.0.0.1", 9, starttls=False, timeout=2).send(email())
-    assert (result.sent, result.transient) == (False, True)
+    assert (result.sent, result.transient, result.ambiguous) == (False, True, False)
+
+
+class HangsUp(Inbox):
+    """Closes the connection at one point of the dialogue instead of answering."""
+
+    def __init__(self, at: str):
+        super().__init__()
+        self.at = at
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.at == "RCPT":
+            server.transport.close()
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.at == "DATA":  # the whole message arrived: the relay could have queued it
+            self.messages.append(message_from_bytes(envelope.content))
+            server.transport.close()
+            return "250 never heard"
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize(("at", "transient", "ambiguous"), [("RCPT", True, False), ("DATA", False, True)])
+def test_smtp_connection_lost_before_data_is_retried_after_it_is_ambiguous(at, transient, ambiguous):
+    handler = HangsUp(at)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        result = SmtpTransport("127.0.0.1", controller.port, starttls=False, timeout=5).send(email())
+    finally:
+        controller.stop()
+    assert (result.sent, result.transient, result.ambiguous) == (False, transient, ambiguous)
+    assert len(handler.messages) == (1 if at == "DATA" else 0)
 
 
 def test_smtp_keeps_one_session_for_a_thread_s_messages(smtp_server):

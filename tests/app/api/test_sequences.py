@@ -646,6 +646,7 @@ def test_stats_shape(tenant: ApiTenant, db_url: str) -> None:
         "sent": 0,
         "delivered": 0,
         "failed": 0,
+        "unknown": 0,
         "opened": 0,
         "clicked": 0,
         "replied": 0,
