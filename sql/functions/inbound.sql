@@ -24,7 +24,8 @@ $$;
 --   * anything else is a reply, for the workspace that last texted the contact from that number (the
 --     conversation it answers), else the oldest of them (exit where on_reply);
 --   * an unmatched message is logged in every workspace that uses the number.
--- Returns what it did: opted_out | opted_in | help | replied | unknown_contact | unknown_number.
+-- Returns what it did: opted_out | opted_in | help | replied | unknown_contact | unknown_number, or
+-- duplicate for a MessageSid already handled (a retried webhook: nothing is done again).
 CREATE OR REPLACE FUNCTION drumbeat.inbound_sms(p_to text, p_from text, p_body text, p_message_sid text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
@@ -39,6 +40,15 @@ DECLARE
     v_payload jsonb := pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
         'channel', 'sms', 'from', p_from, 'to', p_to, 'message_sid', p_message_sid, 'body', pg_catalog.left(p_body, 1600)));
 BEGIN
+    IF p_message_sid IS NOT NULL THEN
+        -- Twilio retries a webhook it got no 2xx for, with the same MessageSid: act once. The lock makes a
+        -- retry that arrives while the first delivery is still being handled wait for it, then see it.
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('drumbeat.inbound_sms:' || p_message_sid, 0));
+        IF EXISTS (SELECT 1 FROM drumbeat.events ev
+                   WHERE ev.payload ? 'message_sid' AND ev.payload ->> 'message_sid' = p_message_sid) THEN
+            RETURN 'duplicate';
+        END IF;
+    END IF;
     SELECT pg_catalog.array_agg(se.workspace_id ORDER BY se.created_at) INTO v_workspaces
     FROM drumbeat.senders se WHERE se.channel = 'sms' AND se.address = p_to;
     IF v_workspaces IS NULL THEN

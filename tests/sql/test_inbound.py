@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from psycopg.types.json import Jsonb
 
@@ -20,9 +22,55 @@ def tenant(conn):
     return tenant
 
 
-def inbound(conn, body: str, sender: str = "+15551112222", to: str = OUR_NUMBER) -> str:
+_sids = itertools.count(1)
+
+
+def inbound(
+    conn, body: str, sender: str = "+15551112222", to: str = OUR_NUMBER, sid: str | None = None
+) -> str:
+    """One inbound message, with its own MessageSid unless `sid` repeats one (a retried webhook)."""
     as_worker(conn)
-    return conn.execute("SELECT drumbeat.inbound_sms(%s, %s, %s, 'SM1')", (to, sender, body)).fetchone()[0]
+    sid = sid or f"SM{next(_sids):032d}"
+    return conn.execute("SELECT drumbeat.inbound_sms(%s, %s, %s, %s)", (to, sender, body, sid)).fetchone()[0]
+
+
+def events_of(conn, kind: str) -> int:
+    conn.execute("RESET ROLE")
+    return conn.execute("SELECT count(*) FROM drumbeat.events WHERE kind = %s", (kind,)).fetchone()[0]
+
+
+@pytest.mark.parametrize(("body", "outcome", "kind"), [
+    ("Yes, Tuesday works", "replied", "replied"),
+    ("STOP", "opted_out", "unsubscribed"),
+    ("START", "opted_in", "opted_in"),
+    ("HELP", "help", "help_requested"),
+])  # fmt: skip
+def test_a_retried_webhook_acts_once(conn, tenant, body, outcome, kind):
+    """Twilio retries a webhook it got no 2xx for, with the same MessageSid: one event, one action."""
+    sequence = tenant.sequence(sms_sequence())
+    [contact] = tenant.contacts({"phone": "+15551112222"})
+    tenant.enroll(sequence, [contact])
+    assert inbound(conn, body, sid="SMretried") == outcome
+    before = events_of(conn, kind)
+    assert before >= 1
+    assert inbound(conn, body, sid="SMretried") == "duplicate"
+    assert events_of(conn, kind) == before
+    assert inbound(conn, body) == outcome  # a new message (another sid) is handled as usual
+
+
+def test_a_retried_unmatched_message_is_logged_once(conn, tenant):
+    assert inbound(conn, "who is this?", sender="+15553334444", sid="SMx") == "unknown_contact"
+    assert inbound(conn, "who is this?", sender="+15553334444", sid="SMx") == "duplicate"
+    assert events_of(conn, "inbound_unmatched") == 1
+
+
+def test_status_callbacks_are_idempotent_and_never_go_backwards(conn, tenant):
+    _sent_delivery(conn, tenant)
+    assert status_callback(conn, "delivered") == "delivered"
+    for late in ("delivered", "sent", "queued", "undelivered", "failed"):  # repeated, late or out of order
+        assert status_callback(conn, late) == "delivered"
+    assert events_of(conn, "delivered") == 1
+    assert events_of(conn, "undelivered") == 0
 
 
 def opted_out(conn, contact) -> bool:

@@ -133,6 +133,18 @@ def test_a_reply_ends_enrollments_that_exit_on_reply(client, db_url, sms_tenant)
     assert payload["body"] == "Sounds good, call me" and payload["channel"] == "sms"
 
 
+def test_a_retried_inbound_webhook_is_answered_and_acts_once(client, db_url, sms_tenant):
+    """Twilio retries the same MessageSid when it got no 2xx in time: 200 again, one event, one exit."""
+    params = inbound("Sounds good, call me")
+    counts = []
+    for _ in range(3):
+        response = twilio_post(client, "/webhooks/twilio/inbound", params)
+        assert response.status_code == 200 and response.text == EMPTY_TWIML
+        counts.append(len(events(db_url, "replied")))  # one per enrollment of the contact it concerns
+    assert counts[0] >= 1 and counts == [counts[0]] * 3
+    assert enrollment_status(db_url, sms_tenant["sms_enrollment"]) == "replied"
+
+
 def test_an_unknown_number_or_sender_changes_nothing(client, db_url, sms_tenant):
     for params in (inbound("STOP", To="+15559999999"), inbound("STOP", From="+15559999998")):
         response = twilio_post(client, "/webhooks/twilio/inbound", params)
