@@ -8,7 +8,9 @@ p99 from due time to the transport call < 1 s). A dispatch job claims one batch 
 it; when its batch was full it defers a follow-up, so a large backlog keeps every worker's slots busy. One
 job carries a batch, never one message. Waiting dispatch jobs are bounded: each holds one of MAX_FAN_OUT
 queueing locks ("slots"), so polling ten times a second never piles up jobs that would find nothing.
-SIGTERM: procrastinate stops taking jobs and lets running ones finish (a tick ends within a second).
+Each tick also returns lapsed reservations to the queue (a worker died before starting them).
+SIGTERM (app/commands/worker.py): `stop_dispatching()` first, so batches start nothing new and release their
+unstarted reservations at once; procrastinate stops taking jobs and lets running ones finish.
 Every line a job logs carries "job-<procrastinate job id>" as its correlation id.
 """
 
@@ -19,6 +21,8 @@ import contextlib
 import functools
 import logging
 import math
+import os
+import signal
 import threading
 import time
 
@@ -45,9 +49,22 @@ POLL_SECONDS = 0.1
 # ticks seldom overlap (when one starts late they do overlap briefly; the slot locks make that harmless).
 TICK_SECONDS = 0.95
 FETCH_POLL_SECONDS = 0.5
+# After SIGTERM: procrastinate waits this long for the jobs it holds (a batch finishes its in-flight sends,
+# each bounded by its transport's timeout, 10 s for Twilio) ...
+GRACE_SECONDS = 20.0
+# ... and the process is gone by this deadline whatever a send is doing (orchestrators kill at 30 s).
+HARD_EXIT_SECONDS = 28.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _settings: Settings | None = None
 _local = threading.local()
+# Shared by every dispatcher of the process: set once the worker is asked to stop.
+_stopping = threading.Event()
+
+
+def stop_dispatching() -> None:
+    """Start nothing new: running batches release their unstarted reservations and finish what is in flight."""
+    _stopping.set()
 
 
 def configure(settings: Settings) -> None:
@@ -106,6 +123,7 @@ def _dispatcher() -> Dispatcher:
             batch_size=BATCH_SIZE,
             links=links_for(_settings),
             send_concurrency=_settings.send_concurrency,
+            stopping=_stopping,
         )
         _local.dispatcher = dispatcher
     return dispatcher
@@ -125,7 +143,11 @@ def job_correlation_id(context: procrastinate.JobContext) -> str:
 
 
 def _run_tick(dispatcher: Dispatcher, timestamp: int) -> int:
+    if _stopping.is_set():
+        return 0
     _recover_if_due(dispatcher, timestamp)
+    if released := dispatcher.release_lapsed():
+        log.warning("reservations_lapsed", extra={"count": released})
     # Why poll inside the tick rather than tick faster: procrastinate's periodic tasks have one-second
     # resolution, and one poller at a time (the tick's queueing lock) keeps the backlog query cheap however
     # many workers run. The tick holds one worker slot for most of each second; run --concurrency >= 2.
@@ -135,7 +157,7 @@ def _run_tick(dispatcher: Dispatcher, timestamp: int) -> int:
         deferred += fan_out(dispatcher)
         polls += 1
         next_poll = started + polls * POLL_SECONDS  # drift-free: a slow poll does not push the next ones
-        if next_poll > started + TICK_SECONDS:
+        if next_poll > started + TICK_SECONDS or _stopping.is_set():
             return deferred
         time.sleep(max(0.0, next_poll - time.monotonic()))
 
@@ -193,6 +215,7 @@ async def prune_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
 def build_app(settings: Settings) -> procrastinate.App:
     """The procrastinate app on DATABASE_URL; its tables live in schema `procrastinate` (drumbeat migrate)."""
     configure(settings)
+    _stopping.clear()  # a process may run several workers one after another (tests, `drumbeat demo`)
     connector = procrastinate.PsycopgConnector(
         conninfo=settings.database_url, kwargs={"options": "-c search_path=procrastinate"}
     )
@@ -208,12 +231,60 @@ def build_app(settings: Settings) -> procrastinate.App:
 
 
 async def run_beside(settings: Settings, concurrency: int = 4) -> None:
-    """A worker in the running event loop beside other work (`drumbeat up`, `drumbeat demo`): it installs no
-    signal handlers (the caller owns them). Cancel its task once to stop it: procrastinate then finishes
-    the jobs it holds; a second cancel would abandon them mid-send."""
+    """A worker in the running event loop beside other work (`drumbeat up`, `drumbeat demo`, and
+    `drumbeat worker` through run_until_signalled): it installs no signal handlers (the caller owns them).
+    Cancel its task once to stop it: batches start nothing new and release their unstarted reservations at
+    once, and procrastinate waits (up to GRACE_SECONDS) for the jobs it holds to record what is in flight;
+    a second cancel abandons them mid-send."""
     app = build_app(settings)
-    with contextlib.suppress(asyncio.CancelledError):
-        async with app.open_async():
-            await app.run_worker_async(
-                queues=["drumbeat"], concurrency=concurrency, install_signal_handlers=False
-            )
+    async with app.open_async():
+        worker = asyncio.create_task(
+            app.run_worker_async(
+                queues=["drumbeat"],
+                concurrency=concurrency,
+                install_signal_handlers=False,
+                shutdown_graceful_timeout=GRACE_SECONDS,
+            ),
+            name="procrastinate worker",
+        )
+        try:
+            await asyncio.shield(worker)
+        except asyncio.CancelledError:
+            # Why not simply let procrastinate stop: it would let each batch run to its end, sending
+            # hundreds of messages after the stop was asked for; the batches must hear of it first.
+            stop_dispatching()
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+
+def run_until_signalled(settings: Settings, concurrency: int) -> None:
+    """`drumbeat worker`: run until SIGTERM or SIGINT, then stop gracefully within HARD_EXIT_SECONDS. A
+    second signal exits at once: only the sends in flight are lost (they become unknown, never resent)."""
+    asyncio.run(_until_signalled(settings, concurrency))
+
+
+async def _until_signalled(settings: Settings, concurrency: int) -> None:
+    loop = asyncio.get_running_loop()
+    worker = asyncio.create_task(run_beside(settings, concurrency), name="worker")
+
+    def stop(signum: int) -> None:
+        log.warning("worker_stopping", extra={"signal": signal.Signals(signum).name})
+        worker.cancel()
+        deadline = threading.Timer(HARD_EXIT_SECONDS, _exit_now, ("grace_expired",))
+        deadline.daemon = True
+        deadline.start()
+        for again in STOP_SIGNALS:
+            loop.add_signal_handler(again, _exit_now, "second_signal")
+
+    for stop_signal in STOP_SIGNALS:
+        loop.add_signal_handler(stop_signal, stop, stop_signal)
+    await worker
+    log.info("worker_stopped")
+
+
+def _exit_now(reason: str) -> None:
+    """Leave without waiting for the sends in flight (each stays 'sending' until its lease, then unknown)."""
+    log.warning("worker_exiting_now", extra={"reason": reason})
+    logging.shutdown()
+    os._exit(1)

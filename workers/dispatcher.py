@@ -1,5 +1,9 @@
-"""One dispatch batch, as docs/ARCHITECTURE.md's protocol: claim (one SQL call), render and send (Python,
-outside any transaction), record (one SQL call). Nothing here changes state except through those functions.
+"""One dispatch batch, as docs/ARCHITECTURE.md's protocol: claim (one SQL call reserves the batch), then
+start, send and record a chunk at a time (Python sends outside any transaction; each SQL call records the
+sends that finished, starts the next ones and, every few seconds, extends the reservations still waiting).
+At most `send_concurrency` deliveries of a batch are 'sending' at any moment, so a worker that dies costs at
+most those; its other reservations lapse within seconds and are claimed again. Nothing here changes state
+except through those functions.
 
 Logging (at INFO): each claim and record runs in its own transaction that also reads back the audit
 events it wrote (app/core/event_log.py), so every step the batch executed, every send and every exit gets
@@ -10,9 +14,11 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -26,6 +32,12 @@ from workers.tracking import track_html
 from workers.transports import Message, SendResult, Transport
 
 log = logging.getLogger("drumbeat.dispatch")
+# How often a worker extends the reservations it still holds: well inside drumbeat.reservation_lease()
+# (10 s), so a slow provider never costs a live worker its reservations.
+HEARTBEAT_SECONDS = 2.0
+# How long the send loop waits for a send to finish before it looks again at the heartbeat and at a stop
+# request (SIGTERM releases the unstarted reservations at once, not after the slowest send).
+WAIT_SLICE_SECONDS = 0.25
 
 
 @dataclass
@@ -43,44 +55,124 @@ class Dispatcher:
     # one after another take minutes (past the lateness target, and near the delivery lease); rates and
     # caps are enforced when the batch is claimed, not by sending slowly.
     send_concurrency: int = 1
+    # Set when the worker is asked to stop: no new claim, no new send; the batch's unstarted reservations
+    # are released at once and the sends in flight finish and are recorded.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.conn.autocommit = True
         self.conn.execute(queries("dispatch")["become_worker"])
+        # Network sends always run on threads, even one at a time: the batch's own thread must stay free to
+        # extend its reservations while a provider takes its time to answer.
         self._senders = (
-            ThreadPoolExecutor(self.send_concurrency, thread_name_prefix="drumbeat-send")
-            if self.send_concurrency > 1
+            ThreadPoolExecutor(max(1, self.send_concurrency), thread_name_prefix="drumbeat-send")
+            if any(transport.concurrent for transport in self.transports.values())
             else None
+        )
+        # The channels whose provider can be asked whether it has a message (Twilio): an unknown delivery
+        # there waits for reconciliation instead of counting as sent.
+        self.reconcile_channels = sorted(
+            channel
+            for channel, transport in self.transports.items()
+            if getattr(transport, "reconciles", False)
         )
 
     def run_once(self) -> int:
         """Claim, send and record one batch; returns how many deliveries it handled. Its log lines carry
         the correlation id already bound (the worker binds the job's), else a new one."""
+        if self.stopping.is_set():
+            return 0
         with logs.correlation():
             started = time.perf_counter()
             claimed = self._audited("claim_due", {"limit": self.batch_size})
             if not claimed:
                 return 0
-            results = self._send_all(claimed)
-            self._record(results)
+            results = self._work_through(claimed)
             self._log_batch(results, started)
             return len(results)
 
-    def _send_all(self, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each claimed delivery's record entry, in claim order; sent send_concurrency at a time. Each send
-        runs in a copy of this context, so its log lines keep the batch's correlation id."""
-        if self._senders is None or not self._any_concurrent(claimed):
-            return [self._send(row) for row in claimed]
-        sends = [self._senders.submit(contextvars.copy_context().run, self._send, row) for row in claimed]
-        return [send.result() for send in sends]
+    def _work_through(self, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Start, send and record the claimed deliveries, at most `window` of them sending at once; the
+        record entries of those it sent. Each SQL call records what finished, starts the next chunk and,
+        when due, extends the reservations still waiting. A local transport (the outbox) starts the whole
+        batch at once: its sends take microseconds, so there is nothing in flight worth bounding."""
+        concurrent = self._senders is not None and self._any_concurrent(claimed)
+        window = self.send_concurrency if concurrent else len(claimed)
+        reserved, in_flight = deque(claimed), set()
+        finished: list[dict[str, Any]] = []
+        recorded: list[dict[str, Any]] = []
+        extended = time.monotonic()
+        while True:
+            if self.stopping.is_set() and reserved:
+                self._release([row["delivery_id"] for row in reserved])
+                reserved.clear()
+            chunk = [reserved.popleft() for _ in range(min(window - len(in_flight), len(reserved)))]
+            heartbeat = bool(reserved) and time.monotonic() - extended >= HEARTBEAT_SECONDS
+            if finished or chunk or heartbeat:
+                started = self._record_and_start(finished, chunk, list(reserved) if heartbeat else [])
+                recorded += finished
+                finished = []
+                extended = time.monotonic() if heartbeat else extended
+                in_flight |= {self._submit(row, concurrent) for row in chunk if row["delivery_id"] in started}
+            if not in_flight and not reserved:
+                return recorded
+            done, in_flight = wait(in_flight, timeout=WAIT_SLICE_SECONDS, return_when=FIRST_COMPLETED)
+            finished += [send.result() for send in done]
+
+    def _submit(self, row: dict[str, Any], concurrent: bool) -> Future:
+        """Send one started delivery: on a sending thread (in a copy of this context, so its log lines keep
+        the batch's correlation id), or right here when the transport is local."""
+        if concurrent:
+            return self._senders.submit(contextvars.copy_context().run, self._send, row)
+        done: Future = Future()
+        done.set_result(self._send(row))
+        return done
+
+    def _record_and_start(
+        self, finished: list[dict[str, Any]], chunk: list[dict[str, Any]], keep: list[dict[str, Any]]
+    ) -> set:
+        """Record `finished`, start `chunk` and extend `keep`, in one call; the ids it started. A
+        reservation it did not start lapsed (another worker may own the step now) or its enrollment moved
+        on (a reply, a pause, an opt-out): it is not sent."""
+        params = {
+            "results": Jsonb(finished),
+            "start": [row["delivery_id"] for row in chunk],
+            "keep": [row["delivery_id"] for row in keep],
+        }
+        try:
+            row = self._audited("record_and_start", params)[0]
+        except Exception:
+            # Sent but not recorded: these stay 'sending' until their lease expires, then become unknown;
+            # the sends still in flight end the same way, and the reservations lapse within seconds.
+            log.error("record_failed", extra={"deliveries": len(finished), "sent": _count(finished, "sent")})
+            raise
+        if row["recorded"] < len(finished):
+            # Recorded meanwhile: its lease expired mid-send and recovery marked it unknown.
+            log.warning("deliveries_not_recorded", extra={"count": len(finished) - row["recorded"]})
+        started = set(row["started"])
+        if len(started) < len(chunk):
+            log.info("reservations_not_started", extra={"count": len(chunk) - len(started)})
+        return started
+
+    def _release(self, delivery_ids: list) -> None:
+        released = self._fetch(queries("dispatch")["release_reservations"], {"ids": delivery_ids})
+        log.info("reservations_released", extra={"count": released[0]["release_reservations"]})
 
     def _any_concurrent(self, claimed: list[dict[str, Any]]) -> bool:
         """Does any of these go through a transport worth calling concurrently (a network provider)?"""
         return len(claimed) > 1 and any(self.transports[row["channel"]].concurrent for row in claimed)
 
     def recover(self, lease: str = "10 minutes") -> int:
+        """Deliveries left 'sending' past `lease` become unknown (see drumbeat.recover_deliveries)."""
         with logs.correlation():
-            return self._audited("recover_deliveries", {"lease": lease})[0]["recover_deliveries"]
+            params = {"lease": lease, "reconcile": self.reconcile_channels}
+            return self._audited("recover_deliveries", params)[0]["recover_deliveries"]
+
+    def release_lapsed(self) -> int:
+        """Reservations whose worker stopped extending them go back to the queue; how many."""
+        return self._fetch(queries("dispatch")["release_reservations"], {"ids": None})[0][
+            "release_reservations"
+        ]
 
     def _audited(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Run one protocol statement; when INFO is on, in a transaction that also reads back the events
@@ -98,18 +190,6 @@ class Dispatcher:
     def _fetch(self, statement: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
             return cursor.execute(statement, params).fetchall()
-
-    def _record(self, results: list[dict[str, Any]]) -> None:
-        """Record the batch's outcomes. A delivery recorded meanwhile (its lease expired mid-send, and
-        recovery marked it unknown) keeps that state: say so, the send took longer than the lease."""
-        try:
-            recorded = self._audited("record_deliveries", {"results": Jsonb(results)})[0]["record_deliveries"]
-        except Exception:
-            # Sent but not recorded: these stay 'sending' until their lease expires, then become unknown.
-            log.error("record_failed", extra={"deliveries": len(results), "sent": _count(results, "sent")})
-            raise
-        if recorded < len(results):
-            log.warning("deliveries_not_recorded", extra={"count": len(results) - recorded})
 
     @staticmethod
     def _log_batch(results: list[dict[str, Any]], started: float) -> None:
@@ -160,6 +240,7 @@ class Dispatcher:
         return entry | {
             "outcome": "sent" if result.sent else "unknown" if result.ambiguous else "failed",
             "transient": result.transient,
+            "reconcile": result.ambiguous and message.channel in self.reconcile_channels,
             "provider_message_id": result.provider_message_id,
             "error_code": result.error_code,
             "error_message": result.error_message,

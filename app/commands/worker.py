@@ -49,13 +49,11 @@ def refuse_in_production(settings) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workers.app import build_app
+    from workers.app import run_until_signalled
 
     settings = settings_for("worker")
     if problem := refuse_in_production(settings):
         return fail("worker", f"refusing to start in production: {problem}")
     announce_outbox(settings)
-    build_app(settings).run_worker(
-        queues=["drumbeat"], concurrency=args.concurrency, install_signal_handlers=True
-    )
+    run_until_signalled(settings, args.concurrency)
     return EXIT_OK

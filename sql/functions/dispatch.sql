@@ -1,6 +1,7 @@
 -- The dispatch protocol (docs/ARCHITECTURE.md, "Dispatch protocol"): claim due enrollments in one call
--- (flow steps run here, message steps become 'sending' deliveries), then record each send's outcome in
--- one call per batch and advance the enrollments; recover deliveries left in flight.
+-- (flow steps run here, message steps become 'reserved' deliveries), start each delivery ('sending') right
+-- before its provider call, then record the outcomes, a few at a time, and advance the enrollments; release
+-- reservations nobody started and recover deliveries left in flight.
 --
 -- Holds. A message step held back by a cap is rescheduled to the next allowed instant, never dropped:
 -- the sender's rate_per_second (spread over the next seconds) and daily_cap (per local day of the
@@ -317,9 +318,9 @@ AS $$
     FROM held h
 $$;
 
--- Why: the message steps of a locked batch become 'sending' deliveries (unique idempotency key:
+-- Why: the message steps of a locked batch become 'reserved' deliveries (unique idempotency key:
 -- enrollment, step, attempt) before anything is sent, and the enrollment waits (next_action_at NULL) for
--- the record. Senders come once per (sequence, channel); a variant is picked only where the step has
+-- the record. A reservation lasts reservation_lease() unless the worker extends it (start_sending). Senders come once per (sequence, channel); a variant is picked only where the step has
 -- variants; scheduled_for is the instant the step came due (so sent_at - scheduled_for is the send's
 -- lateness). The context also tells the worker whether to track opens and clicks (sequence settings
 -- track_opens / track_clicks, on unless set to false). Returns what the worker needs, nothing more.
@@ -331,11 +332,12 @@ SET search_path = ''
 AS $$
     WITH inserted AS (
         INSERT INTO drumbeat.deliveries AS d (workspace_id, enrollment_id, sequence_id, step_id, contact_id, sender_id, variant,
-            channel, to_address, idempotency_key, attempt, scheduled_for, claimed_at)
+            channel, to_address, idempotency_key, attempt, scheduled_for, claimed_at, status, reserved_until)
         SELECT e.workspace_id, e.id, e.sequence_id, st.id, e.contact_id, bs.sender_id,
                CASE WHEN st.variants IS NOT NULL THEN drumbeat.pick_variant(st.variants, e.id) ->> 'key' END,
                st.kind, CASE st.kind WHEN 'sms' THEN c.phone ELSE c.email END,
-               e.id || ':' || st.id || ':' || e.step_attempt, e.step_attempt, e.next_action_at, p_now
+               e.id || ':' || st.id || ':' || e.step_attempt, e.step_attempt, e.next_action_at, p_now,
+               'reserved', p_now + drumbeat.reservation_lease()
         FROM drumbeat.enrollments e
         JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id AND st.kind IN ('sms', 'email')
         JOIN drumbeat.contacts c ON c.id = e.contact_id
@@ -372,7 +374,7 @@ $$;
 -- (conditions, actions) run right here, possibly several in a row, and the batch is classified again
 -- after them; manual steps open tasks; unreachable message steps are skipped; a message step with no
 -- sender at all (the last one was removed after activation) fails; the rest pass the holds and become
--- 'sending' deliveries returned to the worker. Message steps whose delivery already existed (paused while
+-- 'reserved' deliveries returned to the worker. Message steps whose delivery already existed (paused while
 -- in flight, then resumed; a sent step moved later) are settled by it (settle_already_claimed), so they
 -- never wedge the head of the queue. Many workers may call it at once (SKIP LOCKED).
 CREATE OR REPLACE FUNCTION drumbeat.claim_due(p_limit integer DEFAULT 500)
@@ -495,12 +497,91 @@ AS $$
     WHERE e.id = t.id
 $$;
 
--- Why: one call per batch records what the provider said for each delivery still 'sending' (a second
--- record of the same delivery changes nothing), charges SMS credits per segment, logs the outcomes and
--- moves the enrollments on; failures (the rare case) are settled one by one. p_results: [{delivery_id,
--- outcome: sent|unknown|failed, transient, provider_message_id, error_code, error_message, segments, subject,
--- body}]; unknown (the provider may have it) is never sent again: the enrollment moves on as if sent. Returns
--- how many deliveries it recorded.
+-- Why: how long a reservation (a claimed delivery not yet started) lasts unless its worker extends it.
+-- Short, so that the reservations of a worker that died are claimed again within seconds; the worker
+-- extends the ones it still holds every few seconds (workers/dispatcher.py, HEARTBEAT_SECONDS).
+CREATE OR REPLACE FUNCTION drumbeat.reservation_lease()
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$ SELECT interval '10 seconds' $$;
+
+-- Why: an unknown delivery that the provider can be asked about is first looked up this long after its
+-- answer was lost (workers/reconcile.py): the provider's message list needs a moment to show a message.
+CREATE OR REPLACE FUNCTION drumbeat.reconcile_delay()
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$ SELECT interval '30 seconds' $$;
+
+-- Why: reservations nobody will start go back to the queue: p_ids given, those (a worker that stops, or
+-- whose enrollment moved on meanwhile); NULL, every one whose reservation lapsed (its worker died). The
+-- row goes (nothing was sent, no attempt is used, caps no longer count it) and an enrollment still waiting
+-- on it is due again at the instant it first came due, so it keeps its place at the head of the queue.
+-- A reservation being started at this moment is skipped (SKIP LOCKED): starting wins. Returns how many.
+CREATE OR REPLACE FUNCTION drumbeat.release_reservations(p_ids uuid[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    WITH released AS (
+        DELETE FROM drumbeat.deliveries d
+        WHERE d.id IN (SELECT x.id FROM drumbeat.deliveries x
+                       WHERE x.status = 'reserved'
+                         AND CASE WHEN p_ids IS NULL THEN x.reserved_until < drumbeat.clock_now() ELSE x.id = ANY (p_ids) END
+                       FOR UPDATE SKIP LOCKED)
+        RETURNING d.enrollment_id, d.step_id, d.scheduled_for
+    ), requeued AS (
+        UPDATE drumbeat.enrollments e SET next_action_at = r.scheduled_for, updated_at = pg_catalog.now()
+        FROM released r
+        WHERE e.id = r.enrollment_id AND e.status = 'active' AND e.current_step_id = r.step_id AND e.next_action_at IS NULL
+    )
+    SELECT pg_catalog.count(*)::integer FROM released
+$$;
+
+-- Why: right before its provider calls, the worker starts a chunk of its reservations (no larger than its
+-- send concurrency): reserved -> sending, so a worker that dies costs at most the messages it had in
+-- flight. Only reservations still held are started (one that lapsed may have been claimed by another
+-- worker, which now owns the step), and only while the enrollment still waits on this step and the
+-- contact can still receive it: a reply, a pause or an opt-out that came in meanwhile stops the message
+-- (the reservation is released and the claim decides again). p_keep: the reservations the worker still
+-- holds for later, extended. Returns the ids it started; the worker sends exactly those.
+CREATE OR REPLACE FUNCTION drumbeat.start_sending(p_start uuid[], p_keep uuid[] DEFAULT '{}')
+RETURNS uuid[]
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_now timestamptz := drumbeat.clock_now();
+    v_started uuid[];
+BEGIN
+    UPDATE drumbeat.deliveries d SET reserved_until = v_now + drumbeat.reservation_lease()
+    WHERE d.id = ANY (p_keep) AND d.status = 'reserved';
+    WITH started AS (
+        UPDATE drumbeat.deliveries d SET status = 'sending', started_at = v_now, reserved_until = NULL
+        FROM drumbeat.enrollments e, drumbeat.contacts c
+        WHERE d.id = ANY (p_start) AND d.status = 'reserved'
+          AND e.id = d.enrollment_id AND e.status = 'active' AND e.current_step_id = d.step_id AND e.next_action_at IS NULL
+          AND c.id = d.contact_id AND drumbeat.reachable(c, d.channel)
+        RETURNING d.id
+    )
+    SELECT pg_catalog.array_agg(x.id) INTO v_started FROM started x;
+    v_started := COALESCE(v_started, '{}');
+    PERFORM drumbeat.release_reservations(ARRAY(SELECT i FROM pg_catalog.unnest(p_start) AS i WHERE i <> ALL (v_started)));
+    RETURN v_started;
+END
+$$;
+
+-- Why: one call records what the provider said for each delivery still 'sending' (a second record of the
+-- same delivery changes nothing), charges SMS credits per segment, logs the outcomes and moves the
+-- enrollments on; failures (the rare case) are settled one by one. The worker records a few at a time, as
+-- its sends finish. p_results: [{delivery_id, outcome: sent|unknown|failed, transient, reconcile,
+-- provider_message_id, error_code, error_message, segments, subject, body}]. unknown (the provider may have
+-- it) is never sent again: with reconcile (the provider can be asked: Twilio) the enrollment waits for
+-- reconciliation (reconcile_after, workers/reconcile.py), otherwise it moves on as if sent. Returns how many
+-- deliveries it recorded.
 CREATE OR REPLACE FUNCTION drumbeat.record_deliveries(p_results jsonb)
 RETURNS integer
 LANGUAGE plpgsql
@@ -515,12 +596,14 @@ DECLARE
 BEGIN
     WITH results AS (
         SELECT * FROM pg_catalog.jsonb_to_recordset(p_results) AS r(delivery_id uuid, outcome text, transient boolean,
-            provider_message_id text, error_code text, error_message text, segments integer, subject text, body text)
+            reconcile boolean, provider_message_id text, error_code text, error_message text, segments integer,
+            subject text, body text)
     ), updated AS (
         UPDATE drumbeat.deliveries d SET status = CASE WHEN r.outcome IN ('sent', 'unknown') THEN r.outcome ELSE 'failed' END,
             sent_at = CASE WHEN r.outcome = 'sent' THEN v_now END, provider_message_id = r.provider_message_id,
             error_code = r.error_code, error_message = pg_catalog.left(r.error_message, 1000), segments = r.segments,
-            subject = r.subject, body = r.body
+            subject = r.subject, body = r.body,
+            reconcile_after = CASE WHEN r.outcome = 'unknown' AND r.reconcile THEN v_now + drumbeat.reconcile_delay() END
         FROM results r WHERE d.id = r.delivery_id AND d.status = 'sending'
         RETURNING d.*, r.transient
     ), charged AS (
@@ -534,11 +617,14 @@ BEGIN
                u.sequence_id, u.enrollment_id, u.step_id, u.id, v_now,
                pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('channel', u.channel, 'attempt', u.attempt,
                    'error_code', u.error_code, 'transient', u.transient,
-                   'reason', CASE WHEN u.status = 'unknown' THEN 'ambiguous_provider_answer' END))
+                   'reason', CASE WHEN u.status = 'unknown' THEN 'ambiguous_provider_answer' END,
+                   'reconcile', CASE WHEN u.reconcile_after IS NOT NULL THEN true END))
         FROM updated u
     )
-    -- An unknown delivery may have gone out: the enrollment moves on as after a send, never sending it again.
-    SELECT pg_catalog.count(*), pg_catalog.array_agg(u.id) FILTER (WHERE u.status IN ('sent', 'unknown')),
+    -- An unknown delivery may have gone out: the enrollment moves on as after a send, never sending it
+    -- again, unless it waits for the provider's word (reconcile_after).
+    SELECT pg_catalog.count(*),
+           pg_catalog.array_agg(u.id) FILTER (WHERE u.status = 'sent' OR (u.status = 'unknown' AND u.reconcile_after IS NULL)),
            pg_catalog.array_agg(u.id) FILTER (WHERE u.status = 'failed')
     INTO v_count, v_sent, v_failed_ids FROM updated u;
     PERFORM drumbeat.advance_after_send(COALESCE(v_sent, '{}'), v_now);
@@ -553,10 +639,12 @@ BEGIN
 END
 $$;
 
--- Why: a delivery still 'sending' after its lease means the worker died mid-send: it may or may not
--- have reached the provider. It becomes 'unknown' (never re-sent: at most once), the incident is in
--- events, and the enrollment moves on as if the step was done.
-CREATE OR REPLACE FUNCTION drumbeat.recover_deliveries(p_lease interval DEFAULT '10 minutes')
+-- Why: a delivery still 'sending' a lease after its provider call began means the worker died mid-send:
+-- it may or may not have reached the provider. It becomes 'unknown' (never re-sent: at most once), the
+-- incident is in events, and the enrollment moves on as if the step was done, except on the channels in
+-- p_reconcile (the provider can be asked: Twilio), where it waits for reconciliation. Reservations never
+-- started are not here: they lapse within seconds (release_reservations).
+CREATE OR REPLACE FUNCTION drumbeat.recover_deliveries(p_lease interval DEFAULT '10 minutes', p_reconcile text[] DEFAULT '{}')
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = ''
@@ -567,15 +655,21 @@ DECLARE
     v_count integer := 0;
 BEGIN
     FOR v_delivery IN
-        UPDATE drumbeat.deliveries d SET status = 'unknown', error_message = 'worker lease expired before the send was recorded'
-        WHERE d.id IN (SELECT x.id FROM drumbeat.deliveries x WHERE x.status = 'sending' AND x.claimed_at < v_now - p_lease
+        UPDATE drumbeat.deliveries d SET status = 'unknown', error_message = 'worker lease expired before the send was recorded',
+            reconcile_after = CASE WHEN d.channel = ANY (p_reconcile) THEN v_now END
+        WHERE d.id IN (SELECT x.id FROM drumbeat.deliveries x
+                       WHERE x.status = 'sending' AND COALESCE(x.started_at, x.claimed_at) < v_now - p_lease
                        FOR UPDATE SKIP LOCKED)
         RETURNING *
     LOOP
         INSERT INTO drumbeat.events (workspace_id, kind, contact_id, enrollment_id, step_id, delivery_id, occurred_at, payload)
         VALUES (v_delivery.workspace_id, 'delivery_unknown', v_delivery.contact_id, v_delivery.enrollment_id, v_delivery.step_id,
-                v_delivery.id, v_now, pg_catalog.jsonb_build_object('claimed_at', v_delivery.claimed_at, 'lease', p_lease::text));
-        PERFORM drumbeat.settle_enrollment(v_delivery, '{"outcome": "sent"}', v_now);
+                v_delivery.id, v_now, pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                    'claimed_at', v_delivery.claimed_at, 'started_at', v_delivery.started_at, 'lease', p_lease::text,
+                    'reason', 'lease_expired', 'reconcile', CASE WHEN v_delivery.reconcile_after IS NOT NULL THEN true END)));
+        IF v_delivery.reconcile_after IS NULL THEN
+            PERFORM drumbeat.settle_enrollment(v_delivery, '{"outcome": "sent"}', v_now);
+        END IF;
         v_count := v_count + 1;
     END LOOP;
     RETURN v_count;
@@ -596,8 +690,24 @@ AS $$
     JOIN drumbeat.sequences s ON s.id = q.sequence_id
 $$;
 
+-- Why: whether a contact can receive a message on a channel (not opted out, not bounced, has the address).
+-- The one place that decides it: the claim asks before reserving, start_sending again right before the
+-- provider call (an opt-out may have come in meanwhile). A plain expression, so the planner inlines it.
+CREATE OR REPLACE FUNCTION drumbeat.reachable(p_contact drumbeat.contacts, p_channel text)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    SELECT CASE p_channel
+        WHEN 'sms' THEN p_contact.sms_opted_out_at IS NULL AND p_contact.phone IS NOT NULL
+        WHEN 'email' THEN p_contact.email_opted_out_at IS NULL AND p_contact.bounced_at IS NULL AND p_contact.email IS NOT NULL
+        ELSE false
+    END
+$$;
+
 -- Why: one pass over the still-due enrollments of a locked batch sorts them by what their current
--- step needs. This is the one place that decides whether a contact can receive a message step.
+-- step needs.
 CREATE OR REPLACE FUNCTION drumbeat.classify_due(p_ids uuid[], p_now timestamptz,
     OUT flow uuid[], OUT manual uuid[], OUT unreachable uuid[], OUT no_sender uuid[], OUT messages uuid[])
 LANGUAGE sql
@@ -612,9 +722,7 @@ AS $$
         SELECT d.id, CASE
             WHEN d.kind IN ('condition', 'action') THEN 'flow'
             WHEN d.kind NOT IN ('sms', 'email') THEN 'manual'
-            WHEN (d.kind = 'sms' AND (c.sms_opted_out_at IS NOT NULL OR c.phone IS NULL))
-              OR (d.kind = 'email' AND (c.email_opted_out_at IS NOT NULL OR c.bounced_at IS NOT NULL OR c.email IS NULL))
-                THEN 'unreachable'
+            WHEN NOT drumbeat.reachable(c, d.kind) THEN 'unreachable'
             WHEN bs.sender_id IS NULL THEN 'no_sender'
             ELSE 'message' END AS class
         FROM due d
@@ -698,7 +806,7 @@ BEGIN
         -- Waiting (next_action_at NULL) is what settle_enrollment expects of the enrollment it settles.
         UPDATE drumbeat.enrollments e SET next_action_at = NULL, updated_at = pg_catalog.now()
         WHERE e.id = v_delivery.enrollment_id;
-        IF v_delivery.status <> 'sending' THEN
+        IF v_delivery.status NOT IN ('reserved', 'sending') AND v_delivery.reconcile_after IS NULL THEN
             PERFORM drumbeat.settle_enrollment(v_delivery, drumbeat.recorded_result(v_delivery), p_now);
         END IF;
     END LOOP;

@@ -52,6 +52,8 @@ GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO authen
 GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO drumbeat_worker;
 GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO service_role;
 GRANT UPDATE (sms_credits) ON TABLE drumbeat.workspaces TO drumbeat_worker;
+-- A reservation the worker never started leaves no row (drumbeat.release_reservations); nothing else deletes.
+GRANT DELETE ON TABLE drumbeat.deliveries TO drumbeat_worker;
 GRANT UPDATE (last_used_at) ON TABLE drumbeat.api_keys TO drumbeat_definer;
 
 -- Functions. The SECURITY DEFINER look-ups are owned by drumbeat_definer, which keeps executing them.
@@ -73,7 +75,10 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_after_send(p_delivery_ids uuid[], p_n
     zone, p_tz text, p_days_ahead integer), drumbeat.lock_daily_caps(p_ids uuid[]), drumbeat.lock_due(p_limit
     integer, p_now timestamp with time zone), drumbeat.pick_variant(p_variants jsonb, p_enrollment_id uuid),
     drumbeat.record_deliveries(p_results jsonb), drumbeat.recorded_result(p_delivery drumbeat.deliveries),
-    drumbeat.recover_deliveries(p_lease interval), drumbeat.refresh_timezones(),
+    drumbeat.recover_deliveries(p_lease interval, p_reconcile text[]), drumbeat.refresh_timezones(),
+    drumbeat.reachable(p_contact drumbeat.contacts, p_channel text), drumbeat.reservation_lease(),
+    drumbeat.reconcile_delay(), drumbeat.release_reservations(p_ids uuid[]), drumbeat.start_sending(p_start uuid[],
+    p_keep uuid[]),
     drumbeat.run_flow_step(p_enrollment_id uuid, p_now timestamp with time zone),
     drumbeat.settle_already_claimed(p_ids uuid[], p_now timestamp with time zone),
     drumbeat.settle_enrollment(p_delivery drumbeat.deliveries, p_result jsonb, p_now timestamp with time

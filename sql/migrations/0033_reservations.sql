@@ -18,3 +18,7 @@ COMMENT ON INDEX drumbeat.deliveries_reserved_idx IS 'Serves the release of rese
 
 CREATE INDEX deliveries_reconcile_idx ON drumbeat.deliveries (reconcile_after) WHERE reconcile_after IS NOT NULL;
 COMMENT ON INDEX drumbeat.deliveries_reconcile_idx IS 'Serves reconciliation: unknown deliveries due for a look-up at the provider.';
+
+-- recover_deliveries gained p_reconcile (sql/functions/dispatch.sql re-creates it): the old signature goes,
+-- or it would stay behind as an overload.
+DROP FUNCTION IF EXISTS drumbeat.recover_deliveries(interval);

@@ -8,11 +8,17 @@ SET ROLE drumbeat_worker
 -- name: claim_due
 SELECT * FROM drumbeat.claim_due(%(limit)s)
 
--- name: record_deliveries
-SELECT drumbeat.record_deliveries(%(results)s)
+-- name: record_and_start
+-- One round trip as sends finish: record their outcomes, start the next chunk, extend the rest.
+SELECT drumbeat.record_deliveries(%(results)s) AS recorded,
+       drumbeat.start_sending(%(start)s, %(keep)s) AS started
+
+-- name: release_reservations
+-- %(ids)s NULL: every reservation that lapsed; else these (a worker stopping).
+SELECT drumbeat.release_reservations(%(ids)s)
 
 -- name: recover_deliveries
-SELECT drumbeat.recover_deliveries(%(lease)s)
+SELECT drumbeat.recover_deliveries(%(lease)s, %(reconcile)s)
 
 -- name: outbox_insert
 INSERT INTO drumbeat.outbox (workspace_id, delivery_id, channel, to_address, from_address, subject, text_body,

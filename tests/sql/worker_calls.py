@@ -23,6 +23,15 @@ def as_worker(conn) -> None:
 
 
 def claim(conn, limit: int = 100) -> list[dict]:
+    """Claim due steps and start every delivery claimed (reserved -> sending), as the dispatcher does
+    right before the provider calls; reserve() stops after the claim."""
+    claimed = reserve(conn, limit)
+    conn.execute("SELECT drumbeat.start_sending(%s)", ([row["delivery_id"] for row in claimed],))
+    return claimed
+
+
+def reserve(conn, limit: int = 100) -> list[dict]:
+    """Only claim: the deliveries stay 'reserved'."""
     as_worker(conn)
     cursor = conn.execute("SELECT * FROM drumbeat.claim_due(%s)", (limit,))
     names = [c.name for c in cursor.description]

@@ -193,7 +193,10 @@ def test_with_info_off_no_event_is_read_back(db_url, worker_conn, outbox, monkey
 def test_deliveries_recovered_after_their_lease_are_logged(db_url, worker_conn, outbox):
     enroll(db_url, [sms()], [{"phone": PHONES[0]}])
     dispatcher = Dispatcher(worker_conn, outbox)
-    dispatcher.conn.execute("SELECT count(*) FROM drumbeat.claim_due(10)")  # claimed, never recorded
+    # claimed and started, never recorded
+    dispatcher.conn.execute(
+        "SELECT drumbeat.start_sending(array_agg(delivery_id)) FROM drumbeat.claim_due(10)"
+    )
     worker_conn.execute("SELECT set_config('drumbeat.clock', '2026-11-23 14:30Z', false)")
     with captured_logs() as captured:
         assert dispatcher.recover("10 minutes") == 1

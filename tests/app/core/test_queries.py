@@ -10,7 +10,8 @@ def test_the_dispatch_queries_are_all_there():
     assert set(queries("dispatch")) == {
         "become_worker",
         "claim_due",
-        "record_deliveries",
+        "record_and_start",
+        "release_reservations",
         "recover_deliveries",
         "outbox_insert",
         "due_backlog",
