@@ -179,8 +179,14 @@ async def database_metrics(conn: psycopg.AsyncConnection) -> list[str]:
     lines += family(
         "drumbeat_deliveries_sending",
         "gauge",
-        "Deliveries claimed and not yet recorded (in flight), any age.",
+        "Deliveries whose provider call began and is not yet recorded (in flight), any age.",
         [sample("drumbeat_deliveries_sending", {}, sending["n"])],
+    )
+    lines += family(
+        "drumbeat_deliveries_reserved",
+        "gauge",
+        "Deliveries claimed by a worker and not yet started (they lapse back to the queue within seconds).",
+        [sample("drumbeat_deliveries_reserved", {}, sending["reserved"])],
     )
     lines += family(
         "drumbeat_deliveries_sending_oldest_age_seconds",

@@ -26,8 +26,10 @@ GROUP BY d.channel, d.status
 ORDER BY d.channel, d.status
 
 -- name: deliveries_sending
--- In flight right now (claimed, provider not yet answered): the partial index deliveries_sending_idx.
-SELECT count(*) AS n, EXTRACT(epoch FROM now() - min(d.claimed_at))::float8 AS oldest_age
+-- In flight right now (provider called, not yet answered), by the partial index deliveries_sending_idx, and
+-- reserved (claimed by a worker, not yet started), by deliveries_reserved_idx.
+SELECT count(*) AS n, EXTRACT(epoch FROM now() - min(COALESCE(d.started_at, d.claimed_at)))::float8 AS oldest_age,
+       (SELECT count(*) FROM drumbeat.deliveries r WHERE r.status = 'reserved') AS reserved
 FROM drumbeat.deliveries d WHERE d.status = 'sending'
 
 -- name: due_backlog

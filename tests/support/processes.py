@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -47,6 +48,13 @@ def committed_tenant(db_url: str, *, active_sequence: bool = False) -> Tenant:
             tenant.sequence()
         conn.commit()
     return tenant
+
+
+def midday_timezone() -> str:
+    """A timezone where it is around noon right now: SMS steps due in it are inside their default quiet
+    hours (08:00-21:00 local) whenever the test runs. Etc/GMT-N is UTC+N (POSIX signs)."""
+    offset = (12 - datetime.now(UTC).hour + 12) % 24 - 12  # -12 .. +11: the local hour is 12
+    return f"Etc/GMT{-offset:+d}" if offset else "UTC"
 
 
 def free_port() -> int:
