@@ -3,6 +3,7 @@ test's own (tests/support/cluster.py) while its backends are terminated, the ser
 server is down for half a minute. The worker neither hangs nor exits: it logs the fault, reconnects with
 backoff (a bounded number of attempts, not a spin) and resumes by itself, and every due step is sent
 exactly once: one outbox row per delivery, one sent delivery per enrollment, no enrollment unsettled.
+Asked to stop during an outage, it stops cleanly within seconds.
 
 Steps come due as a trickle (a few per second) before, during and after the fault, so the fault meets
 claims, sends and records in flight."""
@@ -246,3 +247,29 @@ def test_worker_waits_out_postgres_refusing_connections_then_resumes(cluster, fa
     messages = [line["msg"] for line in worker.lines()]
     assert "worker_restarting" in messages and "database_unavailable" in messages
     _assert_no_spin(worker, OUTAGE_SECONDS)
+
+
+def test_worker_stops_promptly_on_sigterm_while_postgres_is_down(cluster, faulty_db):
+    """No hang: asked to stop in the middle of an outage, it stops cleanly (exit 0, not the hard exit)
+    instead of waiting for a database that is not there."""
+    _enroll_trickle(faulty_db, 10, over_seconds=2)
+    worker = Worker(faulty_db)
+    try:
+        time.sleep(5)
+        cluster.stop("fast")
+        time.sleep(4)
+        assert worker.process.poll() is None, "the worker exited while Postgres was down"
+        asked = time.monotonic()
+        worker.process.send_signal(signal.SIGTERM)
+        worker.process.wait(timeout=40)
+        took = time.monotonic() - asked
+    finally:
+        worker.stop()
+        cluster.start()
+    messages = [line["msg"] for line in worker.lines()]
+    assert worker.process.returncode == 0, messages
+    print("stopped", round(took, 2), "s after SIGTERM:", messages)
+    # procrastinate may be waiting for its pool (POOL_TIMEOUT_SECONDS) to give its worker up: well inside
+    # the hard exit (HARD_EXIT_SECONDS, which would exit 1).
+    assert took < 15, (took, messages)
+    assert "worker_stopped" in messages or "worker_stopping" in messages
