@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,8 +72,8 @@ def _enroll_trickle(db_url: str, count: int, over_seconds: float) -> None:
 class Worker:
     """`drumbeat worker` as a process, its stderr (JSON lines) in a file."""
 
-    def __init__(self, db_url: str):
-        self.log_path = Path(tempfile.mkstemp(prefix="drumbeat-worker-", suffix=".log")[1])
+    def __init__(self, db_url: str, log_dir: Path):
+        self.log_path = log_dir / "worker.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [DRUMBEAT, "worker", "--concurrency", "3"],
@@ -174,10 +173,10 @@ def _assert_no_spin(worker: Worker, seconds: float) -> None:
     assert len(attempts) < 5 + 2 * seconds, len(attempts)
 
 
-def test_worker_survives_its_backends_being_terminated(cluster, faulty_db):
+def test_worker_survives_its_backends_being_terminated(cluster, faulty_db, tmp_path):
     contacts = 40
     _enroll_trickle(faulty_db, contacts, over_seconds=8)
-    worker = Worker(faulty_db)
+    worker = Worker(faulty_db, tmp_path)
     try:
         time.sleep(4)
         terminated = cluster.terminate_backends(faulty_db.rsplit("=", 1)[-1])
@@ -194,10 +193,10 @@ def test_worker_survives_its_backends_being_terminated(cluster, faulty_db):
     _assert_no_spin(worker, 10)
 
 
-def test_worker_survives_a_postgres_restart(cluster, faulty_db):
+def test_worker_survives_a_postgres_restart(cluster, faulty_db, tmp_path):
     contacts = 40
     _enroll_trickle(faulty_db, contacts, over_seconds=8)
-    worker = Worker(faulty_db)
+    worker = Worker(faulty_db, tmp_path)
     try:
         time.sleep(4)
         cluster.restart("fast")
@@ -212,11 +211,11 @@ def test_worker_survives_a_postgres_restart(cluster, faulty_db):
     _assert_no_spin(worker, 10)
 
 
-def test_worker_waits_out_postgres_refusing_connections_then_resumes(cluster, faulty_db):
+def test_worker_waits_out_postgres_refusing_connections_then_resumes(cluster, faulty_db, tmp_path):
     contacts = 40
     # Due over the whole outage and a little after: some before it, most while Postgres is down.
     _enroll_trickle(faulty_db, contacts, over_seconds=OUTAGE_SECONDS + 6)
-    worker = Worker(faulty_db)
+    worker = Worker(faulty_db, tmp_path)
     try:
         time.sleep(4)
         cluster.stop("fast")
@@ -249,11 +248,11 @@ def test_worker_waits_out_postgres_refusing_connections_then_resumes(cluster, fa
     _assert_no_spin(worker, OUTAGE_SECONDS)
 
 
-def test_worker_stops_promptly_on_sigterm_while_postgres_is_down(cluster, faulty_db):
+def test_worker_stops_promptly_on_sigterm_while_postgres_is_down(cluster, faulty_db, tmp_path):
     """No hang: asked to stop in the middle of an outage, it stops cleanly (exit 0, not the hard exit)
     instead of waiting for a database that is not there."""
     _enroll_trickle(faulty_db, 10, over_seconds=2)
-    worker = Worker(faulty_db)
+    worker = Worker(faulty_db, tmp_path)
     try:
         time.sleep(5)
         cluster.stop("fast")
