@@ -34,6 +34,7 @@ from app.core.links import LinkSigner
 from app.core.logs import correlation
 from app.core.queries import queries
 from app.core.settings import Settings
+from workers import reconnect
 from workers.dispatcher import Dispatcher
 from workers.transports import OutboxTransport, SmtpTransport, Transport, TwilioTransport
 
@@ -55,6 +56,15 @@ GRACE_SECONDS = 20.0
 # ... and the process is gone by this deadline whatever a send is doing (orchestrators kill at 30 s).
 HARD_EXIT_SECONDS = 28.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Postgres faults (README, "Running the dispatcher"). A job waits this long for a new connection of its own
+# before it fails (the next tick tries again) ...
+CONNECT_RETRY_SECONDS = 10.0
+# ... and a batch whose record call lost its connection this long, so that what it sent is recorded
+# instead of left 'sending' until its lease (then unknown): the outage it survives, within the lease.
+RECORD_RETRY_SECONDS = 60.0
+# procrastinate's pool lends a connection within this or fails the call: a worker that cannot reach Postgres
+# notices (and is restarted, below) within seconds instead of after psycopg_pool's 30 s default.
+POOL_TIMEOUT_SECONDS = 5.0
 
 _settings: Settings | None = None
 _local = threading.local()
@@ -113,20 +123,49 @@ def _warn_no_links() -> None:
 
 
 def _dispatcher() -> Dispatcher:
-    """One dispatcher (connection + transports) per worker thread: psycopg connections are not shared."""
+    """One dispatcher (connection + transports) per worker thread: psycopg connections are not shared. A
+    connection Postgres dropped (restart, terminated backend) is replaced, retried with backoff while
+    Postgres refuses connections (workers/reconnect.py)."""
     dispatcher = getattr(_local, "dispatcher", None)
-    if dispatcher is None or dispatcher.conn.closed:
-        conn = psycopg.connect(_settings.database_url, autocommit=True)
+    if dispatcher is None:
         dispatcher = Dispatcher(
-            conn,
+            _connect(),
             transports_for(_settings),
             batch_size=BATCH_SIZE,
             links=links_for(_settings),
             send_concurrency=_settings.send_concurrency,
             stopping=_stopping,
+            reconnect=functools.partial(_connect, RECORD_RETRY_SECONDS),
         )
         _local.dispatcher = dispatcher
+    elif not _answers(dispatcher.conn):
+        log.warning("database_connection_lost", extra={"purpose": "dispatcher"})
+        dispatcher.conn.close()
+        dispatcher.conn = _connect()
     return dispatcher
+
+
+def _answers(conn: psycopg.Connection) -> bool:
+    """Is this connection still good? Why ask (one empty round trip per job, as psycopg_pool's check does):
+    after a restart or a terminated backend, a connection looks open until used, and the job would fail on
+    it."""
+    if conn.closed:
+        return False
+    try:
+        conn.execute("")
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _connect(budget: float = CONNECT_RETRY_SECONDS) -> psycopg.Connection:
+    """A dispatcher's connection, acting as drumbeat_worker; retried for up to `budget` seconds."""
+    return reconnect.connect(
+        _settings.database_url,
+        budget=budget,
+        prepare=lambda conn: conn.execute(queries("dispatch")["become_worker"]),
+        stopping=_stopping,
+    )
 
 
 @tasks.periodic(cron="* * * * * *", periodic_id="tick")
@@ -215,9 +254,10 @@ async def prune_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
 def build_app(settings: Settings) -> procrastinate.App:
     """The procrastinate app on DATABASE_URL; its tables live in schema `procrastinate` (drumbeat migrate)."""
     configure(settings)
-    _stopping.clear()  # a process may run several workers one after another (tests, `drumbeat demo`)
     connector = procrastinate.PsycopgConnector(
-        conninfo=settings.database_url, kwargs={"options": "-c search_path=procrastinate"}
+        conninfo=settings.database_url,
+        kwargs={"options": "-c search_path=procrastinate"},
+        timeout=POOL_TIMEOUT_SECONDS,
     )
     # Why a short fetch polling interval: workers hear of new jobs through LISTEN/NOTIFY, but a notification
     # sent while the listener is not connected (at start, or while it reconnects) is lost, and procrastinate
@@ -235,8 +275,69 @@ async def run_beside(settings: Settings, concurrency: int = 4) -> None:
     `drumbeat worker` through run_until_signalled): it installs no signal handlers (the caller owns them).
     Cancel its task once to stop it: batches start nothing new and release their unstarted reservations at
     once, and procrastinate waits (up to GRACE_SECONDS) for the jobs it holds to record what is in flight;
-    a second cancel abandons them mid-send."""
+    a second cancel abandons them mid-send.
+
+    Postgres faults: procrastinate's worker stops by itself when it loses the database (its LISTEN
+    connection, heartbeat or periodic deferrer fails: "side task failed, stopping worker"), or fails
+    (fetching a job raised). Left alone, `drumbeat worker` would then exit 0 while Postgres restarts. So it
+    is started again, on a new connection pool, as soon as Postgres answers (probed with backoff:
+    workers/reconnect.py), for as long as nobody asked it to stop."""
+    _stopping.clear()  # a process may run several workers one after another (tests, `drumbeat demo`)
+    # One app for every restart: its connector makes a new pool each time it is opened, and building the app
+    # again would prefix the blueprint's task names once more (add_tasks_from renames them in place).
     app = build_app(settings)
+    restarts = reconnect.delays()
+    try:
+        while not _stopping.is_set():
+            await _until_database_answers(settings)
+            started = time.monotonic()
+            try:
+                await _run_worker(app, concurrency)
+                reason = "worker stopped by itself"
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # whatever stopped it (a database fault), the worker keeps working
+                reason = f"{type(error).__name__}: {str(error).strip()}"
+            if _stopping.is_set():
+                return
+            if time.monotonic() - started > 60:
+                restarts = reconnect.delays()  # it had recovered: the next fault starts the backoff afresh
+            delay = next(restarts)
+            log.warning("worker_restarting", extra={"reason": reason, "retry_in_s": delay})
+            await asyncio.sleep(delay)
+    except asyncio.CancelledError:
+        stop_dispatching()  # asked to stop while no procrastinate worker was running: nothing to wait for
+
+
+async def _until_database_answers(settings: Settings) -> None:
+    """Return once a connection to DATABASE_URL succeeds, trying with backoff (one line per failed try)."""
+    for attempt, delay in enumerate(reconnect.delays(), start=1):
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                settings.database_url, connect_timeout=reconnect.CONNECT_TIMEOUT_SECONDS
+            )
+        except psycopg.OperationalError as error:
+            log.warning(
+                "database_unavailable",
+                extra={
+                    "purpose": "job queue",
+                    "attempt": attempt,
+                    "retry_in_s": delay,
+                    "error_type": type(error).__name__,
+                    "error": (str(error).strip().splitlines() or [""])[0],
+                },
+            )
+            await asyncio.sleep(delay)
+            continue
+        await conn.close()
+        if attempt > 1:
+            log.warning("database_reconnected", extra={"purpose": "job queue", "attempts": attempt})
+        return
+
+
+async def _run_worker(app: procrastinate.App, concurrency: int) -> None:
+    """procrastinate's worker until it stops by itself (returns, or raises), or this is cancelled (then
+    it is stopped gracefully, see run_beside, and CancelledError propagates)."""
     async with app.open_async():
         worker = asyncio.create_task(
             app.run_worker_async(
@@ -256,6 +357,7 @@ async def run_beside(settings: Settings, concurrency: int = 4) -> None:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+            raise
 
 
 def run_until_signalled(settings: Settings, concurrency: int) -> None:

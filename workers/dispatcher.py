@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,8 @@ class Dispatcher:
     # Set when the worker is asked to stop: no new claim, no new send; the batch's unstarted reservations
     # are released at once and the sends in flight finish and are recorded.
     stopping: threading.Event = field(default_factory=threading.Event)
+    # A new connection (set up as `conn` was) when `conn` dies under a record: see _record_and_start.
+    reconnect: Callable[[], psycopg.Connection] | None = None
 
     def __post_init__(self) -> None:
         self.conn.autocommit = True
@@ -140,7 +143,15 @@ class Dispatcher:
             "keep": [row["delivery_id"] for row in keep],
         }
         try:
-            row = self._audited("record_and_start", params)[0]
+            try:
+                row = self._audited("record_and_start", params)[0]
+            except psycopg.OperationalError:
+                if self.reconnect is None or not self.conn.closed or self.stopping.is_set():
+                    raise
+                # The connection died (Postgres restarted, the backend was terminated): once more on a new
+                # one. Safe: a delivery no longer 'sending' is not recorded again, nor started twice.
+                self.conn = self.reconnect()
+                row = self._audited("record_and_start", params)[0]
         except Exception:
             # Sent but not recorded: these stay 'sending' until their lease expires, then become unknown;
             # the sends still in flight end the same way, and the reservations lapse within seconds.

@@ -12,6 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from app.core.queries import queries
+from workers import reconnect
 
 
 @dataclass(frozen=True)
@@ -61,45 +62,80 @@ class Transport(Protocol):
 
 class OutboxTransport:
     """Records each rendered message in drumbeat.outbox instead of sending it (development default
-    when no provider credentials are configured, demos, tests)."""
+    when no provider credentials are configured, demos, tests).
+
+    Postgres faults: the insert is idempotent (one outbox row per delivery, ON CONFLICT DO NOTHING), so a
+    connection that dies under it is replaced (with backoff, for up to `retry_seconds`) and the insert
+    made again: once it succeeds the message is certainly in the outbox (sent). When Postgres stays out of
+    reach, the outcome says what is known: no insert ever reached a connection, so certainly not
+    recorded (transient, retried later); or an insert was cut off and may have committed (ambiguous,
+    never resent)."""
 
     name = "outbox"
     concurrent = False
 
-    def __init__(self, conninfo: str):
+    def __init__(self, conninfo: str, retry_seconds: float = 30.0):
         self._conninfo = conninfo
         self._conn: psycopg.Connection | None = None
+        self.retry_seconds = retry_seconds
         # A batch's sending threads share the connection (psycopg serializes its statements, each its own
         # autocommit transaction); the lock keeps them from opening one each.
         self._opening = threading.Lock()
 
-    def _connection(self) -> psycopg.Connection:
+    def _connection(self, budget: float = 0.0) -> psycopg.Connection:
         with self._opening:
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self._conninfo, autocommit=True)
-                self._conn.execute(queries("dispatch")["become_worker"])
+                self._conn = reconnect.connect(
+                    self._conninfo,
+                    budget=budget,
+                    prepare=lambda conn: conn.execute(queries("dispatch")["become_worker"]),
+                    purpose="outbox",
+                )
             return self._conn
 
     def send(self, message: Message) -> SendResult:
-        self._connection().execute(
-            queries("dispatch")["outbox_insert"],
-            {
-                "workspace_id": message.workspace_id,
-                "delivery_id": message.delivery_id,
-                "channel": message.channel,
-                "to_address": message.to_address,
-                "from_address": message.from_address,
-                "subject": message.subject,
-                "text": message.text,
-                "html": message.html,
-                "headers": Jsonb(message.headers),
-            },
-        )
-        return SendResult(sent=True, provider_message_id=f"outbox:{message.delivery_id}")
+        params = {
+            "workspace_id": message.workspace_id,
+            "delivery_id": message.delivery_id,
+            "channel": message.channel,
+            "to_address": message.to_address,
+            "from_address": message.from_address,
+            "subject": message.subject,
+            "text": message.text,
+            "html": message.html,
+            "headers": Jsonb(message.headers),
+        }
+        deadline = time.monotonic() + self.retry_seconds
+        cut_off = False  # an insert was sent on a connection that then died: it may have committed
+        while True:
+            try:
+                conn = self._connection(budget=max(0.0, deadline - time.monotonic()))
+            except psycopg.OperationalError as error:
+                return _outbox_unreachable(error, cut_off)
+            try:
+                conn.execute(queries("dispatch")["outbox_insert"], params)
+            except psycopg.OperationalError as error:
+                if not conn.closed:
+                    raise  # the statement failed, not the connection: as any other fault
+                cut_off = True
+                if time.monotonic() >= deadline:
+                    return _outbox_unreachable(error, cut_off)
+                continue  # a new connection, and the (idempotent) insert again
+            return SendResult(sent=True, provider_message_id=f"outbox:{message.delivery_id}")
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+def _outbox_unreachable(error: psycopg.OperationalError, cut_off: bool) -> SendResult:
+    return SendResult(
+        sent=False,
+        error_code="outbox_unreachable",
+        error_message=str(error),
+        transient=not cut_off,
+        ambiguous=cut_off,
+    )
 
 
 class TwilioTransport:
