@@ -317,16 +317,7 @@ async def _until_database_answers(settings: Settings) -> None:
                 settings.database_url, connect_timeout=reconnect.CONNECT_TIMEOUT_SECONDS
             )
         except psycopg.OperationalError as error:
-            log.warning(
-                "database_unavailable",
-                extra={
-                    "purpose": "job queue",
-                    "attempt": attempt,
-                    "retry_in_s": delay,
-                    "error_type": type(error).__name__,
-                    "error": (str(error).strip().splitlines() or [""])[0],
-                },
-            )
+            reconnect.log_unavailable("job queue", attempt, delay, error)
             await asyncio.sleep(delay)
             continue
         await conn.close()

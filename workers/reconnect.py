@@ -56,16 +56,7 @@ def connect(
             return conn
         except psycopg.OperationalError as error:
             give_up = time.monotonic() + delay > deadline or (stopping is not None and stopping.is_set())
-            log.warning(
-                "database_unavailable",
-                extra={
-                    "purpose": purpose,
-                    "attempt": attempt,
-                    "retry_in_s": None if give_up else delay,
-                    "error_type": type(error).__name__,
-                    "error": str(error).strip().splitlines()[0] if str(error).strip() else "",
-                },
-            )
+            log_unavailable(purpose, attempt, None if give_up else delay, error)
             if give_up:
                 raise
             if stopping is not None:
@@ -74,3 +65,18 @@ def connect(
             else:
                 time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def log_unavailable(purpose: str, attempt: int, retry_in: float | None, error: Exception) -> None:
+    """One `database_unavailable` line per failed attempt: its first line of error text names the cause
+    (refused, timeout, authentication) and never holds the password (libpq does not echo it)."""
+    log.warning(
+        "database_unavailable",
+        extra={
+            "purpose": purpose,
+            "attempt": attempt,
+            "retry_in_s": retry_in,
+            "error_type": type(error).__name__,
+            "error": (str(error).strip().splitlines() or [""])[0],
+        },
+    )
