@@ -118,7 +118,8 @@ def test_a_killed_worker_costs_at_most_the_messages_in_flight(enrolled, twilio):
     after = _statuses(db_url)
     assert after == {"sent": CONTACTS - in_flight} | ({"sending": in_flight} if in_flight else {}), after
     sent_to = _sent_to(twilio)
-    assert len(sent_to) == CONTACTS and max(sent_to.values()) == 1, sent_to  # each number once, never twice
+    # Each number once, never twice; a send the kill cut off mid-request never reached the provider.
+    assert CONTACTS - in_flight <= len(sent_to) <= CONTACTS and max(sent_to.values()) == 1, sent_to
 
 
 def test_sigterm_finishes_what_is_in_flight_and_releases_the_rest(enrolled, twilio):
