@@ -8,7 +8,8 @@ p99 from due time to the transport call < 1 s). A dispatch job claims one batch 
 it; when its batch was full it defers a follow-up, so a large backlog keeps every worker's slots busy. One
 job carries a batch, never one message. Waiting dispatch jobs are bounded: each holds one of MAX_FAN_OUT
 queueing locks ("slots"), so polling ten times a second never piles up jobs that would find nothing.
-Each tick also returns lapsed reservations to the queue (a worker died before starting them).
+Each tick also returns lapsed reservations to the queue (a worker died before starting them). Every five
+seconds a `reconcile` job asks Twilio about the deliveries whose answer was lost (workers/reconcile.py).
 SIGTERM (app/commands/worker.py): `stop_dispatching()` first, so batches start nothing new and release their
 unstarted reservations at once; procrastinate stops taking jobs and lets running ones finish.
 Every line a job logs carries "job-<procrastinate job id>" as its correlation id.
@@ -239,6 +240,22 @@ def dispatch(context: procrastinate.JobContext, slot: int = 0) -> int:
     if handled >= BATCH_SIZE:
         _defer_dispatch(slot)
     return handled
+
+
+@tasks.periodic(cron="* * * * * */5", periodic_id="reconcile")  # croniter: seconds are the sixth field
+@tasks.task(
+    name="drumbeat.reconcile", queue="drumbeat", queueing_lock="drumbeat.reconcile", pass_context=True
+)
+def reconcile(context: procrastinate.JobContext, timestamp: int) -> int:
+    """Settle unknown deliveries the provider can tell us about (workers/reconcile.py). Its own job, not part
+    of the tick: its provider round trips must never delay the tick's polling of due steps."""
+    if _stopping.is_set():
+        return 0
+    with correlation(job_correlation_id(context)):
+        settled = _dispatcher().reconcile()
+    if settled:
+        log.info("deliveries_reconciled", extra={"count": settled})
+    return settled
 
 
 @tasks.periodic(cron="*/15 * * * *", periodic_id="prune")

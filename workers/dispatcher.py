@@ -29,6 +29,7 @@ from app.core import event_log, logs
 from app.core.links import LinkSigner
 from app.core.queries import queries
 from app.core.templates import RenderError, render_message, sms_segments
+from workers import reconcile
 from workers.tracking import track_html
 from workers.transports import Message, SendResult, Transport
 
@@ -178,6 +179,30 @@ class Dispatcher:
         with logs.correlation():
             params = {"lease": lease, "reconcile": self.reconcile_channels}
             return self._audited("recover_deliveries", params)[0]["recover_deliveries"]
+
+    def reconcile(self, limit: int = reconcile.BATCH) -> int:
+        """Ask the providers that can be asked (Twilio) about the unknown deliveries whose turn came, and
+        settle them (workers/reconcile.py); how many were settled for good."""
+        if not self.reconcile_channels:
+            return 0
+        with logs.correlation():
+            due = self._fetch(
+                queries("dispatch")["due_reconciliations"], {"channels": self.reconcile_channels, "limit": limit}
+            )
+            if not due:
+                return 0
+
+            def find(row: dict[str, Any]) -> list[str] | None:
+                transport = self.transports[row["channel"]]
+                try:
+                    return transport.find(reconcile.lookup_for(row))
+                except Exception as error:  # unclassified: no answer, asked again later (never a guess)
+                    log.warning("reconcile_error", extra={"transport": transport.name, "error": repr(error)})
+                    return None
+
+            results = reconcile.answers(due, find, self._senders.map if self._senders else map)
+            settled = self._audited("settle_reconciliations", {"results": Jsonb(results)})
+            return settled[0]["settle_reconciliations"]
 
     def release_lapsed(self) -> int:
         """Reservations whose worker stopped extending them go back to the queue; how many."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import psycopg
@@ -13,6 +15,8 @@ from psycopg.types.json import Jsonb
 
 from app.core.queries import queries
 from workers import reconnect
+
+log = logging.getLogger("drumbeat.transports")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,17 @@ class SendResult:
     error_message: str | None = None
     transient: bool = False
     ambiguous: bool = False
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What reconciliation asks a provider about an unknown delivery: is there a message to `to_address`
+    from `from_address` with this text, created once the send began (`since`)?"""
+
+    to_address: str
+    from_address: str | None
+    text: str
+    since: datetime
 
 
 class Transport(Protocol):
@@ -149,6 +164,13 @@ class TwilioTransport:
     # message before failing: ambiguous. Other 4xx are refusals that a retry would repeat (21610: the
     # recipient replied STOP; record_deliveries opts the contact out).
     RETRIED_HTTP = frozenset({429})
+    # Twilio can be asked whether it has a message (its Messages list): an unknown SMS waits for that
+    # answer (workers/reconcile.py) instead of counting as sent.
+    reconciles = True
+    # How far Twilio's clock may trail ours when a message's creation is compared with when the send began,
+    # and how many of a recipient's newest messages a look-up reads at most.
+    CLOCK_SKEW = timedelta(minutes=5)
+    LOOKUP_LIMIT = 200
 
     def __init__(
         self,
@@ -201,6 +223,30 @@ class TwilioTransport:
         except OSError as error:  # requests' errors are OSErrors
             return network_outcome(error)
         return SendResult(sent=True, provider_message_id=created.sid)
+
+    def find(self, lookup: Lookup) -> list[str] | None:
+        """The SIDs of Twilio's messages matching `lookup` (recipient, sender, text, created since the send
+        began), newest first; None when Twilio could not be asked. Why To and From but not DateSent, the
+        list's other filter: Twilio sets DateSent only once a message leaves its queue, so a message still
+        queued (the likeliest case right after a lost answer) would be missed, and then sent twice."""
+        from twilio.base.exceptions import TwilioException
+
+        service = lookup.from_address if (lookup.from_address or "").startswith("MG") else None
+        filters = {"to": lookup.to_address} | (
+            {"from_": lookup.from_address} if lookup.from_address and not service else {}
+        )
+        oldest = lookup.since - self.CLOCK_SKEW
+        found = []
+        try:
+            for message in self._client().messages.stream(limit=self.LOOKUP_LIMIT, page_size=50, **filters):
+                if message.date_created is not None and message.date_created < oldest:
+                    break  # newest first: the rest is older than the send
+                if message.body == lookup.text and (service is None or message.messaging_service_sid == service):
+                    found.append(message.sid)
+        except (TwilioException, OSError) as error:  # an error answer, or no answer
+            log.warning("reconcile_lookup_failed", extra={"transport": self.name, "error": type(error).__name__})
+            return None
+        return found
 
 
 def network_outcome(error: OSError) -> SendResult:

@@ -676,6 +676,124 @@ BEGIN
 END
 $$;
 
+-- Why: how long a reconciliation look-up may take before another worker may ask again about the same
+-- delivery (its worker died mid-look-up), and how long an unanswerable delivery waits before reconciliation
+-- gives up on it (it then stays unknown and its enrollment moves on as after a send: at most once).
+CREATE OR REPLACE FUNCTION drumbeat.reconcile_lease()
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$ SELECT interval '2 minutes' $$;
+
+CREATE OR REPLACE FUNCTION drumbeat.reconcile_give_up()
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$ SELECT interval '1 hour' $$;
+
+-- Why: reconciliation (workers/reconcile.py) takes the unknown deliveries of p_channels whose turn came and
+-- leases them (reconcile_after moves on by reconcile_lease), so two workers never ask about one at once. It
+-- returns what the provider's message list is searched by: recipient, sender address, body, and when the
+-- send began (the message cannot be older).
+CREATE OR REPLACE FUNCTION drumbeat.due_reconciliations(p_channels text[], p_limit integer DEFAULT 50)
+RETURNS TABLE(delivery_id uuid, channel text, to_address text, from_address text, body text, started_at timestamptz)
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    WITH due AS (
+        SELECT x.id FROM drumbeat.deliveries x
+        WHERE x.reconcile_after <= drumbeat.clock_now() AND x.status = 'unknown' AND x.channel = ANY (p_channels)
+        ORDER BY x.reconcile_after
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE drumbeat.deliveries d SET reconcile_after = drumbeat.clock_now() + drumbeat.reconcile_lease()
+    FROM due
+    WHERE d.id = due.id
+    RETURNING d.id, d.channel, d.to_address, (SELECT se.address FROM drumbeat.senders se WHERE se.id = d.sender_id),
+              d.body, COALESCE(d.started_at, d.claimed_at)
+$$;
+
+-- Why: what the provider said of each unknown delivery reconciliation asked about. p_results:
+-- [{delivery_id, candidates, error_message}], candidates: the ids of the provider's messages that match it,
+-- newest first. One that no other delivery holds means the provider has this message: it was sent (its id
+-- kept for status callbacks, credits charged) and the enrollment moves on. None: it certainly never went
+-- out, so it is a failed attempt like any refusal (retried with backoff, or the enrollment fails after the
+-- last attempt). candidates null: the provider could not be asked (its API failed):
+-- asked again later with backoff, until reconcile_give_up, after which it stays unknown and the
+-- enrollment moves on as after a send (never resent). Only deliveries still unknown and waiting are
+-- touched, so a repeated call changes nothing. Returns how many it settled for good.
+CREATE OR REPLACE FUNCTION drumbeat.settle_reconciliations(p_results jsonb)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_now timestamptz := drumbeat.clock_now();
+    v_result record;
+    v_delivery drumbeat.deliveries;
+    v_age interval;
+    v_sid text;
+    v_found boolean;
+    v_settled integer := 0;
+BEGIN
+    FOR v_result IN
+        SELECT * FROM pg_catalog.jsonb_to_recordset(p_results) AS r(delivery_id uuid, candidates jsonb, error_message text)
+        ORDER BY r.delivery_id
+    LOOP
+        SELECT * INTO v_delivery FROM drumbeat.deliveries d
+        WHERE d.id = v_result.delivery_id AND d.status = 'unknown' AND d.reconcile_after IS NOT NULL
+        FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        -- Two steps with the same text to the same person both in doubt: each provider message settles one.
+        v_sid := (SELECT c.sid FROM pg_catalog.jsonb_array_elements_text(v_result.candidates) WITH ORDINALITY AS c(sid, n)
+                  WHERE NOT EXISTS (SELECT 1 FROM drumbeat.deliveries o WHERE o.provider_message_id = c.sid AND o.id <> v_delivery.id)
+                  ORDER BY c.n LIMIT 1);
+        v_found := CASE WHEN pg_catalog.jsonb_typeof(v_result.candidates) = 'array' THEN v_sid IS NOT NULL END;
+        v_age := v_now - COALESCE(v_delivery.started_at, v_delivery.claimed_at);
+        IF v_found IS NULL AND v_age < drumbeat.reconcile_give_up() THEN
+            -- Ask again: half the delivery's age (30 s at least, 10 minutes at most), so a short provider
+            -- incident costs seconds and a long one a handful of look-ups.
+            UPDATE drumbeat.deliveries d SET reconcile_after = v_now + LEAST(interval '10 minutes',
+                GREATEST(drumbeat.reconcile_delay(), v_age / 2))
+            WHERE d.id = v_delivery.id;
+            CONTINUE;
+        END IF;
+        UPDATE drumbeat.deliveries d SET reconcile_after = NULL,
+            status = CASE WHEN v_found THEN 'sent' WHEN NOT v_found THEN 'failed' ELSE 'unknown' END,
+            sent_at = CASE WHEN v_found THEN v_now END,
+            provider_message_id = CASE WHEN v_found THEN v_sid ELSE d.provider_message_id END,
+            error_message = CASE
+                WHEN v_found THEN NULL
+                WHEN NOT v_found THEN 'not at the provider: ' || COALESCE(d.error_message, 'no answer')
+                ELSE pg_catalog.left('reconciliation gave up: ' || COALESCE(v_result.error_message, 'no answer'), 1000) END
+        WHERE d.id = v_delivery.id
+        RETURNING * INTO v_delivery;
+        IF v_delivery.status = 'sent' AND v_delivery.channel = 'sms' THEN
+            UPDATE drumbeat.workspaces w SET sms_credits = GREATEST(w.sms_credits - COALESCE(v_delivery.segments, 1), 0)
+            WHERE w.id = v_delivery.workspace_id AND w.sms_credits IS NOT NULL;
+        END IF;
+        INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, delivery_id, occurred_at, payload)
+        VALUES (v_delivery.workspace_id,
+                CASE v_delivery.status WHEN 'unknown' THEN 'delivery_unknown' ELSE v_delivery.status END,
+                v_delivery.contact_id, v_delivery.sequence_id, v_delivery.enrollment_id, v_delivery.step_id, v_delivery.id, v_now,
+                pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('channel', v_delivery.channel,
+                    'attempt', v_delivery.attempt, 'error_code', v_delivery.error_code,
+                    'transient', CASE WHEN v_delivery.status = 'failed' THEN true END,
+                    'reason', CASE v_delivery.status WHEN 'sent' THEN 'reconciled_sent' WHEN 'failed' THEN 'reconciled_not_sent'
+                                                     ELSE 'reconcile_gave_up' END)));
+        PERFORM drumbeat.settle_enrollment(v_delivery,
+            pg_catalog.jsonb_build_object('outcome', CASE WHEN v_delivery.status = 'failed' THEN 'failed' ELSE 'sent' END,
+                                          'transient', true, 'error_code', v_delivery.error_code),
+            v_now);
+        v_settled := v_settled + 1;
+    END LOOP;
+    RETURN v_settled;
+END
+$$;
+
 -- Why: the sender of each (sequence, channel) in a batch, resolved once per pair rather than per row.
 CREATE OR REPLACE FUNCTION drumbeat.batch_senders(p_ids uuid[])
 RETURNS TABLE(sequence_id uuid, kind text, sender_id uuid)

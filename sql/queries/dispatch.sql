@@ -20,6 +20,12 @@ SELECT drumbeat.release_reservations(%(ids)s)
 -- name: recover_deliveries
 SELECT drumbeat.recover_deliveries(%(lease)s, %(reconcile)s)
 
+-- name: due_reconciliations
+SELECT * FROM drumbeat.due_reconciliations(%(channels)s, %(limit)s)
+
+-- name: settle_reconciliations
+SELECT drumbeat.settle_reconciliations(%(results)s)
+
 -- name: outbox_insert
 INSERT INTO drumbeat.outbox (workspace_id, delivery_id, channel, to_address, from_address, subject, text_body,
                              html_body, headers)

@@ -119,7 +119,6 @@ class TwilioStandIn(ThreadingHTTPServer):
     def listed(self, query: dict[str, str]) -> list[dict]:
         """The created messages the Messages list shows for `query` (To, From), newest first."""
         with self.lock:
-            self.lookups += 1
             found = [
                 message
                 for message in self.messages
@@ -171,6 +170,8 @@ class _TwilioHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlsplit(self.path)
+        with self.server.lock:
+            self.server.lookups += 1
         if self.server.lookup_status >= 300:
             self._reply(self.server.lookup_status, _error(20500, "unavailable", self.server.lookup_status))
             return

@@ -11,7 +11,7 @@ import pytest
 
 from app.core.links import LinkSigner
 from tests.sql.factories import SMS_SEQUENCE, new_tenant, sms_sequence
-from tests.support.twilio import ACCOUNT_SID
+from tests.support.twilio import ACCOUNT_SID, Answer
 from workers.dispatcher import Dispatcher
 from workers.transports import Message, OutboxTransport, SendResult, TwilioTransport
 
@@ -125,31 +125,91 @@ class CrashingProvider:
         raise RuntimeError("the SDK gave up half-way")
 
 
-@pytest.mark.parametrize("reply", [(500, {"code": 20500, "message": "Internal"}), (503, {"message": "down"})])
-def test_a_provider_5xx_is_unknown_and_never_sent_again(db_url, twilio, reply):
-    """A 5xx comes from an API that may have created the message: unknown at once, the enrollment moves
-    on to its next step, and the step is not sent again, however long we wait."""
-    _setup(db_url, SMS_SEQUENCE, [{"phone": "+15550001004", "first_name": "Cy"}])
-    twilio.replies.append((reply[0], reply[1] | {"status": reply[0]}))
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
-        dispatcher = Dispatcher(conn, {"sms": TwilioTransport(ACCOUNT_SID, "secret", twilio.url)})
-        assert dispatcher.run_once() == 1
-        conn.execute("SELECT set_config('drumbeat.clock', '2026-11-23 15:00Z', false)")
-        assert dispatcher.run_once() == 0
-    assert len(twilio.requests) == 1
-    assert _rows(db_url, "SELECT attempt, status, sent_at FROM drumbeat.deliveries") == [(1, "unknown", None)]
-    [(kind, payload)] = _rows(
-        db_url, "SELECT kind, payload FROM drumbeat.events WHERE delivery_id IS NOT NULL AND kind <> 'sent'"
-    )
-    assert kind == "delivery_unknown" and payload["reason"] == "ambiguous_provider_answer"
-    assert payload["error_code"] == str(reply[1].get("code", reply[0]))
-    positions = _rows(
+def _twilio_dispatcher(conn, twilio, timeout: float = 10.0) -> Dispatcher:
+    conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+    return Dispatcher(conn, {"sms": TwilioTransport(ACCOUNT_SID, "secret", twilio.url, timeout=timeout)})
+
+
+def _set_clock(conn, instant: str) -> None:
+    conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (instant,))
+
+
+def _position(db_url: str) -> list[tuple]:
+    return _rows(
         db_url,
         """SELECT e.status, st.position FROM drumbeat.enrollments e
            JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id""",
     )
-    assert positions == [("active", 2)]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Answer(
+            500, {"code": 20500, "message": "Internal", "status": 500}, accept=True
+        ),  # created, then failed
+        Answer(delay=1.5),  # created, answered after the client's timeout
+    ],
+    ids=["5xx-after-creating", "read-timeout"],
+)
+def test_an_ambiguous_answer_is_unknown_until_twilio_says_it_has_the_message(db_url, twilio, answer):
+    """A 5xx or a lost answer may hide an accepted message: unknown at once, never sent again; the
+    enrollment waits until reconciliation finds the message in Twilio's list, then it is sent with its SID."""
+    _setup(db_url, SMS_SEQUENCE, [{"phone": "+15550001004", "first_name": "Cy"}])
+    twilio.replies.append(answer)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        dispatcher = _twilio_dispatcher(conn, twilio, timeout=0.5)
+        assert dispatcher.run_once() == 1
+        assert dispatcher.reconcile() == 0  # the provider's list is asked only after reconcile_delay
+        _set_clock(conn, "2026-11-23 14:00:31Z")
+        assert dispatcher.run_once() == 0  # waiting, not due again
+        [(_, reason)] = _rows(
+            db_url, "SELECT kind, payload->>'reason' FROM drumbeat.events WHERE kind = 'delivery_unknown'"
+        )
+        assert reason == "ambiguous_provider_answer"
+        assert dispatcher.reconcile() == 1
+    [created] = twilio.messages
+    assert len(twilio.requests) == 1 and twilio.lookups == 1
+    assert _rows(db_url, "SELECT attempt, status, provider_message_id FROM drumbeat.deliveries") == [
+        (1, "sent", created["sid"])
+    ]
+    assert _position(db_url) == [("active", 2)]
+
+
+def test_a_5xx_that_created_nothing_is_retried_once_twilio_says_so(db_url, twilio):
+    _setup(db_url, SMS_SEQUENCE, [{"phone": "+15550001004", "first_name": "Cy"}])
+    twilio.replies.append((503, {"message": "down", "status": 503}))  # nothing created
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        dispatcher = _twilio_dispatcher(conn, twilio)
+        assert dispatcher.run_once() == 1
+        _set_clock(conn, "2026-11-23 14:00:31Z")
+        assert dispatcher.reconcile() == 1
+        assert dispatcher.run_once() == 0  # a failed attempt: retried after its backoff
+        _set_clock(conn, "2026-11-23 14:01:31Z")
+        assert dispatcher.run_once() == 1
+    assert len(twilio.requests) == 2 and len(twilio.messages) == 1  # sent once, in the end
+    assert _rows(db_url, "SELECT attempt, status FROM drumbeat.deliveries ORDER BY attempt") == [
+        (1, "failed"),
+        (2, "sent"),
+    ]
+    assert _position(db_url) == [("active", 2)]
+
+
+def test_an_unknown_stays_unknown_while_twilio_cannot_be_asked(db_url, twilio):
+    _setup(db_url, SMS_SEQUENCE, [{"phone": "+15550001004", "first_name": "Cy"}])
+    twilio.replies.append((500, {"message": "Internal", "status": 500}))
+    twilio.lookup_status = 503
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        dispatcher = _twilio_dispatcher(conn, twilio)
+        assert dispatcher.run_once() == 1
+        _set_clock(conn, "2026-11-23 14:00:31Z")
+        assert dispatcher.reconcile() == 0
+        assert dispatcher.reconcile() == 0  # asked again only after its backoff
+        _set_clock(conn, "2026-11-23 14:30Z")
+        assert dispatcher.run_once() == 0  # never sent again meanwhile
+    assert len(twilio.requests) == 1 and twilio.lookups == 1
+    assert _rows(db_url, "SELECT status FROM drumbeat.deliveries") == [("unknown",)]
+    assert _position(db_url) == [("active", 1)]
 
 
 def test_a_fault_the_transport_did_not_classify_is_unknown_not_retried(db_url):

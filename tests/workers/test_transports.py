@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 
 import pytest
@@ -15,7 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from tests.support.twilio import ACCOUNT_SID
-from workers.transports import Message, SmtpTransport, TwilioTransport
+from workers.transports import Lookup, Message, SmtpTransport, TwilioTransport
 
 
 def sms(to="+15551230000", sender="+15550009999") -> Message:
@@ -124,6 +126,40 @@ def test_twilio_connection_lost_after_the_request_is_ambiguous():
         server.join(timeout=10)
     assert received and b"Body=Hi+Ada" in received[0]
     assert (result.sent, result.transient, result.ambiguous) == (False, False, True)
+
+
+def test_twilio_find_lists_the_messages_that_match_newest_first(twilio):
+    transport = TwilioTransport(ACCOUNT_SID, "secret", twilio.url)
+    for message in (sms(), sms(to="+15551230001"), replace(sms(), text="Other"), sms()):
+        assert transport.send(message).sent
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    ada = Lookup("+15551230000", "+15550009999", "Hi Ada", since)
+    assert transport.find(ada) == [twilio.messages[3]["sid"], twilio.messages[0]["sid"]]
+    assert transport.find(replace(ada, text="Hi Bo")) == []
+    assert transport.find(replace(ada, from_address="+15550008888")) == []
+    # Created before the send began (less Twilio's clock skew): another message, not this one.
+    assert transport.find(replace(ada, since=since + timedelta(minutes=10))) == []
+
+
+def test_twilio_find_through_a_messaging_service(twilio):
+    transport = TwilioTransport(ACCOUNT_SID, "secret", twilio.url)
+    service = "MG" + "a" * 32
+    transport.send(sms(sender=service))
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    assert transport.find(Lookup("+15551230000", service, "Hi Ada", since)) == [twilio.messages[0]["sid"]]
+    assert transport.find(Lookup("+15551230000", "MG" + "b" * 32, "Hi Ada", since)) == []
+
+
+def test_twilio_find_without_an_answer_is_none(twilio):
+    twilio.lookup_status = 503
+    transport = TwilioTransport(ACCOUNT_SID, "secret", twilio.url)
+    assert transport.find(Lookup("+15551230000", None, "Hi Ada", datetime.now(UTC))) is None
+    assert (
+        TwilioTransport(ACCOUNT_SID, "secret", "http://127.0.0.1:9", timeout=2).find(
+            Lookup("+15551230000", None, "Hi Ada", datetime.now(UTC))
+        )
+        is None
+    )
 
 
 class Inbox:
