@@ -105,15 +105,18 @@ class Dispatcher:
         reserved, in_flight = deque(claimed), set()
         finished: list[dict[str, Any]] = []
         recorded: list[dict[str, Any]] = []
+        breaker = Breaker(self._fetch(queries("dispatch")["held_scopes"]))
         extended = time.monotonic()
         while True:
             if self.stopping.is_set() and reserved:
                 self._release([row["delivery_id"] for row in reserved])
                 reserved.clear()
+            finished, reserved = self._apply_holds(breaker, finished, reserved)
             chunk = [reserved.popleft() for _ in range(min(window - len(in_flight), len(reserved)))]
             heartbeat = bool(reserved) and time.monotonic() - extended >= HEARTBEAT_SECONDS
             if finished or chunk or heartbeat:
                 started = self._record_and_start(finished, chunk, list(reserved) if heartbeat else [])
+                self._clear_holds(breaker, finished)
                 recorded += finished
                 finished = []
                 extended = time.monotonic() if heartbeat else extended
@@ -122,6 +125,40 @@ class Dispatcher:
                 return recorded
             done, in_flight = wait(in_flight, timeout=WAIT_SLICE_SECONDS, return_when=FIRST_COMPLETED)
             finished += [send.result() for send in done]
+
+    def _apply_holds(
+        self, breaker: Breaker, finished: list[dict[str, Any]], reserved: deque
+    ) -> tuple[list[dict[str, Any]], deque]:
+        """The circuit breaker, within a batch: a send that came back with a hold holds its channel (or
+        sender) in SQL, and gives back unsent both itself (unless its outcome was ambiguous: that one is
+        recorded unknown) and the batch's reservations under the same hold. Returns what is left to record
+        and to send."""
+        for entry in (entry for entry in finished if entry["hold"]):
+            hold = entry["hold"]
+            under = [row for row in reserved if breaker.covers(hold, row)]
+            reserved = deque(row for row in reserved if not breaker.covers(hold, row))
+            given_back = [entry["delivery_id"]] if entry["outcome"] == "held" else []
+            ids = given_back + [str(row["delivery_id"]) for row in under]
+            params = hold | {
+                "ids": ids,
+                "error_code": entry["error_code"],
+                "error_message": entry["error_message"],
+            }
+            if self._fetch(queries("dispatch")["hold_deliveries"], params)[0]["hold_deliveries"]:
+                log.warning(
+                    "channel_held",
+                    extra={key: hold[key] for key in ("channel", "sender_id", "reason", "seconds")}
+                    | {"error_code": entry["error_code"], "given_back": len(ids)},
+                )
+        return [entry for entry in finished if entry["outcome"] != "held"], reserved
+
+    def _clear_holds(self, breaker: Breaker, recorded: list[dict[str, Any]]) -> None:
+        """A send went through on a channel or sender held when the batch began: the provider is back."""
+        for channel, sender_id in breaker.cleared_by(recorded):
+            for hold in self._fetch(
+                queries("dispatch")["clear_holds"], {"channel": channel, "sender_id": sender_id}
+            ):
+                log.warning("channel_resumed", extra={key: str(value) for key, value in hold.items()})
 
     def _submit(self, row: dict[str, Any], concurrent: bool) -> Future:
         """Send one started delivery: on a sending thread (in a copy of this context, so its log lines keep
@@ -187,7 +224,8 @@ class Dispatcher:
             return 0
         with logs.correlation():
             due = self._fetch(
-                queries("dispatch")["due_reconciliations"], {"channels": self.reconcile_channels, "limit": limit}
+                queries("dispatch")["due_reconciliations"],
+                {"channels": self.reconcile_channels, "limit": limit},
             )
             if not due:
                 return 0
@@ -243,7 +281,12 @@ class Dispatcher:
     def _send(self, row: dict[str, Any]) -> dict[str, Any]:
         """Render and send one claimed delivery; the record entry for it, whatever happened."""
         delivery_id = str(row["delivery_id"])
-        entry: dict[str, Any] = {"delivery_id": delivery_id}
+        entry: dict[str, Any] = {
+            "delivery_id": delivery_id,
+            "channel": row["channel"],
+            "sender_id": row["context"]["sender"]["id"],
+            "hold": None,
+        }
         context = row["context"]
         if self.links:
             context = context | {"unsubscribe_url": self.links.unsubscribe_url(delivery_id)}
@@ -274,7 +317,14 @@ class Dispatcher:
         )
         result = self._call_transport(message)
         return entry | {
-            "outcome": "sent" if result.sent else "unknown" if result.ambiguous else "failed",
+            "outcome": "sent"
+            if result.sent
+            else "unknown"
+            if result.ambiguous
+            else "held"
+            if result.held
+            else "failed",
+            "hold": _hold_scope(result, row),
             "transient": result.transient,
             "reconcile": result.ambiguous and message.channel in self.reconcile_channels,
             "provider_message_id": result.provider_message_id,
@@ -317,6 +367,48 @@ class Dispatcher:
             return SendResult(
                 sent=False, error_code="transport_error", error_message=str(error), ambiguous=True
             )
+
+
+def _hold_scope(result: SendResult, row: dict[str, Any]) -> dict[str, Any] | None:
+    """What a result's hold covers: the row's channel, and its sender for a sender-only hold (a 429)."""
+    if result.hold is None:
+        return None
+    sender_id = row["context"]["sender"]["id"] if result.hold.sender_only else None
+    return {
+        "channel": row["channel"],
+        "sender_id": sender_id,
+        "reason": result.hold.reason,
+        "seconds": result.hold.seconds,
+    }
+
+
+class Breaker:
+    """What one batch knows of the circuit breaker: the holds there were when it began (drumbeat.channel_holds
+    is tiny, and empty while every provider answers), and which rows a new hold covers."""
+
+    def __init__(self, held: list[dict[str, Any]]):
+        self.held = {(row["channel"], row["sender_id"] and str(row["sender_id"])) for row in held}
+
+    @staticmethod
+    def covers(hold: dict[str, Any], row: dict[str, Any]) -> bool:
+        return row["channel"] == hold["channel"] and hold["sender_id"] in (
+            None,
+            row["context"]["sender"]["id"],
+        )
+
+    def cleared_by(self, recorded: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        """(channel, sender) of each send that went through under a hold of the batch's start; each once."""
+        cleared = []
+        for entry in recorded:
+            scope = (entry["channel"], entry["sender_id"])
+            if (
+                entry["outcome"] == "sent"
+                and scope not in cleared
+                and ((entry["channel"], None) in self.held or scope in self.held)
+            ):
+                cleared.append(scope)
+        self.held -= {(channel, None) for channel, _ in cleared} | set(cleared)
+        return cleared
 
 
 def _count(results: list[dict[str, Any]], outcome: str) -> int:

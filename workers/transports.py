@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import smtplib
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -35,6 +36,24 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+# How long a channel is held after its provider refused our credentials or could not be reached: the
+# circuit breaker probes it about once a minute (drumbeat.hold_probe_interval() is the same minute).
+HOLD_SECONDS = 60.0
+# A 429's Retry-After is honoured up to this (a provider asking for more is treated as an outage: probed).
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The provider, not the message, is the problem (README, "Circuit breaker"): hold the whole channel,
+    or only this message's sender (`sender_only`: a 429 rate-limits one number), for `seconds`. The
+    message is given back unsent (no attempt used) unless the outcome was ambiguous."""
+
+    reason: str  # auth | unreachable | outage | rate_limited
+    seconds: float = HOLD_SECONDS
+    sender_only: bool = False
+
+
 @dataclass(frozen=True)
 class SendResult:
     """What the provider said (README, "Send outcomes").
@@ -45,6 +64,8 @@ class SendResult:
       recorded `unknown` and never sent again: at most once.
     - otherwise certainly not accepted: `transient` ones (connection refused, DNS or TLS failure before the
       request, 429, SMTP 4xx) are retried; the others (4xx validation refusals, SMTP 5xx) are not.
+    - `hold`: the provider is the problem (credentials refused, unreachable, an outage, 429): the circuit
+      breaker holds the channel or sender; a `held` message is given back unsent, no attempt used.
     """
 
     sent: bool
@@ -53,6 +74,12 @@ class SendResult:
     error_message: str | None = None
     transient: bool = False
     ambiguous: bool = False
+    hold: Hold | None = None
+
+    @property
+    def held(self) -> bool:
+        """Given back unsent: the provider certainly did not take it, and it is the provider that failed."""
+        return self.hold is not None and not self.sent and not self.ambiguous
 
 
 @dataclass(frozen=True)
@@ -164,6 +191,8 @@ class TwilioTransport:
     # message before failing: ambiguous. Other 4xx are refusals that a retry would repeat (21610: the
     # recipient replied STOP; record_deliveries opts the contact out).
     RETRIED_HTTP = frozenset({429})
+    # Twilio's codes for credentials it refuses (20003: authentication failed, 20005: account suspended).
+    AUTH_ERRORS = frozenset({20003, 20005})
     # Twilio can be asked whether it has a message (its Messages list): an unknown SMS waits for that
     # answer (workers/reconcile.py) instead of counting as sent.
     reconciles = True
@@ -188,14 +217,14 @@ class TwilioTransport:
         # SDK's HTTP client (a requests Session, plus last_request/last_response attributes) is not
         # documented as thread-safe.
         self._local = threading.local()
+        self._outages = OutageCounter()
 
     def _client(self):
         client = getattr(self._local, "client", None)
         if client is None:
-            from twilio.http.http_client import TwilioHttpClient
             from twilio.rest import Client
 
-            client = Client(*self._credentials, http_client=TwilioHttpClient(timeout=self._timeout))
+            client = Client(*self._credentials, http_client=_retry_after_http_client()(timeout=self._timeout))
             client.api.base_url = self._base_url
             self._local.client = client
         return client
@@ -208,21 +237,34 @@ class TwilioTransport:
             if message.from_address.startswith("MG")
             else {"from_": message.from_address}
         )
+        client = self._client()
         try:
-            created = self._client().messages.create(
+            created = client.messages.create(
                 to=message.to_address, body=message.text, status_callback=self._status_callback, **sender
             )
         except TwilioRestException as error:
-            return SendResult(
-                sent=False,
-                error_code=str(error.code or error.status),
-                error_message=error.msg,
-                transient=error.status in self.RETRIED_HTTP,
-                ambiguous=error.status >= 500,
-            )
+            return self._outages.count(self._refusal(error, client.http_client.retry_after))
         except OSError as error:  # requests' errors are OSErrors
-            return network_outcome(error)
-        return SendResult(sent=True, provider_message_id=created.sid)
+            return self._outages.count(network_outcome(error))
+        return self._outages.count(SendResult(sent=True, provider_message_id=created.sid))
+
+    def _refusal(self, error, retry_after: str | None) -> SendResult:
+        """An error answer: 401 / 20003 (credentials refused) holds the channel; 429 holds the sender for
+        its Retry-After; a 5xx is ambiguous; other 4xx are refusals of this message."""
+        outcome = SendResult(
+            sent=False,
+            error_code=str(error.code or error.status),
+            error_message=error.msg,
+            transient=error.status in self.RETRIED_HTTP,
+            ambiguous=error.status >= 500,
+        )
+        if error.status == 401 or error.code in self.AUTH_ERRORS:
+            return replace(outcome, hold=Hold("auth"))
+        if error.status == 429:
+            return replace(
+                outcome, hold=Hold("rate_limited", _retry_after_seconds(retry_after), sender_only=True)
+            )
+        return outcome
 
     def find(self, lookup: Lookup) -> list[str] | None:
         """The SIDs of Twilio's messages matching `lookup` (recipient, sender, text, created since the send
@@ -241,12 +283,61 @@ class TwilioTransport:
             for message in self._client().messages.stream(limit=self.LOOKUP_LIMIT, page_size=50, **filters):
                 if message.date_created is not None and message.date_created < oldest:
                     break  # newest first: the rest is older than the send
-                if message.body == lookup.text and (service is None or message.messaging_service_sid == service):
+                if message.body == lookup.text and (
+                    service is None or message.messaging_service_sid == service
+                ):
                     found.append(message.sid)
         except (TwilioException, OSError) as error:  # an error answer, or no answer
-            log.warning("reconcile_lookup_failed", extra={"transport": self.name, "error": type(error).__name__})
+            log.warning(
+                "reconcile_lookup_failed", extra={"transport": self.name, "error": type(error).__name__}
+            )
             return None
         return found
+
+
+def _retry_after_seconds(header: str | None) -> float:
+    """A 429's Retry-After (seconds; an HTTP date is read as a minute): how long its sender is held."""
+    try:
+        seconds = float(header) if header else 1.0
+    except ValueError:
+        seconds = HOLD_SECONDS
+    return min(max(seconds, 1.0), MAX_RETRY_AFTER_SECONDS)
+
+
+@functools.cache  # one class, built on first use: the twilio SDK is imported only where it is used
+def _retry_after_http_client():
+    from twilio.http.http_client import TwilioHttpClient
+
+    class RetryAfterClient(TwilioHttpClient):
+        """The SDK's HTTP client, remembering the last answer's Retry-After: TwilioRestException does not
+        carry the headers, and a 429 must be honoured."""
+
+        retry_after: str | None = None
+
+        def request(self, *args, **kwargs):
+            response = super().request(*args, **kwargs)
+            self.retry_after = (response.headers or {}).get("Retry-After")
+            return response
+
+    return RetryAfterClient
+
+
+class OutageCounter:
+    """Turns a run of ambiguous answers into an outage: after OUTAGE_AFTER in a row with no success between
+    them (5xx, answers lost), the channel is held like an unreachable one. Each of those stays `unknown`
+    (the provider may have taken it); the hold only stops the batch from feeding more into the outage."""
+
+    OUTAGE_AFTER = 5
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._in_a_row = 0
+
+    def count(self, result: SendResult) -> SendResult:
+        with self._lock:
+            self._in_a_row = self._in_a_row + 1 if result.ambiguous else 0 if result.sent else self._in_a_row
+            outage = self._in_a_row >= self.OUTAGE_AFTER
+        return replace(result, hold=Hold("outage")) if outage and result.hold is None else result
 
 
 def network_outcome(error: OSError) -> SendResult:
@@ -263,7 +354,13 @@ def network_outcome(error: OSError) -> SendResult:
         isinstance(error, http.ConnectionError) and isinstance(reason, NewConnectionError)
     )
     if before_request:
-        return SendResult(sent=False, error_code="network", error_message=str(error), transient=True)
+        return SendResult(
+            sent=False,
+            error_code="network",
+            error_message=str(error),
+            transient=True,
+            hold=Hold("unreachable"),
+        )
     return SendResult(sent=False, error_code="network_ambiguous", error_message=str(error), ambiguous=True)
 
 
@@ -314,6 +411,7 @@ class SmtpTransport:
                 error_code=str(error.smtp_code),
                 error_message=error.smtp_error.decode(errors="replace"),
                 transient=400 <= error.smtp_code < 500,
+                hold=self._relay_hold(error, session),
             )
         except smtplib.SMTPRecipientsRefused as error:
             self._drop()
@@ -331,10 +429,25 @@ class SmtpTransport:
                 return SendResult(
                     sent=False, error_code="network_ambiguous", error_message=str(error), ambiguous=True
                 )
-            return SendResult(sent=False, error_code="network", error_message=str(error), transient=True)
+            # No session at all: the relay cannot be reached, which holds the channel like an outage.
+            hold = Hold("unreachable") if session is None else None
+            return SendResult(
+                sent=False, error_code="network", error_message=str(error), transient=True, hold=hold
+            )
         self._sessions.carried += 1
         self._sessions.last_used = time.monotonic()
         return SendResult(sent=True, provider_message_id=email["Message-ID"])
+
+    # Relay answers about us, not the message: 530/534/535 refuse our credentials, 421 means the service
+    # is not available (closing the channel).
+    AUTH_CODES = frozenset({530, 534, 535})
+
+    def _relay_hold(self, error, session) -> Hold | None:
+        if error.smtp_code in self.AUTH_CODES:
+            return Hold("auth")
+        if error.smtp_code == 421 or session is None:
+            return Hold("outage" if error.smtp_code == 421 else "unreachable")
+        return None
 
     def _session(self):
         """This thread's open session if it is still good for a message, otherwise a new one."""

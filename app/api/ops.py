@@ -43,9 +43,21 @@ class Health(msgspec.Struct):
     status: str
 
 
+class HeldChannel(msgspec.Struct):
+    """A channel the circuit breaker holds (README, "Circuit breaker"): its sends wait for a probe."""
+
+    channel: str
+    reason: str
+    error_code: str | None
+    held_since: str
+    next_probe_at: str
+
+
 class Ready(msgspec.Struct):
-    status: str
+    status: str  # ok, or degraded while a channel is held (the API still serves: 200)
     migrations: int
+    held_channels: list[HeldChannel] = msgspec.field(default_factory=list)
+    held_senders: int = 0
 
 
 # --- HTTP request latency (in process) ---------------------------------------------------------------
@@ -236,14 +248,15 @@ async def healthz() -> Health:
     summary="Readiness: the database answers and its schema is current",
     description="200 when the database is reachable, every migration and function file this server ships is "
     "applied as shipped (drumbeat_meta.schema_migrations) and the webhook role can be assumed; otherwise 503 "
-    "saying why.",
+    "saying why. A channel the circuit breaker holds (refused credentials, provider unreachable) shows as "
+    "status `degraded` with `held_channels`: the API still serves (200), the channel's sends wait.",
     tags=["ops"],
     security=NO_AUTH,
 )
 async def readyz(request: Request) -> Response[Any]:
     shipped = _shipped()
     try:
-        applied = await _check_database(request)
+        applied, holds = await _check_database(request)
     except NotReady as not_ready:
         return error_response(503, "not_ready", str(not_ready))
     if pending := not_current(applied, shipped):
@@ -253,7 +266,21 @@ async def readyz(request: Request) -> Response[Any]:
             "not_ready",
             f"{len(pending)} SQL file(s) not applied as shipped: {names} (run `drumbeat migrate`)",
         )
-    return Response(Ready(status="ok", migrations=sum(name.startswith("migrations/") for name in shipped)))
+    channels = [
+        HeldChannel(
+            h["channel"], h["reason"], h["error_code"], h["held_since"].isoformat(), h["probe_at"].isoformat()
+        )
+        for h in holds
+        if h["sender_id"] is None
+    ]
+    return Response(
+        Ready(
+            status="degraded" if channels else "ok",
+            migrations=sum(name.startswith("migrations/") for name in shipped),
+            held_channels=channels,
+            held_senders=sum(h["sender_id"] is not None for h in holds),
+        )
+    )
 
 
 @cache
@@ -266,9 +293,9 @@ class NotReady(Exception):
     """Why this server should not get traffic yet."""
 
 
-async def _check_database(request: Request) -> dict[str, str]:
+async def _check_database(request: Request) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """The applied SQL files (name -> checksum), once the database answered and the webhook role could be
-    assumed."""
+    assumed; and the circuit breaker's holds."""
     try:
         async with request.app.state.pool.connection(timeout=DB_TIMEOUT_SECONDS) as conn, conn.transaction():
             try:
@@ -289,10 +316,11 @@ async def _check_database(request: Request) -> dict[str, str]:
                     "the API's database role cannot SET ROLE drumbeat_worker (webhooks and metrics need it): "
                     "make it a member of drumbeat_authenticator (or of drumbeat_worker)"
                 ) from error
+            holds = await (await conn.execute(Q["channel_holds"])).fetchall()
     except (PoolTimeout, psycopg.OperationalError) as error:
         log.warning("readiness: database unreachable: %s", error)
         raise NotReady("the database is unreachable") from error
-    return {row["name"]: row["checksum"] for row in rows}
+    return {row["name"]: row["checksum"] for row in rows}, holds
 
 
 @get(

@@ -55,6 +55,20 @@ class Sender(msgspec.Struct):
     created_at: dt.datetime
 
 
+class ChannelHold(msgspec.Struct):
+    """A channel (sender_id null: every sender of it) or one sender whose sends wait: the provider refused
+    the credentials (auth), could not be reached (unreachable), kept failing (outage) or rate-limited the
+    sender (rate_limited). The worker probes it at next_probe_at and lifts the hold once a send goes through."""
+
+    channel: str
+    sender_id: UUID | None
+    sender_address: str | None
+    reason: str
+    error_code: str | None
+    held_since: dt.datetime
+    next_probe_at: dt.datetime
+
+
 class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     role: Literal["owner", "admin", "member"] = "member"
@@ -155,6 +169,25 @@ class SenderController(Controller):
         )
 
 
+class ChannelHoldController(Controller):
+    path = "/channel-holds"
+    tags = ["senders"]
+    dependencies = {"workspace": Provide(provide_workspace_id)}
+
+    @get(
+        "/",
+        summary="Held channels and senders (circuit breaker)",
+        description="Sends waiting because the provider refused the credentials, could not be reached, kept "
+        "failing or rate-limited a sender: whole channels (shared by every workspace) and this workspace's "
+        "senders. Empty while every provider answers. Nothing fails while held; the worker probes about once "
+        "a minute (a 429 for its Retry-After) and resumes by itself.",
+    )
+    async def index(self, db: Db, workspace: WorkspaceId) -> list[ChannelHold]:
+        return msgspec.convert(
+            await fetch_all(db, Q["list_channel_holds"], {"workspace_id": workspace}), list[ChannelHold]
+        )
+
+
 class ApiKeyController(Controller):
     path = "/api-keys"
     tags = ["api keys"]
@@ -179,4 +212,4 @@ class ApiKeyController(Controller):
         await fetch_one(db, Q["revoke_api_key"], {"id": key_id})
 
 
-route_handlers = [WorkspaceController, SenderController, ApiKeyController]
+route_handlers = [WorkspaceController, SenderController, ChannelHoldController, ApiKeyController]

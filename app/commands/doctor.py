@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         usage = usage_of(conn, report) if current else None
         for channel in ("sms", "email"):
             report.add(credentials(channel, production, usage))
+        report.add(channel_holds(conn) if usage else skipped("held channels", "needs readable contents"))
         if usage:
             report.add(senders(usage))
         else:
@@ -211,6 +212,27 @@ def schema(conn) -> Finding:
     if pending:
         return failed("schema", f"{len(pending)} pending ({_some(pending)}): run `drumbeat migrate`")
     return ok("schema", "current")
+
+
+def channel_holds(conn) -> Finding:
+    """The circuit breaker: a channel held because its provider refused the credentials or could not be
+    reached fails the check (its sends wait); held senders (a 429) are only reported."""
+    from app.core.queries import queries
+
+    holds = conn.execute(queries("operator")["channel_holds"]).fetchall()
+    channels = [
+        f"{channel} held since {since:%Y-%m-%d %H:%M:%S %Z} ({reason}{f' {code}' if code else ''}; "
+        f"next probe {probe:%H:%M:%S})"
+        for channel, sender_id, reason, code, since, probe in holds
+        if sender_id is None
+    ]
+    senders_held = len(holds) - len(channels)
+    note = f"; {_count(senders_held, 'sender')} rate-limited" if senders_held else ""
+    if channels:
+        return failed(
+            "held channels", "; ".join(channels) + note + ": fix the credentials or wait for the provider"
+        )
+    return ok("held channels", "none" + note)
 
 
 def procrastinate_schema(conn) -> Finding:

@@ -297,6 +297,125 @@ AS $$
     SELECT DISTINCT ON (h.id) h.id, h.hold_until, h.reason FROM holds h ORDER BY h.id, h.hold_until DESC
 $$;
 
+-- Why: the circuit breaker waits this long between probes of a held channel or sender (auth failures and
+-- outages; a 429 holds its sender only as long as its Retry-After asks).
+CREATE OR REPLACE FUNCTION drumbeat.hold_probe_interval()
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+SET search_path = ''
+AS $$ SELECT interval '1 minute' $$;
+
+-- Why: the due message steps of a batch with the channel and sender each would go out on: what a hold
+-- of the circuit breaker applies to.
+CREATE OR REPLACE FUNCTION drumbeat.message_senders(p_ids uuid[], p_now timestamptz)
+RETURNS TABLE(id uuid, kind text, sender_id uuid)
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    SELECT e.id, st.kind, bs.sender_id
+    FROM drumbeat.enrollments e
+    JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id AND st.kind IN ('sms', 'email')
+    JOIN drumbeat.batch_senders(p_ids) AS bs ON bs.sequence_id = e.sequence_id AND bs.kind = st.kind
+    WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
+$$;
+
+-- Why: the circuit breaker's side of a claim. The message steps of a locked batch whose channel or sender is
+-- held (drumbeat.channel_holds) wait for the hold's next probe, at the first allowed instant from then (no
+-- attempt used, nothing fails, no event: the hold itself is what operators see). A hold whose probe time
+-- came is taken by the first claim with steps under it: probe_at moves on by hold_probe_interval, so
+-- concurrent claims keep holding, and this claim's steps go through; the dispatcher's first answer then
+-- clears the hold (drumbeat.clear_holds) or extends it (drumbeat.hold_deliveries). Costs one look at an
+-- empty table while every provider answers.
+CREATE OR REPLACE FUNCTION drumbeat.hold_for_provider(p_ids uuid[], p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_probing uuid[];
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM drumbeat.channel_holds) THEN
+        RETURN;
+    END IF;
+    WITH probing AS (
+        UPDATE drumbeat.channel_holds h SET probe_at = p_now + drumbeat.hold_probe_interval()
+        WHERE h.probe_at <= p_now
+          AND EXISTS (SELECT 1 FROM drumbeat.message_senders(p_ids, p_now) AS d
+                      WHERE d.kind = h.channel AND (h.sender_id IS NULL OR h.sender_id = d.sender_id))
+        RETURNING h.id
+    )
+    SELECT pg_catalog.array_agg(p.id) INTO v_probing FROM probing p;
+    UPDATE drumbeat.enrollments e
+    SET next_action_at = drumbeat.planned_at(e.current_step_id, e.contact_id, x.probe_at, NULL, true),
+        updated_at = pg_catalog.now()
+    FROM (SELECT DISTINCT ON (d.id) d.id, h.probe_at
+          FROM drumbeat.message_senders(p_ids, p_now) AS d
+          JOIN drumbeat.channel_holds h ON h.channel = d.kind AND (h.sender_id IS NULL OR h.sender_id = d.sender_id)
+          WHERE h.id <> ALL (COALESCE(v_probing, '{}'))
+          ORDER BY d.id, h.probe_at DESC) AS x
+    WHERE e.id = x.id;
+END
+$$;
+
+-- Why: a provider refused a send in a way that says nothing about the message and everything about the
+-- provider (credentials refused, unreachable, an outage, 429): the channel (p_sender_id NULL) or the sender
+-- is held until p_seconds from now, and the deliveries p_ids (the refused one, and the batch's reservations
+-- under the same hold) go back unsent, no attempt used: their enrollments wait for the hold's next probe.
+-- Only a send that certainly never reached the provider is given back here; an ambiguous one is recorded
+-- unknown. Returns true when the hold is new (the worker logs it once).
+CREATE OR REPLACE FUNCTION drumbeat.hold_deliveries(p_ids uuid[], p_channel text, p_sender_id uuid, p_reason text,
+    p_error_code text, p_error_message text, p_seconds double precision)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_now timestamptz := drumbeat.clock_now();
+    v_new boolean;
+    v_probe_at timestamptz;
+BEGIN
+    INSERT INTO drumbeat.channel_holds AS h (channel, sender_id, reason, error_code, error_message, held_since, probe_at)
+    VALUES (p_channel, p_sender_id, p_reason, p_error_code, pg_catalog.left(p_error_message, 1000), v_now,
+            v_now + pg_catalog.make_interval(secs => p_seconds))
+    ON CONFLICT ON CONSTRAINT channel_holds_one_per_scope DO UPDATE
+    SET reason = excluded.reason, error_code = excluded.error_code, error_message = excluded.error_message,
+        probe_at = GREATEST(h.probe_at, excluded.probe_at)
+    RETURNING h.xmax::text = '0', h.probe_at INTO v_new, v_probe_at;
+    WITH held AS (
+        DELETE FROM drumbeat.deliveries d
+        WHERE d.id = ANY (p_ids) AND d.status IN ('reserved', 'sending')
+        RETURNING d.*
+    ), requeued AS (
+        UPDATE drumbeat.enrollments e
+        SET next_action_at = drumbeat.planned_at(e.current_step_id, e.contact_id, v_probe_at, NULL, true),
+            updated_at = pg_catalog.now()
+        FROM held x
+        WHERE e.id = x.enrollment_id AND e.status = 'active' AND e.current_step_id = x.step_id AND e.next_action_at IS NULL
+    )
+    INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, occurred_at, payload)
+    SELECT x.workspace_id, 'send_held', x.contact_id, x.sequence_id, x.enrollment_id, x.step_id, v_now,
+           pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('channel', x.channel, 'reason', p_reason,
+               'error_code', p_error_code, 'until', v_probe_at))
+    FROM held x WHERE x.status = 'sending';
+    RETURN v_new;
+END
+$$;
+
+-- Why: a send on a held channel or sender went through: the provider is back, so its holds go (the
+-- enrollments waiting on them are claimed at their next probe time, at most hold_probe_interval away).
+-- Returns the holds it cleared, for the worker's log line.
+CREATE OR REPLACE FUNCTION drumbeat.clear_holds(p_channel text, p_sender_id uuid)
+RETURNS TABLE(channel text, sender_id uuid, reason text, held_since timestamptz)
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    DELETE FROM drumbeat.channel_holds h
+    WHERE h.channel = p_channel AND (h.sender_id IS NULL OR h.sender_id = p_sender_id)
+    RETURNING h.channel, h.sender_id, h.reason, h.held_since
+$$;
+
 -- Why: held steps move to the first allowed instant at or after their hold (windows still apply), with
 -- the reason in events; they are claimed again then.
 CREATE OR REPLACE FUNCTION drumbeat.hold_capped(p_ids uuid[], p_now timestamptz)
@@ -373,7 +492,8 @@ $$;
 -- Why: one call claims up to p_limit due enrollments. The batch is classified once; flow steps
 -- (conditions, actions) run right here, possibly several in a row, and the batch is classified again
 -- after them; manual steps open tasks; unreachable message steps are skipped; a message step with no
--- sender at all (the last one was removed after activation) fails; the rest pass the holds and become
+-- sender at all (the last one was removed after activation) fails; the rest pass the holds (a held
+-- provider, caps, rates, windows) and become
 -- 'reserved' deliveries returned to the worker. Message steps whose delivery already existed (paused while
 -- in flight, then resumed; a sent step moved later) are settled by it (settle_already_claimed), so they
 -- never wedge the head of the queue. Many workers may call it at once (SKIP LOCKED).
@@ -404,6 +524,7 @@ BEGIN
         PERFORM drumbeat.exit_enrollments(v_batch.no_sender, 'failed', 'no_sender');
     END IF;
     IF v_batch.messages IS NOT NULL THEN
+        PERFORM drumbeat.hold_for_provider(v_batch.messages, v_now);
         PERFORM drumbeat.lock_daily_caps(v_batch.messages);
         PERFORM drumbeat.hold_capped(v_batch.messages, v_now);
         RETURN QUERY SELECT * FROM drumbeat.claim_messages(v_batch.messages, v_now);

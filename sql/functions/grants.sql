@@ -52,6 +52,8 @@ GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO authen
 GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO drumbeat_worker;
 GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO service_role;
 GRANT UPDATE (sms_credits) ON TABLE drumbeat.workspaces TO drumbeat_worker;
+GRANT SELECT ON TABLE drumbeat.channel_holds TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.channel_holds TO drumbeat_worker, service_role;
 -- A reservation the worker never started leaves no row (drumbeat.release_reservations); nothing else deletes.
 GRANT DELETE ON TABLE drumbeat.deliveries TO drumbeat_worker;
 GRANT UPDATE (last_used_at) ON TABLE drumbeat.api_keys TO drumbeat_definer;
@@ -79,7 +81,11 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_after_send(p_delivery_ids uuid[], p_n
     drumbeat.reachable(p_contact drumbeat.contacts, p_channel text), drumbeat.reservation_lease(),
     drumbeat.reconcile_delay(), drumbeat.reconcile_give_up(), drumbeat.reconcile_lease(),
     drumbeat.due_reconciliations(p_channels text[], p_limit integer), drumbeat.settle_reconciliations(p_results jsonb),
-    drumbeat.release_reservations(p_ids uuid[]), drumbeat.start_sending(p_start uuid[],
+    drumbeat.release_reservations(p_ids uuid[]), drumbeat.hold_probe_interval(),
+    drumbeat.hold_for_provider(p_ids uuid[], p_now timestamp with time zone),
+    drumbeat.message_senders(p_ids uuid[], p_now timestamp with time zone), drumbeat.hold_deliveries(p_ids uuid[],
+    p_channel text, p_sender_id uuid, p_reason text, p_error_code text, p_error_message text, p_seconds double precision),
+    drumbeat.clear_holds(p_channel text, p_sender_id uuid), drumbeat.start_sending(p_start uuid[],
     p_keep uuid[]),
     drumbeat.run_flow_step(p_enrollment_id uuid, p_now timestamp with time zone),
     drumbeat.settle_already_claimed(p_ids uuid[], p_now timestamp with time zone),

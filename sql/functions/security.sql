@@ -143,7 +143,7 @@ DECLARE
 BEGIN
     FOREACH v_table IN ARRAY ARRAY['timezones', 'workspaces', 'workspace_members', 'api_keys', 'senders',
         'contacts', 'sequences', 'sequence_steps', 'enrollments', 'deliveries', 'tasks', 'events', 'holidays',
-        'outbox']
+        'outbox', 'channel_holds']
     LOOP
         EXECUTE pg_catalog.format(
             'CREATE POLICY %I ON drumbeat.%I TO service_role USING (true) WITH CHECK (true)',
@@ -238,6 +238,12 @@ CREATE POLICY holidays_admin_write ON drumbeat.holidays TO authenticated
 -- The outbox: members read what the outbox transport recorded for their workspace.
 CREATE POLICY outbox_member_read ON drumbeat.outbox FOR SELECT TO authenticated
     USING (workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));
+
+-- Held channels: every member sees the holds of a whole channel (the operator's shared credentials) and
+-- those of its own workspace's senders; only the dispatcher writes them.
+CREATE POLICY channel_holds_member_read ON drumbeat.channel_holds FOR SELECT TO authenticated
+    USING (sender_id IS NULL OR sender_id IN (SELECT se.id FROM drumbeat.senders se
+                                              WHERE se.workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[])));
 
 -- authenticate_api_key runs as drumbeat_definer (before any user is known) and stamps last_used_at.
 CREATE POLICY api_keys_definer ON drumbeat.api_keys TO drumbeat_definer USING (true) WITH CHECK (true);

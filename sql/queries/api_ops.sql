@@ -10,6 +10,11 @@ WHERE m.name LIKE 'migrations/%' OR m.name LIKE 'functions/%'
 -- For this transaction only: metrics read every tenant's rows (aggregates only, no ids or PII leave).
 SET LOCAL ROLE drumbeat_worker
 
+-- name: channel_holds
+-- The circuit breaker's holds (drumbeat.channel_holds: empty while every provider answers), as the ops role.
+SELECT h.channel, h.sender_id, h.reason, h.error_code, h.held_since, h.probe_at
+FROM drumbeat.channel_holds h ORDER BY h.channel, h.sender_id NULLS FIRST
+
 -- name: metrics_read_only
 -- The first statement of the metrics transaction: it reads only.
 SET TRANSACTION READ ONLY

@@ -31,6 +31,14 @@ ORDER BY se.created_at, se.id
 SELECT se.id, se.workspace_id, se.channel, se.address, se.name, se.rate_per_second, se.daily_cap, se.created_at
 FROM drumbeat.senders se WHERE se.id = %(id)s
 
+-- name: list_channel_holds
+-- RLS shows whole-channel holds and the caller's senders' holds; the filter keeps this workspace's.
+SELECT h.channel, h.sender_id, se.address AS sender_address, h.reason, h.error_code, h.held_since,
+       h.probe_at AS next_probe_at
+FROM drumbeat.channel_holds h LEFT JOIN drumbeat.senders se ON se.id = h.sender_id
+WHERE h.sender_id IS NULL OR se.workspace_id = %(workspace_id)s
+ORDER BY h.channel, h.sender_id NULLS FIRST
+
 -- name: create_api_key
 SELECT k.key_id, k.token FROM drumbeat_api.create_api_key(%(workspace_id)s, %(name)s, %(role)s) AS k
 

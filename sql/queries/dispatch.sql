@@ -26,6 +26,17 @@ SELECT * FROM drumbeat.due_reconciliations(%(channels)s, %(limit)s)
 -- name: settle_reconciliations
 SELECT drumbeat.settle_reconciliations(%(results)s)
 
+-- name: held_scopes
+-- The circuit breaker's holds when a batch begins (the table is empty while every provider answers).
+SELECT channel, sender_id FROM drumbeat.channel_holds
+
+-- name: hold_deliveries
+SELECT drumbeat.hold_deliveries(%(ids)s, %(channel)s, %(sender_id)s, %(reason)s, %(error_code)s, %(error_message)s,
+                                %(seconds)s)
+
+-- name: clear_holds
+SELECT * FROM drumbeat.clear_holds(%(channel)s, %(sender_id)s)
+
 -- name: outbox_insert
 INSERT INTO drumbeat.outbox (workspace_id, delivery_id, channel, to_address, from_address, subject, text_body,
                              html_body, headers)

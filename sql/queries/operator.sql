@@ -48,3 +48,8 @@ SELECT r.rolname AS login, r.rolsuper OR r.rolbypassrls OR r.rolname = 'service_
        pg_catalog.pg_has_role(r.rolname, 'drumbeat_worker', 'MEMBER') AS worker,
        pg_catalog.pg_has_role(r.rolname, 'drumbeat_authenticator', 'MEMBER') AS api
 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user
+
+-- name: channel_holds
+-- The circuit breaker's holds (empty while every provider answers): whole channels (sender_id NULL) and senders.
+SELECT h.channel, h.sender_id, h.reason, h.error_code, h.held_since, h.probe_at
+FROM drumbeat.channel_holds h ORDER BY h.channel, h.sender_id NULLS FIRST

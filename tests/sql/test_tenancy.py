@@ -107,6 +107,7 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
            VALUES (%s, %s, 'sms', '+15550000000', '+15550000001', 'Hi')""",
         (tenant.workspace_id, delivery),
     )
+    conn.execute(INSERT_HOLD, (sms_sender,))  # the dispatcher's circuit breaker, after a 429
     # What the dispatcher does when a call step falls due: a task, and the enrollment waits on it.
     conn.execute(
         "UPDATE drumbeat.enrollments SET current_step_id = %s, next_action_at = NULL WHERE id = %s",
@@ -127,6 +128,9 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
 def world(conn) -> World:
     a, b = populate(conn, "Alpha"), populate(conn, "Beta")
     superuser(conn).execute("INSERT INTO drumbeat.holidays (calendar, day) VALUES ('us', '2026-07-04')")
+    conn.execute(
+        "INSERT INTO drumbeat.channel_holds (channel, reason, held_since, probe_at) VALUES ('email', 'auth', now(), now())"
+    )
     return World(conn, a, b)
 
 
@@ -144,9 +148,10 @@ def add_member(conn: psycopg.Connection, workspace_id: uuid.UUID, role: str) -> 
 
 @dataclass(frozen=True)
 class Table:
-    tenant: str | None = "workspace_id"  # the column naming a row's workspace
+    tenant: str | None = "workspace_id"  # the column (or expression) naming a row's workspace
     shared: str | None = None  # the rows every authenticated caller reads
     writable: bool = True  # authenticated holds UPDATE and DELETE (RLS then decides which rows)
+    rewritten: str = "name"  # the column an UPDATE probe rewrites when `tenant` is not a column
 
 
 TABLES = {
@@ -164,6 +169,14 @@ TABLES = {
     "events": Table(writable=False),
     "holidays": Table(shared="calendar IS NOT NULL"),
     "outbox": Table(writable=False),
+    # A sender's hold belongs to the sender's workspace; a whole channel's hold (the operator's shared
+    # credentials) is seen by every tenant. Only the dispatcher writes them.
+    "channel_holds": Table(
+        tenant="(SELECT se.workspace_id FROM drumbeat.senders se WHERE se.id = sender_id)",
+        shared="sender_id IS NULL",
+        writable=False,
+        rewritten="reason",
+    ),
 }
 TENANT_TABLES = [name for name, table in TABLES.items() if table.tenant]
 
@@ -175,6 +188,9 @@ INSERT_ENROLLMENT = """INSERT INTO drumbeat.enrollments (workspace_id, sequence_
                        VALUES (%s, %s, %s, 'active', %s, now(), now())"""
 INSERT_TASK = """INSERT INTO drumbeat.tasks (workspace_id, enrollment_id, step_id, contact_id, kind, title, due_at)
                  VALUES (%s, %s, %s, %s, 'task', 'Evil', now())"""
+
+INSERT_HOLD = """INSERT INTO drumbeat.channel_holds (channel, sender_id, reason, held_since, probe_at)
+                 VALUES ('sms', %s, 'rate_limited', now(), now() + interval '1 second')"""
 
 # A complete, valid row in B's workspace (pointing at B's own rows), to be inserted by A's owner.
 INSERT_INTO_B: dict[str, Callable[[World], tuple[str, tuple]]] = {
@@ -228,6 +244,7 @@ INSERT_INTO_B: dict[str, Callable[[World], tuple[str, tuple]]] = {
            VALUES (%s, %s, 'sms', '+15550000000', '+15550000001', 'Evil')""",
         (w.b.workspace_id, w.b.delivery),
     ),
+    "channel_holds": lambda w: (INSERT_HOLD, (w.b.sms_sender,)),
 }
 
 
@@ -259,7 +276,8 @@ def snapshots(world: World) -> tuple[dict, dict]:
 
 def statement(verb: str, table: str, where: str) -> sql.Composed:
     """An UPDATE that rewrites a column with its own value, or a DELETE, of the rows `where` selects."""
-    column = sql.Identifier(TABLES[table].tenant or "name")
+    spec = TABLES[table]
+    column = sql.Identifier(spec.tenant if spec.tenant and spec.tenant.isidentifier() else spec.rewritten)
     if verb == "UPDATE":
         return sql.SQL("UPDATE drumbeat.{} SET {} = {} WHERE {}").format(
             sql.Identifier(table), column, column, sql.SQL(where)
@@ -330,6 +348,7 @@ INSERT_REFUSAL = {
     "timezones": ("42501", "permission denied for table"),
     "deliveries": ("42501", "permission denied for table"),
     "outbox": ("42501", "permission denied for table"),
+    "channel_holds": ("42501", "permission denied for table"),
     "workspaces": ("23505", "duplicate key"),
 }
 

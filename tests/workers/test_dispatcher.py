@@ -408,3 +408,57 @@ def test_only_a_concurrent_transport_is_called_from_the_send_threads(db_url, con
         conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
         assert Dispatcher(conn, {"sms": transport}, batch_size=4, send_concurrency=4).run_once() == 4
     assert (transport.threads == {threading.get_ident()}) is not concurrent
+
+
+def _holds(db_url: str) -> list[tuple]:
+    return _rows(db_url, "SELECT channel, sender_id IS NULL, reason, error_code FROM drumbeat.channel_holds")
+
+
+AUTH_REFUSED = Answer(401, {"code": 20003, "message": "Authenticate", "status": 401}, accept=False)
+
+
+def test_refused_credentials_hold_the_channel_probe_once_a_minute_and_resume(db_url, twilio, caplog):
+    """Wrong credentials fail nothing: the channel is held (logged once), every due step waits, a probe
+    goes through about once a minute, and once Twilio accepts again everything is sent, once."""
+    _setup(db_url, SMS_SEQUENCE, [{"phone": f"+1555000200{i}", "first_name": f"P{i}"} for i in range(3)])
+    twilio.replies += [AUTH_REFUSED, AUTH_REFUSED]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        dispatcher = _twilio_dispatcher(conn, twilio)
+        with caplog.at_level("INFO", logger="drumbeat.dispatch"):
+            assert dispatcher.run_once() == 0  # nothing recorded: all three given back unsent
+            assert _holds(db_url) == [("sms", True, "auth", "20003")]
+            assert len(twilio.requests) == 1  # the rest of the batch was never tried
+            _set_clock(conn, "2026-11-23 14:00:30Z")
+            assert dispatcher.run_once() == 0 and len(twilio.requests) == 1  # held: nothing is due
+            _set_clock(conn, "2026-11-23 14:01:00Z")
+            assert dispatcher.run_once() == 0 and len(twilio.requests) == 2  # one probe, refused again
+            _set_clock(conn, "2026-11-23 14:02:00Z")
+            assert dispatcher.run_once() == 3  # the next probe goes through, and so does the rest
+    assert [r.getMessage() for r in caplog.records].count("channel_held") == 1
+    assert [r.getMessage() for r in caplog.records].count("channel_resumed") == 1
+    assert _holds(db_url) == []
+    assert _rows(db_url, "SELECT status, attempt, count(*) FROM drumbeat.deliveries GROUP BY 1, 2") == [
+        ("sent", 1, 3)
+    ]
+    assert len(twilio.messages) == 3 and _position(db_url) == [("active", 2)] * 3
+    assert _rows(db_url, "SELECT count(*) FROM drumbeat.events WHERE kind = 'send_held'") == [(2,)]
+    assert _rows(db_url, "SELECT count(*) FROM drumbeat.events WHERE kind IN ('failed', 'exited')") == [(0,)]
+
+
+def test_a_429_holds_the_sender_for_its_retry_after_and_fails_nothing(db_url, twilio):
+    _setup(db_url, SMS_SEQUENCE, [{"phone": f"+1555000300{i}", "first_name": f"R{i}"} for i in range(2)])
+    too_many = {"code": 20429, "message": "Too Many Requests", "status": 429}
+    twilio.replies.append(Answer(429, too_many, accept=False, headers={"Retry-After": "5"}))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        dispatcher = _twilio_dispatcher(conn, twilio)
+        assert dispatcher.run_once() == 0
+        assert _holds(db_url) == [("sms", False, "rate_limited", "20429")]  # the sender, not the channel
+        _set_clock(conn, "2026-11-23 14:00:04Z")
+        assert dispatcher.run_once() == 0
+        _set_clock(conn, "2026-11-23 14:00:05Z")
+        assert dispatcher.run_once() == 2
+    assert _holds(db_url) == []
+    assert _rows(db_url, "SELECT status, attempt, count(*) FROM drumbeat.deliveries GROUP BY 1, 2") == [
+        ("sent", 1, 2)
+    ]
+    assert len(twilio.messages) == 2

@@ -16,8 +16,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from tests.support.twilio import ACCOUNT_SID
-from workers.transports import Lookup, Message, SmtpTransport, TwilioTransport
+from tests.support.twilio import ACCOUNT_SID, Answer
+from workers.transports import Hold, Lookup, Message, SmtpTransport, TwilioTransport
 
 
 def sms(to="+15551230000", sender="+15550009999") -> Message:
@@ -73,6 +73,47 @@ def test_twilio_errors_are_classified(twilio, status, code, transient, ambiguous
     assert result.error_code == str(code or status)
 
 
+@pytest.mark.parametrize(
+    ("answer", "hold"),
+    [
+        (Answer(401, {"code": 20003, "message": "Authenticate", "status": 401}, accept=False), Hold("auth")),
+        (Answer(403, {"code": 20005, "message": "Suspended", "status": 403}, accept=False), Hold("auth")),
+        (
+            Answer(
+                429,
+                {"code": 20429, "message": "Too many", "status": 429},
+                False,
+                headers={"Retry-After": "7"},
+            ),
+            Hold("rate_limited", 7.0, sender_only=True),
+        ),
+        (
+            Answer(429, {"code": 20429, "message": "Too many", "status": 429}, False),
+            Hold("rate_limited", 1.0, True),
+        ),
+        (Answer(400, {"code": 21211, "message": "Invalid To", "status": 400}, accept=False), None),
+    ],
+    ids=["auth", "suspended", "retry-after", "no-retry-after", "validation"],
+)
+def test_twilio_refusals_that_hold_the_channel_or_sender(twilio, answer, hold):
+    twilio.replies.append(answer)
+    result = TwilioTransport(ACCOUNT_SID, "secret", twilio.url).send(sms())
+    assert (result.sent, result.ambiguous, result.hold, result.held) == (False, False, hold, hold is not None)
+
+
+def test_twilio_a_run_of_5xx_is_an_outage(twilio):
+    """Each 5xx stays ambiguous (unknown); five in a row with no success between also hold the channel."""
+    transport = TwilioTransport(ACCOUNT_SID, "secret", twilio.url)
+    for _ in range(4):
+        twilio.replies.append((500, {"message": "Internal", "status": 500}))
+    twilio.replies.append(Answer())  # a success resets the run
+    for _ in range(5):
+        twilio.replies.append((503, {"message": "down", "status": 503}))
+    results = [transport.send(sms()) for _ in range(10)]
+    assert [result.hold for result in results] == [None] * 9 + [Hold("outage")]
+    assert results[9].ambiguous and not results[9].held  # recorded unknown, never given back
+
+
 def test_twilio_unreachable_is_transient():
     result = TwilioTransport(ACCOUNT_SID, "secret", "http://127.0.0.1:9", timeout=2).send(sms())
     assert (result.sent, result.transient, result.ambiguous, result.error_code) == (
@@ -81,6 +122,7 @@ def test_twilio_unreachable_is_transient():
         False,
         "network",
     )
+    assert result.hold == Hold("unreachable") and result.held
 
 
 def test_twilio_unknown_host_is_transient():
@@ -364,3 +406,10 @@ def test_smtp_logs_in_once_per_session_and_a_bad_login_is_permanent(smtp_server,
     assert inbox.sessions() == sessions
     if not all(sent):
         assert (results[0].error_code, results[0].transient) == ("535", False)
+        # Our credentials, not the message: the channel is held (circuit breaker), the message given back.
+        assert results[0].hold == Hold("auth") and results[0].held
+
+
+def test_smtp_an_unreachable_relay_holds_the_channel():
+    result = SmtpTransport("127.0.0.1", 9, starttls=False, timeout=2).send(email())
+    assert (result.sent, result.held, result.hold) == (False, True, Hold("unreachable"))
