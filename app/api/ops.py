@@ -53,7 +53,7 @@ class HeldChannel(msgspec.Struct):
     next_probe_at: str
 
 
-class Ready(msgspec.Struct):
+class Ready(msgspec.Struct, omit_defaults=True):
     status: str  # ok, or degraded while a channel is held (the API still serves: 200)
     migrations: int
     held_channels: list[HeldChannel] = msgspec.field(default_factory=list)

@@ -69,6 +69,7 @@ def test_passes_in_production_with_everything_configured(db_url, tmp_path):
         "database role",
         "sms credentials",
         "email credentials",
+        "held channels",
         "senders",
         "public url",
         "secret key",
@@ -88,6 +89,25 @@ def test_an_unreachable_database_fails_and_its_checks_are_skipped(tmp_path):
     assert "hunter2" not in findings["database"][1]
     assert findings["schema"] == ("skip", "needs the database")
     assert findings["sms credentials"][0] == "warn"  # development: the outbox stands in
+
+
+def test_a_held_channel_fails_naming_why_and_a_held_sender_is_reported(db_url, tmp_path):
+    """The circuit breaker's holds (README, "Circuit breaker"): a whole channel held fails the check."""
+    tenant = committed_tenant(db_url, active_sequence=True)
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            """INSERT INTO drumbeat.channel_holds (channel, sender_id, reason, error_code, held_since, probe_at)
+               VALUES ('sms', NULL, 'auth', '20003', now(), now() + interval '1 minute'),
+                      ('sms', (SELECT id FROM drumbeat.senders WHERE workspace_id = %s AND channel = 'sms'),
+                       'rate_limited', '20429', now(), now() + interval '5 seconds')""",
+            (tenant.workspace_id,),
+        )
+    code, findings = doctor(tmp_path, DATABASE_URL=db_url, **TWILIO, **SMTP, **LINKS)
+    assert code == 1
+    detail = failures(findings)["held channels"]
+    assert (
+        detail.startswith("sms held since") and "(auth 20003;" in detail and "1 sender rate-limited" in detail
+    )
 
 
 def test_a_malformed_twilio_account_sid_fails(db_url, tmp_path):

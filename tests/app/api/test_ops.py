@@ -57,6 +57,27 @@ def test_readyz_when_every_migration_is_applied(client):
     assert response.json() == {"status": "ok", "migrations": len(migration_files())}
 
 
+def test_readyz_shows_a_held_channel_and_still_serves(client, db_url):
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            """INSERT INTO drumbeat.channel_holds (channel, reason, error_code, held_since, probe_at)
+               VALUES ('sms', 'auth', '20003', '2026-11-23 14:00Z', '2026-11-23 14:01Z')"""
+        )
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["held_channels"] == [
+        {
+            "channel": "sms",
+            "reason": "auth",
+            "error_code": "20003",
+            "held_since": "2026-11-23T14:00:00+00:00",
+            "next_probe_at": "2026-11-23T14:01:00+00:00",
+        }
+    ]
+
+
 def test_readyz_is_503_naming_a_missing_migration(client, db_url):
     last = migration_files()[-1].name
     with psycopg.connect(db_url) as conn:
