@@ -16,4 +16,9 @@ def test_the_dispatch_queries_are_all_there():
         "outbox_insert",
         "due_backlog",
         "active_channels",
+        "due_reconciliations",
+        "settle_reconciliations",
+        "held_scopes",
+        "hold_deliveries",
+        "clear_holds",
     }
