@@ -8,14 +8,8 @@ import psycopg
 import pytest
 
 from tests.sql.factories import new_tenant, sms_sequence
-from tests.sql.worker_calls import MONDAY_9AM_NEW_YORK, as_worker, at, reserve, set_clock
+from tests.sql.worker_calls import as_worker, at, reserve, set_clock
 from tests.support import act_as
-
-
-@pytest.fixture
-def tenant(conn):
-    set_clock(conn, MONDAY_9AM_NEW_YORK)
-    return new_tenant(conn)
 
 
 def hold(conn, channel: str, sender_id=None, seconds: float = 60, reason: str = "auth") -> bool:

@@ -19,12 +19,6 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
-@pytest.fixture
-def tenant(conn):
-    conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (MONDAY_9AM_NEW_YORK,))
-    return new_tenant(conn)
-
-
 def enrollment_row(conn, enrollment_id):
     conn.execute("RESET ROLE")
     return conn.execute(

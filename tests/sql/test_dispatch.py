@@ -15,12 +15,6 @@ from tests.support import call, sql_error
 
 
 @pytest.fixture
-def tenant(conn):
-    set_clock(conn, MONDAY_9AM_NEW_YORK)
-    return new_tenant(conn)
-
-
-@pytest.fixture
 def enrolled(tenant):
     """One contact enrolled in the SMS sequence: its first SMS is due now."""
     sequence = tenant.sequence()

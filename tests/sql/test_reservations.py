@@ -6,17 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sql.factories import new_tenant
-from tests.sql.worker_calls import MONDAY_9AM_NEW_YORK, as_worker, at, enrollment, record, reserve, set_clock
+from tests.sql.worker_calls import as_worker, at, enrollment, record, reserve, set_clock
 from tests.support import call
 
 DUE = "2026-11-23 14:00:00Z"
-
-
-@pytest.fixture
-def tenant(conn):
-    set_clock(conn, MONDAY_9AM_NEW_YORK)
-    return new_tenant(conn)
 
 
 @pytest.fixture
