@@ -69,7 +69,11 @@ class Settings:
     smtp_starttls: bool = True
     public_url: str | None = None
     secret_key: bytes | None = None
-    delivery_lease_seconds: int = 600  # a 'sending' delivery older than this was lost with its worker
+    # A 'sending' delivery older than this was lost with its worker. Why 120 s: a live worker never keeps one
+    # that long (a send is bounded by its transport's timeout, 30 s at most, and a record call retries for
+    # 60 s through a Postgres fault); and a lease that expires under a live worker costs no duplicate (its
+    # late record is refused, the delivery stays unknown and an SMS is reconciled), only a later "sent".
+    delivery_lease_seconds: int = 120
     jwt_secret: bytes | None = None  # HS256 tokens (Supabase: the project's JWT secret)
     jwks_url: str | None = None  # or asymmetric tokens verified against this JWKS
     jwt_audience: str = "authenticated"
@@ -164,7 +168,7 @@ def load_settings(database_url: str | None = None) -> Settings:
         raise ConfigError(
             "DRUMBEAT_SECRET_KEY is required in production: it signs unsubscribe and tracking links"
         )
-    lease = env.get("DRUMBEAT_DELIVERY_LEASE") or "600"
+    lease = env.get("DRUMBEAT_DELIVERY_LEASE") or str(Settings.delivery_lease_seconds)
     if not lease.isdigit() or int(lease) < 1:
         raise ConfigError(f"DRUMBEAT_DELIVERY_LEASE must be a whole number of seconds >= 1, got {lease!r}")
     region = (env.get("DRUMBEAT_DEFAULT_REGION") or "US").upper()

@@ -105,7 +105,7 @@ def test_a_killed_worker_costs_at_most_the_messages_in_flight(enrolled, twilio):
     assert killed.get("reserved", 0) >= CONTACTS - 6 - SEND_CONCURRENCY - 1, killed
     in_flight = killed.get("sending", 0)
 
-    # The default delivery lease is ten minutes: everything below happens because the reservations lapse.
+    # The default delivery lease is two minutes: everything below happens because the reservations lapse.
     replacement = _start(db_url, twilio)
     try:
         _wait_until(

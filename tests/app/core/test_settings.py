@@ -80,4 +80,4 @@ def test_an_empty_variable_means_unset(environment):
     """`VAR=` in a .env file or compose's environment is the default, for every variable alike."""
     environment(DRUMBEAT_ENV="", SMTP_PORT="", DRUMBEAT_DELIVERY_LEASE="", DRUMBEAT_LOG_LEVEL="")
     settings = load_settings()
-    assert (settings.env, settings.smtp_port, settings.delivery_lease_seconds) == ("development", 587, 600)
+    assert (settings.env, settings.smtp_port, settings.delivery_lease_seconds) == ("development", 587, 120)
