@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 from app.core import event_log, logs
 from app.core.links import LinkSigner
 from app.core.queries import queries
-from app.core.templates import RenderError, render_message, sms_segments
+from app.core.templates import Rendered, RenderError, render_message, sms_segments
 from workers import reconcile
 from workers.tracking import track_html
 from workers.transports import Message, SendResult, Transport
@@ -179,6 +179,7 @@ class Dispatcher:
             "results": Jsonb(finished),
             "start": [row["delivery_id"] for row in chunk],
             "keep": [row["delivery_id"] for row in keep],
+            "bodies": self._bodies_to_keep(chunk),
         }
         try:
             try:
@@ -232,6 +233,8 @@ class Dispatcher:
 
             def find(row: dict[str, Any]) -> list[str] | None:
                 transport = self.transports[row["channel"]]
+                if row["body"] is None:
+                    return None  # started by a worker that kept no text: cannot be matched, never guessed
                 try:
                     return transport.find(reconcile.lookup_for(row))
                 except Exception as error:  # unclassified: no answer, asked again later (never a guess)
@@ -278,6 +281,34 @@ class Dispatcher:
             },
         )
 
+    def _context(self, row: dict[str, Any]) -> dict[str, Any]:
+        if self.links:
+            return row["context"] | {"unsubscribe_url": self.links.unsubscribe_url(str(row["delivery_id"]))}
+        return row["context"]
+
+    def _rendered(self, row: dict[str, Any]) -> Rendered | RenderError:
+        """The row's message, rendered once: where the provider can be reconciled, its text is needed
+        before the send starts (start_sending keeps it), and the send reuses it."""
+        if "rendered" not in row:
+            try:
+                row["rendered"] = render_message(
+                    row["subject"], row["body"], row["html_body"], self._context(row)
+                )
+            except RenderError as error:
+                row["rendered"] = error
+        return row["rendered"]
+
+    def _bodies_to_keep(self, chunk: list[dict[str, Any]]) -> list[str | None] | None:
+        """start_sending's p_bodies: the text of each message of a reconcilable channel (a worker killed
+        mid-send leaves no record, and reconciliation looks the message up by its text), else None."""
+        if not any(row["channel"] in self.reconcile_channels for row in chunk):
+            return None
+        texts = []
+        for row in chunk:
+            rendered = self._rendered(row) if row["channel"] in self.reconcile_channels else None
+            texts.append(rendered.text if isinstance(rendered, Rendered) else None)
+        return texts
+
     def _send(self, row: dict[str, Any]) -> dict[str, Any]:
         """Render and send one claimed delivery; the record entry for it, whatever happened."""
         delivery_id = str(row["delivery_id"])
@@ -287,17 +318,14 @@ class Dispatcher:
             "sender_id": row["context"]["sender"]["id"],
             "hold": None,
         }
-        context = row["context"]
-        if self.links:
-            context = context | {"unsubscribe_url": self.links.unsubscribe_url(delivery_id)}
-        try:
-            rendered = render_message(row["subject"], row["body"], row["html_body"], context)
-        except RenderError as error:
+        context = self._context(row)
+        rendered = self._rendered(row)
+        if isinstance(rendered, RenderError):
             return entry | {
                 "outcome": "failed",
                 "transient": False,
                 "error_code": "render_error",
-                "error_message": str(error),
+                "error_message": str(rendered),
             }
         segments = sms_segments(rendered.text) if row["channel"] == "sms" else None
         html = rendered.html

@@ -26,7 +26,7 @@ def lookup_for(row: dict[str, Any]) -> Lookup:
     return Lookup(
         to_address=row["to_address"],
         from_address=row["from_address"],
-        text=row["body"] or "",
+        text=row["body"],
         since=row["started_at"],
     )
 

@@ -668,8 +668,10 @@ $$;
 -- worker, which now owns the step), and only while the enrollment still waits on this step and the
 -- contact can still receive it: a reply, a pause or an opt-out that came in meanwhile stops the message
 -- (the reservation is released and the claim decides again). p_keep: the reservations the worker still
--- holds for later, extended. Returns the ids it started; the worker sends exactly those.
-CREATE OR REPLACE FUNCTION drumbeat.start_sending(p_start uuid[], p_keep uuid[] DEFAULT '{}')
+-- holds for later, extended. p_bodies (parallel to p_start, NULL where not given): the text about to be
+-- sent, kept on the delivery at once where reconciliation will need it to find the message at the provider
+-- should the worker die before recording it. Returns the ids it started; the worker sends exactly those.
+CREATE OR REPLACE FUNCTION drumbeat.start_sending(p_start uuid[], p_keep uuid[] DEFAULT '{}', p_bodies text[] DEFAULT NULL)
 RETURNS uuid[]
 LANGUAGE plpgsql
 SET search_path = ''
@@ -681,9 +683,11 @@ BEGIN
     UPDATE drumbeat.deliveries d SET reserved_until = v_now + drumbeat.reservation_lease()
     WHERE d.id = ANY (p_keep) AND d.status = 'reserved';
     WITH started AS (
-        UPDATE drumbeat.deliveries d SET status = 'sending', started_at = v_now, reserved_until = NULL
-        FROM drumbeat.enrollments e, drumbeat.contacts c
-        WHERE d.id = ANY (p_start) AND d.status = 'reserved'
+        UPDATE drumbeat.deliveries d SET status = 'sending', started_at = v_now, reserved_until = NULL,
+            body = COALESCE(b.body, d.body)
+        FROM ROWS FROM (pg_catalog.unnest(p_start), pg_catalog.unnest(COALESCE(p_bodies, '{}'))) AS b(id, body),
+             drumbeat.enrollments e, drumbeat.contacts c
+        WHERE d.id = b.id AND d.status = 'reserved'
           AND e.id = d.enrollment_id AND e.status = 'active' AND e.current_step_id = d.step_id AND e.next_action_at IS NULL
           AND c.id = d.contact_id AND drumbeat.reachable(c, d.channel)
         RETURNING d.id

@@ -86,7 +86,7 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_after_send(p_delivery_ids uuid[], p_n
     drumbeat.message_senders(p_ids uuid[], p_now timestamp with time zone), drumbeat.hold_deliveries(p_ids uuid[],
     p_channel text, p_sender_id uuid, p_reason text, p_error_code text, p_error_message text, p_seconds double precision),
     drumbeat.clear_holds(p_channel text, p_sender_id uuid), drumbeat.start_sending(p_start uuid[],
-    p_keep uuid[]),
+    p_keep uuid[], p_bodies text[]),
     drumbeat.run_flow_step(p_enrollment_id uuid, p_now timestamp with time zone),
     drumbeat.settle_already_claimed(p_ids uuid[], p_now timestamp with time zone),
     drumbeat.settle_enrollment(p_delivery drumbeat.deliveries, p_result jsonb, p_now timestamp with time

@@ -21,3 +21,7 @@ COMMENT ON INDEX drumbeat.channel_holds_pkey IS 'Identifies a hold (the API and 
 COMMENT ON INDEX drumbeat.channel_holds_one_per_scope IS 'One hold per channel and per sender: a repeated refusal extends it.';
 ALTER TABLE drumbeat.channel_holds ENABLE ROW LEVEL SECURITY;
 ALTER TABLE drumbeat.channel_holds FORCE ROW LEVEL SECURITY;
+
+-- start_sending gained p_bodies (sql/functions/dispatch.sql re-creates it): the old signature goes, or it
+-- would stay behind as an overload.
+DROP FUNCTION IF EXISTS drumbeat.start_sending(uuid[], uuid[]);

@@ -11,7 +11,7 @@ SELECT * FROM drumbeat.claim_due(%(limit)s)
 -- name: record_and_start
 -- One round trip as sends finish: record their outcomes, start the next chunk, extend the rest.
 SELECT drumbeat.record_deliveries(%(results)s) AS recorded,
-       drumbeat.start_sending(%(start)s, %(keep)s) AS started
+       drumbeat.start_sending(%(start)s, %(keep)s, %(bodies)s) AS started
 
 -- name: release_reservations
 -- %(ids)s NULL: every reservation that lapsed; else these (a worker stopping).

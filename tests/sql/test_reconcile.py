@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.sql.worker_calls import as_worker, at, claim, enrollment, record, set_clock
+from tests.sql.worker_calls import as_worker, at, claim, enrollment, record, reserve, set_clock
 
 DUE = "2026-11-23 14:00:00Z"
 
@@ -177,3 +177,19 @@ def test_a_lease_expired_on_a_reconciled_channel_waits_for_reconciliation(conn, 
     assert asked["delivery_id"] == row["delivery_id"]
     settle(conn, row["delivery_id"], ["SMfound"])
     assert enrollment(conn, enrollment_id)["position"] == 2
+
+
+def test_the_text_kept_at_start_lets_a_killed_worker_s_send_be_found(conn, tenant):
+    """A worker killed mid-send records nothing: the text start_sending kept is what reconciliation
+    looks the message up by (without it, the message could not be told from another: never guessed)."""
+    tenant.enroll(tenant.sequence(), [tenant.contact(first_name="Ada")])
+    [row] = reserve(conn)
+    as_worker(conn)
+    started = conn.execute(
+        "SELECT drumbeat.start_sending(%s, '{}', %s)", ([row["delivery_id"]], ["Hi Ada"])
+    ).fetchone()[0]
+    assert started == [row["delivery_id"]]
+    set_clock(conn, "2026-11-23 14:02:01Z")
+    assert conn.execute("SELECT drumbeat.recover_deliveries('2 minutes', '{sms}')").fetchone()[0] == 1
+    [asked] = due(conn)
+    assert (asked["delivery_id"], asked["body"]) == (row["delivery_id"], "Hi Ada")

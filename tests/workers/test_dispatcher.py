@@ -462,3 +462,31 @@ def test_a_429_holds_the_sender_for_its_retry_after_and_fails_nothing(db_url, tw
         ("sent", 1, 2)
     ]
     assert len(twilio.messages) == 2
+
+
+class WitnessProvider:
+    """A reconcilable provider that looks, while it is being called, at what the database already knows
+    of the delivery: what a worker killed at this instant would leave for reconciliation."""
+
+    name = "witness"
+    concurrent = False
+    reconciles = True
+
+    def __init__(self, db_url: str):
+        self.db_url = db_url
+        self.seen: list[tuple] = []
+
+    def send(self, message: Message) -> SendResult:
+        self.seen += _rows(
+            self.db_url, f"SELECT status, body FROM drumbeat.deliveries WHERE id = '{message.delivery_id}'"
+        )
+        return SendResult(sent=True, provider_message_id="SMwitness")
+
+
+def test_the_text_is_kept_before_the_provider_is_called(db_url):
+    _setup(db_url, SMS_SEQUENCE, [{"phone": "+15550004001", "first_name": "Wu"}])
+    provider = WitnessProvider(db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (NOW,))
+        assert Dispatcher(conn, {"sms": provider}).run_once() == 1
+    assert provider.seen == [("sending", "Hi Wu")]
