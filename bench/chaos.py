@@ -479,36 +479,49 @@ class Fleet:
         if process.poll() is not None and not any(self.logs[process.pid] in odd for odd in self.odd_exits):
             self.odd_exits.append(f"{self.logs[process.pid]} {when}: exit {process.returncode}")
 
-    def owner(self, port: int | None) -> str:
-        """The log file of the running worker one of whose TCP connections has local port `port`, so that
-        a report can say whose backend was terminated; "?" when none is found (Unix socket, not Linux)."""
-        inodes = {f"socket:[{inode}]" for inode in _socket_inodes(port)}
-        for process in self.processes:
-            try:
-                links = {os.readlink(fd) for fd in Path(f"/proc/{process.pid}/fd").iterdir()}
-            except OSError:
-                continue
-            if links & inodes:
-                return self.logs[process.pid]
-        return "?"
+    def ports(self) -> dict[int, str]:
+        """The local TCP ports of the running workers' connections, each with its worker's log file, so
+        that a report can say whose backend was terminated (pg_stat_activity.client_port). Linux only
+        (/proc); empty elsewhere."""
+        owners = {
+            inode: self.logs[process.pid]
+            for process in self.processes
+            for inode in _socket_inodes(process.pid)
+        }
+        return {port: owners[inode] for port, inode in _tcp_sockets() if inode in owners}
 
     def __len__(self) -> int:
         return len(self.processes)
 
 
-def _socket_inodes(port: int | None) -> set[str]:
-    """The inodes of the TCP sockets whose local port is `port` (Linux's /proc/net/tcp and tcp6)."""
-    found = set()
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process `pid` holds open (Linux: /proc/PID/fd)."""
+    inodes = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            link = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:[") : -1])
+    return inodes
+
+
+def _tcp_sockets() -> list[tuple[int, str]]:
+    """(local port, inode) of every TCP socket (Linux's /proc/net/tcp and tcp6)."""
+    sockets = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             rows = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
-        for row in rows:
-            columns = row.split()
-            if port is not None and int(columns[1].rsplit(":", 1)[1], 16) == port:
-                found.add(columns[9])
-    return found
+        for columns in (row.split() for row in rows):
+            sockets.append((int(columns[1].rsplit(":", 1)[1], 16), columns[9]))
+    return sockets
 
 
 def worker_settings(url: str, config: ChaosConfig, twilio_url: str) -> dict[str, str]:
@@ -608,6 +621,7 @@ PROTOCOL = r"drumbeat\.(claim_due|record_deliveries|start_sending)|FROM drumbeat
 # The worker backends of the database: pid, client port, state, its last statement (comments left out).
 BACKENDS = """SELECT pid, client_port, state,
                      left(btrim(regexp_replace(regexp_replace(query, '--[^\\n]*', '', 'g'), '\\s+', ' ', 'g')), 60)
+                       AS query
               FROM pg_stat_activity
               WHERE datname = current_database() AND backend_type = 'client backend'
                 AND pid <> pg_backend_pid() AND application_name <> %s"""
@@ -617,30 +631,34 @@ def terminate_a_backend(observer: psycopg.Connection, fleet: Fleet, within: floa
     """pg_terminate_backend on one worker connection (a client backend of the database, not the
     harness's): a batch's caught inside one of its protocol transactions (looked for during `within`
     seconds), so that the fault meets the claim-send-record protocol mid-way; failing that, the worker
-    connection that last changed state. What it was doing, and whose it was."""
+    connection that last changed state. Found and terminated in one statement: a statement that ends
+    between a look and a later terminate would leave the fault hitting an idle connection. What it was
+    doing, and whose it was."""
+    owners = fleet.ports()  # before: once terminated, the worker may close that connection at once
     deadline = time.monotonic() + within
-    while (backend := _batch_backend(observer)) is None and time.monotonic() < deadline:
+    while (hit := _terminate_batch_backend(observer)) is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    backend = backend or _latest_backend(observer)
-    if backend is None:
+    hit = hit or _terminate_latest_backend(observer)
+    if hit is None:
         return "none (no worker backend)"
-    pid, port, state, query = backend
-    owner = fleet.owner(port)
-    observer.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    return f"{state}: {query} ({owner})"
+    port, state, query, terminated = hit
+    return f"{state}: {query} ({owners.get(port, '?')}){'' if terminated else ' NOT TERMINATED'}"
 
 
-def _batch_backend(observer: psycopg.Connection) -> tuple | None:
+def _terminate_batch_backend(observer: psycopg.Connection) -> tuple | None:
     return observer.execute(
-        f"{BACKENDS} AND state IN ('active', 'idle in transaction') AND query ~ %s LIMIT 1",
+        f"""SELECT client_port, state, query, pg_terminate_backend(pid)
+            FROM ({BACKENDS} AND state IN ('active', 'idle in transaction') AND query ~ %s LIMIT 1) AS batch""",
         (HARNESS, PROTOCOL),
     ).fetchone()
 
 
-def _latest_backend(observer: psycopg.Connection) -> tuple | None:
+def _terminate_latest_backend(observer: psycopg.Connection) -> tuple | None:
     """The worker backend that last changed state, procrastinate's (job queue, LISTEN) last."""
     return observer.execute(
-        f"{BACKENDS} ORDER BY query ~* '(procrastinate|^\\s*listen)', state_change DESC NULLS LAST LIMIT 1",
+        f"""SELECT client_port, state, query, pg_terminate_backend(pid)
+            FROM ({BACKENDS} ORDER BY query ~* '(procrastinate|^\\s*listen)', state_change DESC NULLS LAST
+                  LIMIT 1) AS latest""",
         (HARNESS,),
     ).fetchone()
 
