@@ -642,7 +642,8 @@ def terminate_a_backend(observer: psycopg.Connection, fleet: Fleet, within: floa
     if hit is None:
         return "none (no worker backend)"
     port, state, query, terminated = hit
-    return f"{state}: {query} ({owners.get(port, '?')}){'' if terminated else ' NOT TERMINATED'}"
+    owner = owners.get(port) or fleet.ports().get(port, "?")  # a connection opened since, if still open
+    return f"{state}: {query} ({owner}){'' if terminated else ' NOT TERMINATED'}"
 
 
 def _terminate_batch_backend(observer: psycopg.Connection) -> tuple | None:
