@@ -401,10 +401,20 @@ def answer_kind(answer: Answer) -> str:
     return "accepted"
 
 
+class QuietStandIn(TwilioStandIn):
+    """The stand-in, without socketserver's traceback for a connection reset between two requests: a killed
+    worker resets its idle keep-alive connections, dozens of times a run, and that is expected. Anything
+    else is printed as before."""
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionResetError):
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def twilio_stand_in(config: ChaosConfig) -> Iterator[tuple[TwilioStandIn, CountedFaults]]:
     """The stand-in, serving on a thread, with the configured fault mix (counted)."""
-    server = TwilioStandIn()
+    server = QuietStandIn()
     faults = CountedFaults(
         fault_mix(
             config.seed,
