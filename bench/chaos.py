@@ -21,8 +21,9 @@ contact's one step:
 Step 1 comes due in waves, one per kill (and one for the terminated backend), a quarter of the kill
 interval before it, and step 2 as soon as
 step 1 is recorded (no delay, unless --step-delay asks for minutes): each kill meets batches being sent,
-with sends in flight and reservations waiting, rather than idle workers, and the run is over about a
-minute after the chaos (a step refused with 429 is retried a minute later). The scratch database is made on
+with sends in flight and reservations waiting, rather than idle workers, and the run is over a minute or
+two after the chaos (an unknown SMS is reconciled 30 s after its answer was lost; one Twilio does not have
+is retried a minute after that). The scratch database is made on
 DATABASE_URL's server, the local one, or an embedded Postgres (bench/scratch.py) and dropped afterwards.
 
     python -m bench.chaos [--workers 3] [--contacts 1500] [--kill-every 4] [--chaos 60] [--settle 240]
@@ -164,14 +165,17 @@ class ChaosReport:
     duplicates: int  # (To, Body) accepted more than once
     duplicate_messages: int  # the extra messages those got
     stray: int  # accepted messages that are no contact's step
-    unknown: int
-    unknown_never_reached: int  # no accepted message with that (To, Body)
+    unknown: int  # deliveries in doubt at some point (a delivery_unknown event), whatever came of them
+    reconciled_sent: int  # ... that reconciliation found at the provider
+    reconciled_not_sent: int  # ... that it did not (a failed attempt, retried): they never reached it
+    still_unknown: int  # ... still unknown at the end (SMTP, or reconciliation gave up)
+    unknown_never_reached: int  # in doubt, and the provider never had the message
     unknown_from_kills: int
     unknown_from_answers: int
     unknown_unaccounted: int
     lost: int  # a contact's step neither accepted nor unknown
     sent_not_accepted: int  # recorded 'sent' but the stand-in has no such message
-    failed_deliveries: int
+    failed_deliveries: int  # failed attempts: reconciled not sent, or refused
     failed_enrollments: int
     unsettled: int  # enrollments still active at the end
     in_flight: int  # deliveries still reserved or sending at the end
@@ -183,7 +187,6 @@ class ChaosReport:
     late_answers: int
     server_errors: int
     too_many_answers: int
-    spared_429s: int
     send_concurrency: int
     concurrency: int
     settle_seconds: float | None
@@ -249,14 +252,17 @@ class ChaosReport:
             ("accepted once", f"{self.accepted_once:,}"),
             ("duplicates", f"{self.duplicates} ({self.duplicate_messages} extra messages)"),
             ("stray messages", self.stray),
-            ("unknown deliveries", self.unknown),
+            ("deliveries in doubt (unknown)", self.unknown),
+            ("  reconciled: at the provider (sent)", self.reconciled_sent),
+            ("  reconciled: not there (retried)", self.reconciled_not_sent),
+            ("  still unknown at the end", self.still_unknown),
             ("  never reached the provider", self.unknown_never_reached),
             ("  in flight at a kill", self.unknown_from_kills),
             ("  after an ambiguous answer", self.unknown_from_answers),
             ("  unaccounted for", self.unknown_unaccounted),
             ("lost (neither accepted nor unknown)", self.lost),
             ("sent but not accepted", self.sent_not_accepted),
-            ("failed deliveries (429s, retried)", self.failed_deliveries),
+            ("failed attempts (retried)", self.failed_deliveries),
             ("failed enrollments", self.failed_enrollments),
             ("enrollments unsettled at the end", self.unsettled),
             ("deliveries in flight at the end", self.in_flight),
@@ -269,7 +275,7 @@ class ChaosReport:
                 "ambiguous answers (late + 500)",
                 f"{self.ambiguous_answers} ({self.late_answers} + {self.server_errors})",
             ),
-            ("429 answers (spared repeats)", f"{self.too_many_answers} ({self.spared_429s})"),
+            ("429 answers (the sender held, nothing failed)", self.too_many_answers),
             (
                 "bound: kills x send conc. + ambiguous",
                 f"{self.kills} x {self.send_concurrency} + {self.ambiguous_answers} = {self.one_batch_bound}"
@@ -299,12 +305,15 @@ class ChaosReport:
 def tally(seen: Observed) -> ChaosReport:
     """Count what the run left behind against what was expected."""
     accepted = Counter(seen.accepted)
-    unknown = [d for d in seen.deliveries if d.status == "unknown"]
+    # In doubt at some point: an unknown the provider could not be asked about stays so; on Twilio,
+    # reconciliation settles it as sent (found) or as a failed attempt (not found, then retried).
+    unknown = [d for d in seen.deliveries if d.unknown_reason is not None]
+    still_unknown = [d for d in unknown if d.status == "unknown"]
     costs = kill_costs(unknown, seen.sending_at_kills)
     from_answers = [
         d for d in unknown if d.unknown_reason == "ambiguous_provider_answer" and d.key in seen.ambiguous_keys
     ]
-    answered = set(accepted) | {d.key for d in unknown}
+    answered = set(accepted) | {d.key for d in still_unknown}
     return ChaosReport(
         contacts=len(seen.expected) // len(STEP_BODIES),
         steps=len(STEP_BODIES),
@@ -314,7 +323,10 @@ def tally(seen: Observed) -> ChaosReport:
         duplicate_messages=sum(count - 1 for count in accepted.values()),
         stray=sum(1 for key in accepted if key not in seen.expected),
         unknown=len(unknown),
-        unknown_never_reached=sum(1 for d in unknown if d.key not in accepted),
+        reconciled_sent=sum(1 for d in unknown if d.status in ("sent", "delivered")),
+        reconciled_not_sent=sum(1 for d in unknown if d.status == "failed"),
+        still_unknown=len(still_unknown),
+        unknown_never_reached=sum(1 for d in unknown if d.status == "failed" or d.key not in accepted),
         unknown_from_kills=sum(costs),
         unknown_from_answers=len(from_answers),
         unknown_unaccounted=len(unknown) - sum(costs) - len(from_answers),
@@ -332,7 +344,6 @@ def tally(seen: Observed) -> ChaosReport:
         late_answers=seen.answers["late"],
         server_errors=seen.answers["server_error"],
         too_many_answers=seen.answers["too_many"],
-        spared_429s=seen.answers["spared"],
         send_concurrency=seen.config.send_concurrency,
         concurrency=seen.config.concurrency,
         settle_seconds=seen.settle_seconds,
@@ -361,17 +372,13 @@ def kill_costs(unknown: list[Delivery], sending_at_kills: list[set[str]]) -> lis
 class CountedFaults:
     """The stand-in's fault policy, wrapped to remember what it answered (the stand-in keeps requests and
     accepted messages, not its answers): how many of each kind, and which messages (To, Body) got an
-    ambiguous one. A recipient refused with 429 once is never refused with 429 again (the message is
-    accepted instead, counted as `spared`): a refused step is retried a minute later, a second refusal of
-    the same step would wait 4 minutes more (README, "Send outcomes"), and two refused steps of one
-    contact would chain their minutes; either would stretch the settle time, and the backoff is not what
-    a chaos run is about."""
+    ambiguous one. (A 429 holds its sender for its Retry-After and uses no attempt: the circuit breaker,
+    README; so repeated 429s cost seconds, not retries.)"""
 
     def __init__(self, policy: Callable[[dict], Answer]):
         self.policy = policy
         self.kinds: Counter = Counter()
         self.ambiguous: set[Key] = set()
-        self.refused: set[str] = set()  # recipients (To) refused with 429 once
         self.lock = threading.Lock()
 
     def __call__(self, request: dict) -> Answer:
@@ -379,11 +386,7 @@ class CountedFaults:
         key = (request["form"].get("To"), request["form"].get("Body"))
         with self.lock:
             kind = answer_kind(answer)
-            if kind == "too_many" and key[0] in self.refused:
-                answer, kind = Answer(), "spared"
             self.kinds[kind] += 1
-            if kind == "too_many":
-                self.refused.add(key[0])
             if kind in AMBIGUOUS_KINDS:
                 self.ambiguous.add(key)
         return answer

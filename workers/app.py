@@ -29,7 +29,9 @@ import time
 
 import procrastinate
 import psycopg
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
+from procrastinate.jobs import Status
+from procrastinate.manager import JobManager
 
 from app.core.links import LinkSigner
 from app.core.logs import correlation
@@ -264,8 +266,24 @@ def reconcile(context: procrastinate.JobContext, timestamp: int) -> int:
 )
 async def prune_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
     """procrastinate keeps every finished job, and the tick alone finishes one a second (86k rows a day):
-    succeeded jobs of our queue older than an hour are deleted (failed ones stay for inspection)."""
-    await context.app.job_manager.delete_old_jobs(nb_hours=1, queue="drumbeat")
+    see prune."""
+    await prune(context.app.job_manager)
+
+
+async def prune(manager: JobManager) -> int:
+    """Delete our queue's succeeded jobs (and the stalled ones aborted before) older than an hour; first,
+    abort the jobs a dead worker left 'doing' (SIGKILL, a lost machine: its heartbeat stopped), which
+    procrastinate would otherwise keep forever. Nothing is lost with them: what such a job had claimed comes
+    back through its reservations and delivery leases (drumbeat.release_reservations, recover_deliveries).
+    Returns how many it aborted."""
+    stalled = await manager.get_stalled_jobs(queue="drumbeat")
+    for job in stalled:
+        with contextlib.suppress(ConnectorException):  # finished meanwhile
+            await manager.finish_job_by_id_async(job.id, Status.ABORTED, delete_job=False)
+    if stalled:
+        log.warning("stalled_jobs_aborted", extra={"count": len(stalled)})
+    await manager.delete_old_jobs(nb_hours=1, queue="drumbeat", include_aborted=True)
+    return len(stalled)
 
 
 def build_app(settings: Settings) -> procrastinate.App:

@@ -189,6 +189,9 @@ class Dispatcher:
                     raise
                 # The connection died (Postgres restarted, the backend was terminated): once more on a new
                 # one. Safe: a delivery no longer 'sending' is not recorded again, nor started twice.
+                log.warning(
+                    "database_connection_lost", extra={"purpose": "record", "deliveries": len(finished)}
+                )
                 self.conn = self.reconnect()
                 row = self._audited("record_and_start", params)[0]
         except Exception:

@@ -4,8 +4,8 @@ past the client timeout), one of them SIGKILLed and restarted every 2 s, one wor
 Nothing may be sent twice, nothing may be lost, every unknown delivery must be explained by a kill or an
 ambiguous answer, and every enrollment must settle.
 
-The run takes about a minute and a half, most of it waiting for the steps refused with 429, which are
-retried a minute later. A second test checks the harness's counting itself on made-up figures: a chaos
+The run takes two minutes or so, most of it waiting for reconciliation: an unknown SMS is looked up at
+the stand-in 30 s after its answer was lost, and one the stand-in does not have is retried a minute later. A second test checks the harness's counting itself on made-up figures: a chaos
 test whose tally could not see a duplicate would always pass."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ SMALL = ChaosConfig(
     send_concurrency=4,
     kill_every=2.0,
     chaos_seconds=12.0,
-    settle_seconds=150.0,
+    settle_seconds=300.0,  # a retried step meeting a second 500 waits for a second reconciliation
     late_seconds=12.0,  # past the worker's 10 s client timeout: a read timeout, the message accepted
 )
 
@@ -39,6 +39,11 @@ def test_killed_workers_and_a_faulty_provider_never_send_twice_nor_lose_a_messag
     assert report.duplicates == 0 and report.stray == 0, summary
     # Nothing lost: each contact's step was accepted, or is unknown (the price of at-most-once) ...
     assert report.lost == 0 and report.sent_not_accepted == 0, summary
+    # ... and Twilio can be asked: every delivery in doubt was settled by reconciliation, none is left
+    # unknown, and what it found not sent was retried (the 500s that created nothing).
+    assert report.unknown > 0 and report.still_unknown == 0, summary
+    assert report.reconciled_sent + report.reconciled_not_sent == report.unknown, summary
+    assert report.reconciled_not_sent >= report.server_errors > 0, summary
     # ... and each unknown is explained: 'sending' right after a kill, or answered ambiguously ...
     assert report.unknown_unaccounted == 0, summary
     # ... and a kill costs only the sends in flight (of each batch its victim ran), never whole batches.
@@ -108,6 +113,22 @@ def test_the_tally_sees_duplicates_losses_unexplained_unknowns_and_costly_kills(
     whole_batch = tally(replace(clean, deliveries=batch, sending_at_kills=[{d.id for d in batch}]))
     assert whole_batch.worst_kill == 13 > whole_batch.kill_bound == 12
     assert "a kill cost 13 > 12 (concurrency x send concurrency)" in whole_batch.problems()
+
+    # Reconciliation: a kill's send found at the provider is sent; one it did not have failed, and its
+    # retry was accepted. Both were in doubt, neither is lost, and the second never reached the provider.
+    found = Delivery("4", ("B", two), "sent", "lease_expired")
+    not_there = Delivery("5", ("A", two), "failed", "lease_expired")
+    reconciled = tally(
+        replace(
+            clean,
+            accepted=[*clean.accepted, ("B", two)],
+            deliveries=[*clean.deliveries[:3], found, not_there],
+            sending_at_kills=[{"4", "5"}],
+        )
+    )
+    assert (reconciled.unknown, reconciled.reconciled_sent, reconciled.reconciled_not_sent) == (2, 1, 1)
+    assert (reconciled.still_unknown, reconciled.unknown_never_reached, reconciled.lost) == (0, 1, 0)
+    assert reconciled.problems() == []
 
     lost = tally(replace(clean, deliveries=clean.deliveries[:3]))
     assert lost.lost == 1

@@ -164,10 +164,10 @@ def test_the_outbox_inserts_again_on_a_new_connection_when_its_own_is_terminated
     outbox.close()
 
 
-def test_a_record_call_that_lost_its_connection_is_made_again_on_a_new_one(db_url):
+def test_a_record_call_that_lost_its_connection_is_made_again_on_a_new_one(db_url, caplog):
     """Postgres drops the batch's connection while its messages are being sent: the record call fails on
-    it, is made once more on a new connection, and the messages are recorded sent (not left 'sending' to
-    become unknown at their lease), each sent once."""
+    it, is made once more on a new connection (logged), and the messages are recorded sent (not left
+    'sending' to become unknown at their lease), each sent once."""
     _setup(db_url)
     outbox = OutboxTransport(db_url)
     dispatcher = Dispatcher(
@@ -176,7 +176,9 @@ def test_a_record_call_that_lost_its_connection_is_made_again_on_a_new_one(db_ur
     first = dispatcher.conn
     transport = _Terminating(db_url, outbox, victim=lambda: dispatcher.conn)
     dispatcher.transports.update(sms=transport, email=transport)
-    assert dispatcher.run_once() == 2
+    with caplog.at_level("WARNING", logger="drumbeat.dispatch"):
+        assert dispatcher.run_once() == 2
+    assert [r.purpose for r in caplog.records if r.getMessage() == "database_connection_lost"] == ["record"]
     assert dispatcher.conn is not first and first.closed
     assert _rows(db_url, "SELECT status, count(*) FROM drumbeat.deliveries GROUP BY 1") == [("sent", 2)]
     assert _rows(db_url, "SELECT count(*) FROM drumbeat.outbox") == [(2,)]
