@@ -145,7 +145,8 @@ class Dispatcher:
                 "error_message": entry["error_message"],
             }
             if self._fetch(queries("dispatch")["hold_deliveries"], params)[0]["hold_deliveries"]:
-                log.warning(
+                log.log(
+                    _hold_level(hold["reason"]),
                     "channel_held",
                     extra={key: hold[key] for key in ("channel", "sender_id", "reason", "seconds")}
                     | {"error_code": entry["error_code"], "given_back": len(ids)},
@@ -158,7 +159,11 @@ class Dispatcher:
             for hold in self._fetch(
                 queries("dispatch")["clear_holds"], {"channel": channel, "sender_id": sender_id}
             ):
-                log.warning("channel_resumed", extra={key: str(value) for key, value in hold.items()})
+                log.log(
+                    _hold_level(hold["reason"]),
+                    "channel_resumed",
+                    extra={key: str(value) for key, value in hold.items()},
+                )
 
     def _submit(self, row: dict[str, Any], concurrent: bool) -> Future:
         """Send one started delivery: on a sending thread (in a copy of this context, so its log lines keep
@@ -411,6 +416,11 @@ def _hold_scope(result: SendResult, row: dict[str, Any]) -> dict[str, Any] | Non
         "reason": result.hold.reason,
         "seconds": result.hold.seconds,
     }
+
+
+def _hold_level(reason: str) -> int:
+    """A 429 holding one sender for a second is routine (INFO); a channel held is an incident (WARNING)."""
+    return logging.INFO if reason == "rate_limited" else logging.WARNING
 
 
 class Breaker:
