@@ -23,7 +23,7 @@ interval before it, and step 2 as soon as
 step 1 is recorded (no delay, unless --step-delay asks for minutes): each kill meets batches being sent,
 with sends in flight and reservations waiting, rather than idle workers, and the run is over a minute or
 two after the chaos (an unknown SMS is reconciled 30 s after its answer was lost; one Twilio does not have
-is retried a minute after that). The scratch database is made on
+is retried then). The scratch database is made on
 DATABASE_URL's server, the local one, or an embedded Postgres (bench/scratch.py) and dropped afterwards.
 
     python -m bench.chaos [--workers 3] [--contacts 1500] [--kill-every 4] [--chaos 60] [--settle 240]

@@ -1,7 +1,7 @@
 """Reconciliation: an `unknown` delivery (the provider's answer was lost: a read timeout, a connection cut
 after the request, a 5xx) is settled by asking the provider, where it can be asked, whether it has the
 message. Twilio can (its Messages list): the delivery becomes `sent` with the message's SID, or, when
-Twilio has no such message, a failed attempt that is retried like any refusal. SMTP cannot be asked:
+Twilio has no such message, a failed attempt, retried at once (the reconcile delay was its wait). SMTP cannot be asked:
 those stay `unknown` (never resent) and their enrollments move on at once (record_deliveries).
 
 The SQL owns every decision (drumbeat.due_reconciliations leases the deliveries whose turn came,

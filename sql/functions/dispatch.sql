@@ -534,8 +534,8 @@ END
 $$;
 
 -- Why: after a send attempt, the enrollment that waits on this delivery moves: on to the next step
--- when sent; to a retry of the same step (attempt + 1, backoff of 1 then 4 minutes, moved into the
--- step's allowed window) on a transient error; out of the sequence on a permanent one. 21610 is the
+-- when sent; to a retry of the same step (attempt + 1, backoff of 1 then 4 minutes unless the result
+-- says retry_in, moved into the step's allowed window) on a transient error; out of the sequence on a permanent one. 21610 is the
 -- carrier saying the recipient replied STOP: the contact is opted out of SMS. A refusal that names the
 -- address bad (is_hard_bounce) is applied as a bounce first: contact marked, 'bounced' logged, on_bounce.
 CREATE OR REPLACE FUNCTION drumbeat.settle_enrollment(p_delivery drumbeat.deliveries, p_result jsonb, p_now timestamptz)
@@ -552,7 +552,8 @@ BEGIN
     ELSIF (p_result ->> 'transient')::boolean AND p_delivery.attempt < 3 THEN
         UPDATE drumbeat.enrollments e SET step_attempt = p_delivery.attempt + 1, updated_at = pg_catalog.now(),
             next_action_at = drumbeat.planned_at(e.current_step_id, e.contact_id,
-                p_now + pg_catalog.make_interval(mins => (4 ^ (p_delivery.attempt - 1))::integer), NULL, true)
+                p_now + COALESCE((p_result ->> 'retry_in')::interval,
+                                 pg_catalog.make_interval(mins => (4 ^ (p_delivery.attempt - 1))::integer)), NULL, true)
         WHERE e.id = p_delivery.enrollment_id;
     ELSIF p_result ->> 'error_code' = '21610' THEN
         UPDATE drumbeat.contacts c SET sms_opted_out_at = COALESCE(c.sms_opted_out_at, p_now), updated_at = pg_catalog.now()
@@ -845,8 +846,8 @@ $$;
 -- [{delivery_id, candidates, error_message}], candidates: the ids of the provider's messages that match it,
 -- newest first. One that no other delivery holds means the provider has this message: it was sent (its id
 -- kept for status callbacks, credits charged) and the enrollment moves on. None: it certainly never went
--- out, so it is a failed attempt like any refusal (retried with backoff, or the enrollment fails after the
--- last attempt). candidates null: the provider could not be asked (its API failed):
+-- out, so it is a failed attempt like any refusal, retried at once (the reconcile delay was its backoff),
+-- or the enrollment fails after the last attempt. candidates null: the provider could not be asked (its API failed):
 -- asked again later with backoff, until reconcile_give_up, after which it stays unknown and the
 -- enrollment moves on as after a send (never resent). Only deliveries still unknown and waiting are
 -- touched, so a repeated call changes nothing. Returns how many it settled for good.
@@ -909,9 +910,11 @@ BEGIN
                     'transient', CASE WHEN v_delivery.status = 'failed' THEN true END,
                     'reason', CASE v_delivery.status WHEN 'sent' THEN 'reconciled_sent' WHEN 'failed' THEN 'reconciled_not_sent'
                                                      ELSE 'reconcile_gave_up' END)));
+        -- Not at the provider: retried at once (within its window). The reconcile delay already spaced it from
+        -- the attempt, and a run of provider failures trips the circuit breaker, not this.
         PERFORM drumbeat.settle_enrollment(v_delivery,
             pg_catalog.jsonb_build_object('outcome', CASE WHEN v_delivery.status = 'failed' THEN 'failed' ELSE 'sent' END,
-                                          'transient', true, 'error_code', v_delivery.error_code),
+                                          'transient', true, 'error_code', v_delivery.error_code, 'retry_in', '0 seconds'),
             v_now);
         v_settled := v_settled + 1;
     END LOOP;

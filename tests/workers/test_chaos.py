@@ -5,7 +5,7 @@ Nothing may be sent twice, nothing may be lost, every unknown delivery must be e
 ambiguous answer, and every enrollment must settle.
 
 The run takes two minutes or so, most of it waiting for reconciliation: an unknown SMS is looked up at
-the stand-in 30 s after its answer was lost, and one the stand-in does not have is retried a minute later. A second test checks the harness's counting itself on made-up figures: a chaos
+the stand-in 30 s after its answer was lost, and one the stand-in does not have is retried then. A second test checks the harness's counting itself on made-up figures: a chaos
 test whose tally could not see a duplicate would always pass."""
 
 from __future__ import annotations

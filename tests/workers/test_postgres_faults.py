@@ -154,7 +154,9 @@ def _assert_sent_exactly_once(db_url: str, contacts: int) -> None:
         ]
         # A restarted procrastinate worker runs the same tasks (not "drumbeat:drumbeat:drumbeat.tick").
         names = {name for (name,) in rows("SELECT DISTINCT task_name FROM procrastinate.procrastinate_jobs")}
-        assert names <= {f"drumbeat:drumbeat.{task}" for task in ("tick", "dispatch", "reconcile", "prune_jobs")}, names
+        assert names <= {
+            f"drumbeat:drumbeat.{task}" for task in ("tick", "dispatch", "reconcile", "prune_jobs")
+        }, names
 
 
 FAULT_LINES = {"database_unavailable", "database_connection_lost", "worker_restarting"}
