@@ -340,7 +340,10 @@ BEGIN
         RETURN;
     END IF;
     WITH probing AS (
-        UPDATE drumbeat.channel_holds h SET probe_at = p_now + drumbeat.hold_probe_interval()
+        -- A sender rate-limited for a second is probed again after seconds, not a minute: the steps that
+        -- concurrent claims hold meanwhile wait that long.
+        UPDATE drumbeat.channel_holds h
+        SET probe_at = p_now + CASE WHEN h.reason = 'rate_limited' THEN interval '5 seconds' ELSE drumbeat.hold_probe_interval() END
         WHERE h.probe_at <= p_now
           AND EXISTS (SELECT 1 FROM drumbeat.message_senders(p_ids, p_now) AS d
                       WHERE d.kind = h.channel AND (h.sender_id IS NULL OR h.sender_id = d.sender_id))

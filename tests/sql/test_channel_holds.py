@@ -96,3 +96,14 @@ def test_tenants_see_the_holds_that_concern_them_and_write_none(conn, tenant):
     assert seen == [(None,), (own,)]
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("DELETE FROM drumbeat.channel_holds")
+
+
+def test_a_rate_limited_sender_is_probed_again_within_seconds(conn, tenant):
+    enroll_one(tenant, first_name="Ada")
+    enroll_one(tenant, first_name="Bo")
+    sender = conn.execute("SELECT id FROM drumbeat.senders WHERE channel = 'sms'").fetchone()[0]
+    hold(conn, "sms", sender, seconds=1, reason="rate_limited")
+    set_clock(conn, "2026-11-23 14:00:01Z")
+    assert len(reserve(conn, limit=1)) == 1  # the probe
+    conn.execute("RESET ROLE")
+    assert conn.execute("SELECT probe_at FROM drumbeat.channel_holds").fetchone()[0] == at("2026-11-23 14:00:06Z")
