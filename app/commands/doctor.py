@@ -217,9 +217,17 @@ def schema(conn) -> Finding:
 def channel_holds(conn) -> Finding:
     """The circuit breaker: a channel held because its provider refused the credentials or could not be
     reached fails the check (its sends wait); held senders (a 429) are only reported."""
+    import psycopg
+
     from app.core.queries import queries
 
-    holds = conn.execute(queries("operator")["channel_holds"]).fetchall()
+    try:
+        holds = conn.execute(queries("operator")["channel_holds"]).fetchall()
+    except psycopg.errors.InsufficientPrivilege:
+        conn.rollback()
+        return warn(
+            "held channels", "this login cannot read drumbeat.channel_holds: run doctor as the migrating role"
+        )
     channels = [
         f"{channel} held since {since:%Y-%m-%d %H:%M:%S %Z} ({reason}{f' {code}' if code else ''}; "
         f"next probe {probe:%H:%M:%S})"
