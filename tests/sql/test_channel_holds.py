@@ -106,4 +106,6 @@ def test_a_rate_limited_sender_is_probed_again_within_seconds(conn, tenant):
     set_clock(conn, "2026-11-23 14:00:01Z")
     assert len(reserve(conn, limit=1)) == 1  # the probe
     conn.execute("RESET ROLE")
-    assert conn.execute("SELECT probe_at FROM drumbeat.channel_holds").fetchone()[0] == at("2026-11-23 14:00:06Z")
+    assert conn.execute("SELECT probe_at FROM drumbeat.channel_holds").fetchone()[0] == at(
+        "2026-11-23 14:00:06Z"
+    )
