@@ -326,7 +326,6 @@ class Dispatcher:
             "sender_id": row["context"]["sender"]["id"],
             "hold": None,
         }
-        context = self._context(row)
         rendered = self._rendered(row)
         if isinstance(rendered, RenderError):
             return entry | {
@@ -338,7 +337,7 @@ class Dispatcher:
         segments = sms_segments(rendered.text) if row["channel"] == "sms" else None
         html = rendered.html
         if html is not None and self.links and row["channel"] == "email":
-            html = self._track(self.links, html, delivery_id, context.get("sequence") or {})
+            html = self._track(self.links, html, delivery_id, row["context"].get("sequence") or {})
         message = Message(
             delivery_id=str(row["delivery_id"]),
             workspace_id=str(row["workspace_id"]),
@@ -353,13 +352,7 @@ class Dispatcher:
         )
         result = self._call_transport(message)
         return entry | {
-            "outcome": "sent"
-            if result.sent
-            else "unknown"
-            if result.ambiguous
-            else "held"
-            if result.held
-            else "failed",
+            "outcome": _outcome(result),
             "hold": _hold_scope(result, row),
             "transient": result.transient,
             "reconcile": result.ambiguous and message.channel in self.reconcile_channels,
@@ -403,6 +396,15 @@ class Dispatcher:
             return SendResult(
                 sent=False, error_code="transport_error", error_message=str(error), ambiguous=True
             )
+
+
+def _outcome(result: SendResult) -> str:
+    """The record's outcome: sent, unknown (ambiguous), held (given back unsent: circuit breaker) or failed."""
+    if result.sent:
+        return "sent"
+    if result.ambiguous:
+        return "unknown"
+    return "held" if result.held else "failed"
 
 
 def _hold_scope(result: SendResult, row: dict[str, Any]) -> dict[str, Any] | None:
