@@ -22,6 +22,7 @@ COMMANDS = {
     "api": "api",
     "workspaces": "workspaces",
     "keys": "keys",
+    "senders": "senders",
     "import-contacts": "import_contacts",
     "holidays": "holidays",
 }

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -18,10 +16,11 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.types.json import Jsonb
 
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.api.errors import contract_fields
 from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core.csv_import import (
     ImportSummary,
@@ -31,9 +30,8 @@ from app.core.csv_import import (
     stored_timezones,
 )
 from app.core.db import fetch_all, fetch_one, require_row
-from app.core.errors import DrumbeatError
 from app.core.queries import queries
-from app.core.validation import clean_contact, infer_timezone, require_reachable, sql_field
+from app.core.validation import clean_contact, infer_timezone, require_reachable
 
 Q = queries("api_contacts")
 MAX_IMPORT_BYTES = 1 << 30  # 1 GiB: far above 100k rows, still a bound
@@ -147,21 +145,16 @@ class ContactEnrollment(msgspec.Struct):
     exit_reason: str | None
 
 
-@asynccontextmanager
-async def contract_fields() -> AsyncIterator[None]:
-    """Errors of the contract functions name their own arguments (p_contacts[0].email, p_changes.phone):
-    reported with the request's field names (email, phone)."""
-    try:
-        yield
-    except DrumbeatError as error:
-        if error.field and error.field.startswith(("p_contacts", "p_changes", "contacts[", "changes.")):
-            error.field = sql_field(error.field)
-        raise
-
-
 async def visible_contact(db: Db, contact_id: UUID) -> dict[str, Any]:
     """The live contact, or 404 (another tenant's id, a deleted or a missing contact look the same)."""
     return require_row(await fetch_one(db, Q["get_contact"], {"id": contact_id}), "contact", "contact_id")
+
+
+class Resubscribe(msgspec.Struct, forbid_unknown_fields=True):
+    channel: Literal["sms", "email", "all"]
+    reason: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=500, description="Why they may be messaged again")
+    ]
 
 
 @dataclass
@@ -285,6 +278,24 @@ class ContactController(Controller):
     async def remove(self, db: Db, contact_id: FromPath[UUID]) -> None:
         await visible_contact(db, contact_id)
         await fetch_one(db, Q["delete_contact"], {"id": contact_id})
+
+    @post(
+        "/{contact_id:uuid}/resubscribe",
+        summary="Clear an opt-out (admins and owners), with the reason on the record",
+        description="Only for a contact who asked to hear from you again by other means: an opt-out is "
+        "otherwise cleared only by the contact (START). The reason and who gave it are kept as a "
+        "`resubscribed` event. 409 when the contact is not opted out of that channel.",
+        status_code=200,
+    )
+    async def resubscribe(self, db: Db, contact_id: FromPath[UUID], data: JSONBody[Resubscribe]) -> Contact:
+        await visible_contact(db, contact_id)
+        async with contract_fields():
+            await fetch_one(
+                db,
+                Q["resubscribe_contact"],
+                {"id": contact_id, "channel": data.channel, "reason": data.reason},
+            )
+        return msgspec.convert(await visible_contact(db, contact_id), Contact)
 
     @get("/{contact_id:uuid}/enrollments", summary="A contact's enrollments, newest first")
     async def enrollments(self, db: Db, contact_id: FromPath[UUID]) -> list[ContactEnrollment]:

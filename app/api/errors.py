@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
@@ -13,6 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from app.core.errors import DrumbeatError
+from app.core.validation import sql_field
 
 log = logging.getLogger("drumbeat.api")
 
@@ -25,6 +28,18 @@ class ErrorDetail(msgspec.Struct):
 
 class ErrorBody(msgspec.Struct):
     error: ErrorDetail
+
+
+@asynccontextmanager
+async def contract_fields() -> AsyncIterator[None]:
+    """Errors of the contract functions name their own arguments (p_contacts[0].email, p_changes.phone,
+    p_role): reported with the request's field names (email, phone, role)."""
+    try:
+        yield
+    except DrumbeatError as error:
+        if error.field and error.field.startswith(("p_", "contacts[", "changes.")):
+            error.field = sql_field(error.field)
+        raise
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> Response[ErrorBody]:

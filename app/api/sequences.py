@@ -442,7 +442,7 @@ def checked_step(step: dict[str, Any], index: int) -> dict[str, Any]:
 
 
 def base_definition(sequence: dict[str, Any]) -> dict[str, Any]:
-    """A lock_sequence row as the definition's top level (without steps)."""
+    """A sequence_for_edit row as the definition's top level (without steps)."""
     definition = {
         key: sequence[key]
         for key in ("name", "channel", "settings", "exit_conditions")
@@ -458,9 +458,11 @@ async def visible_sequence(db: Db, sequence_id: UUID) -> dict[str, Any]:
 
 
 async def locked_sequence(db: Db, sequence_id: UUID) -> dict[str, Any]:
-    """The sequence row, locked until the request's transaction ends; 404 when RLS hides it."""
+    """The sequence row, no other edit of it running until the request's transaction ends; 404 when RLS
+    hides it."""
+    await fetch_one(db, Q["lock_sequence_edits"], {"id": sequence_id})
     return require_row(
-        await fetch_one(db, Q["lock_sequence"], {"id": sequence_id}), "sequence", "sequence_id"
+        await fetch_one(db, Q["sequence_for_edit"], {"id": sequence_id}), "sequence", "sequence_id"
     )
 
 

@@ -7,12 +7,13 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, delete, get, post, put
+from litestar import Controller, delete, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 from psycopg.types.json import Jsonb
 
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.api.errors import contract_fields
 from app.core.db import fetch_all, fetch_one, fetch_value, require_row
 from app.core.queries import queries
 
@@ -71,7 +72,7 @@ class ChannelHold(msgspec.Struct):
 
 class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    role: Literal["owner", "admin", "member"] = "member"
+    role: Role = "member"
 
 
 class ApiKey(msgspec.Struct):
@@ -88,6 +89,27 @@ class ApiKey(msgspec.Struct):
 class ApiKeyCreated(msgspec.Struct):
     key: ApiKey
     token: Annotated[str, msgspec.Meta(description="The secret: shown this once, never stored in clear")]
+
+
+Role = Literal["owner", "admin", "member"]
+
+
+class MemberAdd(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: Annotated[
+        UUID, msgspec.Meta(description="The user id the person signs in with (their JWT `sub`)")
+    ]
+    role: Role = "member"
+
+
+class MemberUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    role: Role
+
+
+class Member(msgspec.Struct):
+    user_id: UUID
+    role: str
+    api_key: bool
+    created_at: dt.datetime
 
 
 class HolidaysSet(msgspec.Struct, forbid_unknown_fields=True):
@@ -130,6 +152,14 @@ class WorkspaceController(Controller):
         )
         return msgspec.convert(row, Workspace)
 
+    @delete(
+        "/{workspace_id:uuid}",
+        summary="Delete the workspace and everything in it (owners only; irreversible)",
+        description="Members, keys, senders, contacts, sequences, enrollments and their history all go.",
+    )
+    async def remove(self, db: Db, workspace_id: FromPath[UUID]) -> None:
+        await fetch_one(db, Q["delete_workspace"], {"id": workspace_id})
+
     @put("/{workspace_id:uuid}/holidays", summary="Replace the workspace's holiday list", status_code=200)
     async def holidays(
         self, db: Db, workspace_id: FromPath[UUID], data: JSONBody[HolidaysSet]
@@ -150,16 +180,14 @@ class SenderController(Controller):
             for k, v in msgspec.to_builtins(data).items()
             if k in ("name", "rate_per_second", "daily_cap") and v is not None
         }
-        sender_id = await fetch_value(
-            db,
-            Q["create_sender"],
-            {
-                "workspace_id": workspace,
-                "channel": data.channel,
-                "address": data.address,
-                "settings": Jsonb(settings),
-            },
-        )
+        params = {
+            "workspace_id": workspace,
+            "channel": data.channel,
+            "address": data.address,
+            "settings": Jsonb(settings),
+        }
+        async with contract_fields():
+            sender_id = await fetch_value(db, Q["create_sender"], params)
         return msgspec.convert(await fetch_one(db, Q["get_sender"], {"id": sender_id}), Sender)
 
     @get("/", summary="The workspace's senders")
@@ -212,4 +240,51 @@ class ApiKeyController(Controller):
         await fetch_one(db, Q["revoke_api_key"], {"id": key_id})
 
 
-route_handlers = [WorkspaceController, SenderController, ChannelHoldController, ApiKeyController]
+class MemberController(Controller):
+    """Who belongs to the workspace (README, "Roles"): admins add, change and remove members and admins,
+    only owners grant or take away the owner role, anyone may leave, and the last owner stays."""
+
+    path = "/members"
+    tags = ["members"]
+    dependencies = {"workspace": Provide(provide_workspace_id)}
+
+    @get("/", summary="The workspace's members (people, and API keys as members)")
+    async def index(self, db: Db, workspace: WorkspaceId) -> list[Member]:
+        return msgspec.convert(
+            await fetch_all(db, Q["list_members"], {"workspace_id": workspace}), list[Member]
+        )
+
+    @post("/", summary="Add a member (admins: members and admins; owners: any role)")
+    async def create(self, db: Db, workspace: WorkspaceId, data: JSONBody[MemberAdd]) -> Member:
+        params = {"workspace_id": workspace, "user_id": data.user_id, "role": data.role}
+        async with contract_fields():
+            await fetch_one(db, Q["add_member"], params)
+        return await member(db, workspace, data.user_id)
+
+    @patch("/{user_id:uuid}", summary="Change a member's role (only owners grant or take away owner)")
+    async def update(
+        self, db: Db, workspace: WorkspaceId, user_id: FromPath[UUID], data: JSONBody[MemberUpdate]
+    ) -> Member:
+        params = {"workspace_id": workspace, "user_id": user_id, "role": data.role}
+        async with contract_fields():
+            await fetch_one(db, Q["update_member_role"], params)
+        return await member(db, workspace, user_id)
+
+    @delete("/{user_id:uuid}", summary="Remove a member, or leave (your own user id)")
+    async def remove(self, db: Db, workspace: WorkspaceId, user_id: FromPath[UUID]) -> None:
+        async with contract_fields():
+            await fetch_one(db, Q["remove_member"], {"workspace_id": workspace, "user_id": user_id})
+
+
+async def member(db: Db, workspace: UUID, user_id: UUID) -> Member:
+    row = await fetch_one(db, Q["get_member"], {"workspace_id": workspace, "user_id": user_id})
+    return msgspec.convert(require_row(row, "member", "user_id"), Member)
+
+
+route_handlers = [
+    WorkspaceController,
+    SenderController,
+    ChannelHoldController,
+    ApiKeyController,
+    MemberController,
+]

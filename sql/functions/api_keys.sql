@@ -39,7 +39,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.create_api_key(p_workspace_id uuid, p_name text, p_role text DEFAULT 'member')
 RETURNS TABLE(key_id uuid, token text)
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN
@@ -58,7 +58,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.revoke_api_key(p_key_id uuid)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE

@@ -215,7 +215,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.preview_schedule(p_sequence_id uuid, p_c
 RETURNS TABLE(step_position integer, step_id uuid, kind text, planned_at timestamptz)
 LANGUAGE plpgsql
 STABLE
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column

@@ -92,7 +92,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.upsert_contacts(p_workspace_id uuid, p_contacts jsonb)
 RETURNS TABLE(contact_id uuid, created boolean)
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column
@@ -158,7 +158,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.check_contacts(p_workspace_id uuid, p_co
 RETURNS TABLE(i bigint, field text, message text)
 LANGUAGE plpgsql
 STABLE
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN
@@ -179,7 +179,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.update_contact(p_contact_id uuid, p_changes jsonb)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -260,7 +260,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.delete_contact(p_contact_id uuid)
 RETURNS integer
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -279,5 +279,47 @@ BEGIN
     VALUES (v_workspace_id, 'contact_deleted', p_contact_id, drumbeat.current_user_id(),
             pg_catalog.jsonb_build_object('enrollments_ended', pg_catalog.cardinality(v_live)));
     RETURN pg_catalog.cardinality(v_live);
+END
+$$;
+
+-- Why: an opt-out is cleared by the contact (START to our number) or, explicitly and on the record, by
+-- an admin: say someone asked by phone to hear from us again. The reason is required and logged with
+-- who gave it and the opt-outs it cleared (a 'resubscribed' event). Nothing else clears an opt-out:
+-- not update_contact, not upsert_contacts, not a re-import of a deleted contact.
+CREATE OR REPLACE FUNCTION drumbeat_api.resubscribe_contact(p_contact_id uuid, p_channel text, p_reason text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    v_workspace_id uuid := drumbeat.workspace_of('contacts', p_contact_id, 'p_contact_id', 'admin');
+    v_contact drumbeat.contacts;
+    v_reason text := pg_catalog.btrim(p_reason);
+BEGIN
+    IF p_channel IS NULL OR p_channel NOT IN ('sms', 'email', 'all') THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be sms, email or all', 'p_channel');
+    END IF;
+    IF v_reason IS NULL OR pg_catalog.length(v_reason) NOT BETWEEN 1 AND 500 THEN
+        PERFORM drumbeat.raise_error('PT422', 'is required (1 to 500 characters): why this contact may be messaged again', 'p_reason');
+    END IF;
+    SELECT * INTO v_contact FROM drumbeat.contacts c WHERE c.id = p_contact_id FOR UPDATE;
+    IF v_contact.deleted_at IS NOT NULL THEN
+        PERFORM drumbeat.raise_error('PT404', 'contact not found', 'p_contact_id');
+    END IF;
+    IF NOT ((p_channel IN ('sms', 'all') AND v_contact.sms_opted_out_at IS NOT NULL)
+            OR (p_channel IN ('email', 'all') AND v_contact.email_opted_out_at IS NOT NULL)) THEN
+        PERFORM drumbeat.raise_error('PT409', pg_catalog.format('the contact is not opted out of %s', p_channel), 'p_channel');
+    END IF;
+    UPDATE drumbeat.contacts c SET
+        sms_opted_out_at = CASE WHEN p_channel IN ('sms', 'all') THEN NULL ELSE c.sms_opted_out_at END,
+        email_opted_out_at = CASE WHEN p_channel IN ('email', 'all') THEN NULL ELSE c.email_opted_out_at END,
+        updated_at = pg_catalog.now()
+    WHERE c.id = p_contact_id;
+    INSERT INTO drumbeat.events (workspace_id, kind, contact_id, actor_id, payload)
+    VALUES (v_workspace_id, 'resubscribed', p_contact_id, drumbeat.current_user_id(), pg_catalog.jsonb_strip_nulls(
+        pg_catalog.jsonb_build_object('channel', p_channel, 'reason', v_reason,
+            'sms_opted_out_at', CASE WHEN p_channel IN ('sms', 'all') THEN v_contact.sms_opted_out_at END,
+            'email_opted_out_at', CASE WHEN p_channel IN ('email', 'all') THEN v_contact.email_opted_out_at END)));
 END
 $$;

@@ -90,7 +90,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.record_event(p_contact_id uuid, p_kind text, p_payload jsonb DEFAULT '{}')
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE

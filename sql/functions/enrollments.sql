@@ -37,7 +37,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.enroll_contacts(p_sequence_id uuid, p_co
     p_start_at_step integer DEFAULT 1, p_assigned_to uuid DEFAULT NULL, p_metadata jsonb DEFAULT '{}')
 RETURNS TABLE(contact_id uuid, enrollment_id uuid, outcome text)
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 SET work_mem = '32MB'  -- the de-duplicating and ordering sorts of 100k ids stay in memory
 AS $$
@@ -123,7 +123,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.pause_enrollment(p_enrollment_id uuid)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN
@@ -139,7 +139,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.resume_enrollment(p_enrollment_id uuid)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN
@@ -167,7 +167,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.cancel_enrollment(p_enrollment_id uuid, p_reason text DEFAULT 'cancelled')
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN
@@ -185,7 +185,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.skip_to_step(p_enrollment_id uuid, p_position integer)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -244,7 +244,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.complete_task(p_task_id uuid, p_outcome text DEFAULT NULL, p_notes text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE

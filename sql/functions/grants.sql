@@ -4,15 +4,16 @@
 -- revoked from the project's roles first, so a grant removed here is gone from the database too (all in
 -- the migrator's one transaction: no caller ever sees the gap).
 --
--- Roles: authenticated (Supabase users and HTTP API callers, under RLS), service_role (trusted server
--- side), drumbeat_worker (the dispatcher and the API's webhooks), drumbeat_definer (owns the few
--- SECURITY DEFINER look-ups), drumbeat_authenticator (the API's login role: key look-up, /readyz).
--- anon gets nothing.
+-- Roles: authenticated (Supabase users and HTTP API callers: reads its workspaces under RLS, changes
+-- state only by calling drumbeat_api), drumbeat_contract (owns the drumbeat_api functions, which run as
+-- it: under RLS scoped to the caller, it writes what the contract writes), service_role (trusted server
+-- side), drumbeat_worker (the dispatcher and the API's webhooks), drumbeat_definer (owns the few SECURITY
+-- DEFINER look-ups), drumbeat_authenticator (the API's login role: key look-up, /readyz). anon gets nothing.
 
 -- Schemas.
-REVOKE ALL ON SCHEMA drumbeat, drumbeat_api FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_authenticator;
-GRANT USAGE ON SCHEMA drumbeat TO authenticated, service_role, drumbeat_definer, drumbeat_worker, drumbeat_authenticator;
-GRANT USAGE ON SCHEMA drumbeat_api TO authenticated, service_role;
+REVOKE ALL ON SCHEMA drumbeat, drumbeat_api FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_contract, drumbeat_authenticator;
+GRANT USAGE ON SCHEMA drumbeat TO authenticated, service_role, drumbeat_definer, drumbeat_contract, drumbeat_worker, drumbeat_authenticator;
+GRANT USAGE ON SCHEMA drumbeat_api TO authenticated, service_role, drumbeat_contract;
 
 -- The migrator's bookkeeping (created by `drumbeat migrate` and by the scripts it prints; absent when
 -- these files are run by hand): /readyz compares it with the files the API ships.
@@ -20,7 +21,7 @@ DO $bookkeeping$
 BEGIN
     IF pg_catalog.to_regclass('drumbeat_meta.schema_migrations') IS NOT NULL THEN
         REVOKE ALL ON SCHEMA drumbeat_meta FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker,
-            drumbeat_definer, drumbeat_authenticator;
+            drumbeat_definer, drumbeat_contract, drumbeat_authenticator;
         REVOKE ALL ON drumbeat_meta.schema_migrations FROM PUBLIC, anon, authenticated, service_role,
             drumbeat_worker, drumbeat_definer, drumbeat_authenticator;
         GRANT USAGE ON SCHEMA drumbeat_meta TO drumbeat_authenticator;
@@ -30,13 +31,24 @@ END
 $bookkeeping$;
 
 -- Tables and sequences (column grants where a role may change one column only).
-REVOKE ALL ON ALL TABLES IN SCHEMA drumbeat FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_authenticator;
-REVOKE ALL ON ALL SEQUENCES IN SCHEMA drumbeat FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_authenticator;
-GRANT SELECT ON TABLE drumbeat.deliveries, drumbeat.outbox, drumbeat.timezones TO authenticated;
-GRANT SELECT, INSERT ON TABLE drumbeat.events TO authenticated;
+REVOKE ALL ON ALL TABLES IN SCHEMA drumbeat FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_contract, drumbeat_authenticator;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA drumbeat FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_contract, drumbeat_authenticator;
+-- Tenants read their own workspaces' rows (RLS) and change nothing directly; an API key's hash stays hidden.
+GRANT SELECT ON TABLE drumbeat.channel_holds, drumbeat.contacts, drumbeat.deliveries, drumbeat.enrollments,
+    drumbeat.events, drumbeat.holidays, drumbeat.outbox, drumbeat.senders, drumbeat.sequence_steps,
+    drumbeat.sequences, drumbeat.tasks, drumbeat.timezones, drumbeat.workspace_members, drumbeat.workspaces
+    TO authenticated;
+GRANT SELECT (id, workspace_id, name, prefix, role, created_by, created_at, last_used_at, revoked_at)
+    ON TABLE drumbeat.api_keys TO authenticated;
+-- The contract writes for them; events stay append-only (no UPDATE or DELETE for anyone but service_role).
+GRANT SELECT ON TABLE drumbeat.channel_holds, drumbeat.deliveries, drumbeat.outbox, drumbeat.timezones TO
+    drumbeat_contract;
+GRANT SELECT, INSERT ON TABLE drumbeat.events TO drumbeat_contract;
+GRANT SELECT, INSERT, DELETE ON TABLE drumbeat.holidays TO drumbeat_contract;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.api_keys, drumbeat.contacts, drumbeat.enrollments,
-    drumbeat.holidays, drumbeat.senders, drumbeat.sequence_steps, drumbeat.sequences, drumbeat.tasks,
-    drumbeat.workspace_members, drumbeat.workspaces TO authenticated;
+    drumbeat.senders, drumbeat.sequence_steps, drumbeat.sequences, drumbeat.tasks, drumbeat.workspace_members,
+    drumbeat.workspaces TO drumbeat_contract;
+GRANT USAGE ON SEQUENCE drumbeat.events_id_seq TO drumbeat_contract;
 GRANT SELECT ON TABLE drumbeat.api_keys, drumbeat.workspace_members TO drumbeat_definer;
 GRANT SELECT ON TABLE drumbeat.api_keys, drumbeat.holidays, drumbeat.senders, drumbeat.sequence_steps,
     drumbeat.sequences, drumbeat.timezones, drumbeat.workspace_members, drumbeat.workspaces TO
@@ -48,18 +60,16 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.api_keys, drumbeat.contac
     drumbeat.enrollments, drumbeat.events, drumbeat.holidays, drumbeat.outbox, drumbeat.senders,
     drumbeat.sequence_steps, drumbeat.sequences, drumbeat.tasks, drumbeat.timezones,
     drumbeat.workspace_members, drumbeat.workspaces TO service_role;
-GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO authenticated;
 GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO drumbeat_worker;
 GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO service_role;
 GRANT UPDATE (sms_credits) ON TABLE drumbeat.workspaces TO drumbeat_worker;
-GRANT SELECT ON TABLE drumbeat.channel_holds TO authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.channel_holds TO drumbeat_worker, service_role;
 -- A reservation the worker never started leaves no row (drumbeat.release_reservations); nothing else deletes.
 GRANT DELETE ON TABLE drumbeat.deliveries TO drumbeat_worker;
 GRANT UPDATE (last_used_at) ON TABLE drumbeat.api_keys TO drumbeat_definer;
 
 -- Functions. The SECURITY DEFINER look-ups are owned by drumbeat_definer, which keeps executing them.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_authenticator;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA drumbeat, drumbeat_api FROM PUBLIC, anon, authenticated, service_role, drumbeat_worker, drumbeat_definer, drumbeat_contract, drumbeat_authenticator;
 GRANT EXECUTE ON FUNCTION drumbeat.authenticate_api_key(p_token text), drumbeat.member_workspace_ids(),
     drumbeat.workspace_has_members(p_workspace_id uuid), drumbeat.workspace_role(p_workspace_id uuid) TO
     drumbeat_definer;
@@ -115,7 +125,7 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_do
     drumbeat.event_targets(p_contact_id uuid, p_payload jsonb), drumbeat.exit_enrollments(p_enrollment_ids
     uuid[], p_status text, p_reason text), drumbeat.first_allowed_instant(p_base timestamp with time zone,
     p_kind text, p_tz text, p_settings jsonb, p_workspace_id uuid), drumbeat.has_allowed_window(p_settings
-    jsonb, p_kind text), drumbeat.is_admin(p_workspace_id uuid), drumbeat.is_holiday(p_workspace_id uuid,
+    jsonb, p_kind text), drumbeat.is_holiday(p_workspace_id uuid,
     p_calendar text, p_day date), drumbeat.json_bool(p_value jsonb, p_field text), drumbeat.json_int(p_value
     jsonb, p_field text, p_min bigint, p_max bigint), drumbeat.json_text(p_value jsonb, p_field text,
     p_required boolean, p_max_length integer), drumbeat.json_time_of_day(p_value jsonb, p_field text,
@@ -140,20 +150,20 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_do
     drumbeat.validate_settings(p_settings jsonb, p_workspace_id uuid), drumbeat.weekday_window(p_settings
     jsonb, p_kind text, p_isodow integer, OUT window_start time without time zone, OUT window_end time without
     time zone), drumbeat.workspace_has_members(p_workspace_id uuid), drumbeat.workspace_of(p_table text, p_id
-    uuid, p_field text, p_min_role text), drumbeat.workspace_role(p_workspace_id uuid) TO authenticated,
+    uuid, p_field text, p_min_role text), drumbeat.workspace_role(p_workspace_id uuid) TO drumbeat_contract,
     drumbeat_worker, service_role;
 
 -- Used inside the SECURITY DEFINER look-ups as well.
-GRANT EXECUTE ON FUNCTION drumbeat.api_key_hash(p_token text) TO authenticated, drumbeat_definer,
+GRANT EXECUTE ON FUNCTION drumbeat.api_key_hash(p_token text) TO drumbeat_contract, drumbeat_definer,
     service_role;
 
 -- The API's login role looks a key up before any user is known.
 GRANT EXECUTE ON FUNCTION drumbeat.authenticate_api_key(p_token text) TO drumbeat_authenticator;
 
 -- Identity and error helpers everything uses, the definer's look-ups included.
-GRANT EXECUTE ON FUNCTION drumbeat.clock_now(), drumbeat.current_user_id(), drumbeat.invalid(p_field text,
-    p_message text), drumbeat.is_trusted_caller(), drumbeat.raise_error(p_code text, p_message text, p_field
-    text) TO authenticated, drumbeat_definer, drumbeat_worker, service_role;
+GRANT EXECUTE ON FUNCTION drumbeat.calling_role(), drumbeat.clock_now(), drumbeat.current_user_id(),
+    drumbeat.invalid(p_field text, p_message text), drumbeat.is_trusted_caller(), drumbeat.raise_error(p_code
+    text, p_message text, p_field text) TO drumbeat_contract, drumbeat_definer, drumbeat_worker, service_role;
 
 -- Engine functions the dispatcher and trusted server-side callers use.
 GRANT EXECUTE ON FUNCTION drumbeat.delivery_status(p_provider_message_id text, p_status text, p_error_code
@@ -161,37 +171,40 @@ GRANT EXECUTE ON FUNCTION drumbeat.delivery_status(p_provider_message_id text, p
     drumbeat.record_delivery_engagement(p_delivery_id uuid, p_kind text, p_payload jsonb),
     drumbeat.sms_keyword(p_body text) TO drumbeat_worker, service_role;
 
--- The contract (drumbeat_api) and what it calls as the caller: Supabase users and API callers.
+-- The contract: every drumbeat_api function, run as drumbeat_contract (SECURITY DEFINER), which is handed
+-- each new or re-created one here. Executable by tenants (they check the caller's role themselves) and by
+-- the trusted server side.
+DO $contract_owner$
+DECLARE
+    v_function regprocedure;
+BEGIN
+    FOR v_function IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+                      WHERE p.pronamespace = 'drumbeat_api'::regnamespace
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO drumbeat_contract', v_function);
+    END LOOP;
+END
+$contract_owner$;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat_api TO authenticated, service_role, drumbeat_contract;
+
+-- What only the contract calls.
 GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name text, p_role text, p_created_by
-    uuid), drumbeat.replied_to(p_enrollment_id uuid, p_replied_at timestamp with time zone),
-    drumbeat_api.activate_sequence(p_sequence_id uuid, p_start_at timestamp with time zone),
-    drumbeat_api.archive_sequence(p_sequence_id uuid), drumbeat_api.cancel_enrollment(p_enrollment_id uuid,
-    p_reason text), drumbeat_api.check_contacts(p_workspace_id uuid, p_contacts jsonb),
-    drumbeat_api.complete_task(p_task_id uuid, p_outcome text, p_notes text),
-    drumbeat_api.create_api_key(p_workspace_id uuid, p_name text, p_role text),
-    drumbeat_api.create_sender(p_workspace_id uuid, p_channel text, p_address text, p_settings jsonb),
-    drumbeat_api.create_sequence(p_workspace_id uuid, p_definition jsonb),
-    drumbeat_api.create_workspace(p_name text, p_timezone text), drumbeat_api.delete_contact(p_contact_id
-    uuid), drumbeat_api.duplicate_sequence(p_sequence_id uuid, p_name text),
-    drumbeat_api.enroll_contacts(p_sequence_id uuid, p_contact_ids uuid[], p_start_at timestamp with time
-    zone, p_start_at_step integer, p_assigned_to uuid, p_metadata jsonb),
-    drumbeat_api.pause_enrollment(p_enrollment_id uuid), drumbeat_api.pause_sequence(p_sequence_id uuid),
-    drumbeat_api.preview_schedule(p_sequence_id uuid, p_contact_id uuid, p_start_at timestamp with time zone),
-    drumbeat_api.record_event(p_contact_id uuid, p_kind text, p_payload jsonb),
-    drumbeat_api.resume_enrollment(p_enrollment_id uuid), drumbeat_api.resume_sequence(p_sequence_id uuid),
-    drumbeat_api.revoke_api_key(p_key_id uuid), drumbeat_api.sequence_stats(p_sequence_id uuid),
-    drumbeat_api.set_holidays(p_workspace_id uuid, p_dates date[]), drumbeat_api.skip_to_step(p_enrollment_id
-    uuid, p_position integer), drumbeat_api.update_contact(p_contact_id uuid, p_changes jsonb),
-    drumbeat_api.update_sequence(p_sequence_id uuid, p_definition jsonb),
-    drumbeat_api.upsert_contacts(p_workspace_id uuid, p_contacts jsonb), drumbeat_api.add_step(p_sequence_id
-    uuid, p_step jsonb, p_position integer), drumbeat_api.update_step(p_sequence_id uuid, p_step_id uuid,
-    p_changes jsonb), drumbeat_api.remove_step(p_sequence_id uuid, p_step_id uuid),
-    drumbeat_api.reorder_steps(p_sequence_id uuid, p_step_ids uuid[]), drumbeat.delay_json(p_delay interval),
-    drumbeat.step_definitions(p_sequence_id uuid), drumbeat.renumber_step_references(p_steps jsonb,
-    p_old_positions jsonb), drumbeat.lock_steps(p_sequence_id uuid), drumbeat.save_step_edit(p_sequence_id
-    uuid, p_before jsonb, p_steps jsonb), drumbeat.step_index(p_steps jsonb, p_step_id uuid) TO authenticated,
-    service_role;
+    uuid), drumbeat.check_member_role(p_role text, p_field text), drumbeat.require_owner_for_owner_role(
+    p_workspace_id uuid, p_from text, p_to text), drumbeat.locked_member(p_workspace_id uuid, p_user_id uuid),
+    drumbeat.require_another_owner(p_workspace_id uuid, p_user_id uuid, p_message text),
+    drumbeat.log_member_event(p_workspace_id uuid, p_kind text, p_payload jsonb), drumbeat.replied_to(p_enrollment_id uuid, p_replied_at timestamp with time zone),
+    drumbeat.delay_json(p_delay interval), drumbeat.step_definitions(p_sequence_id uuid),
+    drumbeat.renumber_step_references(p_steps jsonb, p_old_positions jsonb), drumbeat.lock_steps(p_sequence_id
+    uuid), drumbeat.save_step_edit(p_sequence_id uuid, p_before jsonb, p_steps jsonb),
+    drumbeat.step_index(p_steps jsonb, p_step_id uuid), drumbeat.lock_sequence_edits(p_sequence_id uuid) TO
+    drumbeat_contract, service_role;
+
+-- What tenants call outside the contract: the look-up in their read policies, the read-only helpers the
+-- API's queries use (sql/queries/api_*.sql) and the lock its read-modify-write edits take. Nothing here writes.
+GRANT EXECUTE ON FUNCTION drumbeat.member_workspace_ids(), drumbeat.current_user_id(), drumbeat.clock_now(),
+    drumbeat.delay_json(p_delay interval), drumbeat.step_definitions(p_sequence_id uuid),
+    drumbeat.lock_sequence_edits(p_sequence_id uuid) TO authenticated;
 
 -- Trusted server side only.
-GRANT EXECUTE ON FUNCTION drumbeat.load_holidays(p_workspace_id uuid, p_calendar text, p_holidays jsonb) TO
-    service_role;
+GRANT EXECUTE ON FUNCTION drumbeat.load_holidays(p_workspace_id uuid, p_calendar text, p_holidays jsonb),
+    drumbeat.share_sender(p_workspace_id uuid, p_address text) TO service_role;

@@ -5,7 +5,7 @@
 CREATE OR REPLACE FUNCTION drumbeat_api.set_holidays(p_workspace_id uuid, p_dates date[])
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN

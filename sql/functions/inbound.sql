@@ -18,12 +18,13 @@ AS $$
 $$;
 
 -- Why: an inbound SMS is matched by phone to the contacts of the workspaces that use the receiving
--- number (one Twilio number or Messaging Service may serve several workspaces):
---   * STOP / START / HELP apply to the sender's contact in every such workspace: the carrier blocks the
---     number for that recipient whichever workspace it sends for; STOP ends its SMS enrollments;
---   * anything else is a reply, for the workspace that last texted the contact from that number (the
---     conversation it answers), else the oldest of them (exit where on_reply);
---   * an unmatched message is logged in every workspace that uses the number.
+-- number: the one that owns it and those the operator shared it with (drumbeat.share_sender):
+--   * STOP / START apply to the sender's contact in every such workspace: the carrier blocks the number
+--     for that recipient whichever workspace it sends for; STOP ends its SMS enrollments;
+--   * anything else (a reply, HELP) reaches only a workspace that texted the person from that number, or
+--     the owner: a reply goes to the one that texted them last (the conversation it answers; exit where
+--     on_reply), HELP is logged in each;
+--   * an unmatched message is logged in the workspace that owns the number.
 -- Returns what it did: opted_out | opted_in | help | replied | unknown_contact | unknown_number, or
 -- duplicate for a MessageSid already handled (a retried webhook: nothing is done again).
 CREATE OR REPLACE FUNCTION drumbeat.inbound_sms(p_to text, p_from text, p_body text, p_message_sid text DEFAULT NULL)
@@ -32,8 +33,9 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    v_workspaces uuid[];
+    v_workspaces uuid[];  -- the workspaces using the number, its owner first
     v_contacts uuid[];  -- the sender's contact in each of those workspaces that has one, oldest first
+    v_addressed uuid[];  -- those the message may reach: texted from this number (last texted first), or the owner's
     v_workspace_id uuid;
     v_contact_id uuid;
     v_keyword text := drumbeat.sms_keyword(p_body);
@@ -49,44 +51,48 @@ BEGIN
             RETURN 'duplicate';
         END IF;
     END IF;
-    SELECT pg_catalog.array_agg(se.workspace_id ORDER BY se.created_at) INTO v_workspaces
+    SELECT pg_catalog.array_agg(se.workspace_id ORDER BY se.shared, se.created_at) INTO v_workspaces
     FROM drumbeat.senders se WHERE se.channel = 'sms' AND se.address = p_to;
     IF v_workspaces IS NULL THEN
         RETURN 'unknown_number';
     END IF;
     SELECT pg_catalog.array_agg(c.id ORDER BY c.created_at, c.id) INTO v_contacts
     FROM drumbeat.contacts c WHERE c.workspace_id = ANY (v_workspaces) AND c.phone = p_from;
+    IF v_keyword IN ('opt_out', 'opt_in') THEN
+        FOR v_workspace_id, v_contact_id IN
+            SELECT c.workspace_id, c.id FROM drumbeat.contacts c WHERE c.id = ANY (v_contacts) ORDER BY c.created_at, c.id
+        LOOP
+            IF v_keyword = 'opt_out' THEN
+                PERFORM drumbeat.apply_engagement(v_workspace_id, v_contact_id, 'unsubscribed', 'sms', v_payload);
+            ELSE
+                UPDATE drumbeat.contacts c SET sms_opted_out_at = NULL, updated_at = pg_catalog.now() WHERE c.id = v_contact_id;
+                INSERT INTO drumbeat.events (workspace_id, kind, contact_id, payload)
+                VALUES (v_workspace_id, 'opted_in', v_contact_id, v_payload);
+            END IF;
+        END LOOP;
+    ELSE
+        SELECT pg_catalog.array_agg(t.id ORDER BY t.last_texted DESC NULLS LAST, t.created_at, t.id) INTO v_addressed
+        FROM (SELECT c.id, c.workspace_id, c.created_at,
+                     (SELECT pg_catalog.max(d.sent_at) FROM drumbeat.enrollments e
+                      JOIN drumbeat.deliveries d ON d.enrollment_id = e.id
+                      JOIN drumbeat.senders se ON se.id = d.sender_id AND se.address = p_to
+                      WHERE e.contact_id = c.id AND d.channel = 'sms') AS last_texted
+              FROM drumbeat.contacts c WHERE c.id = ANY (v_contacts)) AS t
+        WHERE t.last_texted IS NOT NULL OR t.workspace_id = v_workspaces[1];
+        v_contacts := v_addressed;
+    END IF;
     IF v_contacts IS NULL THEN
-        INSERT INTO drumbeat.events (workspace_id, kind, payload)
-        SELECT w, 'inbound_unmatched', v_payload FROM pg_catalog.unnest(v_workspaces) AS w;
+        INSERT INTO drumbeat.events (workspace_id, kind, payload) VALUES (v_workspaces[1], 'inbound_unmatched', v_payload);
         RETURN 'unknown_contact';
     END IF;
     IF v_keyword IS NULL THEN
-        SELECT c.workspace_id, c.id INTO v_workspace_id, v_contact_id
-        FROM drumbeat.contacts c WHERE c.id = ANY (v_contacts)
-        ORDER BY (SELECT pg_catalog.max(d.sent_at) FROM drumbeat.enrollments e
-                  JOIN drumbeat.deliveries d ON d.enrollment_id = e.id
-                  JOIN drumbeat.senders se ON se.id = d.sender_id AND se.address = p_to
-                  WHERE e.contact_id = c.id AND d.channel = 'sms') DESC NULLS LAST,
-                 c.created_at, c.id
-        LIMIT 1;
-        PERFORM drumbeat.apply_engagement(v_workspace_id, v_contact_id, 'replied', 'sms', v_payload);
+        SELECT c.workspace_id INTO v_workspace_id FROM drumbeat.contacts c WHERE c.id = v_addressed[1];
+        PERFORM drumbeat.apply_engagement(v_workspace_id, v_addressed[1], 'replied', 'sms', v_payload);
         RETURN 'replied';
+    ELSIF v_keyword = 'help' THEN
+        INSERT INTO drumbeat.events (workspace_id, kind, contact_id, payload)
+        SELECT c.workspace_id, 'help_requested', c.id, v_payload FROM drumbeat.contacts c WHERE c.id = ANY (v_addressed);
     END IF;
-    FOR v_workspace_id, v_contact_id IN
-        SELECT c.workspace_id, c.id FROM drumbeat.contacts c WHERE c.id = ANY (v_contacts) ORDER BY c.created_at, c.id
-    LOOP
-        IF v_keyword = 'opt_out' THEN
-            PERFORM drumbeat.apply_engagement(v_workspace_id, v_contact_id, 'unsubscribed', 'sms', v_payload);
-        ELSIF v_keyword = 'opt_in' THEN
-            UPDATE drumbeat.contacts c SET sms_opted_out_at = NULL, updated_at = pg_catalog.now() WHERE c.id = v_contact_id;
-            INSERT INTO drumbeat.events (workspace_id, kind, contact_id, payload)
-            VALUES (v_workspace_id, 'opted_in', v_contact_id, v_payload);
-        ELSE
-            INSERT INTO drumbeat.events (workspace_id, kind, contact_id, payload)
-            VALUES (v_workspace_id, 'help_requested', v_contact_id, v_payload);
-        END IF;
-    END LOOP;
     RETURN CASE v_keyword WHEN 'opt_out' THEN 'opted_out' WHEN 'opt_in' THEN 'opted_in' ELSE 'help' END;
 END
 $$;

@@ -90,7 +90,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.create_sequence(p_workspace_id uuid, p_definition jsonb)
 RETURNS uuid
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -187,7 +187,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.activate_sequence(p_sequence_id uuid, p_start_at timestamptz DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -208,7 +208,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.pause_sequence(p_sequence_id uuid)
 RETURNS void
 LANGUAGE sql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$ SELECT drumbeat.transition_sequence(p_sequence_id, ARRAY['active'], 'paused') $$;
 
@@ -217,7 +217,7 @@ AS $$ SELECT drumbeat.transition_sequence(p_sequence_id, ARRAY['active'], 'pause
 CREATE OR REPLACE FUNCTION drumbeat_api.resume_sequence(p_sequence_id uuid)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN
@@ -230,7 +230,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.archive_sequence(p_sequence_id uuid)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN
@@ -245,7 +245,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.duplicate_sequence(p_sequence_id uuid, p_name text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -317,7 +317,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.update_sequence(p_sequence_id uuid, p_definition jsonb)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -327,6 +327,7 @@ DECLARE
     v_old_positions jsonb;
     v_moved integer;
 BEGIN
+    PERFORM drumbeat.lock_sequence_edits(p_sequence_id);
     SELECT s.status INTO v_status FROM drumbeat.sequences s WHERE s.id = p_sequence_id FOR UPDATE;
     IF v_status = 'archived' THEN
         PERFORM drumbeat.raise_error('PT409', 'an archived sequence cannot be edited: duplicate it instead', 'status');
@@ -451,6 +452,17 @@ BEGIN
 END
 $$;
 
+-- Why: edits of one sequence take turns. The contract's editing functions and the API's read-modify-write
+-- requests (read the sequence, then call update_sequence or a step function, in one transaction) take
+-- this lock first. An advisory lock held until the transaction ends, rather than the row's: tenants may
+-- not lock rows (they hold no UPDATE privilege), and the API's read, a statement of its own after the
+-- wait, sees the edit it waited for.
+CREATE OR REPLACE FUNCTION drumbeat.lock_sequence_edits(p_sequence_id uuid)
+RETURNS void
+LANGUAGE sql
+SET search_path = ''
+AS $$ SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('drumbeat.sequence_edits:' || p_sequence_id::text, 0)) $$;
+
 -- Why: the read half of every step edit: the caller may edit the sequence (404 otherwise, never saying
 -- whether it exists), and the row stays locked until the transaction ends, so two concurrent step edits
 -- of one sequence apply one after the other instead of one undoing the other.
@@ -461,6 +473,7 @@ SET search_path = ''
 AS $$
 BEGIN
     PERFORM drumbeat.workspace_of('sequences', p_sequence_id, 'sequence_id', 'member');
+    PERFORM drumbeat.lock_sequence_edits(p_sequence_id);
     PERFORM 1 FROM drumbeat.sequences s WHERE s.id = p_sequence_id FOR UPDATE;
     RETURN drumbeat.step_definitions(p_sequence_id);
 END
@@ -510,7 +523,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.add_step(p_sequence_id uuid, p_step jsonb, p_position integer DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -544,7 +557,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.update_step(p_sequence_id uuid, p_step_id uuid, p_changes jsonb)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -569,7 +582,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.remove_step(p_sequence_id uuid, p_step_id uuid)
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -589,7 +602,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.reorder_steps(p_sequence_id uuid, p_step_ids uuid[])
 RETURNS void
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE

@@ -37,7 +37,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.sequence_stats(p_sequence_id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql
 STABLE
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN

@@ -58,7 +58,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat_api.create_workspace(p_name text, p_timezone text DEFAULT 'UTC')
 RETURNS uuid
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -77,17 +77,21 @@ BEGIN
 END
 $$;
 
--- Why: senders are the numbers / from-addresses steps go out from; admins manage them.
+-- Why: senders are the numbers / from-addresses steps go out from; admins manage them. A number or
+-- from-address belongs to one workspace (PT409 when another already uses it): replies to it are routed
+-- by it. The operator may share one (drumbeat.share_sender).
 CREATE OR REPLACE FUNCTION drumbeat_api.create_sender(p_workspace_id uuid, p_channel text, p_address text, p_settings jsonb DEFAULT '{}')
 RETURNS uuid
 LANGUAGE plpgsql
-SECURITY INVOKER
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
     v_id uuid := pg_catalog.gen_random_uuid();
     v_settings jsonb := COALESCE(p_settings, '{}');
     v_address text := pg_catalog.btrim(p_address);
+    v_added boolean;
+    v_constraint text;
 BEGIN
     PERFORM drumbeat.require_caller();
     PERFORM drumbeat.require_role(p_workspace_id, 'admin');
@@ -101,16 +105,81 @@ BEGIN
         PERFORM drumbeat.raise_error('PT422', 'an email sender is an address such as sales@example.com', 'p_address');
     END IF;
     PERFORM drumbeat.check_object(v_settings, 'p_settings', ARRAY['name', 'rate_per_second', 'daily_cap']);
-    INSERT INTO drumbeat.senders (id, workspace_id, channel, address, name, rate_per_second, daily_cap)
-    VALUES (v_id, p_workspace_id, p_channel, v_address,
-            drumbeat.json_text(v_settings -> 'name', 'p_settings.name', false, 200),
-            CASE WHEN v_settings ? 'rate_per_second'
-                 THEN drumbeat.json_int(v_settings -> 'rate_per_second', 'p_settings.rate_per_second', 1, 1000) ELSE 1 END,
-            CASE WHEN v_settings ? 'daily_cap' THEN drumbeat.json_int(v_settings -> 'daily_cap', 'p_settings.daily_cap', 1, 10000000) END)
-    ON CONFLICT ON CONSTRAINT senders_address_unique DO NOTHING;
-    IF NOT FOUND THEN
+    BEGIN
+        INSERT INTO drumbeat.senders (id, workspace_id, channel, address, name, rate_per_second, daily_cap)
+        VALUES (v_id, p_workspace_id, p_channel, v_address,
+                drumbeat.json_text(v_settings -> 'name', 'p_settings.name', false, 200),
+                CASE WHEN v_settings ? 'rate_per_second'
+                     THEN drumbeat.json_int(v_settings -> 'rate_per_second', 'p_settings.rate_per_second', 1, 1000) ELSE 1 END,
+                CASE WHEN v_settings ? 'daily_cap' THEN drumbeat.json_int(v_settings -> 'daily_cap', 'p_settings.daily_cap', 1, 10000000) END)
+        ON CONFLICT ON CONSTRAINT senders_address_unique DO NOTHING;
+        v_added := FOUND;
+    EXCEPTION WHEN unique_violation THEN
+        GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
+        IF v_constraint <> 'senders_owner_key' THEN
+            RAISE;
+        END IF;
+        -- Its replies and unmatched texts would reach the wrong tenant: sharing is the operator's call.
+        PERFORM drumbeat.raise_error('PT409', pg_catalog.format(
+            '%s is already used by another workspace: a number or address belongs to one workspace unless the operator shares it (drumbeat senders share)',
+            v_address), 'p_address');
+    END;
+    IF NOT v_added THEN
         PERFORM drumbeat.raise_error('PT409', pg_catalog.format('this workspace already has %s sender %s', p_channel, v_address), 'p_address');
     END IF;
     RETURN v_id;
+END
+$$;
+
+-- Why: sharing a number or from-address between workspaces (an agency texting for several brands from
+-- one number) is the operator's decision (`drumbeat senders share`), never a tenant's: the workspace
+-- gets a sender of its own marked shared, the address stays its owner's. Inbound texts to it reach a
+-- sharing workspace only when that workspace texted the person (drumbeat.inbound_sms). Returns the
+-- sender's id (the existing one when the workspace already has it). Trusted callers only.
+CREATE OR REPLACE FUNCTION drumbeat.share_sender(p_workspace_id uuid, p_address text)
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_address text := pg_catalog.btrim(p_address);
+    v_channel text := CASE WHEN pg_catalog.strpos(p_address, '@') > 0 THEN 'email' ELSE 'sms' END;
+    v_owner drumbeat.senders;
+    v_id uuid;
+BEGIN
+    v_address := CASE v_channel WHEN 'email' THEN pg_catalog.lower(v_address) ELSE v_address END;
+    IF NOT EXISTS (SELECT 1 FROM drumbeat.workspaces w WHERE w.id = p_workspace_id) THEN
+        PERFORM drumbeat.raise_error('PT404', 'workspace not found', 'workspace_id');
+    END IF;
+    SELECT * INTO v_owner FROM drumbeat.senders se
+    WHERE se.channel = v_channel AND se.address = v_address AND NOT se.shared;
+    IF v_owner.id IS NULL THEN
+        PERFORM drumbeat.raise_error('PT404', pg_catalog.format(
+            'no workspace uses %s: its owner adds it first (create_sender), then it can be shared', v_address), 'address');
+    END IF;
+    IF v_owner.workspace_id = p_workspace_id THEN
+        PERFORM drumbeat.raise_error('PT409', pg_catalog.format('this workspace owns %s already', v_address), 'workspace_id');
+    END IF;
+    INSERT INTO drumbeat.senders (workspace_id, channel, address, name, rate_per_second, daily_cap, shared)
+    VALUES (p_workspace_id, v_channel, v_address, v_owner.name, v_owner.rate_per_second, v_owner.daily_cap, true)
+    ON CONFLICT ON CONSTRAINT senders_address_unique DO NOTHING
+    RETURNING id INTO v_id;
+    RETURN COALESCE(v_id, (SELECT se.id FROM drumbeat.senders se WHERE se.workspace_id = p_workspace_id
+                                          AND se.channel = v_channel AND se.address = v_address));
+END
+$$;
+
+-- Why: an owner deletes a workspace and everything in it (members, keys, senders, contacts, sequences,
+-- their history): the rows go with it (ON DELETE CASCADE). Irreversible.
+CREATE OR REPLACE FUNCTION drumbeat_api.delete_workspace(p_workspace_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+    PERFORM drumbeat.require_caller();
+    PERFORM drumbeat.require_role(p_workspace_id, 'owner');
+    DELETE FROM drumbeat.workspaces w WHERE w.id = p_workspace_id;
 END
 $$;

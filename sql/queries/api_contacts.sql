@@ -14,6 +14,9 @@ SELECT drumbeat_api.update_contact(%(id)s, %(changes)s)
 -- name: delete_contact
 SELECT drumbeat_api.delete_contact(%(id)s) AS enrollments_ended
 
+-- name: resubscribe_contact
+SELECT drumbeat_api.resubscribe_contact(%(id)s, %(channel)s, %(reason)s)
+
 -- name: stored_matches
 -- The stored contacts that input rows may match (by phone or by email), with their time zones; the
 -- caller pairs rows with them as upsert_contacts does (phone first, then email), so that a time zone

@@ -54,13 +54,16 @@ SELECT p.step_position AS position, p.step_id, p.kind,
        CASE WHEN p.planned_at < '9999-12-30 00:00:00+00'::timestamptz THEN p.planned_at END AS planned_at
 FROM drumbeat_api.preview_schedule(%(id)s::uuid, %(contact_id)s::uuid, %(start_at)s::timestamptz) AS p
 
--- name: lock_sequence
--- The read half of a read-modify-write edit (PATCH, the steps endpoints): the row lock serialises
--- concurrent edits of one sequence until the request's transaction ends (update_sequence locks it too).
+-- name: lock_sequence_edits
+-- Before the read half of a read-modify-write edit (PATCH, the steps endpoints): concurrent edits of one
+-- sequence take turns until the request's transaction ends (update_sequence and the step functions take
+-- the same lock). A statement of its own, so that the read after it sees the edit it waited for.
+SELECT drumbeat.lock_sequence_edits(%(id)s::uuid)
+
+-- name: sequence_for_edit
 SELECT s.id, s.status, s.name, s.description, s.channel, s.settings, s.exit_conditions
 FROM drumbeat.sequences s
 WHERE s.id = %(id)s::uuid
-FOR UPDATE
 
 -- name: get_sequence
 SELECT s.id, s.workspace_id, s.name, s.description, s.status, s.channel, s.settings, s.exit_conditions,

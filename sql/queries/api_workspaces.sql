@@ -53,3 +53,27 @@ FROM drumbeat.api_keys k WHERE k.id = %(id)s
 
 -- name: revoke_api_key
 SELECT drumbeat_api.revoke_api_key(%(id)s)
+
+-- name: delete_workspace
+SELECT drumbeat_api.delete_workspace(%(id)s)
+
+-- name: list_members
+-- People and API keys alike (a key is a member with its own id); keys are managed as keys.
+SELECT m.user_id, m.role, (k.id IS NOT NULL) AS api_key, m.created_at
+FROM drumbeat.workspace_members m LEFT JOIN drumbeat.api_keys k ON k.id = m.user_id
+WHERE m.workspace_id = %(workspace_id)s
+ORDER BY m.created_at, m.user_id
+
+-- name: get_member
+SELECT m.user_id, m.role, (k.id IS NOT NULL) AS api_key, m.created_at
+FROM drumbeat.workspace_members m LEFT JOIN drumbeat.api_keys k ON k.id = m.user_id
+WHERE m.workspace_id = %(workspace_id)s AND m.user_id = %(user_id)s
+
+-- name: add_member
+SELECT drumbeat_api.add_member(%(workspace_id)s, %(user_id)s, %(role)s)
+
+-- name: update_member_role
+SELECT drumbeat_api.update_member_role(%(workspace_id)s, %(user_id)s, %(role)s)
+
+-- name: remove_member
+SELECT drumbeat_api.remove_member(%(workspace_id)s, %(user_id)s)

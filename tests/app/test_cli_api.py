@@ -94,3 +94,27 @@ def test_workspaces_create_names_a_bad_timezone_and_writes_nothing(db_url):
     assert result.returncode == 1 and "Mars/Base" in result.stderr
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM drumbeat.workspaces").fetchone()[0] == 0
+
+
+def test_the_operator_shares_a_number_between_workspaces(db_url):
+    with psycopg.connect(db_url) as conn:
+        owner, agency = (
+            new_tenant(conn, "Brand A", with_sender=False),
+            new_tenant(conn, "Brand B", with_sender=False),
+        )
+        owner.sender("sms", "+15550003333")
+        conn.commit()
+    shared = _drumbeat(
+        db_url, "senders", "share", "--address", "+15550003333", "--workspace", str(agency.workspace_id)
+    )
+    assert shared.returncode == 0, shared.stderr
+    users = _drumbeat(db_url, "senders", "users", "--address", "+15550003333")
+    lines = users.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        [str(owner.workspace_id), "owner"],
+        [str(agency.workspace_id), "shared"],
+    ]
+    unknown = _drumbeat(
+        db_url, "senders", "share", "--address", "+15550004444", "--workspace", str(agency.workspace_id)
+    )
+    assert unknown.returncode == 1 and "no workspace uses +15550004444" in unknown.stderr

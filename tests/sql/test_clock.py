@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from tests.sql.factories import new_tenant
+from tests.support import act_as_owner
 
 
 def clock(conn: psycopg.Connection) -> datetime:
@@ -48,6 +49,7 @@ def test_events_default_to_the_clock(conn: psycopg.Connection) -> None:
     """Replies, task completions and transitions are stamped on the same clock as sends."""
     workspace_id = new_tenant(conn).workspace_id
     conn.execute("SET drumbeat.clock = '2027-03-11 09:00Z'")
+    act_as_owner(conn)  # events are written by the engine alone
     (occurred_at,) = conn.execute(
         "INSERT INTO drumbeat.events (workspace_id, kind) VALUES (%s, 'opted_out') RETURNING occurred_at",
         (workspace_id,),

@@ -391,6 +391,7 @@ def test_call_step_accepts_business_hours_that_exclude_sms(tenant):
 
 def test_step_delay_under_a_minute_is_refused_by_the_table(tenant):
     sequence = tenant.sequence(activate=False)
+    act_as(tenant.conn, tenant.owner, role="drumbeat_contract")  # the role contract functions write as
     with sql_error(tenant.conn, "23514", match="sequence_steps_delay_zero_or_minute"):
         tenant.conn.execute(
             "UPDATE drumbeat.sequence_steps SET delay = '30 seconds' WHERE sequence_id = %s", (sequence,)

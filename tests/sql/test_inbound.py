@@ -9,6 +9,7 @@ from psycopg.types.json import Jsonb
 
 from tests.sql.factories import new_tenant, sms_sequence
 from tests.sql.worker_calls import MONDAY_9AM_NEW_YORK, as_worker, claim, enrollment, record, set_clock
+from tests.support import sql_error
 
 OUR_NUMBER = "+15550009999"
 
@@ -183,9 +184,11 @@ def test_record_event_unsubscribe_keeps_other_channel_sequences(conn, tenant):
 
 @pytest.fixture
 def sharing(conn, tenant):
-    """A second workspace that also uses OUR_NUMBER (one Twilio number serving two brands)."""
+    """A second workspace that also uses OUR_NUMBER (one Twilio number serving two brands), shared by the
+    operator (`drumbeat senders share`: a tenant cannot add a number another workspace owns)."""
     other = new_tenant(conn, "Other brand", with_sender=False)
-    other.sender("sms", OUR_NUMBER)
+    conn.execute("RESET ROLE")
+    conn.execute("SELECT drumbeat.share_sender(%s, %s)", (other.workspace_id, OUR_NUMBER))
     return other
 
 
@@ -227,10 +230,39 @@ def test_a_reply_to_a_shared_number_goes_to_the_workspace_that_last_texted_them(
     assert enrollment(conn, our_enrollment)["status"] == "active"
 
 
-def test_an_unmatched_message_to_a_shared_number_is_logged_in_each_workspace(conn, tenant, sharing):
-    assert inbound(conn, "who is this?") == "unknown_contact"
+def logged_in(conn, kind: str) -> list:
     conn.execute("RESET ROLE")
-    logged = conn.execute(
-        "SELECT workspace_id FROM drumbeat.events WHERE kind = 'inbound_unmatched' ORDER BY workspace_id"
-    ).fetchall()
-    assert sorted(w for (w,) in logged) == sorted([tenant.workspace_id, sharing.workspace_id])
+    return [w for (w,) in conn.execute("SELECT workspace_id FROM drumbeat.events WHERE kind = %s", (kind,))]
+
+
+def test_an_unmatched_message_to_a_shared_number_goes_to_its_owner(conn, tenant, sharing):
+    assert inbound(conn, "who is this?") == "unknown_contact"
+    assert logged_in(conn, "inbound_unmatched") == [tenant.workspace_id]
+
+
+def test_a_reply_reaches_a_sharing_workspace_only_if_it_texted_the_person(conn, tenant, sharing):
+    """The sharing workspace knows the person, but never texted them from this number: the reply is
+    not its business, and with no contact at the owner it is the owner's unmatched message."""
+    theirs = sharing.contact(phone="+15551112222")
+    [(_, their_enrollment, _)] = sharing.enroll(sharing.sequence(activate=True), [theirs])
+    assert inbound(conn, "Who is this?") == "unknown_contact"
+    assert inbound(conn, "HELP") == "unknown_contact"
+    assert enrollment(conn, their_enrollment)["status"] == "active"
+    assert logged_in(conn, "inbound_unmatched") == [tenant.workspace_id] * 2
+    assert logged_in(conn, "replied") == logged_in(conn, "help_requested") == []
+
+
+def test_a_reply_to_a_shared_number_goes_to_the_owner_when_nobody_texted_the_person(conn, tenant, sharing):
+    ours = tenant.contact(phone="+15551112222")
+    sharing.contact(phone="+15551112222")
+    assert inbound(conn, "Hello?") == "replied"
+    conn.execute("RESET ROLE")
+    assert conn.execute("SELECT contact_id FROM drumbeat.events WHERE kind = 'replied'").fetchall() == [
+        (ours,)
+    ]
+
+
+def test_a_tenant_cannot_share_a_number(conn, tenant, sharing):
+    sharing.as_owner()
+    with sql_error(conn, "42501", match="permission denied for function share_sender"):
+        conn.execute("SELECT drumbeat.share_sender(%s, %s)", (sharing.workspace_id, "+15550007777"))

@@ -107,11 +107,10 @@ def test_the_database_holds_exactly_what_sql_functions_defines(catalog, kind):
 
 def test_policies_match_the_database(catalog):
     """Policies named in the files all exist; the others are the per-table ones the DO blocks of
-    security.sql create (<table>_service_role, _worker, _member_read, _admin_write, _member_all)."""
+    security.sql create (<table>_service_role, _worker, _member_read, _contract)."""
     static = {name for (kind, name) in definitions([SQL / "functions" / "security.sql"]) if kind == "POLICY"}
     assert static <= catalog["POLICY"]
     generated = catalog["POLICY"] - static
     assert generated and all(
-        name.endswith(("_service_role", "_worker", "_member_read", "_admin_write", "_member_all"))
-        for name in generated
+        name.endswith(("_service_role", "_worker", "_member_read", "_contract")) for name in generated
     )

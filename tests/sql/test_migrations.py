@@ -225,14 +225,16 @@ def test_empty_database_to_current(empty_db):
 
         functions = rows(
             conn,
-            """SELECT p.oid::regprocedure::text, p.prosecdef, p.proconfig,
+            """SELECT p.oid::regprocedure::text, p.prosecdef, pg_get_userbyid(p.proowner), p.proconfig,
                       has_function_privilege('authenticated', p.oid, 'EXECUTE'),
                       has_function_privilege('service_role', p.oid, 'EXECUTE')
                FROM pg_proc p WHERE p.pronamespace = 'drumbeat_api'::regnamespace""",
         )
         assert functions, "drumbeat_api defines no functions"
-        for name, definer, config, authenticated, service_role in functions:
-            assert not definer, f"{name} is SECURITY DEFINER"
+        for name, definer, owner, config, authenticated, service_role in functions:
+            assert (definer, owner) == (True, "drumbeat_contract"), (
+                f"{name} does not run as drumbeat_contract"
+            )
             assert 'search_path=""' in (config or []), f"{name} does not pin search_path: {config}"
             assert authenticated, f"{name} is not executable by authenticated"
             assert service_role, f"{name} is not executable by service_role"
@@ -241,7 +243,7 @@ def test_empty_database_to_current(empty_db):
             conn,
             """SELECT p.oid::regprocedure::text FROM pg_proc p
                WHERE p.prosecdef
-                 AND p.pronamespace IN ('drumbeat_api'::regnamespace, 'public'::regnamespace)""",
+                 AND p.pronamespace = 'public'::regnamespace""",
         )
         assert definers == []
 

@@ -158,8 +158,9 @@ def test_identity_of_an_enrollment_never_changes(conn, enrollment):
         )
 
 
-def test_state_machine_applies_to_authenticated_callers_too(conn, enrollment):
-    """The trigger guards direct table writes by API users, not only by the contract functions."""
+def test_state_machine_applies_to_every_writer(conn, enrollment):
+    """The trigger guards any write of the role the contract functions run as, not only the functions'
+    own checks (and would guard a tenant's direct write too, were one granted)."""
     enrollment_id, force = enrollment
     force("cancelled")
     owner = conn.execute(
@@ -169,7 +170,7 @@ def test_state_machine_applies_to_authenticated_callers_too(conn, enrollment):
     ).fetchone()[0]
     from tests.support import act_as
 
-    act_as(conn, owner)
+    act_as(conn, owner, role="drumbeat_contract")
     with sql_error(conn, "PT409", match="cancelled -> active"):
         conn.execute(
             f"UPDATE drumbeat.enrollments SET status = 'active', {_columns('active')} WHERE id = %s",

@@ -1,6 +1,7 @@
 """Tenant isolation, allow and deny, exercised the way PostgREST calls the database (SET LOCAL ROLE +
-request.jwt.claims): two tenants A and B with rows in every table; A's owner reads and writes only A,
-B's owner reaching for A's ids gets PT404 and changes nothing, anonymous callers get nothing at all."""
+request.jwt.claims): two tenants A and B with rows in every table; A's owner reads only A and writes
+nothing directly, the contract functions (which run as drumbeat_contract, for A's owner) read and write
+only A, B's owner reaching for A's ids gets PT404 and changes nothing, anonymous callers get nothing."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ class Rows:
     tenant: Tenant
     sms_sender: uuid.UUID
     email_sender: uuid.UUID
-    contacts: list[uuid.UUID]  # [enrolled, enrolled with a task, enrolled then paused, not enrolled]
+    contacts: list[
+        uuid.UUID
+    ]  # [enrolled, enrolled with a task, enrolled then paused, not enrolled, opted out]
     sequence: uuid.UUID  # active, with the three enrollments
     steps: list[uuid.UUID]
     draft_sequence: uuid.UUID
@@ -44,6 +47,7 @@ class Rows:
     task: uuid.UUID
     delivery: uuid.UUID
     api_key: uuid.UUID
+    member: uuid.UUID  # a plain member (a person, not a key)
 
     @property
     def workspace_id(self) -> uuid.UUID:
@@ -73,7 +77,7 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
     tenant = new_tenant(conn, name, with_sender=False)
     sms_sender = tenant.sender("sms", phone())
     email_sender = tenant.sender("email", f"sales-{uuid.uuid4().hex[:8]}@example.com")
-    contacts = tenant.contacts(*[{"phone": phone(), "first_name": name} for _ in range(4)])
+    contacts = tenant.contacts(*[{"phone": phone(), "first_name": name} for _ in range(5)])
     sequence = tenant.sequence()
     draft_sequence = tenant.sequence(activate=False)
     paused_sequence = tenant.sequence()
@@ -84,6 +88,9 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
     call(conn, "pause_enrollment", paused_enrollment)
     call(conn, "set_holidays", tenant.workspace_id, [date(2026, 12, 25)])
     call(conn, "record_event", contacts[0], "opened", Jsonb({}))
+    call(conn, "record_event", contacts[4], "unsubscribed", Jsonb({"channel": "sms"}))
+    member = uuid.uuid4()
+    call(conn, "add_member", tenant.workspace_id, member, "member")
 
     superuser(conn)
     steps = [
@@ -120,7 +127,7 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
     ).fetchone()[0]
     return Rows(
         tenant, sms_sender, email_sender, contacts, sequence, steps, draft_sequence, paused_sequence,
-        enrollment, task_enrollment, paused_enrollment, task, delivery, api_key,
+        enrollment, task_enrollment, paused_enrollment, task, delivery, api_key, member,
     )  # fmt: skip
 
 
@@ -146,35 +153,40 @@ def add_member(conn: psycopg.Connection, workspace_id: uuid.UUID, role: str) -> 
 # --- tables ------------------------------------------------------------------------------------
 
 
+# An API key's hash is not for tenants to read, not even their own keys'.
+API_KEY_COLUMNS = "id, workspace_id, name, prefix, role, created_by, created_at, last_used_at, revoked_at"
+
+
 @dataclass(frozen=True)
 class Table:
     tenant: str | None = "workspace_id"  # the column (or expression) naming a row's workspace
     shared: str | None = None  # the rows every authenticated caller reads
-    writable: bool = True  # authenticated holds UPDATE and DELETE (RLS then decides which rows)
+    writes: tuple[str, ...] = ("UPDATE", "DELETE")  # what the contract's role may do (RLS decides which rows)
     rewritten: str = "name"  # the column an UPDATE probe rewrites when `tenant` is not a column
+    columns: str = "*"  # what authenticated may read of a row
 
 
 TABLES = {
-    "timezones": Table(tenant=None, shared="true", writable=False),
+    "timezones": Table(tenant=None, shared="true", writes=()),
     "workspaces": Table(tenant="id"),
     "workspace_members": Table(),
-    "api_keys": Table(),
+    "api_keys": Table(columns=API_KEY_COLUMNS),
     "senders": Table(),
     "contacts": Table(),
     "sequences": Table(),
     "sequence_steps": Table(),
     "enrollments": Table(),
-    "deliveries": Table(writable=False),
+    "deliveries": Table(writes=()),
     "tasks": Table(),
-    "events": Table(writable=False),
-    "holidays": Table(shared="calendar IS NOT NULL"),
-    "outbox": Table(writable=False),
+    "events": Table(writes=()),
+    "holidays": Table(shared="calendar IS NOT NULL", writes=("DELETE",)),
+    "outbox": Table(writes=()),
     # A sender's hold belongs to the sender's workspace; a whole channel's hold (the operator's shared
     # credentials) is seen by every tenant. Only the dispatcher writes them.
     "channel_holds": Table(
         tenant="(SELECT se.workspace_id FROM drumbeat.senders se WHERE se.id = sender_id)",
         shared="sender_id IS NULL",
-        writable=False,
+        writes=(),
         rewritten="reason",
     ),
 }
@@ -249,9 +261,9 @@ INSERT_INTO_B: dict[str, Callable[[World], tuple[str, tuple]]] = {
 
 
 def rows_as_text(conn: psycopg.Connection, table: str, where: str = "true", params: tuple = ()) -> list[str]:
-    query = sql.SQL("SELECT to_jsonb(t)::text FROM drumbeat.{} t WHERE {} ORDER BY 1").format(
-        sql.Identifier(table), sql.SQL(where)
-    )
+    query = sql.SQL(
+        "SELECT to_jsonb(r)::text FROM (SELECT {} FROM drumbeat.{} t WHERE {}) r ORDER BY 1"
+    ).format(sql.SQL(TABLES[table].columns), sql.Identifier(table), sql.SQL(where))
     return [r[0] for r in conn.execute(query, params)]
 
 
@@ -313,14 +325,40 @@ def test_a_sees_only_its_own_and_shared_rows(world, table):
     assert visible and not set(visible) & set(b_rows)
 
 
+def as_contract(conn: psycopg.Connection, rows: Rows) -> None:
+    """What a contract function runs as when A's owner calls it: drumbeat_contract, with A's claims."""
+    act_as(conn, rows.owner, role="drumbeat_contract")
+
+
+@pytest.mark.parametrize("verb", ["INSERT", "UPDATE", "DELETE"])
+@pytest.mark.parametrize("table", TABLES)
+def test_tenants_write_no_table_directly(world, table, verb):
+    """Not even their own rows: authenticated changes state only through drumbeat_api."""
+    before_a, before_b = snapshots(world)
+    where, params = rows_of(table, world.a.workspace_id, with_shared=True)
+    query, params = (
+        (INSERT_INTO_B[table](world)) if verb == "INSERT" else (statement(verb, table, where), params)
+    )
+    world.a.tenant.as_owner()
+    with sql_error(world.conn, "42501", match="permission denied for table"):
+        world.conn.execute(query, params)
+    assert snapshots(world) == (before_a, before_b)
+
+
+def test_tenants_cannot_read_api_key_hashes(world):
+    world.a.tenant.as_owner()
+    with sql_error(world.conn, "42501", match="permission denied for table api_keys"):
+        world.conn.execute("SELECT hash FROM drumbeat.api_keys")
+
+
 @pytest.mark.parametrize("verb", ["UPDATE", "DELETE"])
 @pytest.mark.parametrize("table", TABLES)
 def test_a_cannot_update_or_delete_b_rows(world, table, verb):
     conn = superuser(world.conn)
     where, params = rows_of(table, world.b.workspace_id, with_shared=True)
     before = rows_as_text(conn, table, where, params)
-    world.a.tenant.as_owner()
-    if TABLES[table].writable:
+    as_contract(conn, world.a)
+    if verb in TABLES[table].writes:
         assert conn.execute(statement(verb, table, where), params).rowcount == 0
     else:
         with sql_error(conn, "42501", match="permission denied for table"):
@@ -328,12 +366,12 @@ def test_a_cannot_update_or_delete_b_rows(world, table, verb):
     assert rows_as_text(superuser(conn), table, where, params) == before
 
 
-@pytest.mark.parametrize("table", [name for name in TENANT_TABLES if TABLES[name].writable])
+@pytest.mark.parametrize("table", [name for name in TENANT_TABLES if "UPDATE" in TABLES[name].writes])
 def test_a_updates_its_own_rows_but_cannot_move_them_to_b(world, table):
     conn = superuser(world.conn)
     where, params = rows_of(table, world.a.workspace_id)
     own = rows_as_text(conn, table, where, params)
-    world.a.tenant.as_owner()
+    as_contract(conn, world.a)
     assert conn.execute(statement("UPDATE", table, where), params).rowcount == len(own) > 0
     move = sql.SQL("UPDATE drumbeat.{} SET {} = %s WHERE {}").format(
         sql.Identifier(table), sql.Identifier(TABLES[table].tenant), sql.SQL(where)
@@ -342,14 +380,13 @@ def test_a_updates_its_own_rows_but_cannot_move_them_to_b(world, table):
         conn.execute(move, (world.b.workspace_id, *params))
 
 
-# How A's insert of a row into B is refused: no INSERT grant at all (timezones, deliveries); a duplicate
-# key (workspaces: any caller may create a workspace, just not one that exists); else the RLS check.
+# How the contract's insert of a row into B, for A, is refused: no INSERT grant at all (timezones,
+# deliveries), else the RLS check.
 INSERT_REFUSAL = {
     "timezones": ("42501", "permission denied for table"),
     "deliveries": ("42501", "permission denied for table"),
     "outbox": ("42501", "permission denied for table"),
     "channel_holds": ("42501", "permission denied for table"),
-    "workspaces": ("23505", "duplicate key"),
 }
 
 
@@ -358,14 +395,14 @@ def test_a_cannot_insert_into_b(world, table):
     before = snapshot(world.conn, world.b.workspace_id)
     query, params = INSERT_INTO_B[table](world)
     sqlstate, match = INSERT_REFUSAL.get(table, ("42501", "row-level security"))
-    world.a.tenant.as_owner()
+    as_contract(world.conn, world.a)
     with sql_error(world.conn, sqlstate, match=match):
         world.conn.execute(query, params)
     assert snapshot(world.conn, world.b.workspace_id) == before
 
 
 def test_tenants_cannot_write_shared_holiday_calendars(world):
-    world.a.tenant.as_owner()
+    as_contract(world.conn, world.a)
     with sql_error(world.conn, "42501", match="row-level security"):
         world.conn.execute("INSERT INTO drumbeat.holidays (calendar, day) VALUES ('us', '2026-11-26')")
 
@@ -399,7 +436,7 @@ def test_anon_is_denied_every_table(world, table):
 def test_events_are_append_only(world, verb):
     conn = world.conn
     before = snapshot(conn, world.a.workspace_id)["events"]
-    world.a.tenant.as_owner()
+    as_contract(conn, world.a)
     with sql_error(conn, "42501", match="permission denied for table events"):
         conn.execute(statement(verb, "events", "workspace_id = %s"), (world.a.workspace_id,))
     conn.execute(
@@ -448,7 +485,7 @@ def refused(conn: psycopg.Connection, *sqlstates: str):
 def test_a_row_of_a_cannot_point_at_b_rows(world, case):
     query, params = CROSS_REFERENCES[case](world)
     before = snapshot(world.conn, world.b.workspace_id)
-    world.a.tenant.as_owner()
+    as_contract(world.conn, world.a)
     with refused(world.conn, "42501", "23503"):
         world.conn.execute(query, params)
         world.conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -459,7 +496,7 @@ def test_a_row_of_a_cannot_block_b_enrolling_its_own_contact(world):
     """A direct insert of an enrollment of A's workspace in B's sequence for B's contact is refused by
     the tenant-safe foreign keys, so it cannot take B's one-live-enrollment slot."""
     query, params = CROSS_REFERENCES["enrollment of B's contact in B's sequence"](world)
-    world.a.tenant.as_owner()
+    as_contract(world.conn, world.a)
     with contextlib.suppress(psycopg.Error), world.conn.transaction():
         world.conn.execute(query, params)
     [(_, enrollment_id, outcome)] = world.b.tenant.enroll(world.b.sequence, [world.b.contacts[3]])
@@ -511,6 +548,11 @@ CASES = {
     ),
     "update_contact": Case(lambda r: (r.contacts[3], Jsonb({"first_name": "Renamed"}))),
     "delete_contact": Case(lambda r: (r.contacts[3],)),
+    "resubscribe_contact": Case(lambda r: (r.contacts[4], "sms", "Asked by phone"), min_role="admin"),
+    "add_member": Case(lambda r: (r.workspace_id, uuid.uuid4(), "member"), min_role="admin"),
+    "update_member_role": Case(lambda r: (r.workspace_id, r.member, "admin"), min_role="admin"),
+    "remove_member": Case(lambda r: (r.workspace_id, r.member), min_role="admin"),
+    "delete_workspace": Case(lambda r: (r.workspace_id,), min_role="owner"),
 }
 SCOPED = [name for name, case in CASES.items() if case.scoped]
 
@@ -528,9 +570,13 @@ def test_the_matrix_covers_every_api_function(conn):
     assert sorted(row[0] for row in api_functions(conn)) == sorted(CASES)
 
 
-def test_api_functions_are_security_invoker_and_granted_to_authenticated(conn):
+def test_api_functions_run_as_the_contract_role_and_are_granted_to_authenticated(conn):
     for name, definer, _, authenticated_may in api_functions(conn):
-        assert (definer, authenticated_may) == (False, True), name
+        assert (definer, authenticated_may) == (True, True), name
+    owners = conn.execute(
+        "SELECT DISTINCT pg_get_userbyid(p.proowner) FROM pg_proc p WHERE p.pronamespace = 'drumbeat_api'::regnamespace"
+    ).fetchall()
+    assert owners == [("drumbeat_contract",)]
 
 
 def test_no_function_is_executable_by_public(conn):

@@ -92,7 +92,9 @@ class ApiTenant:
 
     def sender(self, channel: str = "sms", address: str | None = None) -> str:
         address = address or (
-            f"+1555{uuid.uuid4().int % 10_000_000:07d}" if channel == "sms" else "team@example.com"
+            f"+1555{uuid.uuid4().int % 10_000_000:07d}"
+            if channel == "sms"
+            else f"team-{uuid.uuid4().hex[:8]}@example.com"
         )
         response = self.post("/senders", {"channel": channel, "address": address, "rate_per_second": 100})
         assert response.status_code == 201, response.text

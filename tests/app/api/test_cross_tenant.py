@@ -43,6 +43,8 @@ BODIES: dict[tuple[str, str], dict] = {
     ("PATCH", "/api/v1/sequences/{sequence_id}/steps/{step_id}"): {"name": "Renamed"},
     ("POST", "/api/v1/sequences/{sequence_id}/steps/reorder"): {"step_ids": [str(uuid.uuid4())]},
     ("PATCH", "/api/v1/contacts/{contact_id}"): {"first_name": "Renamed"},
+    ("POST", "/api/v1/contacts/{contact_id}/resubscribe"): {"channel": "sms", "reason": "test"},
+    ("PATCH", "/api/v1/members/{user_id}"): {"role": "member"},
 }
 # Query parameters a route requires: {collection} takes the other tenant's id of that collection.
 QUERIES: dict[tuple[str, str], dict[str, str]] = {
@@ -95,6 +97,7 @@ def _other_tenant(db_url: str) -> Others:
         "tasks": task,
         "api-keys": key,
         "senders": sender,
+        "members": other.owner,
     }
     return Others(str(other.workspace_id), {k: str(v) for k, v in ids.items()})
 
