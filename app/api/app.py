@@ -1,5 +1,6 @@
 """The Litestar application: routes under /api/v1 (authenticated, one transaction per request acting as
-the caller), webhooks and operations endpoints outside it, OpenAPI at /docs (Scalar, and /docs/swagger)."""
+the caller), webhooks and operations endpoints outside it, OpenAPI at /docs (Scalar, and /docs/swagger).
+Request bodies are limited to DRUMBEAT_MAX_BODY_BYTES (413 past it)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Drumbeat API",
         version=API_VERSION,
-        description="Multi-step SMS and email outreach sequences. Authenticate with `Authorization: Bearer <API key or JWT>`.",
+        description="Multi-step SMS and email outreach sequences. Authenticate with `Authorization: Bearer <API key or JWT>`. "
+        "Request bodies are limited in size (413; 1 MiB unless the operator changed it).",
         path="/docs",
         render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         components=Components(
@@ -64,6 +66,9 @@ def create_app(settings: Settings) -> Litestar:
         on_startup=[open_pool],
         on_shutdown=[close_pool],
         state=State({"pool": pool, "settings": settings, "authenticator": Authenticator(settings)}),
+        # Litestar counts the bytes it reads, so a body sent without Content-Length (chunked) is cut off
+        # at the limit too; a route may set its own (the CSV import does).
+        request_max_body_size=settings.max_body_bytes,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(),
         on_app_init=[ops.install],  # the HTTP latency histogram of /metrics

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from app.core.errors import DrumbeatError
 from app.core.validation import sql_field
@@ -91,12 +92,27 @@ CODES = {
 }
 
 
-def on_http_error(_: Request, error: HTTPException) -> Response[ErrorBody]:
+def on_http_error(request: Request, error: HTTPException) -> Response[ErrorBody]:
     status = error.status_code
     if status >= 500:
         log.error("HTTP %s: %s", status, error.detail)
         return error_response(status, "internal_error", "internal error")
-    return error_response(status, CODES.get(status, "error"), str(error.detail))
+    message = body_too_large(request) if isinstance(error, RequestEntityTooLarge) else str(error.detail)
+    return error_response(status, CODES.get(status, "error"), message)
+
+
+def body_too_large(request: Request) -> str:
+    """Litestar says only "Request Entity Too Large": name the limit of the route that refused the body."""
+    limit = request.route_handler.resolve_request_max_body_size()
+    return f"the request body is larger than this endpoint's limit of {limit} bytes{_in_units(limit)}"
+
+
+def _in_units(size: int | None) -> str:
+    """` (1 MiB)` for a whole number of KiB, MiB or GiB, else nothing."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size and size >= factor and size % factor == 0:
+            return f" ({size // factor} {unit})"
+    return ""
 
 
 def on_unexpected(request: Request, error: Exception) -> Response[ErrorBody]:

@@ -81,6 +81,7 @@ class Settings:
     send_concurrency: int = 8  # messages of one batch in flight at once (1: one after another)
     log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON otherwise
     log_level: str = "INFO"
+    max_body_bytes: int = 1 << 20  # a larger request body is refused with 413 (the CSV import has its own)
 
     @property
     def production(self) -> bool:
@@ -124,6 +125,13 @@ def load_dotenv(path: Path | None = None) -> Path | None:
 # Each in-flight message holds a thread and, with SMTP, a connection to the relay.
 MAX_SEND_CONCURRENCY = 64
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _whole_number(name: str, default: int, minimum: int) -> int:
+    value = os.environ.get(name) or str(default)
+    if not value.isdigit() or int(value) < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def load_settings(database_url: str | None = None) -> Settings:
@@ -216,4 +224,5 @@ def load_settings(database_url: str | None = None) -> Settings:
         send_concurrency=int(send_concurrency),
         log_format=log_format,
         log_level=log_level,
+        max_body_bytes=_whole_number("DRUMBEAT_MAX_BODY_BYTES", Settings.max_body_bytes, 1),
     )

@@ -21,6 +21,7 @@ def environment(monkeypatch):
             "DRUMBEAT_DELIVERY_LEASE",
             "DRUMBEAT_LOG_LEVEL",
             "DRUMBEAT_SEND_CONCURRENCY",
+            "DRUMBEAT_MAX_BODY_BYTES",
         ]:
             monkeypatch.delenv(name, raising=False)
         for name, value in (BASE | values).items():
@@ -44,6 +45,8 @@ def environment(monkeypatch):
         ({"DRUMBEAT_SEND_CONCURRENCY": "65"}, "DRUMBEAT_SEND_CONCURRENCY"),
         ({"DRUMBEAT_SEND_CONCURRENCY": "eight"}, "DRUMBEAT_SEND_CONCURRENCY"),
         ({"DRUMBEAT_ENV": "production"}, "DRUMBEAT_SECRET_KEY"),
+        ({"DRUMBEAT_MAX_BODY_BYTES": "0"}, "DRUMBEAT_MAX_BODY_BYTES"),
+        ({"DRUMBEAT_MAX_BODY_BYTES": "1MB"}, "DRUMBEAT_MAX_BODY_BYTES"),
         (
             {
                 "DATABASE_URL": "postgresql://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:6543/postgres"
@@ -81,3 +84,10 @@ def test_an_empty_variable_means_unset(environment):
     environment(DRUMBEAT_ENV="", SMTP_PORT="", DRUMBEAT_DELIVERY_LEASE="", DRUMBEAT_LOG_LEVEL="")
     settings = load_settings()
     assert (settings.env, settings.smtp_port, settings.delivery_lease_seconds) == ("development", 587, 120)
+
+
+def test_the_body_limit_defaults_to_1_mib(environment):
+    environment()
+    assert load_settings().max_body_bytes == 1_048_576
+    environment(DRUMBEAT_MAX_BODY_BYTES="2048")
+    assert load_settings().max_body_bytes == 2048
