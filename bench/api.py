@@ -40,8 +40,10 @@ def _free_port() -> int:
 
 
 def start_api(url: str, port: int) -> subprocess.Popen:
+    # No rate limit: the clients share one API key, and this measures latency, not the limiter.
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DRUMBEAT_")} | {
-        "DATABASE_URL": url
+        "DATABASE_URL": url,
+        "DRUMBEAT_RATE_LIMIT": "0",
     }
     server = subprocess.Popen(
         [DRUMBEAT, "api", "--port", str(port)],

@@ -1,6 +1,6 @@
-"""The Litestar application: routes under /api/v1 (authenticated, one transaction per request acting as
-the caller), webhooks and operations endpoints outside it, OpenAPI at /docs (Scalar, and /docs/swagger).
-Request bodies are limited to DRUMBEAT_MAX_BODY_BYTES (413 past it)."""
+"""The Litestar application: routes under /api/v1 (authenticated, rate-limited per caller, one transaction
+per request acting as the caller), webhooks and operations endpoints outside it, OpenAPI at /docs (Scalar,
+and /docs/swagger). Request bodies are limited to DRUMBEAT_MAX_BODY_BYTES (413 past it)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from app.api.auth import Authenticator
 from app.api.db import make_pool
 from app.api.deps import provide_db
 from app.api.errors import EXCEPTION_HANDLERS
+from app.api.ratelimit import RateLimiter
 from app.core.settings import Settings
 
 API_VERSION = "1.0.0"
@@ -28,7 +29,9 @@ def openapi_config() -> OpenAPIConfig:
         title="Drumbeat API",
         version=API_VERSION,
         description="Multi-step SMS and email outreach sequences. Authenticate with `Authorization: Bearer <API key or JWT>`. "
-        "Request bodies are limited in size (413; 1 MiB unless the operator changed it).",
+        "Each API key (and each JWT user) is rate-limited: past the limit a request is refused with 429 and a "
+        "`Retry-After` header (seconds). Request bodies are limited in size (413; 1 MiB unless the operator "
+        "changed it).",
         path="/docs",
         render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         components=Components(
@@ -65,7 +68,14 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[api_v1, *webhooks.route_handlers, *ops.route_handlers],
         on_startup=[open_pool],
         on_shutdown=[close_pool],
-        state=State({"pool": pool, "settings": settings, "authenticator": Authenticator(settings)}),
+        state=State(
+            {
+                "pool": pool,
+                "settings": settings,
+                "authenticator": Authenticator(settings),
+                "rate_limiter": RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+            }
+        ),
         # Litestar counts the bytes it reads, so a body sent without Content-Length (chunked) is cut off
         # at the limit too; a route may set its own (the CSV import does).
         request_max_body_size=settings.max_body_bytes,

@@ -24,10 +24,12 @@ WorkspaceId = NamedDependency[UUID]
 
 async def provide_db(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
     """One transaction per request acting as the caller; commits when the handler returns, rolls back
-    when it raises (Litestar throws the handler's exception into this generator)."""
+    when it raises (Litestar throws the handler's exception into this generator). A caller over its rate
+    limit (app/api/ratelimit.py) is refused here, before any work is done as it."""
     state = request.app.state
     async with state.pool.connection() as conn, conn.transaction():
         caller = await state.authenticator.caller(conn, request.headers.get("authorization"))
+        state.rate_limiter.admit(caller)
         await act_as(conn, caller.claims)
         request.state.caller = caller
         yield conn

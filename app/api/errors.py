@@ -43,8 +43,14 @@ async def contract_fields() -> AsyncIterator[None]:
         raise
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> Response[ErrorBody]:
-    return Response(ErrorBody(ErrorDetail(code, message, field)), status_code=status)
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[ErrorBody]:
+    return Response(ErrorBody(ErrorDetail(code, message, field)), status_code=status, headers=headers)
 
 
 def on_domain_error(_: Request, error: DrumbeatError) -> Response[ErrorBody]:
@@ -93,12 +99,13 @@ CODES = {
 
 
 def on_http_error(request: Request, error: HTTPException) -> Response[ErrorBody]:
+    """Litestar's and our own HTTP errors, with their headers (429's Retry-After, 405's Allow)."""
     status = error.status_code
     if status >= 500:
         log.error("HTTP %s: %s", status, error.detail)
         return error_response(status, "internal_error", "internal error")
     message = body_too_large(request) if isinstance(error, RequestEntityTooLarge) else str(error.detail)
-    return error_response(status, CODES.get(status, "error"), message)
+    return error_response(status, CODES.get(status, "error"), message, headers=error.headers)
 
 
 def body_too_large(request: Request) -> str:

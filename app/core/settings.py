@@ -4,6 +4,7 @@ README: "Configuration" has the table of every variable."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -82,6 +83,9 @@ class Settings:
     log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON otherwise
     log_level: str = "INFO"
     max_body_bytes: int = 1 << 20  # a larger request body is refused with 413 (the CSV import has its own)
+    # Per caller (an API key, or a JWT's subject): a token bucket refilled at this rate, holding up to `burst`.
+    rate_limit_per_second: float = 50.0  # 0: no limit
+    rate_limit_burst: int = 100
 
     @property
     def production(self) -> bool:
@@ -132,6 +136,23 @@ def _whole_number(name: str, default: int, minimum: int) -> int:
     if not value.isdigit() or int(value) < minimum:
         raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _rate_per_second(name: str, default: float) -> float:
+    """Requests per second: `50`, `50/s`, `600/min` or `0.5`; 0 turns the limit off."""
+    value = os.environ.get(name) or str(default)
+    number, _, unit = value.strip().lower().partition("/")
+    per = {"": 1, "s": 1, "min": 60}.get(unit.strip())
+    try:
+        rate = float(number)
+    except ValueError:
+        rate = math.nan
+    if per is None or not math.isfinite(rate) or rate < 0:
+        raise ConfigError(
+            f"{name} must be requests per second such as 50 or 50/s (or per minute: 600/min), "
+            f"0 for no limit, got {value!r}"
+        )
+    return rate / per
 
 
 def load_settings(database_url: str | None = None) -> Settings:
@@ -225,4 +246,6 @@ def load_settings(database_url: str | None = None) -> Settings:
         log_format=log_format,
         log_level=log_level,
         max_body_bytes=_whole_number("DRUMBEAT_MAX_BODY_BYTES", Settings.max_body_bytes, 1),
+        rate_limit_per_second=_rate_per_second("DRUMBEAT_RATE_LIMIT", Settings.rate_limit_per_second),
+        rate_limit_burst=_whole_number("DRUMBEAT_RATE_LIMIT_BURST", Settings.rate_limit_burst, 1),
     )

@@ -122,3 +122,10 @@ def test_values_postgres_cannot_hold_are_422_not_500(tenant, client):
     contact = tenant.post("/contacts", {"phone": "+12025550199"}).json()["id"]
     nul = tenant.post("/events", {"contact_id": contact, "kind": "replied", "payload": {"note": "a\x00b"}})
     assert nul.status_code == 422, nul.text
+
+
+def test_an_error_keeps_the_headers_http_gives_it(client):
+    """A 405 names the methods the route has (Allow), in the error shape."""
+    response = client.delete("/api/v1/workspaces")
+    _error(response, 405, "method_not_allowed")
+    assert set(response.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}

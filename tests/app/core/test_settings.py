@@ -22,6 +22,8 @@ def environment(monkeypatch):
             "DRUMBEAT_LOG_LEVEL",
             "DRUMBEAT_SEND_CONCURRENCY",
             "DRUMBEAT_MAX_BODY_BYTES",
+            "DRUMBEAT_RATE_LIMIT",
+            "DRUMBEAT_RATE_LIMIT_BURST",
         ]:
             monkeypatch.delenv(name, raising=False)
         for name, value in (BASE | values).items():
@@ -47,6 +49,12 @@ def environment(monkeypatch):
         ({"DRUMBEAT_ENV": "production"}, "DRUMBEAT_SECRET_KEY"),
         ({"DRUMBEAT_MAX_BODY_BYTES": "0"}, "DRUMBEAT_MAX_BODY_BYTES"),
         ({"DRUMBEAT_MAX_BODY_BYTES": "1MB"}, "DRUMBEAT_MAX_BODY_BYTES"),
+        ({"DRUMBEAT_RATE_LIMIT": "fast"}, "DRUMBEAT_RATE_LIMIT"),
+        ({"DRUMBEAT_RATE_LIMIT": "-1"}, "DRUMBEAT_RATE_LIMIT"),
+        ({"DRUMBEAT_RATE_LIMIT": "100/h"}, "DRUMBEAT_RATE_LIMIT"),
+        ({"DRUMBEAT_RATE_LIMIT": "inf"}, "DRUMBEAT_RATE_LIMIT"),
+        ({"DRUMBEAT_RATE_LIMIT_BURST": "0"}, "DRUMBEAT_RATE_LIMIT_BURST"),
+        ({"DRUMBEAT_RATE_LIMIT_BURST": "2.5"}, "DRUMBEAT_RATE_LIMIT_BURST"),
         (
             {
                 "DATABASE_URL": "postgresql://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:6543/postgres"
@@ -91,3 +99,19 @@ def test_the_body_limit_defaults_to_1_mib(environment):
     assert load_settings().max_body_bytes == 1_048_576
     environment(DRUMBEAT_MAX_BODY_BYTES="2048")
     assert load_settings().max_body_bytes == 2048
+
+
+def test_the_rate_limit_defaults_to_50_a_second_in_bursts_of_100(environment):
+    environment()
+    settings = load_settings()
+    assert (settings.rate_limit_per_second, settings.rate_limit_burst) == (50, 100)
+
+
+@pytest.mark.parametrize(
+    ("written", "per_second"),
+    [("20", 20), ("20/s", 20), ("600/min", 10), ("0.5", 0.5), ("0", 0), (" 7 / S ", 7)],
+)
+def test_the_rate_limit_is_read_per_second_or_per_minute(environment, written, per_second):
+    environment(DRUMBEAT_RATE_LIMIT=written, DRUMBEAT_RATE_LIMIT_BURST="5")
+    settings = load_settings()
+    assert (settings.rate_limit_per_second, settings.rate_limit_burst) == (per_second, 5)
