@@ -6,7 +6,10 @@ and is the correlation id of every line logged while the request is handled.
 
 The access line ("request") names the route template (`/t/c/{token}`), never the raw path or the
 query string: webhook paths carry signed tokens and query strings may carry anything. uvicorn's own
-access log, which writes both, is held at WARNING (app/core/logs.py), so this line replaces it."""
+access log, which writes both, is held at WARNING (app/core/logs.py), so this line replaces it. No
+request header is logged either (the Authorization header carries the API key or JWT); only the
+request id is read, and kept only when it is a sane token. tests/app/api/test_credentials_not_logged.py
+holds every logged line, the API server's included, to that."""
 
 from __future__ import annotations
 
