@@ -23,7 +23,7 @@ DRUMBEAT_SERVICES = ("migrate", "api", "worker")
 # The ways the code reads a variable: os.environ.get("X"), environ["X"], env.get("X") (app/core/settings.py's
 # alias), os.getenv("X"), _flag("X", ...) (app/core/settings.py's boolean reader).
 ENV_READ = re.compile(
-    r"""(?:\b(?:environ|env)\.get|\bgetenv|\b_flag)\(\s*["']([A-Z][A-Z0-9_]*)["']"""
+    r"""(?:\b(?:environ|env)\.get|\bgetenv|\b(?:_flag|_whole_number|_rate_per_second))\(\s*["']([A-Z][A-Z0-9_]*)["']"""
     r"""|\benviron\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\]"""
 )
 # VAR=value or, for an optional one, "# VAR=value" at the start of a line.
@@ -92,6 +92,8 @@ def test_env_example_documents_exactly_the_variables_the_code_reads(compose):
         "DRUMBEAT_DATA_DIR",
         "DRUMBEAT_LOG_LEVEL",
         "DRUMBEAT_PORT",
+        "DRUMBEAT_MAX_BODY_BYTES",
+        "DRUMBEAT_RATE_LIMIT",
     } <= read
     for_compose = set(COMPOSE_INTERPOLATION.findall((ROOT / "docker-compose.yml").read_text()))
     documented = set(env_example())
