@@ -9,7 +9,11 @@ Three kinds of SQL, applied in this order:
    replaces earlier ones (``-- replaces: a.sql b.sql``, the squashed baseline): a database that applied
    all of those takes it as applied, one that applied only some of them is refused.
 2. **procrastinate's schema**, in its own schema ``procrastinate``, so nothing of it is exposed through
-   the ``public`` schema that Supabase serves over REST; Drumbeat's SQL never depends on it.
+   the ``public`` schema that Supabase serves over REST; Drumbeat's SQL never depends on it. Then, recorded
+   as ``procrastinate/search_path``, every function of that schema gets a pinned ``search_path``
+   (procrastinate's SQL sets none): after each install or upgrade of procrastinate, since ``CREATE OR
+   REPLACE FUNCTION`` drops the setting, and once on a database whose procrastinate was installed before
+   this step existed (or whenever its text changes).
 3. **Function files** (``sql/functions/<area>.sql``): the current text of every function, trigger,
    policy and grant, written to be re-run (CREATE OR REPLACE, policies dropped and re-created, grants
    revoked and re-granted). A file is re-applied whenever its content differs from the recorded
@@ -42,6 +46,32 @@ PROCRASTINATE_GRANTS = """
 GRANT USAGE ON SCHEMA procrastinate TO drumbeat_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA procrastinate TO drumbeat_worker;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA procrastinate TO drumbeat_worker;
+"""
+# Why pinned: a function without a search_path resolves names through its caller's, which Supabase's
+# linter flags (function_search_path_mutable) and a caller could point at look-alike objects. procrastinate
+# names its own tables, types and functions unqualified, so its schema must be on the path; pg_catalog
+# comes first so that nothing in that schema can shadow a built-in (now(), pg_notify, unnest...), and
+# pg_temp last so that no temporary table can stand in for a queue table. Built from pg_proc so that it
+# covers every function of whatever procrastinate version is installed. Extension members are left alone.
+PROCRASTINATE_SEARCH_PATH = f"pg_catalog, {PROCRASTINATE_SCHEMA}, pg_temp"
+PROCRASTINATE_PIN = "procrastinate/search_path"  # the name the pin is recorded under
+PIN_PROCRASTINATE_SEARCH_PATH = f"""
+DO $pin$
+DECLARE
+    routine regprocedure;
+BEGIN
+    FOR routine IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = '{PROCRASTINATE_SCHEMA}'::regnamespace AND p.prokind IN ('f', 'p')
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                          WHERE d.classid = 'pg_catalog.pg_proc'::regclass
+                            AND d.objid = p.oid AND d.deptype = 'e')
+        ORDER BY p.oid
+    LOOP
+        EXECUTE pg_catalog.format('ALTER ROUTINE %s SET search_path = {PROCRASTINATE_SEARCH_PATH}', routine);
+    END LOOP;
+END
+$pin$;
 """
 # Function files re-applied whenever any other file is: see the module docstring.
 ALWAYS_WITH_OTHERS = ("functions/security.sql", "functions/grants.sql")
@@ -154,6 +184,12 @@ def not_current(applied: dict[str, str], shipped: dict[str, str]) -> list[str]:
     )
 
 
+def procrastinate_search_path() -> Migration:
+    """The pin of the search_path of procrastinate's functions, recorded under its own name with its
+    checksum (so that a change to it runs it again)."""
+    return Migration(PROCRASTINATE_PIN, PIN_PROCRASTINATE_SEARCH_PATH)
+
+
 def procrastinate_migrations(applied: dict[str, str]) -> list[Migration]:
     """procrastinate's full schema on a fresh database; on one where an older procrastinate was
     installed, its own migration files newer than that version."""
@@ -161,7 +197,7 @@ def procrastinate_migrations(applied: dict[str, str]) -> list[Migration]:
 
     sql_dir = Path(procrastinate.__file__).parent / "sql"
     installed_version = _version_tuple(procrastinate.__version__)
-    recorded = [name for name in applied if name.startswith("procrastinate/")]
+    recorded = [name for name in applied if name.startswith("procrastinate/") and name != PROCRASTINATE_PIN]
     if not recorded:
         text = (sql_dir / "schema.sql").read_text()
         return [Migration(f"procrastinate/{procrastinate.__version__}", text, PROCRASTINATE_SCHEMA)]
@@ -249,11 +285,23 @@ def _function_step(applied: dict[str, str], functions: list[Migration], anything
 def plan(applied: dict[str, str]) -> Plan:
     """The steps that bring a database with these applied files to the current schema."""
     steps = _numbered_steps(applied, drumbeat_migrations())
-    for migration in procrastinate_migrations(applied):
-        body = migration.text + PROCRASTINATE_GRANTS
-        steps.append(Step(records=(migration,), body=body, schema=migration.schema))
+    steps += _procrastinate_steps(applied)
     steps += _function_step(applied, ordered_functions(), anything_else=bool(steps))
     return Plan(steps)
+
+
+def _procrastinate_steps(applied: dict[str, str]) -> list[Step]:
+    """procrastinate's pending SQL, each file with the worker's grants, then the search_path pin: after
+    any of them (they may re-create functions), or alone when this database has not recorded it (its
+    procrastinate predates the pin) or recorded another version of it."""
+    steps = [
+        Step(records=(migration,), body=migration.text + PROCRASTINATE_GRANTS, schema=migration.schema)
+        for migration in procrastinate_migrations(applied)
+    ]
+    pin = procrastinate_search_path()
+    if steps or applied.get(pin.name) != pin.checksum:
+        steps.append(Step(records=(pin,), body=pin.text))
+    return steps
 
 
 def ordered_functions() -> list[Migration]:
@@ -273,8 +321,10 @@ def describe_applied(names: list[str]) -> str:
     numbered = sum(name.startswith("migrations/") for name in names)
     functions = sum(name.startswith("functions/") for name in names)
     parts = [f"{numbered} migration{'s' * (numbered != 1)}"] if numbered else []
-    if any(name.startswith("procrastinate/") for name in names):
+    if any(name.startswith("procrastinate/") and name != PROCRASTINATE_PIN for name in names):
         parts.append("procrastinate's schema")
+    elif PROCRASTINATE_PIN in names:  # only the pin: a database whose procrastinate predates it
+        parts.append("procrastinate's search_path")
     if functions:
         parts.append(f"{functions} function file{'s' * (functions != 1)}")
     return ", ".join(parts)
@@ -337,5 +387,7 @@ def script(todo: Plan) -> str:
 
 
 def _source(name: str) -> str:
-    """Where a recorded name comes from: a file of sql/, or procrastinate's own SQL."""
+    """Where a recorded name comes from: a file of sql/, procrastinate's own SQL, or the migrator."""
+    if name == PROCRASTINATE_PIN:
+        return f"{name}: pins the search_path of procrastinate's functions (app/core/migrate.py)"
     return name if name.startswith("procrastinate/") else f"sql/{name}"

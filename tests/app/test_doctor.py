@@ -127,7 +127,7 @@ def test_pending_migrations_fail_with_the_fix(empty_db_url, tmp_path):
     assert code == 1
     failed = failures(findings)
     assert failed.keys() == {"schema", "procrastinate schema"}
-    pending = len(drumbeat_migrations()) + 1 + len(drumbeat_functions())  # and procrastinate's schema
+    pending = len(drumbeat_migrations()) + 2 + len(drumbeat_functions())  # procrastinate: schema, search_path
     assert failed["schema"].startswith(f"{pending} pending (migrations/0030_baseline.sql, ")
     assert failed["schema"].endswith(f"and {pending - 5} more): run `drumbeat migrate`")
     assert findings["senders"] == ("skip", "needs a current schema")

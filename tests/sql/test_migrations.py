@@ -2,7 +2,9 @@
 an empty database to the current schema, is idempotent, has a dry run that changes nothing, is safe to
 run concurrently, refuses an edited applied file, re-applies a changed function file, upgrades a database
 of the last release (0030, kept as a dump) to exactly the schema a fresh install has, and prints with
-`--sql` the very script that psql applies to the same result."""
+`--sql` the very script that psql applies to the same result; and pins the search_path of every function
+procrastinate installs, whenever procrastinate is installed or upgraded and on a database installed
+before that pin existed."""
 
 from __future__ import annotations
 
@@ -26,7 +28,15 @@ import pytest
 from psycopg import sql
 
 import app.core.migrate
-from app.core.migrate import ADVISORY_LOCK_KEY, Migration, MigrationError, describe_applied, migrate
+from app.core.migrate import (
+    ADVISORY_LOCK_KEY,
+    PROCRASTINATE_SCHEMA,
+    PROCRASTINATE_SEARCH_PATH,
+    Migration,
+    MigrationError,
+    describe_applied,
+    migrate,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MIGRATION_FILES = sorted((REPOSITORY / "sql" / "migrations").glob("*.sql"))
@@ -36,7 +46,8 @@ FUNCTION_FILES = sorted(
 DRUMBEAT_NAMES = [f"migrations/{path.name}" for path in MIGRATION_FILES]
 FUNCTION_NAMES = [f"functions/{path.name}" for path in FUNCTION_FILES]
 PROCRASTINATE_NAME = f"procrastinate/{procrastinate.__version__}"
-ALL_NAMES = [*DRUMBEAT_NAMES, PROCRASTINATE_NAME, *FUNCTION_NAMES]
+PIN_NAME = "procrastinate/search_path"
+ALL_NAMES = [*DRUMBEAT_NAMES, PROCRASTINATE_NAME, PIN_NAME, *FUNCTION_NAMES]
 EDITED = "migrations/0030_baseline.sql"
 
 _database_numbers = itertools.count()
@@ -294,6 +305,7 @@ def test_what_a_run_applied_is_counted_by_kind():
         == f"{len(DRUMBEAT_NAMES)} migrations, procrastinate's schema, {len(FUNCTION_NAMES)} function files"
     )
     assert describe_applied(["functions/stats.sql"]) == "1 function file"
+    assert describe_applied([PIN_NAME]) == "procrastinate's search_path"
 
 
 # 2. idempotent
@@ -542,16 +554,18 @@ def test_release_0030_upgrades_to_exactly_a_fresh_install(empty_db, template_db,
     restore_release_0030(by_psql)
     assert "migrations/0030_future_starts_hold.sql" in recorded(by_migrator)
 
-    # The baseline is recorded, not run (its tables are there); the migrations after it and every
-    # function file are applied.
+    # The baseline is recorded, not run (its tables are there); the migrations after it, the search_path
+    # pin of the procrastinate that release installed, and every function file are applied.
     script = printed_script(tmp_path, database_url=by_psql)
     assert (
         "sql/migrations/0030_baseline.sql replaces 30 migrations this database already applied"
         in script.read_text()
     )
+    assert f"--   {PIN_NAME}: pins the search_path" in script.read_text()
     run_psql(by_psql, script)
-    assert migrate(by_migrator) == [EDITED, *DRUMBEAT_NAMES[1:], *FUNCTION_NAMES]
+    assert migrate(by_migrator) == [EDITED, *DRUMBEAT_NAMES[1:], PIN_NAME, *FUNCTION_NAMES]
     assert migrate(by_migrator) == [] and migrate(by_psql) == []
+    assert unpinned_procrastinate_functions(by_migrator) == unpinned_procrastinate_functions(by_psql) == {}
     migrate(fresh)
 
     schemas = ("drumbeat", "drumbeat_api")
@@ -630,7 +644,107 @@ def test_a_broken_function_file_changes_nothing(empty_db, monkeypatch):
     assert_same_fingerprint(schema_fingerprint(url), before)
 
 
-# 9. the CLI
+# 9. procrastinate's search_path
+
+
+def procrastinate_functions(url: str) -> dict[str, list[str] | None]:
+    """signature -> proconfig of every function in procrastinate's schema."""
+    with psycopg.connect(url) as conn:
+        return dict(
+            rows(
+                conn,
+                """SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p
+                   WHERE p.pronamespace = to_regnamespace(%s)""",
+                (PROCRASTINATE_SCHEMA,),
+            )
+        )
+
+
+def unpinned_procrastinate_functions(url: str) -> dict[str, list[str] | None]:
+    """The functions of procrastinate's schema without exactly the search_path the migrator pins."""
+    pinned = [f"search_path={PROCRASTINATE_SEARCH_PATH}"]
+    return {name: config for name, config in procrastinate_functions(url).items() if config != pinned}
+
+
+def test_every_procrastinate_function_has_its_search_path_pinned(empty_db):
+    url = empty_db()
+    migrate(url)
+    assert len(procrastinate_functions(url)) >= 18  # procrastinate 3.10 installs 18
+    assert unpinned_procrastinate_functions(url) == {}
+
+
+def test_procrastinate_functions_find_their_tables_whatever_the_caller_s_search_path(empty_db):
+    """procrastinate names its tables unqualified: the pinned path must hold its schema (the worker sets
+    search_path=procrastinate; this caller does not)."""
+    url = empty_db()
+    migrate(url)
+    with psycopg.connect(url) as conn:
+        conn.execute("SET search_path = public")
+        (worker_id,) = conn.execute("SELECT procrastinate.procrastinate_register_worker_v1()").fetchone()
+        job = conn.execute(
+            """SELECT procrastinate.procrastinate_defer_jobs_v1(ARRAY[ROW('q', 't', 0, NULL, NULL, '{}',
+                   NULL)::procrastinate.procrastinate_job_to_defer_v1])"""
+        ).fetchone()[0][0]
+        fetched = conn.execute("SELECT (procrastinate.procrastinate_fetch_job_v2(NULL, %s)).id", (worker_id,))
+        assert fetched.fetchone()[0] == job
+        conn.execute("SELECT procrastinate.procrastinate_finish_job_v1(%s, 'succeeded', false)", (job,))
+        events = rows(
+            conn, "SELECT type::text FROM procrastinate.procrastinate_events WHERE job_id = %s", (job,)
+        )
+        assert sorted(e for (e,) in events) == ["deferred", "started", "succeeded"]  # the triggers ran
+
+
+def test_an_upgrade_of_procrastinate_pins_the_functions_it_re_creates(empty_db, monkeypatch):
+    """CREATE OR REPLACE FUNCTION (how procrastinate's migrations change a function) drops its
+    search_path: the pin runs again after every procrastinate step."""
+    url = empty_db()
+    migrate(url)
+    upgrade = Migration(
+        "procrastinate/99.0.0_01_added_by_a_test.sql",
+        """CREATE OR REPLACE FUNCTION procrastinate_update_heartbeat_v1(worker_id bigint)
+               RETURNS void LANGUAGE plpgsql AS $$
+           BEGIN
+               UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = worker_id;
+           END
+           $$;
+           CREATE FUNCTION procrastinate_added_by_a_test() RETURNS bigint LANGUAGE sql
+               AS $$ SELECT count(*) FROM procrastinate_jobs $$;""",
+        PROCRASTINATE_SCHEMA,
+    )
+    monkeypatch.setattr(
+        app.core.migrate,
+        "procrastinate_migrations",
+        lambda applied: [] if upgrade.name in applied else [upgrade],
+    )
+
+    assert migrate(url) == [upgrade.name, PIN_NAME, "functions/security.sql", "functions/grants.sql"]
+
+    assert "procrastinate.procrastinate_added_by_a_test()" in procrastinate_functions(url)
+    assert unpinned_procrastinate_functions(url) == {}
+    assert migrate(url) == []
+
+
+def test_a_database_installed_before_the_pin_gets_it_once(empty_db):
+    """A database whose procrastinate an earlier Drumbeat installed (nothing pinned, nothing recorded):
+    the next run pins it (security.sql and grants.sql come along, as with any other change), and the one
+    after that has nothing to do."""
+    url = empty_db()
+    migrate(url)
+    with psycopg.connect(url) as conn:
+        for name in procrastinate_functions(url):
+            conn.execute(f"ALTER FUNCTION {name} RESET search_path")
+        conn.execute("DELETE FROM drumbeat_meta.schema_migrations WHERE name = %s", (PIN_NAME,))
+    assert len(unpinned_procrastinate_functions(url)) == len(procrastinate_functions(url))
+
+    expected = [PIN_NAME, "functions/security.sql", "functions/grants.sql"]
+    assert migrate(url, dry_run=True) == expected
+    assert migrate(url) == expected
+
+    assert unpinned_procrastinate_functions(url) == {}
+    assert migrate(url) == []
+
+
+# 10. the CLI
 
 
 def drumbeat(
