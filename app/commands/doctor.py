@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         current = report.add(schema(conn)).status in ("ok", "warn")  # warn: this login cannot tell
         report.add(procrastinate_schema(conn))
         report.add(database_role(conn) if current else skipped("database role", "needs a current schema"))
+        report.add(database_linter(conn) if current else skipped("database linter", "needs a current schema"))
         usage = usage_of(conn, report) if current else None
         for channel in ("sms", "email"):
             report.add(credentials(channel, production, usage))
@@ -269,6 +270,26 @@ def database_role(conn) -> Finding:
         )
     detail = f"{login} can run {_some(able, ' and ')}"
     return ok("database role", detail + (f"; not {_some(unable, ' or ')}" if unable else ""))
+
+
+def database_linter(conn) -> Finding:
+    """Drumbeat's equivalents of Supabase's database linter (sql/queries/lints.sql): ERROR and WARN
+    findings warn, since Drumbeat works with them; they are what Supabase's dashboard would flag."""
+    import psycopg
+
+    from app.core.lints import lint, problems
+
+    try:
+        findings = lint(conn)
+    except psycopg.Error as error:
+        return warn("database linter", f"cannot run: {_first_line(error)}")
+    found = problems(findings)
+    if found:
+        return warn(
+            "database linter", f"{_count(len(found), 'finding')}: {_some([str(f) for f in found], '; ')}"
+        )
+    info = len(findings)
+    return ok("database linter", "no ERROR or WARN finding" + (f" ({info} INFO)" if info else ""))
 
 
 def usage_of(conn, report: Report) -> Usage | None:

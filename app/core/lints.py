@@ -14,7 +14,7 @@ from app.core.queries import queries
 # Everything `drumbeat migrate` installs: the tables, the contract, its bookkeeping, procrastinate's job
 # queue, and public (where Supabase serves tables from and extensions tend to land).
 LINT_SCHEMAS = ("drumbeat", "drumbeat_api", "drumbeat_meta", "procrastinate", "public")
-PROBLEM_LEVELS = ("ERROR", "WARN")  # INFO findings are reported, never a problem
+PROBLEM_LEVELS = ("ERROR", "WARN")  # most severe first; INFO findings are reported, never a problem
 
 
 @dataclass(frozen=True)
@@ -43,5 +43,6 @@ def lint(conn: psycopg.Connection) -> list[LintFinding]:
 
 
 def problems(findings: list[LintFinding]) -> list[LintFinding]:
-    """The ERROR and WARN findings."""
-    return [finding for finding in findings if finding.is_problem]
+    """The ERROR and WARN findings, ERRORs first (a report that shows only the first few shows those)."""
+    found = [finding for finding in findings if finding.is_problem]
+    return sorted(found, key=lambda finding: PROBLEM_LEVELS.index(finding.level))

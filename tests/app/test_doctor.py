@@ -67,6 +67,7 @@ def test_passes_in_production_with_everything_configured(db_url, tmp_path):
         "schema",
         "procrastinate schema",
         "database role",
+        "database linter",
         "sms credentials",
         "email credentials",
         "held channels",
@@ -164,6 +165,20 @@ def test_a_configuration_error_fails_and_the_other_checks_still_run(db_url, tmp_
     assert findings["schema"] == ("ok", "current")
     assert findings["senders"][0] == "warn"  # warnings do not fail
     assert findings["senders"][1].startswith("no workspaces yet: nothing will be sent")
+
+
+def test_database_linter_findings_warn_errors_first(db_url, tmp_path):
+    """What Supabase's linter would flag (sql/queries/lints.sql) is a warning, not a failure; ERRORs are
+    named first, since only the first few fit."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute("CREATE TABLE public.doctor_probe (id int)")
+    code, findings = doctor(tmp_path, DATABASE_URL=db_url, **TWILIO, **SMTP, **LINKS)
+    assert code == 0, failures(findings)
+    status, detail = findings["database linter"]
+    assert status == "warn"
+    assert re.match(
+        r"\d+ findings?: ERROR rls_disabled_in_public: Table public\.doctor_probe is in schema public", detail
+    ), detail
 
 
 @pytest.fixture
