@@ -52,7 +52,10 @@ def build_tenant(conn: psycopg.Connection, contacts: int) -> tuple[uuid.UUID, uu
     with conn.transaction():
         act_as(conn, owner)
         workspace = conn.execute("SELECT drumbeat_api.create_workspace('Bench', 'UTC')").fetchone()[0]
-        conn.execute("SELECT drumbeat_api.create_sender(%s, 'sms', '+15550000001')", (workspace,))
+        conn.execute(  # a number of its own: a number belongs to one workspace
+            "SELECT drumbeat_api.create_sender(%s, 'sms', %s)",
+            (workspace, f"+1555{uuid.uuid4().int % 10_000_000:07d}"),
+        )
         batch = 10_000
         for start in range(0, contacts, batch):
             rows = [
