@@ -168,6 +168,8 @@ GRANT EXECUTE ON FUNCTION drumbeat.calling_role(), drumbeat.clock_now(), drumbea
 -- Engine functions the dispatcher and trusted server-side callers use.
 GRANT EXECUTE ON FUNCTION drumbeat.delivery_status(p_provider_message_id text, p_status text, p_error_code
     text), drumbeat.inbound_sms(p_to text, p_from text, p_body text, p_message_sid text),
+    drumbeat.inbound_email(p_workspace_id uuid, p_email jsonb), drumbeat.inbound_email_contact(p_workspace_id
+    uuid, p_addresses text[]), drumbeat.hold_until_back(p_enrollment_ids uuid[], p_back date),
     drumbeat.record_delivery_engagement(p_delivery_id uuid, p_kind text, p_payload jsonb),
     drumbeat.sms_keyword(p_body text) TO drumbeat_worker, service_role;
 

@@ -82,7 +82,25 @@ def opted_out(conn, contact) -> bool:
 
 
 @pytest.mark.parametrize(
-    "body", ["STOP", "stop", "  Stop ", "STOPALL", "unsubscribe", "Cancel", "END", "quit."]
+    "body",
+    [
+        *["STOP", "stop", "  Stop ", "STOPALL", "unsubscribe", "Cancel", "END", "quit.", "REVOKE", "optout"],
+        *[
+            "Opt-out",
+            "stop please",
+            "STOP!!!",
+            "Please stop texting me",
+            "please remove me",
+            "Remove me from your list",
+        ],
+        *[
+            "take me off the list",
+            "Do not text me again",
+            "don't text me",
+            "no more texts",
+            "unsubscribe me please",
+        ],
+    ],
 )
 def test_stop_keywords_opt_out_and_end_sms_enrollments(conn, tenant, body):
     contact = tenant.contact(phone="+15551112222", email="ada@example.com")
@@ -110,10 +128,21 @@ def test_help_changes_nothing(conn, tenant):
     assert enrollment(conn, enrollment_id)["status"] == "active" and not opted_out(conn, contact)
 
 
-def test_anything_else_is_a_reply(conn, tenant):
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Stop by tomorrow?",
+        "Don't stop, this is great",
+        "Can you remove me from the 3pm meeting and add Tom?",
+        "Please don't text me before 9am",
+        "The end of the month works",
+        "Yes please call me",
+    ],
+)
+def test_anything_else_is_a_reply(conn, tenant, body):
     contact = tenant.contact(phone="+15551112222")
     [(_, enrollment_id, _)] = tenant.enroll(tenant.sequence(), [contact])
-    assert inbound(conn, "Stop by tomorrow?") == "replied"
+    assert inbound(conn, body) == "replied"
     assert enrollment(conn, enrollment_id)["status"] == "replied"
 
 
