@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -298,12 +298,20 @@ class Dispatcher:
         """The row's message, rendered once: where the provider can be reconciled, its text is needed
         before the send starts (start_sending keeps it), and the send reuses it."""
         if "rendered" not in row:
+            thread = row["context"].get("thread") or {}
             try:
-                row["rendered"] = render_message(
-                    row["subject"], row["body"], row["html_body"], self._context(row)
+                rendered = render_message(
+                    row["subject"] or thread.get("subject_template"),
+                    row["body"],
+                    row["html_body"],
+                    self._context(row),
                 )
             except RenderError as error:
                 row["rendered"] = error
+            else:
+                # A follow-up in the thread: the subject it answers, already rendered when it was sent.
+                subject = reply_subject(thread["subject"]) if thread.get("subject") else rendered.subject
+                row["rendered"] = replace(rendered, subject=subject)
         return row["rendered"]
 
     def _bodies_to_keep(self, chunk: list[dict[str, Any]]) -> list[str | None] | None:
@@ -348,7 +356,8 @@ class Dispatcher:
             text=rendered.text,
             subject=rendered.subject,
             html=html,
-            headers=self.links.email_headers(delivery_id) if self.links and row["channel"] == "email" else {},
+            from_name=row["context"]["sender"].get("name") if row["channel"] == "email" else None,
+            headers=self._email_headers(row) if row["channel"] == "email" else {},
         )
         result = self._call_transport(message)
         return entry | {
@@ -363,6 +372,16 @@ class Dispatcher:
             "subject": rendered.subject,
             "body": rendered.text,
         }
+
+    def _email_headers(self, row: dict[str, Any]) -> dict[str, str]:
+        """One-click unsubscribe (when links are configured) and, for a follow-up in the thread, the
+        headers that put it there: In-Reply-To the last email, References the whole chain."""
+        headers = self.links.email_headers(str(row["delivery_id"])) if self.links else {}
+        thread = row["context"].get("thread") or {}
+        if thread.get("message_id"):
+            headers["In-Reply-To"] = thread["message_id"]
+            headers["References"] = " ".join(thread.get("references") or [thread["message_id"]])
+        return headers
 
     @staticmethod
     def _track(links: LinkSigner, html: str, delivery_id: str, sequence: dict[str, Any]) -> str:
@@ -452,6 +471,11 @@ class Breaker:
                 cleared.append(scope)
         self.held -= {(channel, None) for channel, _ in cleared} | set(cleared)
         return cleared
+
+
+def reply_subject(subject: str) -> str:
+    """ "Re: " + the subject answered, once: a thread's third email is "Re: Quick question" too."""
+    return subject if subject[:3].lower() == "re:" else f"Re: {subject}"
 
 
 def _count(results: list[dict[str, Any]], outcome: str) -> int:

@@ -33,6 +33,7 @@ class Message:
     text: str
     subject: str | None = None
     html: str | None = None
+    from_name: str | None = None  # email: the sender's display name ("Riley Rep" <rep@acme.example>)
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -509,10 +510,15 @@ class SmtpTransport:
     @staticmethod
     def _build(message: Message):
         from email.message import EmailMessage
-        from email.utils import make_msgid
+        from email.utils import formataddr, make_msgid
 
         email = EmailMessage()
-        email["From"], email["To"] = message.from_address, message.to_address
+        email["From"] = (
+            formataddr((message.from_name, message.from_address))
+            if message.from_name
+            else message.from_address
+        )
+        email["To"] = message.to_address
         email["Subject"] = message.subject or ""
         email["Message-ID"] = make_msgid(domain=message.from_address.rpartition("@")[2] or None)
         for name, value in message.headers.items():

@@ -11,7 +11,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from app.api import contacts, enrollments, ops, sequences, webhooks, workspaces
+from app.api import contacts, enrollments, inbound_email, ops, sequences, webhooks, workspaces
 from app.api.access import with_request_context
 from app.api.auth import Authenticator
 from app.api.db import make_pool
@@ -38,7 +38,12 @@ def openapi_config() -> OpenAPIConfig:
             security_schemes={
                 "BearerAuth": SecurityScheme(
                     type="http", scheme="bearer", description="A Drumbeat API key (dbk_...) or a JWT"
-                )
+                ),
+                "InboundBasicAuth": SecurityScheme(
+                    type="http",
+                    scheme="basic",
+                    description="Inbound email only: the workspace id and its inbound secret (dbi_...)",
+                ),
             }
         ),
         security=[BEARER],
@@ -65,7 +70,7 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={"db": Provide(provide_db)},
     )
     app = Litestar(
-        route_handlers=[api_v1, *webhooks.route_handlers, *ops.route_handlers],
+        route_handlers=[api_v1, *webhooks.route_handlers, *inbound_email.route_handlers, *ops.route_handlers],
         on_startup=[open_pool],
         on_shutdown=[close_pool],
         state=State(

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, delete, get, patch, post, put
+from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 from psycopg.types.json import Jsonb
@@ -112,6 +112,14 @@ class Member(msgspec.Struct):
     created_at: dt.datetime
 
 
+class InboundSecret(msgspec.Struct):
+    """Shown once: the credentials an inbound-parse service posts inbound email with (HTTP basic auth)."""
+
+    username: UUID
+    secret: str
+    url: str | None  # the webhook URL with the credentials in it, when DRUMBEAT_PUBLIC_URL is set
+
+
 class HolidaysSet(msgspec.Struct, forbid_unknown_fields=True):
     dates: list[dt.date]
 
@@ -159,6 +167,22 @@ class WorkspaceController(Controller):
     )
     async def remove(self, db: Db, workspace_id: FromPath[UUID]) -> None:
         await fetch_one(db, Q["delete_workspace"], {"id": workspace_id})
+
+    @post(
+        "/{workspace_id:uuid}/inbound-secret",
+        summary="Create the workspace's inbound secret for inbound-parse services (admins; shown once)",
+        description="Replaces the previous one, which stops working at once. Paste `url` into the provider "
+        "(SendGrid Inbound Parse with raw MIME, Mailgun's store/forward to a /mime URL): it can post inbound "
+        "email for this workspace and do nothing else.",
+    )
+    async def inbound_secret(self, request: Request, db: Db, workspace_id: FromPath[UUID]) -> InboundSecret:
+        secret = await fetch_value(db, Q["rotate_inbound_secret"], {"id": workspace_id})
+        public_url = request.app.state.settings.public_url
+        url = None
+        if public_url:
+            scheme, _, host = public_url.rstrip("/").partition("://")
+            url = f"{scheme}://{workspace_id}:{secret}@{host}/api/v1/webhooks/email/inbound"
+        return InboundSecret(username=workspace_id, secret=secret, url=url)
 
     @put("/{workspace_id:uuid}/holidays", summary="Replace the workspace's holiday list", status_code=200)
     async def holidays(

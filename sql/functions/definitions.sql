@@ -365,7 +365,8 @@ DECLARE
 BEGIN
     PERFORM drumbeat.check_template(drumbeat.json_text(p_step -> 'body', p_field || '.body', true,
         CASE p_kind WHEN 'sms' THEN 1600 ELSE 100000 END), p_field || '.body');
-    PERFORM drumbeat.check_template(drumbeat.json_text(p_step -> 'subject', p_field || '.subject', p_kind = 'email', 998), p_field || '.subject');
+    -- An email step without a subject follows up in the thread (check_step requires one of the first).
+    PERFORM drumbeat.check_template(drumbeat.json_text(p_step -> 'subject', p_field || '.subject', false, 998), p_field || '.subject');
     PERFORM drumbeat.check_template(drumbeat.json_text(p_step -> 'html_body', p_field || '.html_body', false, 500000), p_field || '.html_body');
     IF p_step ? 'variants' AND pg_catalog.jsonb_typeof(p_step -> 'variants') <> 'array' THEN
         PERFORM drumbeat.raise_error('PT422', 'must be an array', p_field || '.variants');
@@ -419,6 +420,13 @@ BEGIN
     END IF;
     IF v_kind IN ('sms', 'email') THEN
         PERFORM drumbeat.check_message(v_step, v_field, v_kind);
+        -- A subject-less email replies in the thread of the contact's previous email: the first one starts it.
+        IF v_kind = 'email' AND drumbeat.json_text(v_step -> 'subject', v_field || '.subject') IS NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(p_steps) WITH ORDINALITY AS t(e, o)
+                           WHERE t.o <= p_index AND t.e ->> 'kind' = 'email') THEN
+            PERFORM drumbeat.raise_error('PT422', 'the first email step needs a subject (a later one without a subject replies in its thread)',
+                v_field || '.subject');
+        END IF;
     ELSIF v_step ?| ARRAY['subject', 'body', 'html_body', 'variants'] AND v_kind <> 'manual_email' THEN
         PERFORM drumbeat.raise_error('PT422', 'only sms, email and manual_email steps carry message content', v_field);
     END IF;

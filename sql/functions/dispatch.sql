@@ -482,7 +482,9 @@ AS $$
                    'track_opens', COALESCE((s.settings ->> 'track_opens')::boolean, true),
                    'track_clicks', COALESCE((s.settings ->> 'track_clicks')::boolean, true)),
                'workspace', pg_catalog.jsonb_build_object('id', w.id, 'name', w.name),
-               'sender', pg_catalog.jsonb_build_object('id', se.id, 'address', se.address, 'name', se.name))
+               'sender', pg_catalog.jsonb_build_object('id', se.id, 'address', se.address, 'name', se.name),
+               'thread', CASE WHEN i.channel = 'email' AND COALESCE(v.value ->> 'subject', st.subject) IS NULL
+                              THEN drumbeat.email_thread(i.enrollment_id, st.position) END)
     FROM inserted i
     JOIN drumbeat.sequence_steps st ON st.id = i.step_id
     JOIN drumbeat.sequences s ON s.id = i.sequence_id
@@ -490,6 +492,33 @@ AS $$
     JOIN drumbeat.contacts c ON c.id = i.contact_id
     JOIN drumbeat.senders se ON se.id = i.sender_id
     LEFT JOIN LATERAL (SELECT vv.value FROM pg_catalog.jsonb_array_elements(st.variants) AS vv WHERE vv.value ->> 'key' = i.variant) AS v ON true
+$$;
+
+-- Why: an email step without a subject follows up in the thread of the enrollment's previous email:
+-- {subject, message_id, references} of the last one sent (the worker sends "Re: <subject>" with
+-- In-Reply-To and References), or, when none was sent (a condition jumped over it), the subject template
+-- of the nearest earlier email step, to start the thread with.
+CREATE OR REPLACE FUNCTION drumbeat.email_thread(p_enrollment_id uuid, p_position integer)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    SELECT COALESCE(
+        (SELECT pg_catalog.jsonb_build_object('subject', last.subject, 'message_id', last.provider_message_id,
+                    'references', (SELECT pg_catalog.jsonb_agg(d.provider_message_id ORDER BY d.sent_at)
+                                   FROM drumbeat.deliveries d
+                                   WHERE d.enrollment_id = p_enrollment_id AND d.channel = 'email' AND d.sent_at IS NOT NULL
+                                     AND d.provider_message_id LIKE '<%>'))
+         FROM drumbeat.deliveries last
+         WHERE last.enrollment_id = p_enrollment_id AND last.channel = 'email' AND last.sent_at IS NOT NULL
+           AND last.subject IS NOT NULL
+         ORDER BY last.sent_at DESC LIMIT 1),
+        (SELECT pg_catalog.jsonb_build_object('subject_template', st.subject)
+         FROM drumbeat.enrollments e JOIN drumbeat.sequence_steps st ON st.sequence_id = e.sequence_id
+         WHERE e.id = p_enrollment_id AND st.kind = 'email' AND st.subject IS NOT NULL AND st.removed_at IS NULL
+           AND st.position < p_position
+         ORDER BY st.position DESC LIMIT 1))
 $$;
 
 -- Why: one call claims up to p_limit due enrollments. The batch is classified once; flow steps

@@ -36,10 +36,10 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA drumbeat FROM PUBLIC, anon, authenticated,
 -- Tenants read their own workspaces' rows (RLS) and change nothing directly; an API key's hash stays hidden.
 GRANT SELECT ON TABLE drumbeat.channel_holds, drumbeat.contacts, drumbeat.deliveries, drumbeat.enrollments,
     drumbeat.events, drumbeat.holidays, drumbeat.outbox, drumbeat.senders, drumbeat.sequence_steps,
-    drumbeat.sequences, drumbeat.tasks, drumbeat.timezones, drumbeat.workspace_members, drumbeat.workspaces
-    TO authenticated;
+    drumbeat.sequences, drumbeat.tasks, drumbeat.timezones, drumbeat.workspace_members TO authenticated;
 GRANT SELECT (id, workspace_id, name, prefix, role, created_by, created_at, last_used_at, revoked_at)
     ON TABLE drumbeat.api_keys TO authenticated;
+GRANT SELECT (id, name, timezone, settings, sms_credits, created_at) ON TABLE drumbeat.workspaces TO authenticated;
 -- The contract writes for them; events stay append-only (no UPDATE or DELETE for anyone but service_role).
 GRANT SELECT ON TABLE drumbeat.channel_holds, drumbeat.deliveries, drumbeat.outbox, drumbeat.timezones TO
     drumbeat_contract;
@@ -78,7 +78,8 @@ GRANT EXECUTE ON FUNCTION drumbeat.authenticate_api_key(p_token text), drumbeat.
 GRANT EXECUTE ON FUNCTION drumbeat.advance_after_send(p_delivery_ids uuid[], p_now timestamp with time zone),
     drumbeat.apply_action(p_enrollment drumbeat.enrollments, p_action jsonb, p_now timestamp with time zone),
     drumbeat.batch_senders(p_ids uuid[]), drumbeat.capped_steps(p_ids uuid[], p_now timestamp with time zone),
-    drumbeat.claim_due(p_limit integer), drumbeat.claim_messages(p_ids uuid[], p_now timestamp with time
+    drumbeat.claim_due(p_limit integer), drumbeat.email_thread(p_enrollment_id uuid, p_position integer),
+    drumbeat.claim_messages(p_ids uuid[], p_now timestamp with time
     zone), drumbeat.classify_due(p_ids uuid[], p_now timestamp with time zone, OUT flow uuid[], OUT manual
     uuid[], OUT unreachable uuid[], OUT no_sender uuid[], OUT messages uuid[]),
     drumbeat.condition_holds(p_enrollment drumbeat.enrollments, p_condition jsonb), drumbeat.hold_capped(p_ids
@@ -155,7 +156,7 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_do
 
 -- Used inside the SECURITY DEFINER look-ups as well.
 GRANT EXECUTE ON FUNCTION drumbeat.api_key_hash(p_token text) TO drumbeat_contract, drumbeat_definer,
-    service_role;
+    drumbeat_worker, service_role;
 
 -- The API's login role looks a key up before any user is known.
 GRANT EXECUTE ON FUNCTION drumbeat.authenticate_api_key(p_token text) TO drumbeat_authenticator;
@@ -170,6 +171,7 @@ GRANT EXECUTE ON FUNCTION drumbeat.delivery_status(p_provider_message_id text, p
     text), drumbeat.inbound_sms(p_to text, p_from text, p_body text, p_message_sid text),
     drumbeat.inbound_email(p_workspace_id uuid, p_email jsonb), drumbeat.inbound_email_contact(p_workspace_id
     uuid, p_addresses text[]), drumbeat.hold_until_back(p_enrollment_ids uuid[], p_back date),
+    drumbeat.inbound_secret_matches(p_workspace_id uuid, p_secret text), drumbeat.api_key_workspace(p_key_id uuid),
     drumbeat.record_delivery_engagement(p_delivery_id uuid, p_kind text, p_payload jsonb),
     drumbeat.sms_keyword(p_body text) TO drumbeat_worker, service_role;
 

@@ -183,3 +183,42 @@ BEGIN
     DELETE FROM drumbeat.workspaces w WHERE w.id = p_workspace_id;
 END
 $$;
+
+-- Why: a new inbound secret for the workspace (admins): "dbi_" + 64 hex characters (256 random bits),
+-- returned once; only its SHA-256 is kept, and the previous secret stops working at once. Inbound-parse
+-- services authenticate with it (HTTP basic auth, user = the workspace id) and can do nothing else.
+CREATE OR REPLACE FUNCTION drumbeat_api.rotate_inbound_secret(p_workspace_id uuid)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    v_secret text := 'dbi_' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, '-', '');
+BEGIN
+    PERFORM drumbeat.require_caller();
+    PERFORM drumbeat.require_role(p_workspace_id, 'admin');
+    UPDATE drumbeat.workspaces w SET inbound_secret_hash = drumbeat.api_key_hash(v_secret) WHERE w.id = p_workspace_id;
+    RETURN v_secret;
+END
+$$;
+
+-- Why: the inbound email webhook's check of basic-auth credentials (run as drumbeat_worker, before
+-- anything is read): the workspace's current inbound secret, or false.
+CREATE OR REPLACE FUNCTION drumbeat.inbound_secret_matches(p_workspace_id uuid, p_secret text)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    SELECT COALESCE((SELECT w.inbound_secret_hash = drumbeat.api_key_hash(p_secret)
+                     FROM drumbeat.workspaces w WHERE w.id = p_workspace_id), false)
+$$;
+
+-- Why: the workspace an API key belongs to, for webhooks that take one (the key was authenticated first).
+CREATE OR REPLACE FUNCTION drumbeat.api_key_workspace(p_key_id uuid)
+RETURNS uuid
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$ SELECT k.workspace_id FROM drumbeat.api_keys k WHERE k.id = p_key_id AND k.revoked_at IS NULL $$;

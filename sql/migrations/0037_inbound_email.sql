@@ -4,3 +4,14 @@
 CREATE INDEX events_email_key_idx ON drumbeat.events (workspace_id, (payload ->> 'email_key'))
     WHERE payload ? 'email_key';
 COMMENT ON INDEX drumbeat.events_email_key_idx IS 'Serves drumbeat.inbound_email: has this workspace handled this email already (a retried webhook, or the other inbound path).';
+
+-- Inbound-parse services (SendGrid, Mailgun, Postmark...) post to a URL with the credentials in it: each
+-- workspace gets an inbound secret for that, which can do nothing else (an API key could do everything its
+-- role may). Only its SHA-256 is kept; tenants cannot read it (sql/functions/grants.sql: column grants).
+ALTER TABLE drumbeat.workspaces ADD COLUMN inbound_secret_hash text;
+ALTER TABLE drumbeat.workspaces ADD CONSTRAINT workspaces_inbound_secret_is_sha256 CHECK (inbound_secret_hash ~ '^[0-9a-f]{64}$');
+COMMENT ON COLUMN drumbeat.workspaces.inbound_secret_hash IS 'SHA-256 of the secret inbound-parse services authenticate with (HTTP basic auth: the workspace id and this secret); NULL until an admin creates one.';
+
+-- An email step without a subject now follows up in the thread of the contact's previous email
+-- (sql/functions/definitions.sql checks that the first email step of a sequence has one).
+ALTER TABLE drumbeat.sequence_steps DROP CONSTRAINT sequence_steps_email_has_subject;

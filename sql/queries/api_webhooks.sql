@@ -17,3 +17,13 @@ SELECT drumbeat.inbound_sms(%(to)s, %(from)s, %(body)s, %(message_sid)s) AS outc
 -- name: record_delivery_engagement
 -- opened / clicked / unsubscribed for a signed delivery id: recorded | duplicate | unknown_delivery
 SELECT drumbeat.record_delivery_engagement(%(delivery_id)s, %(kind)s, %(payload)s) AS outcome
+
+-- name: inbound_email
+-- An inbound email for the workspace that the credentials named (app/api/inbound_email.py).
+SELECT drumbeat.inbound_email(%(workspace_id)s, %(email)s)
+
+-- name: inbound_secret_matches
+SELECT drumbeat.inbound_secret_matches(%(workspace_id)s, %(secret)s)
+
+-- name: api_key_workspace
+SELECT drumbeat.api_key_workspace(%(key_id)s)

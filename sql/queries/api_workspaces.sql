@@ -77,3 +77,6 @@ SELECT drumbeat_api.update_member_role(%(workspace_id)s, %(user_id)s, %(role)s)
 
 -- name: remove_member
 SELECT drumbeat_api.remove_member(%(workspace_id)s, %(user_id)s)
+
+-- name: rotate_inbound_secret
+SELECT drumbeat_api.rotate_inbound_secret(%(id)s)

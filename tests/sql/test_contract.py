@@ -289,7 +289,11 @@ BAD_DEFINITIONS = [
     (_mutated("settings.sms_sender_id", str(uuid.uuid4())), "settings.sms_sender_id", "no sms sender"),
     (_mutated("exit_conditions", {"on_reply": "sometimes"}), "exit_conditions.on_reply", "true or false"),
     (_with_step({"kind": "email", "subject": "Hi", "body": "Hello"}), "steps[3].kind", 'use channel "multi"'),
-    (_with_step({"kind": "email", "body": "Hello"}, "multi"), "steps[3].subject", "required"),
+    (
+        _with_step({"kind": "email", "body": "Hello"}, "multi"),
+        "steps[3].subject",
+        "first email step needs a subject",
+    ),
     (
         _with_step(
             {

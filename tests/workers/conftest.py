@@ -1,4 +1,5 @@
-"""Fixtures of the worker tests: an HTTP server standing in for Twilio's REST API (tests/support/twilio.py)."""
+"""Fixtures of the worker tests: an HTTP server standing in for Twilio's REST API (tests/support/twilio.py)
+and real SMTP servers (tests/support/smtp.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import threading
 
 import pytest
 
+from tests.support.smtp import smtp_server  # noqa: F401  (pytest fixture)
 from tests.support.twilio import TwilioStandIn
 
 

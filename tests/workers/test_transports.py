@@ -16,6 +16,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from tests.support.processes import free_port
+from tests.support.smtp import Inbox
 from tests.support.twilio import ACCOUNT_SID, Answer
 from workers.transports import Hold, Lookup, Message, SmtpTransport, TwilioTransport
 
@@ -202,54 +204,6 @@ def test_twilio_find_without_an_answer_is_none(twilio):
         )
         is None
     )
-
-
-class Inbox:
-    """What the test SMTP server received, and from which client connections (session.peer)."""
-
-    def __init__(self, rcpt_reply: str | None = None, refused: frozenset[str] = frozenset()):
-        self.messages: list = []
-        self.peers: list[tuple[str, int]] = []
-        self.rcpt_reply = rcpt_reply
-        self.refused = refused
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if self.rcpt_reply:
-            return self.rcpt_reply
-        if address in self.refused:
-            return "550 5.1.1 No such user"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(message_from_bytes(envelope.content))
-        self.peers.append(session.peer)
-        return "250 Message accepted"
-
-    def sessions(self) -> int:
-        """How many connections carried the accepted messages."""
-        return len(set(self.peers))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def smtp_server():
-    def start(rcpt_reply=None, refused=frozenset(), **server_parameters):
-        inbox = Inbox(rcpt_reply, refused)
-        controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **server_parameters)
-        controller.start()
-        started.append(controller)
-        return inbox, controller.port
-
-    started: list[Controller] = []
-    yield start
-    for controller in started:
-        controller.stop()
 
 
 def email(**changes) -> Message:
