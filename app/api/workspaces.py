@@ -43,6 +43,10 @@ class SenderCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: str | None = None
     rate_per_second: float | None = None
     daily_cap: int | None = None
+    user_id: Annotated[
+        UUID | None,
+        msgspec.Meta(description="A member whose own sender this is: enrollments assigned to them go out from it"),
+    ] = None
 
 
 class Sender(msgspec.Struct):
@@ -53,6 +57,7 @@ class Sender(msgspec.Struct):
     name: str | None
     rate_per_second: float
     daily_cap: int | None
+    user_id: UUID | None
     created_at: dt.datetime
 
 
@@ -202,7 +207,7 @@ class SenderController(Controller):
         settings = {
             k: v
             for k, v in msgspec.to_builtins(data).items()
-            if k in ("name", "rate_per_second", "daily_cap") and v is not None
+            if k in ("name", "rate_per_second", "daily_cap", "user_id") and v is not None
         }
         params = {
             "workspace_id": workspace,

@@ -10,7 +10,8 @@
 -- cap even when several caps hold different rows.
 
 -- Why: the sender a message step uses: the sequence's sms_sender_id / email_sender_id, else the
--- workspace's first sender of that channel (oldest first, so the choice is stable).
+-- workspace's first sender of that channel (oldest first, so the choice is stable), a shared one before a
+-- member's own (which serves the enrollments assigned to that member: batch_senders).
 CREATE OR REPLACE FUNCTION drumbeat.step_sender(p_workspace_id uuid, p_settings jsonb, p_channel text)
 RETURNS uuid
 LANGUAGE sql
@@ -19,7 +20,7 @@ SET search_path = ''
 AS $$
     SELECT COALESCE((p_settings ->> (p_channel || '_sender_id'))::uuid,
                     (SELECT se.id FROM drumbeat.senders se WHERE se.workspace_id = p_workspace_id AND se.channel = p_channel
-                     ORDER BY se.created_at, se.id LIMIT 1))
+                     ORDER BY se.user_id IS NOT NULL, se.created_at, se.id LIMIT 1))
 $$;
 
 -- Why: lock a batch of due enrollments of active sequences, oldest due first; SKIP LOCKED lets many
@@ -249,7 +250,8 @@ AS $$
         JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id AND st.kind IN ('sms', 'email')
         JOIN drumbeat.sequences s ON s.id = e.sequence_id
         JOIN drumbeat.workspaces w ON w.id = e.workspace_id
-        LEFT JOIN drumbeat.batch_senders(p_ids) AS bs ON bs.sequence_id = e.sequence_id AND bs.kind = st.kind
+        LEFT JOIN drumbeat.batch_senders(p_ids) AS bs
+            ON bs.sequence_id = e.sequence_id AND bs.kind = st.kind AND bs.assigned_to IS NOT DISTINCT FROM e.assigned_to
         WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
     ), senders AS (
         -- Usage per distinct sender, once per batch; today's count only where a daily cap asks for it.
@@ -317,7 +319,8 @@ AS $$
     SELECT e.id, st.kind, bs.sender_id
     FROM drumbeat.enrollments e
     JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id AND st.kind IN ('sms', 'email')
-    JOIN drumbeat.batch_senders(p_ids) AS bs ON bs.sequence_id = e.sequence_id AND bs.kind = st.kind
+    JOIN drumbeat.batch_senders(p_ids) AS bs
+            ON bs.sequence_id = e.sequence_id AND bs.kind = st.kind AND bs.assigned_to IS NOT DISTINCT FROM e.assigned_to
     WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
 $$;
 
@@ -463,7 +466,8 @@ AS $$
         FROM drumbeat.enrollments e
         JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id AND st.kind IN ('sms', 'email')
         JOIN drumbeat.contacts c ON c.id = e.contact_id
-        JOIN drumbeat.batch_senders(p_ids) AS bs ON bs.sequence_id = e.sequence_id AND bs.kind = st.kind
+        JOIN drumbeat.batch_senders(p_ids) AS bs
+            ON bs.sequence_id = e.sequence_id AND bs.kind = st.kind AND bs.assigned_to IS NOT DISTINCT FROM e.assigned_to
         WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now AND bs.sender_id IS NOT NULL
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING d.*
@@ -954,15 +958,21 @@ BEGIN
 END
 $$;
 
--- Why: the sender of each (sequence, channel) in a batch, resolved once per pair rather than per row.
+-- Why: the sender of each (sequence, channel, assignee) in a batch, resolved once per triple rather than
+-- per row: an enrollment assigned to a member goes out from that member's own sender of the channel (a rep's
+-- own mailbox or number: senders.user_id) when the workspace has one, else from the sequence's.
 CREATE OR REPLACE FUNCTION drumbeat.batch_senders(p_ids uuid[])
-RETURNS TABLE(sequence_id uuid, kind text, sender_id uuid)
+RETURNS TABLE(sequence_id uuid, kind text, assigned_to uuid, sender_id uuid)
 LANGUAGE sql
 STABLE
 SET search_path = ''
 AS $$
-    SELECT q.sequence_id, q.kind, drumbeat.step_sender(s.workspace_id, s.settings, q.kind)
-    FROM (SELECT DISTINCT e.sequence_id, st.kind
+    SELECT q.sequence_id, q.kind, q.assigned_to,
+           COALESCE((SELECT se.id FROM drumbeat.senders se
+                     WHERE se.workspace_id = s.workspace_id AND se.channel = q.kind AND se.user_id = q.assigned_to
+                     ORDER BY se.created_at, se.id LIMIT 1),
+                    drumbeat.step_sender(s.workspace_id, s.settings, q.kind))
+    FROM (SELECT DISTINCT e.sequence_id, st.kind, e.assigned_to
           FROM drumbeat.enrollments e JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
           WHERE e.id = ANY (p_ids) AND st.kind IN ('sms', 'email')) AS q
     JOIN drumbeat.sequences s ON s.id = q.sequence_id
@@ -993,7 +1003,7 @@ STABLE
 SET search_path = ''
 AS $$
     WITH due AS (
-        SELECT e.id, e.sequence_id, e.contact_id, st.kind
+        SELECT e.id, e.sequence_id, e.contact_id, e.assigned_to, st.kind
         FROM drumbeat.enrollments e JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
         WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
     ), classified AS (
@@ -1005,7 +1015,8 @@ AS $$
             ELSE 'message' END AS class
         FROM due d
         LEFT JOIN drumbeat.contacts c ON c.id = d.contact_id AND d.kind IN ('sms', 'email')
-        LEFT JOIN drumbeat.batch_senders(p_ids) AS bs ON bs.sequence_id = d.sequence_id AND bs.kind = d.kind
+        LEFT JOIN drumbeat.batch_senders(p_ids) AS bs
+            ON bs.sequence_id = d.sequence_id AND bs.kind = d.kind AND bs.assigned_to IS NOT DISTINCT FROM d.assigned_to
     )
     SELECT pg_catalog.array_agg(x.id) FILTER (WHERE x.class = 'flow'),
            pg_catalog.array_agg(x.id) FILTER (WHERE x.class = 'manual'),

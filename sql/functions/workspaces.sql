@@ -79,7 +79,8 @@ $$;
 
 -- Why: senders are the numbers / from-addresses steps go out from; admins manage them. A number or
 -- from-address belongs to one workspace (PT409 when another already uses it): replies to it are routed
--- by it. The operator may share one (drumbeat.share_sender).
+-- by it. The operator may share one (drumbeat.share_sender). settings.user_id makes it a member's own
+-- sender (a rep's mailbox): the enrollments assigned to that member go out from it.
 CREATE OR REPLACE FUNCTION drumbeat_api.create_sender(p_workspace_id uuid, p_channel text, p_address text, p_settings jsonb DEFAULT '{}')
 RETURNS uuid
 LANGUAGE plpgsql
@@ -104,14 +105,21 @@ BEGIN
     ELSIF p_channel = 'email' AND v_address !~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' THEN
         PERFORM drumbeat.raise_error('PT422', 'an email sender is an address such as sales@example.com', 'p_address');
     END IF;
-    PERFORM drumbeat.check_object(v_settings, 'p_settings', ARRAY['name', 'rate_per_second', 'daily_cap']);
+    PERFORM drumbeat.check_object(v_settings, 'p_settings', ARRAY['name', 'rate_per_second', 'daily_cap', 'user_id']);
+    IF v_settings ? 'user_id' AND NOT EXISTS (
+            SELECT 1 FROM drumbeat.workspace_members m
+            WHERE m.workspace_id = p_workspace_id AND m.user_id::text = pg_catalog.lower(v_settings ->> 'user_id')
+              AND NOT EXISTS (SELECT 1 FROM drumbeat.api_keys k WHERE k.id = m.user_id)) THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be the user id of a member of this workspace (whose own sender this is)', 'p_settings.user_id');
+    END IF;
     BEGIN
-        INSERT INTO drumbeat.senders (id, workspace_id, channel, address, name, rate_per_second, daily_cap)
+        INSERT INTO drumbeat.senders (id, workspace_id, channel, address, name, rate_per_second, daily_cap, user_id)
         VALUES (v_id, p_workspace_id, p_channel, v_address,
                 drumbeat.json_text(v_settings -> 'name', 'p_settings.name', false, 200),
                 CASE WHEN v_settings ? 'rate_per_second'
                      THEN drumbeat.json_int(v_settings -> 'rate_per_second', 'p_settings.rate_per_second', 1, 1000) ELSE 1 END,
-                CASE WHEN v_settings ? 'daily_cap' THEN drumbeat.json_int(v_settings -> 'daily_cap', 'p_settings.daily_cap', 1, 10000000) END)
+                CASE WHEN v_settings ? 'daily_cap' THEN drumbeat.json_int(v_settings -> 'daily_cap', 'p_settings.daily_cap', 1, 10000000) END,
+                pg_catalog.lower(v_settings ->> 'user_id')::uuid)
         ON CONFLICT ON CONSTRAINT senders_address_unique DO NOTHING;
         v_added := FOUND;
     EXCEPTION WHEN unique_violation THEN

@@ -15,3 +15,9 @@ COMMENT ON COLUMN drumbeat.workspaces.inbound_secret_hash IS 'SHA-256 of the sec
 -- An email step without a subject now follows up in the thread of the contact's previous email
 -- (sql/functions/definitions.sql checks that the first email step of a sequence has one).
 ALTER TABLE drumbeat.sequence_steps DROP CONSTRAINT sequence_steps_email_has_subject;
+
+-- A member's own sender (a rep's mailbox or number): enrollments assigned to that member go out from it
+-- (drumbeat.batch_senders, which now resolves senders per assignee too: its result gains a column).
+ALTER TABLE drumbeat.senders ADD COLUMN user_id uuid;
+COMMENT ON COLUMN drumbeat.senders.user_id IS 'The member whose own sender this is: enrollments assigned to them are sent from it; NULL for the workspace''s shared senders.';
+DROP FUNCTION IF EXISTS drumbeat.batch_senders(uuid[]);

@@ -23,12 +23,12 @@ SELECT drumbeat_api.set_holidays(%(workspace_id)s, %(dates)s)
 SELECT drumbeat_api.create_sender(%(workspace_id)s, %(channel)s, %(address)s, %(settings)s) AS id
 
 -- name: list_senders
-SELECT se.id, se.workspace_id, se.channel, se.address, se.name, se.rate_per_second, se.daily_cap, se.created_at
+SELECT se.id, se.workspace_id, se.channel, se.address, se.name, se.rate_per_second, se.daily_cap, se.user_id, se.created_at
 FROM drumbeat.senders se WHERE se.workspace_id = %(workspace_id)s
 ORDER BY se.created_at, se.id
 
 -- name: get_sender
-SELECT se.id, se.workspace_id, se.channel, se.address, se.name, se.rate_per_second, se.daily_cap, se.created_at
+SELECT se.id, se.workspace_id, se.channel, se.address, se.name, se.rate_per_second, se.daily_cap, se.user_id, se.created_at
 FROM drumbeat.senders se WHERE se.id = %(id)s
 
 -- name: list_channel_holds

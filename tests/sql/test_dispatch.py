@@ -656,3 +656,36 @@ def test_a_sequence_sends_from_the_sender_its_settings_name(conn, tenant):
     sent_from = {d["context"]["contact"]["first_name"]: d["from_address"] for d in claim(conn)}
     assert sent_from["Pinned"] == "+15550004444"
     assert sent_from["Default"] not in ("+15550004444", None)
+
+
+def test_an_enrollment_assigned_to_a_rep_goes_out_from_the_rep_s_own_sender(conn, tenant):
+    """The rep's own mailbox for the enrollments assigned to them; the workspace's sender for the rest."""
+    rep = uuid.uuid4()
+    tenant.as_owner()
+    call(conn, "add_member", tenant.workspace_id, rep, "member")
+    call(
+        conn,
+        "create_sender",
+        tenant.workspace_id,
+        "email",
+        "riley@acme.example",
+        Jsonb({"user_id": str(rep)}),
+    )
+    with sql_error(conn, "PT422", field="p_settings.user_id", match="member of this workspace"):
+        call(
+            conn,
+            "create_sender",
+            tenant.workspace_id,
+            "email",
+            "nobody@acme.example",
+            Jsonb({"user_id": str(uuid.uuid4())}),
+        )
+    sequence = tenant.sequence(
+        sms_sequence(channel="email", steps=[{"kind": "email", "subject": "Hi", "body": "Hello"}])
+    )
+    mine, theirs = tenant.contact(email="m@example.com"), tenant.contact(email="t@example.com")
+    tenant.enroll(sequence, [mine], assigned_to=rep)
+    tenant.enroll(sequence, [theirs])
+    senders = {row["to_address"]: row["from_address"] for row in claim(conn)}
+    assert senders["m@example.com"] == "riley@acme.example"
+    assert senders["t@example.com"] not in ("riley@acme.example", None)
