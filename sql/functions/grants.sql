@@ -40,14 +40,16 @@ GRANT SELECT ON TABLE drumbeat.channel_holds, drumbeat.contacts, drumbeat.delive
 GRANT SELECT (id, workspace_id, name, prefix, role, created_by, created_at, last_used_at, revoked_at)
     ON TABLE drumbeat.api_keys TO authenticated;
 GRANT SELECT (id, name, timezone, settings, sms_credits, created_at) ON TABLE drumbeat.workspaces TO authenticated;
+GRANT SELECT (sender_id, workspace_id, host, port, security, username, folder, uidvalidity, last_uid, checked_at,
+    error, created_at, updated_at) ON TABLE drumbeat.sender_mailboxes TO authenticated;
 -- The contract writes for them; events stay append-only (no UPDATE or DELETE for anyone but service_role).
 GRANT SELECT ON TABLE drumbeat.channel_holds, drumbeat.deliveries, drumbeat.outbox, drumbeat.timezones TO
     drumbeat_contract;
 GRANT SELECT, INSERT ON TABLE drumbeat.events TO drumbeat_contract;
 GRANT SELECT, INSERT, DELETE ON TABLE drumbeat.holidays TO drumbeat_contract;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.api_keys, drumbeat.contacts, drumbeat.enrollments,
-    drumbeat.senders, drumbeat.sequence_steps, drumbeat.sequences, drumbeat.tasks, drumbeat.workspace_members,
-    drumbeat.workspaces TO drumbeat_contract;
+    drumbeat.sender_mailboxes, drumbeat.senders, drumbeat.sequence_steps, drumbeat.sequences, drumbeat.tasks,
+    drumbeat.workspace_members, drumbeat.workspaces TO drumbeat_contract;
 GRANT USAGE ON SEQUENCE drumbeat.events_id_seq TO drumbeat_contract;
 GRANT SELECT ON TABLE drumbeat.api_keys, drumbeat.workspace_members TO drumbeat_definer;
 GRANT SELECT ON TABLE drumbeat.api_keys, drumbeat.holidays, drumbeat.senders, drumbeat.sequence_steps,
@@ -64,6 +66,8 @@ GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO drumbe
 GRANT USAGE ON SEQUENCE drumbeat.events_id_seq, drumbeat.outbox_id_seq TO service_role;
 GRANT UPDATE (sms_credits) ON TABLE drumbeat.workspaces TO drumbeat_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.channel_holds TO drumbeat_worker, service_role;
+GRANT SELECT, UPDATE (uidvalidity, last_uid, checked_at, error) ON TABLE drumbeat.sender_mailboxes TO drumbeat_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.sender_mailboxes TO service_role;
 -- A reservation the worker never started leaves no row (drumbeat.release_reservations); nothing else deletes.
 GRANT DELETE ON TABLE drumbeat.deliveries TO drumbeat_worker;
 GRANT UPDATE (last_used_at) ON TABLE drumbeat.api_keys TO drumbeat_definer;
@@ -172,6 +176,8 @@ GRANT EXECUTE ON FUNCTION drumbeat.delivery_status(p_provider_message_id text, p
     drumbeat.inbound_email(p_workspace_id uuid, p_email jsonb), drumbeat.inbound_email_contact(p_workspace_id
     uuid, p_addresses text[]), drumbeat.hold_until_back(p_enrollment_ids uuid[], p_back date),
     drumbeat.inbound_secret_matches(p_workspace_id uuid, p_secret text), drumbeat.api_key_workspace(p_key_id uuid),
+    drumbeat.watched_mailboxes(), drumbeat.mailbox_checked(p_sender_id uuid, p_uidvalidity bigint, p_last_uid
+    bigint, p_error text),
     drumbeat.record_delivery_engagement(p_delivery_id uuid, p_kind text, p_payload jsonb),
     drumbeat.sms_keyword(p_body text) TO drumbeat_worker, service_role;
 

@@ -159,7 +159,7 @@ DECLARE
 BEGIN
     FOREACH v_table IN ARRAY ARRAY['timezones', 'workspaces', 'workspace_members', 'api_keys', 'senders',
         'contacts', 'sequences', 'sequence_steps', 'enrollments', 'deliveries', 'tasks', 'events', 'holidays',
-        'outbox', 'channel_holds']
+        'outbox', 'channel_holds', 'sender_mailboxes']
     LOOP
         EXECUTE pg_catalog.format(
             'CREATE POLICY %I ON drumbeat.%I TO service_role USING (true) WITH CHECK (true)',
@@ -180,7 +180,7 @@ DECLARE
     v_contract text := '(SELECT drumbeat.is_trusted_caller()) OR ' || v_mine;
 BEGIN
     FOREACH v_table IN ARRAY ARRAY['api_keys', 'senders', 'contacts', 'sequences', 'sequence_steps',
-        'enrollments', 'tasks', 'deliveries', 'events', 'outbox']
+        'enrollments', 'tasks', 'deliveries', 'events', 'outbox', 'sender_mailboxes']
     LOOP
         EXECUTE pg_catalog.format('CREATE POLICY %I ON drumbeat.%I FOR SELECT TO authenticated USING (%s)',
             v_table || '_member_read', v_table, v_mine);

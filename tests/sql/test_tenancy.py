@@ -91,6 +91,8 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
     call(conn, "record_event", contacts[4], "unsubscribed", Jsonb({"channel": "sms"}))
     member = uuid.uuid4()
     call(conn, "add_member", tenant.workspace_id, member, "member")
+    mailbox = {"host": "imap.example.com", "username": f"{name}@example.com", "password_sealed": "v1:sealed"}
+    call(conn, "set_sender_mailbox", email_sender, Jsonb(mailbox))
 
     superuser(conn)
     steps = [
@@ -156,6 +158,10 @@ def add_member(conn: psycopg.Connection, workspace_id: uuid.UUID, role: str) -> 
 # An API key's hash is not for tenants to read, not even their own keys', nor the inbound secret's.
 API_KEY_COLUMNS = "id, workspace_id, name, prefix, role, created_by, created_at, last_used_at, revoked_at"
 WORKSPACE_COLUMNS = "id, name, timezone, settings, sms_credits, created_at"
+MAILBOX_COLUMNS = (
+    "sender_id, workspace_id, host, port, security, username, folder, uidvalidity, last_uid, checked_at, error, "
+    "created_at, updated_at"
+)
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,8 @@ TABLES = {
     "outbox": Table(writes=()),
     # A sender's hold belongs to the sender's workspace; a whole channel's hold (the operator's shared
     # credentials) is seen by every tenant. Only the dispatcher writes them.
+    # The IMAP password stays the API's and the worker's.
+    "sender_mailboxes": Table(columns=MAILBOX_COLUMNS, rewritten="folder"),
     "channel_holds": Table(
         tenant="(SELECT se.workspace_id FROM drumbeat.senders se WHERE se.id = sender_id)",
         shared="sender_id IS NULL",
@@ -202,6 +210,9 @@ INSERT_ENROLLMENT = """INSERT INTO drumbeat.enrollments (workspace_id, sequence_
 INSERT_TASK = """INSERT INTO drumbeat.tasks (workspace_id, enrollment_id, step_id, contact_id, kind, title, due_at)
                  VALUES (%s, %s, %s, %s, 'task', 'Evil', now())"""
 
+INSERT_MAILBOX = """INSERT INTO drumbeat.sender_mailboxes (sender_id, workspace_id, host, port, security, username,
+                                                                password_sealed)
+                    VALUES (%s, %s, 'imap.evil.example', 993, 'ssl', 'evil', 'v1:x')"""
 INSERT_HOLD = """INSERT INTO drumbeat.channel_holds (channel, sender_id, reason, held_since, probe_at)
                  VALUES ('sms', %s, 'rate_limited', now(), now() + interval '1 second')"""
 
@@ -258,6 +269,7 @@ INSERT_INTO_B: dict[str, Callable[[World], tuple[str, tuple]]] = {
         (w.b.workspace_id, w.b.delivery),
     ),
     "channel_holds": lambda w: (INSERT_HOLD, (w.b.sms_sender,)),
+    "sender_mailboxes": lambda w: (INSERT_MAILBOX, (w.b.email_sender, w.b.workspace_id)),
 }
 
 
@@ -557,6 +569,13 @@ CASES = {
     "delete_workspace": Case(lambda r: (r.workspace_id,), min_role="owner"),
     # It returns the new secret; what it writes (the secret's hash) is a column no snapshot reads.
     "rotate_inbound_secret": Case(lambda r: (r.workspace_id,), min_role="admin", writes=False),
+    "set_sender_mailbox": Case(
+        lambda r: (
+            r.email_sender,
+            Jsonb({"host": "imap.other.example", "username": "u", "password_sealed": "v1:y"}),
+        ),
+        min_role="admin",
+    ),
 }
 SCOPED = [name for name, case in CASES.items() if case.scoped]
 
