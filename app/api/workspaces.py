@@ -45,7 +45,9 @@ class SenderCreate(msgspec.Struct, forbid_unknown_fields=True):
     daily_cap: int | None = None
     user_id: Annotated[
         UUID | None,
-        msgspec.Meta(description="A member whose own sender this is: enrollments assigned to them go out from it"),
+        msgspec.Meta(
+            description="A member whose own sender this is: enrollments assigned to them go out from it"
+        ),
     ] = None
 
 
