@@ -1,7 +1,8 @@
 """A real IMAP server for the tests: Debian's Dovecot (package dovecot-imapd, which .ci/run installs), run as
 a child process with a configuration of its own in a temporary directory. It listens on 127.0.0.1 only,
 on free ports: plain IMAP (which also offers STARTTLS) and IMAP over TLS, with a self-signed certificate
-made for the test run. Cleartext login is allowed without TLS, so tests can log in on the plain port.
+made for the test run. Cleartext login is allowed without TLS, so tests can log in on the plain port. Dovecot 2.3 (Debian 12) and
+2.4 (Debian 13, which renamed most settings) each get a configuration of their own.
 
 Users come from a passwd-file (USERS); their Maildirs live in the temporary directory. Mail is put in a
 mailbox with IMAP APPEND (`append`), as a test's own client, so no delivery agent is involved.
@@ -188,6 +189,71 @@ service anvil {{
 """
 
 
+def dovecot_24_config(server: DovecotServer) -> str:
+    """dovecot.conf for Dovecot 2.4 (Debian 13), whose settings were renamed and regrouped."""
+    root, accounts = server.root, server.accounts
+    no_chroot = "" if accounts.as_root else "  chroot =\n"
+    capability = "" if server.idle else "imap_capability {\n  IDLE = no\n}\n"
+    return f"""\
+# Written by tests/support/imap.py for one test: nothing here is read by the system's own Dovecot.
+dovecot_config_version = 2.4.0
+dovecot_storage_version = 2.4.0
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = yes
+ssl_server_cert_file = {server.certificate.cert_path}
+ssl_server_key_file = {server.certificate.key_path}
+# Tests log in on the plain port: LOGIN and AUTHENTICATE PLAIN without TLS.
+auth_allow_cleartext = yes
+auth_mechanisms = plain login
+# A refused login is answered at once, not after the default 2 s meant to slow down guessing.
+auth_failure_delay = 0
+default_internal_user = {accounts.service_user}
+default_internal_group = {accounts.service_group}
+default_login_user = {accounts.service_user}
+first_valid_uid = {accounts.mail_uid}
+first_valid_gid = {accounts.mail_gid}
+mail_driver = maildir
+mail_home = {root}/mail/%{{user}}
+mail_path = {root}/mail/%{{user}}
+namespace inbox {{
+  inbox = yes
+}}
+{capability}
+passdb passwd-file {{
+  passwd_file_path = {root}/users
+  default_password_scheme = PLAIN
+}}
+userdb passwd-file {{
+  passwd_file_path = {root}/users
+  fields {{
+    uid = {accounts.mail_uid}
+    gid = {accounts.mail_gid}
+    home = {root}/mail/%{{user}}
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    listen = 127.0.0.1
+    port = {server.port}
+  }}
+  inet_listener imaps {{
+    listen = 127.0.0.1
+    port = {server.tls_port}
+    ssl = yes
+  }}
+{no_chroot}}}
+service anvil {{
+{no_chroot}}}
+"""
+
+
+CONFIG_WRITERS = {(2, 3): dovecot_23_config, (2, 4): dovecot_24_config}
+
+
 def email_bytes(subject: str, body: str = "Hello", *, message_id: str | None = None) -> bytes:
     message = email.message.EmailMessage()
     message["From"] = "Contact <contact@example.com>"
@@ -217,9 +283,10 @@ class DovecotServer:
 
     def __post_init__(self) -> None:
         self.version = dovecot_version(self.binary)
-        if self.version[:2] != (2, 3):
+        write_config = CONFIG_WRITERS.get(self.version[:2])
+        if write_config is None:
             raise RuntimeError(
-                f"tests/support/imap.py writes a Dovecot 2.3 configuration; Dovecot "
+                f"tests/support/imap.py writes configurations for Dovecot 2.3 and 2.4; Dovecot "
                 f"{'.'.join(map(str, self.version))} is installed: teach it that version's settings"
             )
         self.root.chmod(0o711)  # `nobody` (login and mail processes) must reach its files inside
@@ -230,7 +297,7 @@ class DovecotServer:
             encoding="utf-8",
         )
         self.config_path = self.root / "dovecot.conf"
-        self.config_path.write_text(dovecot_23_config(self))
+        self.config_path.write_text(write_config(self))
 
     # --- the server -------------------------------------------------------------------------------------
 
