@@ -39,6 +39,7 @@ from app.core.queries import queries
 from app.core.settings import Settings
 from workers import reconnect
 from workers.dispatcher import Dispatcher
+from workers.mailboxes import Mailboxes
 from workers.transports import OutboxTransport, SmtpTransport, Transport, TwilioTransport
 
 log = logging.getLogger("drumbeat.worker")
@@ -318,6 +319,8 @@ async def run_beside(settings: Settings, concurrency: int = 4) -> None:
     is started again, on a new connection pool, as soon as Postgres answers (probed with backoff:
     workers/reconnect.py), for as long as nobody asked it to stop."""
     _stopping.clear()  # a process may run several workers one after another (tests, `drumbeat demo`)
+    mailboxes = Mailboxes.for_settings(settings)  # IMAP inboxes, in threads of their own
+    mailboxes.start()
     # One app for every restart: its connector makes a new pool each time it is opened, and building the app
     # again would prefix the blueprint's task names once more (add_tasks_from renames them in place).
     app = build_app(settings)
@@ -342,6 +345,8 @@ async def run_beside(settings: Settings, concurrency: int = 4) -> None:
             await asyncio.sleep(delay)
     except asyncio.CancelledError:
         stop_dispatching()  # asked to stop while no procrastinate worker was running: nothing to wait for
+    finally:
+        mailboxes.stop()
 
 
 async def _until_database_answers(settings: Settings) -> None:

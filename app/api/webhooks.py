@@ -36,7 +36,7 @@ from twilio.request_validator import (
 from app.api.errors import error_response
 from app.core import event_log
 from app.core.db import fetch_all, fetch_value
-from app.core.errors import DrumbeatError, Forbidden, Invalid
+from app.core.errors import Forbidden, Invalid, NotConfigured
 from app.core.links import LinkSigner
 from app.core.queries import queries
 from app.core.settings import Settings
@@ -88,13 +88,6 @@ def _settings(request: Request) -> Settings:
 
 
 # --- Twilio ------------------------------------------------------------------------------------------
-
-
-class NotConfigured(DrumbeatError):
-    """This server lacks the setting a webhook needs to verify its caller: 503, not a 500."""
-
-    def __init__(self, message: str):
-        super().__init__(message, None, 503, "not_configured")
 
 
 async def verified_twilio_form(request: Request) -> Any:

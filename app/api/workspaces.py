@@ -15,7 +15,10 @@ from psycopg.types.json import Jsonb
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.errors import contract_fields
 from app.core.db import fetch_all, fetch_one, fetch_value, require_row
+from app.core.errors import NotConfigured
 from app.core.queries import queries
+from app.core.secret_box import SecretBox
+from app.core.settings import ConfigError
 
 Q = queries("api_workspaces")
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -61,6 +64,32 @@ class Sender(msgspec.Struct):
     daily_cap: int | None
     user_id: UUID | None
     created_at: dt.datetime
+
+
+class MailboxSet(msgspec.Struct, forbid_unknown_fields=True):
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=255, examples=["imap.gmail.com"])]
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=320)]
+    password: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=1000, description="Stored encrypted; never shown")
+    ]
+    security: Literal["ssl", "starttls", "none"] = "ssl"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    folder: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] = "INBOX"
+
+
+class Mailbox(msgspec.Struct):
+    """An email sender's inbox, watched over IMAP for replies: when the worker last read it and what
+    stopped it, if anything (a refused login, an unreachable server)."""
+
+    sender_id: UUID
+    host: str
+    port: int
+    security: str
+    username: str
+    folder: str
+    checked_at: dt.datetime | None
+    error: str | None
+    updated_at: dt.datetime
 
 
 class ChannelHold(msgspec.Struct):
@@ -227,6 +256,38 @@ class SenderController(Controller):
             await fetch_all(db, Q["list_senders"], {"workspace_id": workspace}), list[Sender]
         )
 
+    @put(
+        "/{sender_id:uuid}/mailbox",
+        summary="Watch an email sender's inbox over IMAP for replies (admins)",
+        description="The alternative to the inbound email webhook: the worker reads the inbox (IDLE, else polling) "
+        "and handles replies, auto-replies and bounces as they arrive, from the next message on. The password is "
+        "stored encrypted with DRUMBEAT_SECRET_KEY and never shown again.",
+        status_code=200,
+    )
+    async def set_mailbox(
+        self, request: Request, db: Db, sender_id: FromPath[UUID], data: JSONBody[MailboxSet]
+    ) -> Mailbox:
+        try:
+            box = SecretBox.from_settings(request.app.state.settings)
+        except ConfigError as error:
+            raise NotConfigured(str(error)) from error
+        mailbox = msgspec.to_builtins(data) | {"password_sealed": box.seal(data.password)}
+        del mailbox["password"]
+        if data.port is None:
+            del mailbox["port"]
+        async with contract_fields():
+            await fetch_one(db, Q["set_sender_mailbox"], {"sender_id": sender_id, "mailbox": Jsonb(mailbox)})
+        return await sender_mailbox(db, sender_id)
+
+    @get("/{sender_id:uuid}/mailbox", summary="The sender's watched inbox and how its last check went")
+    async def mailbox(self, db: Db, sender_id: FromPath[UUID]) -> Mailbox:
+        return await sender_mailbox(db, sender_id)
+
+    @delete("/{sender_id:uuid}/mailbox", summary="Stop watching the sender's inbox (admins)")
+    async def remove_mailbox(self, db: Db, sender_id: FromPath[UUID]) -> None:
+        async with contract_fields():
+            await fetch_one(db, Q["set_sender_mailbox"], {"sender_id": sender_id, "mailbox": None})
+
 
 class ChannelHoldController(Controller):
     path = "/channel-holds"
@@ -305,6 +366,11 @@ class MemberController(Controller):
     async def remove(self, db: Db, workspace: WorkspaceId, user_id: FromPath[UUID]) -> None:
         async with contract_fields():
             await fetch_one(db, Q["remove_member"], {"workspace_id": workspace, "user_id": user_id})
+
+
+async def sender_mailbox(db: Db, sender_id: UUID) -> Mailbox:
+    row = await fetch_one(db, Q["get_sender_mailbox"], {"sender_id": sender_id})
+    return msgspec.convert(require_row(row, "mailbox", "sender_id"), Mailbox)
 
 
 async def member(db: Db, workspace: UUID, user_id: UUID) -> Member:

@@ -42,6 +42,14 @@ class Conflict(DrumbeatError):
         super().__init__(message, field, 409, "conflict")
 
 
+class NotConfigured(DrumbeatError):
+    """This server lacks a setting the request needs (a webhook's verification secret, the key that encrypts
+    stored passwords): 503, not a 500."""
+
+    def __init__(self, message: str):
+        super().__init__(message, None, 503, "not_configured")
+
+
 class Invalid(DrumbeatError):
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message, field, 422, "invalid")

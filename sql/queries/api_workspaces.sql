@@ -80,3 +80,11 @@ SELECT drumbeat_api.remove_member(%(workspace_id)s, %(user_id)s)
 
 -- name: rotate_inbound_secret
 SELECT drumbeat_api.rotate_inbound_secret(%(id)s)
+
+-- name: set_sender_mailbox
+SELECT drumbeat_api.set_sender_mailbox(%(sender_id)s, %(mailbox)s)
+
+-- name: get_sender_mailbox
+-- Never the password: tenants may not read it (a column grant), and it is sealed besides.
+SELECT m.sender_id, m.host, m.port, m.security, m.username, m.folder, m.checked_at, m.error, m.updated_at
+FROM drumbeat.sender_mailboxes m WHERE m.sender_id = %(sender_id)s
