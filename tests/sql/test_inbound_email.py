@@ -115,6 +115,12 @@ def test_a_reply_after_the_last_step_still_counts_for_it(conn, tenant, sent):
     assert inbound(conn, tenant, email(references=[])) == "replied"
     [reply] = events(conn, "replied")
     assert (reply["enrollment"], reply["delivery"]) == (sent["enrollment"], sent["delivery"])
+    tenant.as_owner()
+    [(stats,)] = conn.execute(
+        "SELECT drumbeat_api.sequence_stats(sequence_id) FROM drumbeat.enrollments WHERE id = %s",
+        (sent["enrollment"],),
+    ).fetchall()
+    assert [step["replied"] for step in stats["steps"]][:1] == [1]
 
 
 def test_an_auto_reply_is_not_a_reply_and_holds_the_next_step_until_the_person_is_back(conn, tenant, sent):
