@@ -4,6 +4,8 @@ client connections. `smtp_server(...)` starts one (several if asked); all stop w
 from __future__ import annotations
 
 from email import message_from_bytes
+from email.message import EmailMessage, Message
+from email.utils import make_msgid
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -51,3 +53,19 @@ def smtp_server():
     yield start
     for controller in started:
         controller.stop()
+
+
+def reply_to(sent: Message, text: str, **headers: str) -> bytes:
+    """The raw answer to a message the SMTP server received, as a mail client writes one: To and From
+    swapped, "Re:", In-Reply-To and References naming it; `headers` (Auto_Submitted="auto-replied") add
+    to or replace those."""
+    reply = EmailMessage()
+    reply["From"], reply["To"] = sent["To"], sent["From"]
+    reply["Subject"] = "Re: " + sent["Subject"]
+    reply["Message-ID"] = make_msgid(domain="example.com")
+    reply["In-Reply-To"] = reply["References"] = sent["Message-ID"]
+    for name, value in headers.items():
+        del reply[name.replace("_", "-")]
+        reply[name.replace("_", "-")] = value
+    reply.set_content(text)
+    return reply.as_bytes()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -20,6 +20,7 @@ import pytest
 from tests.sql.factories import new_tenant, sms_sequence
 from tests.support.api import api_settings, client  # noqa: F401  (pytest fixtures)
 from tests.support.processes import DRUMBEAT, worker_environment
+from tests.support.smtp import reply_to
 
 PATH = "/api/v1/webhooks/email/inbound"
 STEPS = [
@@ -69,19 +70,6 @@ def statuses(db_url: str, enrollments: dict[str, str]) -> dict[str, str]:
                 for name, id_ in enrollments.items()}  # fmt: skip
 
 
-def answer(to_message: Message, text: str, **headers: str) -> bytes:
-    reply = EmailMessage()
-    reply["From"], reply["To"] = to_message["To"], to_message["From"]
-    reply["Subject"] = "Re: " + to_message["Subject"]
-    reply["Message-ID"] = make_msgid(domain="example.com")
-    reply["In-Reply-To"] = reply["References"] = to_message["Message-ID"]
-    for name, value in headers.items():
-        del reply[name.replace("_", "-")]
-        reply[name.replace("_", "-")] = value
-    reply.set_content(text)
-    return reply.as_bytes()
-
-
 def bounce(original: Message) -> bytes:
     """A Postfix-style DSN (RFC 3464): the failed recipient, 5.1.1, and the original's headers."""
     report = MIMEMultipart("report", report_type="delivery-status")
@@ -125,10 +113,10 @@ def test_replies_stop_a_sequence_and_the_follow_up_is_threaded(db_url, world, sm
         assert {parseaddr(m["From"]) for m in first.values()} == {("Riley Rep", "riley@acme.example")}
         assert first[PEOPLE["ada"]]["Subject"] == "Quick question, Ada"
 
-        ada_reply = answer(first[PEOPLE["ada"]], "Yes, Tuesday works.\n\n> Hi Ada")
+        ada_reply = reply_to(first[PEOPLE["ada"]], "Yes, Tuesday works.\n\n> Hi Ada")
         assert post(client, world["key"], ada_reply) == "replied"
         assert post(client, world["key"], ada_reply) == "duplicate"
-        out_of_office = answer(first[PEOPLE["bob"]], "I am out of the office, with limited access to email.",
+        out_of_office = reply_to(first[PEOPLE["bob"]], "I am out of the office, with limited access to email.",
                                Auto_Submitted="auto-replied", Subject="Automatic reply: Quick question, Bob")  # fmt: skip
         assert post(client, world["key"], out_of_office) == "auto_replied"
         assert post(client, world["key"], bounce(first[PEOPLE["cy"]])) == "bounced"

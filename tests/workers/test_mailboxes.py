@@ -8,8 +8,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from email.message import EmailMessage
-from email.utils import make_msgid, parseaddr
+from email.utils import parseaddr
 
 import psycopg
 import pytest
@@ -18,6 +17,7 @@ from tests.sql.factories import new_tenant, sms_sequence
 from tests.support.api import LINK_SECRET, api_settings, client  # noqa: F401  (pytest fixtures)
 from tests.support.imap import USERS
 from tests.support.processes import DRUMBEAT, worker_environment
+from tests.support.smtp import reply_to
 
 STEPS = [
     {"kind": "email", "subject": "Quick question", "body": "Hi {{ contact.first_name }}"},
@@ -59,18 +59,6 @@ def one(db_url: str, query: str, *params):
         return conn.execute(query, params).fetchone()[0]
 
 
-def answer(sent, text: str, **headers: str) -> bytes:
-    reply = EmailMessage()
-    reply["From"], reply["To"] = sent["To"], sent["From"]
-    reply["Subject"] = "Re: " + sent["Subject"]
-    reply["Message-ID"] = make_msgid(domain="example.com")
-    reply["In-Reply-To"] = reply["References"] = sent["Message-ID"]
-    for name, value in headers.items():
-        reply[name.replace("_", "-")] = value
-    reply.set_content(text)
-    return reply.as_bytes()
-
-
 def test_a_reply_in_the_watched_inbox_ends_the_enrollment(db_url, world, dovecot, smtp_server, client):  # noqa: F811
     mailbox = {
         "host": "127.0.0.1",
@@ -96,13 +84,13 @@ def test_a_reply_in_the_watched_inbox_ends_the_enrollment(db_url, world, dovecot
         watched = "SELECT uidvalidity IS NOT NULL FROM drumbeat.sender_mailboxes"
         wait_until(lambda: one(db_url, watched), "the watcher's first look at the inbox", worker)
 
-        reply = answer(sent["ada@example.com"], "Yes, Tuesday works.\n\n> Hi Ada")
+        reply = reply_to(sent["ada@example.com"], "Yes, Tuesday works.\n\n> Hi Ada")
         dovecot.append(reply)
         status = "SELECT status FROM drumbeat.enrollments WHERE id = %s"
         wait_until(lambda: one(db_url, status, world["ada"]) == "replied", "Ada's reply", worker)
 
         dovecot.restart()
-        out_of_office = answer(sent["bob@example.com"], "Back on Monday.", Auto_Submitted="auto-replied")
+        out_of_office = reply_to(sent["bob@example.com"], "Back on Monday.", Auto_Submitted="auto-replied")
         dovecot.append(out_of_office)
         auto_replied = "SELECT count(*) FROM drumbeat.events WHERE kind = 'auto_replied'"
         wait_until(
