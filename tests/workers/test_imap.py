@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -182,6 +183,14 @@ def test_a_server_gone_for_longer_than_retry_for_is_unavailable(dovecot):
         ImapInbox(settings, retry_for=1).fetch_new(None)
     assert time.monotonic() - started < PATIENCE_SECONDS
     assert isinstance(raised.value.__cause__, ConnectionRefusedError)
+
+
+def test_a_server_that_accepts_but_never_answers_times_out():
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connections wait in its backlog, unanswered
+        settings = ImapSettings("127.0.0.1", silent.getsockname()[1], "none", "alice", "pw", timeout=0.2)
+        with pytest.raises(ImapUnavailable) as raised:
+            ImapInbox(settings, retry_for=1).fetch_new(None)
+    assert isinstance(raised.value.__cause__, TimeoutError)
 
 
 def test_a_dovecot_crash_during_a_wait_ends_it_and_the_next_wait_idles_again(dovecot, inbox):
