@@ -17,6 +17,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.types.json import Jsonb
 
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.api.errors import contract_fields
 from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core.db import fetch_all, fetch_one, fetch_value, require_row
 from app.core.errors import DrumbeatError, NotFound
@@ -527,9 +528,60 @@ class TaskController(Controller):
         return msgspec.convert(row, Task)
 
 
+class FeedEvent(msgspec.Struct):
+    cursor: Annotated[str, msgspec.Meta(description="Pass it as `after` to read on from this event")]
+    id: int
+    type: str
+    occurred_at: dt.datetime
+    data: Annotated[
+        dict[str, Any],
+        msgspec.Meta(
+            description="Every id the event concerns and the status it left; never a message's text"
+        ),
+    ]
+
+
+class EventFeed(msgspec.Struct):
+    items: list[FeedEvent]
+    next_cursor: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="The `after` of the next page (the last item's cursor; the one "
+            "given when there was nothing new)"
+        ),
+    ]
+
+
 class EventController(Controller):
     path = "/events"
     tags = ["events"]
+    dependencies = {"workspace": Provide(provide_workspace_id)}
+
+    @get(
+        "/",
+        summary="The workspace's events after a cursor, oldest first: a feed that never skips one",
+        description="Page with `after` (the last cursor you handled) until `items` is empty, then poll, or "
+        "LISTEN to drumbeat_events. An event shows once every transaction that began before it has ended "
+        "(usually milliseconds), so an event committed late never lands behind a cursor already given out. "
+        "`types` filters (repeat it, or separate with commas): sequence.enrollment.created, .completed, "
+        ".replied, .exited, .paused, .resumed, sequence.step.executed, sequence.step.pending_manual, "
+        "task.completed, message.sent, .delivered, .failed, .bounced, .unknown, .opened, .clicked, "
+        "contact.opted_out, contact.opted_in, contact.bounced.",
+    )
+    async def feed(
+        self,
+        db: Db,
+        workspace: WorkspaceId,
+        after: Annotated[str | None, QueryParameter(description="The last cursor you handled")] = None,
+        types: Annotated[list[str] | None, QueryParameter(description="Only these types")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> EventFeed:
+        wanted = [t.strip() for value in types or [] for t in value.split(",") if t.strip()] or None
+        params = {"workspace_id": workspace, "after": after, "types": wanted, "limit": limit}
+        async with contract_fields():
+            rows = await fetch_all(db, Q["list_events"], params)
+        items = msgspec.convert(rows, list[FeedEvent])
+        return EventFeed(items, items[-1].cursor if items else after)
 
     @post(
         "/",

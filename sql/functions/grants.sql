@@ -197,6 +197,12 @@ END
 $contract_owner$;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat_api TO authenticated, service_role, drumbeat_contract;
 
+-- Publishing events: every writer of events fires the NOTIFY trigger; the feed's helpers are the contract's.
+GRANT EXECUTE ON FUNCTION drumbeat.notify_events(), drumbeat.event_type(p_kind text, p_delivery_id uuid)
+    TO drumbeat_contract, drumbeat_worker, service_role;
+GRANT EXECUTE ON FUNCTION drumbeat.event_data(p_event drumbeat.events), drumbeat.feed_position(p_after text,
+    OUT tx xid8, OUT id bigint) TO drumbeat_contract, service_role;
+
 -- What only the contract calls.
 GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name text, p_role text, p_created_by
     uuid), drumbeat.check_member_role(p_role text, p_field text), drumbeat.require_owner_for_owner_role(

@@ -175,3 +175,8 @@ FROM drumbeat.events ev
 LEFT JOIN drumbeat.enrollments e ON e.id = ev.enrollment_id
 WHERE ev.contact_id = %(contact_id)s AND ev.kind = %(kind)s::text AND ev.occurred_at = drumbeat.clock_now()
 ORDER BY ev.id
+
+-- name: list_events
+-- The events feed (drumbeat_api.list_events): published events after a cursor, never skipping one.
+SELECT e.cursor, e.id, e.type, e.occurred_at, e.data
+FROM drumbeat_api.list_events(%(workspace_id)s, %(after)s, %(types)s, %(limit)s) AS e

@@ -528,6 +528,8 @@ class Case:
     min_role: str = "member"
     writes: bool = True  # the allowed call changes the tenant's rows (else: it returns something)
     scoped: bool = True  # it takes a tenant's id (create_workspace does not)
+    # The feed shows only events of ended transactions: inside the test's own, its answer is empty.
+    answers_now: bool = True
 
 
 CASES = {
@@ -569,6 +571,7 @@ CASES = {
     "delete_workspace": Case(lambda r: (r.workspace_id,), min_role="owner"),
     # It returns the new secret; what it writes (the secret's hash) is a column no snapshot reads.
     "rotate_inbound_secret": Case(lambda r: (r.workspace_id,), min_role="admin", writes=False),
+    "list_events": Case(lambda r: (r.workspace_id, None, None, 100), writes=False, answers_now=False),
     "set_sender_mailbox": Case(
         lambda r: (
             r.email_sender,
@@ -639,7 +642,9 @@ def test_a_calling_with_its_own_ids(world, function, role):
         if case.writes:
             assert snapshot(conn, world.a.workspace_id) != before_a
         else:
-            assert result and result[0][0] and snapshot(conn, world.a.workspace_id) == before_a
+            assert ((result and result[0][0]) or not case.answers_now) and snapshot(
+                conn, world.a.workspace_id
+            ) == before_a
     assert snapshot(conn, world.b.workspace_id) == before_b
 
 

@@ -45,7 +45,11 @@ BODIES: dict[tuple[str, str], dict] = {
     ("PATCH", "/api/v1/contacts/{contact_id}"): {"first_name": "Renamed"},
     ("POST", "/api/v1/contacts/{contact_id}/resubscribe"): {"channel": "sms", "reason": "test"},
     ("PATCH", "/api/v1/members/{user_id}"): {"role": "member"},
-    ("PUT", "/api/v1/senders/{sender_id}/mailbox"): {"host": "imap.example.com", "username": "u", "password": "p"},
+    ("PUT", "/api/v1/senders/{sender_id}/mailbox"): {
+        "host": "imap.example.com",
+        "username": "u",
+        "password": "p",
+    },
 }
 # Query parameters a route requires: {collection} takes the other tenant's id of that collection.
 QUERIES: dict[tuple[str, str], dict[str, str]] = {

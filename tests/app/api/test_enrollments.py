@@ -7,6 +7,7 @@ ids. Contacts and sequences are made through the SQL contract acting as the tena
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -637,3 +638,21 @@ def test_an_event_for_another_tenants_contact_is_404_and_changes_nothing(tenant,
     error_of(tenant.post("/events", {"contact_id": str(uuid.uuid4()), "kind": "opened"}), 404, "contact_id")
     assert snapshot(db, tenant.workspace_id) == before
     assert count(db, "events", other_tenant.workspace_id) == 0
+
+
+def test_the_events_feed_pages_with_a_cursor(client, tenant: ApiTenant, mine: Contract):
+    contact = mine.contact(first_name="Ada")
+    sequence = mine.sequence()
+    assert tenant.post("/enrollments", {"sequence_id": sequence, "contact_id": contact}).status_code == 201
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+    while not (page := tenant.get("/events").json())["items"] and dt.datetime.now(dt.UTC) < deadline:
+        time.sleep(0.05)  # the cluster's older transactions end within moments (the feed's horizon)
+    assert [item["type"] for item in page["items"]][:1] == ["sequence.enrollment.created"]
+    assert page["items"][0]["data"]["contact_id"] == contact
+    assert page["next_cursor"] == page["items"][-1]["cursor"]
+    after = tenant.get("/events", params={"after": page["next_cursor"]}).json()
+    assert after == {"items": [], "next_cursor": page["next_cursor"]}
+    filtered = tenant.get("/events", params={"types": "message.sent,message.opened"}).json()
+    assert filtered["items"] == []
+    bad = tenant.get("/events", params={"after": "yesterday"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "after"
