@@ -4,9 +4,10 @@ call, and >= 25% of the rate of a raw INSERT ... SELECT of the same rows).
     .venv/bin/python bench/enroll.py [--contacts 100000] [--rounds 3]
 
 Uses DATABASE_URL, else the server on 127.0.0.1:5432, else an embedded Postgres; works in a scratch
-database it creates and drops. Both paths run as the same authenticated user through RLS, and both
-fire the same state-machine trigger (one 'enrolled' event per row): the difference is what
-enroll_contacts adds, i.e. eligibility, per-time-zone scheduling, conflict handling and outcomes.
+database it creates and drops. Both paths write under the same RLS, as drumbeat_contract for the same
+user (enroll_contacts runs as that role; tenants may not INSERT themselves), and both fire the same
+state-machine and NOTIFY triggers (one 'enrolled' event per row): the difference is what enroll_contacts
+adds, i.e. eligibility, per-time-zone scheduling, conflict handling and outcomes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import uuid
 
 import psycopg
+import psycopg.sql
 from psycopg.types.json import Jsonb
 
 from bench.scratch import scratch_database
@@ -41,8 +43,8 @@ RAW_INSERT = """
 """
 
 
-def act_as(conn: psycopg.Connection, user: uuid.UUID) -> None:
-    conn.execute("SET LOCAL ROLE authenticated")
+def act_as(conn: psycopg.Connection, user: uuid.UUID, role: str = "authenticated") -> None:
+    conn.execute(psycopg.sql.SQL("SET LOCAL ROLE {}").format(psycopg.sql.Identifier(role)))
     conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps({"sub": str(user)}),))
 
 
@@ -92,10 +94,12 @@ def new_sequence(
     return sequence, step
 
 
-def timed(conn: psycopg.Connection, owner: uuid.UUID, statement: str, params) -> tuple[float, int]:
+def timed(
+    conn: psycopg.Connection, owner: uuid.UUID, statement: str, params, role: str = "authenticated"
+) -> tuple[float, int]:
     started = time.perf_counter()
     with conn.transaction():
-        act_as(conn, owner)
+        act_as(conn, owner, role)
         rows = conn.execute(statement, params).rowcount
     return time.perf_counter() - started, rows
 
@@ -116,7 +120,11 @@ def run(url: str, contacts: int, rounds: int) -> None:
             api_rates.append(contacts / seconds)
             sequence, step = new_sequence(conn, owner, workspace)
             seconds, rows = timed(
-                conn, owner, RAW_INSERT, {"workspace": workspace, "sequence": sequence, "step": step}
+                conn,
+                owner,
+                RAW_INSERT,
+                {"workspace": workspace, "sequence": sequence, "step": step},
+                role="drumbeat_contract",
             )
             assert rows == contacts
             raw_rates.append(contacts / seconds)

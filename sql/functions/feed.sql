@@ -1,39 +1,5 @@
--- Events out (README, "Events out"): the public name of each event kind, the feed that never skips one,
--- and the NOTIFY that tells listeners something was written.
-
--- Why: the type an event is published under (webhooks, the feed, NOTIFY), or NULL for the bookkeeping
--- kinds that stay inside (sequence edits, member changes, reconciliation notes...).
-CREATE OR REPLACE FUNCTION drumbeat.event_type(p_kind text, p_delivery_id uuid)
-RETURNS text
-LANGUAGE sql
-IMMUTABLE
-SET search_path = ''
-AS $$
-    SELECT CASE p_kind
-        WHEN 'enrolled' THEN 'sequence.enrollment.created'
-        WHEN 'started' THEN 'sequence.enrollment.started'
-        WHEN 'completed' THEN 'sequence.enrollment.completed'
-        WHEN 'replied' THEN 'sequence.enrollment.replied'
-        WHEN 'exited' THEN 'sequence.enrollment.exited'
-        WHEN 'paused' THEN 'sequence.enrollment.paused'
-        WHEN 'resumed' THEN 'sequence.enrollment.resumed'
-        WHEN 'step_executed' THEN 'sequence.step.executed'
-        WHEN 'task_created' THEN 'sequence.step.pending_manual'
-        WHEN 'task_completed' THEN 'task.completed'
-        WHEN 'sent' THEN 'message.sent'
-        WHEN 'delivered' THEN 'message.delivered'
-        WHEN 'failed' THEN 'message.failed'
-        WHEN 'undelivered' THEN 'message.failed'
-        WHEN 'delivery_unknown' THEN 'message.unknown'
-        WHEN 'opened' THEN 'message.opened'
-        WHEN 'clicked' THEN 'message.clicked'
-        WHEN 'auto_replied' THEN 'message.auto_replied'
-        WHEN 'bounced' THEN CASE WHEN p_delivery_id IS NULL THEN 'contact.bounced' ELSE 'message.bounced' END
-        WHEN 'unsubscribed' THEN 'contact.opted_out'
-        WHEN 'opted_in' THEN 'contact.opted_in'
-        WHEN 'resubscribed' THEN 'contact.opted_in'
-    END
-$$;
+-- Events out (README, "Events out"): the feed that never skips an event, and the NOTIFY that tells listeners
+-- something was written. Which kinds are published, and under which type: drumbeat.event_types (0039).
 
 -- Why: what an event says to the outside: every id it concerns and the status it leaves behind, never a
 -- message's text (an inbound reply's, a subject) nor who typed it.
@@ -95,12 +61,13 @@ BEGIN
         PERFORM drumbeat.raise_error('PT422', 'must be between 1 and 1000', 'p_limit');
     END IF;
     RETURN QUERY
-        SELECT ev.tx::text || '.' || ev.id, ev.id, drumbeat.event_type(ev.kind, ev.delivery_id), ev.occurred_at,
-               drumbeat.event_data(ev)
+        SELECT ev.tx::text || '.' || ev.id, ev.id, published.type, ev.occurred_at, drumbeat.event_data(ev)
         FROM drumbeat.events ev
+        JOIN drumbeat.event_types et ON et.kind = ev.kind
+        CROSS JOIN LATERAL (SELECT CASE WHEN ev.delivery_id IS NULL THEN COALESCE(et.type_without_delivery, et.type)
+                                        ELSE et.type END AS type) AS published
         WHERE ev.workspace_id = p_workspace_id AND (ev.tx, ev.id) > (v_after.tx, v_after.id) AND ev.tx < v_settled
-          AND drumbeat.event_type(ev.kind, ev.delivery_id) IS NOT NULL
-          AND (p_types IS NULL OR drumbeat.event_type(ev.kind, ev.delivery_id) = ANY (p_types))
+          AND (p_types IS NULL OR published.type = ANY (p_types))
         ORDER BY ev.tx, ev.id
         LIMIT p_limit;
 END
@@ -115,15 +82,19 @@ RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = ''
 AS $$
+DECLARE
+    -- Counted once, into a variable: as a subquery of the statement below, the planner re-ran it per row.
+    v_bulk boolean := (SELECT pg_catalog.count(*) > 100 FROM inserted);
 BEGIN
     PERFORM pg_catalog.pg_notify('drumbeat_events', pg_catalog.json_build_object(
                 'workspace_id', g.workspace_id, 'id', g.last_id, 'type', g.type,
                 'count', CASE WHEN g.count > 1 THEN g.count END)::text)
-    FROM (SELECT n.workspace_id, drumbeat.event_type(n.kind, n.delivery_id) AS type,
-                 CASE WHEN t.many THEN NULL ELSE n.id END AS single, pg_catalog.max(n.id) AS last_id,
+    FROM (SELECT n.workspace_id,
+                 CASE WHEN n.delivery_id IS NULL THEN COALESCE(et.type_without_delivery, et.type) ELSE et.type END AS type,
+                 CASE WHEN v_bulk THEN NULL ELSE n.id END AS single, pg_catalog.max(n.id) AS last_id,
                  pg_catalog.count(*) AS count
-          FROM inserted n CROSS JOIN (SELECT pg_catalog.count(*) > 100 AS many FROM inserted) AS t
-          WHERE drumbeat.event_type(n.kind, n.delivery_id) IS NOT NULL
+          FROM inserted n
+          JOIN drumbeat.event_types et ON et.kind = n.kind
           GROUP BY 1, 2, 3) AS g;
     RETURN NULL;
 END

@@ -198,8 +198,9 @@ $contract_owner$;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat_api TO authenticated, service_role, drumbeat_contract;
 
 -- Publishing events: every writer of events fires the NOTIFY trigger; the feed's helpers are the contract's.
-GRANT EXECUTE ON FUNCTION drumbeat.notify_events(), drumbeat.event_type(p_kind text, p_delivery_id uuid)
-    TO drumbeat_contract, drumbeat_worker, service_role;
+GRANT EXECUTE ON FUNCTION drumbeat.notify_events() TO drumbeat_contract, drumbeat_worker, service_role;
+GRANT SELECT ON TABLE drumbeat.event_types TO authenticated, drumbeat_contract, drumbeat_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.event_types TO service_role;
 GRANT EXECUTE ON FUNCTION drumbeat.event_data(p_event drumbeat.events), drumbeat.feed_position(p_after text,
     OUT tx xid8, OUT id bigint) TO drumbeat_contract, service_role;
 

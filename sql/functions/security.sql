@@ -159,7 +159,7 @@ DECLARE
 BEGIN
     FOREACH v_table IN ARRAY ARRAY['timezones', 'workspaces', 'workspace_members', 'api_keys', 'senders',
         'contacts', 'sequences', 'sequence_steps', 'enrollments', 'deliveries', 'tasks', 'events', 'holidays',
-        'outbox', 'channel_holds', 'sender_mailboxes']
+        'outbox', 'channel_holds', 'sender_mailboxes', 'event_types']
     LOOP
         EXECUTE pg_catalog.format(
             'CREATE POLICY %I ON drumbeat.%I TO service_role USING (true) WITH CHECK (true)',
@@ -191,6 +191,8 @@ END
 $workspace_tables$;
 
 CREATE POLICY timezones_read ON drumbeat.timezones FOR SELECT TO authenticated, drumbeat_contract USING (true);
+
+CREATE POLICY event_types_read ON drumbeat.event_types FOR SELECT TO authenticated, drumbeat_contract USING (true);
 
 CREATE POLICY workspaces_member_read ON drumbeat.workspaces FOR SELECT TO authenticated
     USING (id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));

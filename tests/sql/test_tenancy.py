@@ -175,6 +175,7 @@ class Table:
 
 TABLES = {
     "timezones": Table(tenant=None, shared="true", writes=()),
+    "event_types": Table(tenant=None, shared="true", writes=(), rewritten="type"),
     "workspaces": Table(tenant="id", columns=WORKSPACE_COLUMNS),
     "workspace_members": Table(),
     "api_keys": Table(columns=API_KEY_COLUMNS),
@@ -219,6 +220,10 @@ INSERT_HOLD = """INSERT INTO drumbeat.channel_holds (channel, sender_id, reason,
 # A complete, valid row in B's workspace (pointing at B's own rows), to be inserted by A's owner.
 INSERT_INTO_B: dict[str, Callable[[World], tuple[str, tuple]]] = {
     "timezones": lambda w: ("INSERT INTO drumbeat.timezones (name) VALUES ('Mars/Olympus')", ()),
+    "event_types": lambda w: (
+        "INSERT INTO drumbeat.event_types (kind, type) VALUES ('note', 'contact.noted')",
+        (),
+    ),
     "workspaces": lambda w: (
         "INSERT INTO drumbeat.workspaces (id, name) VALUES (%s, 'Mine now')",
         (w.b.workspace_id,),
@@ -398,6 +403,7 @@ def test_a_updates_its_own_rows_but_cannot_move_them_to_b(world, table):
 # deliveries), else the RLS check.
 INSERT_REFUSAL = {
     "timezones": ("42501", "permission denied for table"),
+    "event_types": ("42501", "permission denied for table"),
     "deliveries": ("42501", "permission denied for table"),
     "outbox": ("42501", "permission denied for table"),
     "channel_holds": ("42501", "permission denied for table"),
