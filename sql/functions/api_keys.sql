@@ -5,7 +5,7 @@ CREATE OR REPLACE FUNCTION drumbeat.api_key_hash(p_token text)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')), 'hex') $$;
 
 -- Why: a new key for a workspace: "dbk_" + 12 hex characters of prefix (stored, shown in lists) + "_" +
@@ -14,7 +14,7 @@ AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(p_token, 
 CREATE OR REPLACE FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name text, p_role text, p_created_by uuid)
 RETURNS TABLE(key_id uuid, token text)
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_prefix text := 'dbk_' || pg_catalog.left(pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''), 12);
@@ -40,7 +40,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.create_api_key(p_workspace_id uuid, p_na
 RETURNS TABLE(key_id uuid, token text)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.require_role(p_workspace_id, 'admin');
@@ -59,7 +59,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.revoke_api_key(p_key_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('api_keys', p_key_id, 'p_key_id', 'admin');
@@ -77,7 +77,7 @@ CREATE OR REPLACE FUNCTION drumbeat.authenticate_api_key(p_token text)
 RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_key drumbeat.api_keys;

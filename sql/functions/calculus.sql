@@ -8,7 +8,7 @@ CREATE OR REPLACE FUNCTION drumbeat.recipient_timezone(p_contact_tz text, p_sequ
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE(NULLIF(p_contact_tz, ''), NULLIF(p_sequence_settings ->> 'timezone', ''),
                     NULLIF(p_workspace_tz, ''), 'UTC')
@@ -23,7 +23,7 @@ CREATE OR REPLACE FUNCTION drumbeat.weekday_window(p_settings jsonb, p_kind text
                                         OUT window_start time, OUT window_end time)
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_hours jsonb := '{}';
@@ -56,7 +56,7 @@ CREATE OR REPLACE FUNCTION drumbeat.is_holiday(p_workspace_id uuid, p_calendar t
 RETURNS boolean
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- plpgsql rather than sql: the plan of this query is cached for the session
@@ -72,7 +72,7 @@ CREATE OR REPLACE FUNCTION drumbeat.day_window(p_settings jsonb, p_kind text, p_
 RETURNS TABLE (window_start time, window_end time)
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT w.window_start, w.window_end
     FROM drumbeat.weekday_window(COALESCE(p_settings, '{}'), p_kind, EXTRACT(ISODOW FROM p_day)::integer) AS w
@@ -88,7 +88,7 @@ CREATE OR REPLACE FUNCTION drumbeat.has_allowed_window(p_settings jsonb, p_kind 
 RETURNS boolean
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT EXISTS (SELECT 1 FROM pg_catalog.generate_series(1, 7) AS d(isodow),
                    LATERAL drumbeat.weekday_window(COALESCE(p_settings, '{}'), p_kind, d.isodow) AS w
@@ -102,7 +102,7 @@ CREATE OR REPLACE FUNCTION drumbeat.delay_base(p_done timestamptz, p_delay inter
 RETURNS timestamptz
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_days integer := EXTRACT(DAY FROM COALESCE(p_delay, '0'))::integer;
@@ -141,7 +141,7 @@ CREATE OR REPLACE FUNCTION drumbeat.first_allowed_instant(p_base timestamptz, p_
 RETURNS timestamptz
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_day date := (p_base AT TIME ZONE p_tz)::date;
@@ -179,7 +179,7 @@ CREATE OR REPLACE FUNCTION drumbeat.next_action_at(p_done timestamptz, p_delay i
 RETURNS timestamptz
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_tz text := COALESCE(NULLIF(p_tz, ''), 'UTC');
@@ -199,7 +199,7 @@ CREATE OR REPLACE FUNCTION drumbeat.preview_branch(p_condition jsonb, p_position
 RETURNS integer
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN b = '"exit"'::jsonb THEN NULL
@@ -216,7 +216,7 @@ RETURNS TABLE(step_position integer, step_id uuid, kind text, planned_at timesta
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -7,7 +7,7 @@ CREATE OR REPLACE FUNCTION drumbeat.contact_input_errors(p_workspace_id uuid, p_
 RETURNS TABLE(i bigint, field text, message text)
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH input AS (
         SELECT t.o - 1 AS i, 'p_contacts[' || (t.o - 1) || ']' AS path, t.e AS obj,
@@ -72,7 +72,7 @@ CREATE OR REPLACE FUNCTION drumbeat.match_contacts(p_workspace_id uuid, p_contac
 RETURNS TABLE(i bigint, obj jsonb, phone text, email text, contact_id uuid, created boolean)
 LANGUAGE sql
 VOLATILE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     -- Joins, not per-row look-ups: a 100k-row import reads the workspace's contacts once (hash joins).
     SELECT input.i, input.obj, input.phone, input.email,
@@ -93,7 +93,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.upsert_contacts(p_workspace_id uuid, p_c
 RETURNS TABLE(contact_id uuid, created boolean)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -143,7 +143,7 @@ CREATE OR REPLACE FUNCTION drumbeat.jsonb_text_array(p_value jsonb)
 RETURNS text[]
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE(pg_catalog.array_agg(t.tag ORDER BY t.first), '{}')
     FROM (SELECT e AS tag, pg_catalog.min(o) AS first
@@ -159,7 +159,7 @@ RETURNS TABLE(i bigint, field text, message text)
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.require_caller();
@@ -180,7 +180,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.update_contact(p_contact_id uuid, p_chan
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('contacts', p_contact_id, 'p_contact_id', 'member');
@@ -261,7 +261,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.delete_contact(p_contact_id uuid)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('contacts', p_contact_id, 'p_contact_id', 'member');
@@ -290,7 +290,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.resubscribe_contact(p_contact_id uuid, p
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('contacts', p_contact_id, 'p_contact_id', 'admin');

@@ -6,7 +6,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_object(p_value jsonb, p_field text, p_
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_key text;
@@ -27,7 +27,7 @@ CREATE OR REPLACE FUNCTION drumbeat.json_text(p_value jsonb, p_field text, p_req
 RETURNS text
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_value IS NULL OR p_value = 'null'::jsonb THEN
@@ -55,7 +55,7 @@ CREATE OR REPLACE FUNCTION drumbeat.json_int(p_value jsonb, p_field text, p_min 
 RETURNS bigint
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_value IS NULL OR pg_catalog.jsonb_typeof(p_value) <> 'number'
@@ -73,7 +73,7 @@ CREATE OR REPLACE FUNCTION drumbeat.json_bool(p_value jsonb, p_field text)
 RETURNS boolean
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_value IS NULL THEN
@@ -92,7 +92,7 @@ CREATE OR REPLACE FUNCTION drumbeat.json_time_of_day(p_value jsonb, p_field text
 RETURNS interval
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_text text := drumbeat.json_text(p_value, p_field, true);
@@ -110,7 +110,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_time_window(p_value jsonb, p_field tex
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.check_object(p_value, p_field, ARRAY['start', 'end']);
@@ -127,7 +127,7 @@ CREATE OR REPLACE FUNCTION drumbeat.parse_delay(p_delay jsonb, p_field text)
 RETURNS interval
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_value bigint;
@@ -157,7 +157,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_template(p_template text, p_field text
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_expression text;
@@ -188,7 +188,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_sender_setting(p_settings jsonb, p_key
 RETURNS void
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_text text := drumbeat.json_text(p_settings -> p_key, 'settings.' || p_key);
@@ -211,7 +211,7 @@ CREATE OR REPLACE FUNCTION drumbeat.validate_settings(p_settings jsonb, p_worksp
 RETURNS void
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_day text;
@@ -252,7 +252,7 @@ CREATE OR REPLACE FUNCTION drumbeat.normalize_exit_conditions(p_exit jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_key text;
@@ -275,7 +275,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_branch(p_branch jsonb, p_field text, p
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_branch IS NULL OR p_branch IN ('"continue"'::jsonb, '"exit"'::jsonb) THEN
@@ -295,7 +295,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_condition(p_step jsonb, p_field text, 
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_condition jsonb := p_step -> 'condition';
@@ -328,7 +328,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_action(p_action jsonb, p_field text, p
 RETURNS void
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_type text;
@@ -358,7 +358,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_message(p_step jsonb, p_field text, p_
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_variant record;
@@ -393,7 +393,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_step(p_steps jsonb, p_index integer, p
 RETURNS void
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_step jsonb := p_steps -> p_index;
@@ -453,7 +453,7 @@ CREATE OR REPLACE FUNCTION drumbeat.validate_definition(p_definition jsonb, p_wo
 RETURNS void
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_channel text;

@@ -16,7 +16,7 @@ CREATE OR REPLACE FUNCTION drumbeat.step_sender(p_workspace_id uuid, p_settings 
 RETURNS uuid
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE((p_settings ->> (p_channel || '_sender_id'))::uuid,
                     (SELECT se.id FROM drumbeat.senders se WHERE se.workspace_id = p_workspace_id AND se.channel = p_channel
@@ -32,7 +32,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.lock_due(p_limit integer, p_now timestamptz)
 RETURNS uuid[]
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 DECLARE
@@ -57,7 +57,7 @@ CREATE OR REPLACE FUNCTION drumbeat.pick_variant(p_variants jsonb, p_enrollment_
 RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT v.value FROM (
         SELECT x.value, pg_catalog.sum((x.value ->> 'weight')::integer) OVER (ORDER BY x.o) AS upto,
@@ -72,7 +72,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.start_tasks(p_ids uuid[], p_now timestamptz)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH manual AS (
         SELECT e.id, e.workspace_id, e.contact_id, e.assigned_to, st.id AS step_id, st.kind,
@@ -102,7 +102,7 @@ CREATE OR REPLACE FUNCTION drumbeat.condition_holds(p_enrollment drumbeat.enroll
 RETURNS boolean
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH target AS (
         SELECT st.id, (SELECT pg_catalog.max(d.sent_at) FROM drumbeat.deliveries d
@@ -126,7 +126,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.apply_action(p_enrollment drumbeat.enrollments, p_action jsonb, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     CASE p_action ->> 'type'
@@ -156,7 +156,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.run_flow_step(p_enrollment_id uuid, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_enrollment drumbeat.enrollments;
@@ -201,7 +201,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.skip_unreachable(p_ids uuid[], p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_row record;
@@ -227,7 +227,7 @@ CREATE OR REPLACE FUNCTION drumbeat.local_day_start(p_at timestamptz, p_tz text,
 RETURNS timestamptz
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT (pg_catalog.date_trunc('day', p_at AT TIME ZONE p_tz) + pg_catalog.make_interval(days => p_days_ahead)) AT TIME ZONE p_tz $$;
 
 -- Why: for each due message step of a locked batch, the instant until which a hold keeps it (NULL: it
@@ -239,7 +239,7 @@ CREATE OR REPLACE FUNCTION drumbeat.capped_steps(p_ids uuid[], p_now timestamptz
 RETURNS TABLE(enrollment_id uuid, hold_until timestamptz, reason text)
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH due AS (
         SELECT e.id, e.workspace_id, e.sequence_id, e.contact_id, e.current_step_id, st.kind, e.next_action_at,
@@ -305,7 +305,7 @@ CREATE OR REPLACE FUNCTION drumbeat.hold_probe_interval()
 RETURNS interval
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT interval '1 minute' $$;
 
 -- Why: the due message steps of a batch with the channel and sender each would go out on: what a hold
@@ -314,7 +314,7 @@ CREATE OR REPLACE FUNCTION drumbeat.message_senders(p_ids uuid[], p_now timestam
 RETURNS TABLE(id uuid, kind text, sender_id uuid)
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT e.id, st.kind, bs.sender_id
     FROM drumbeat.enrollments e
@@ -334,7 +334,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.hold_for_provider(p_ids uuid[], p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_probing uuid[];
@@ -375,7 +375,7 @@ CREATE OR REPLACE FUNCTION drumbeat.hold_deliveries(p_ids uuid[], p_channel text
     p_error_code text, p_error_message text, p_seconds double precision)
 RETURNS boolean
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_now timestamptz := drumbeat.clock_now();
@@ -415,7 +415,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.clear_holds(p_channel text, p_sender_id uuid)
 RETURNS TABLE(channel text, sender_id uuid, reason text, held_since timestamptz)
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     DELETE FROM drumbeat.channel_holds h
     WHERE h.channel = p_channel AND (h.sender_id IS NULL OR h.sender_id = p_sender_id)
@@ -427,7 +427,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.hold_capped(p_ids uuid[], p_now timestamptz)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH held AS (
         UPDATE drumbeat.enrollments e
@@ -453,7 +453,7 @@ CREATE OR REPLACE FUNCTION drumbeat.claim_messages(p_ids uuid[], p_now timestamp
 RETURNS TABLE(delivery_id uuid, idempotency_key text, enrollment_id uuid, workspace_id uuid, channel text, attempt integer,
               to_address text, from_address text, subject text, body text, html_body text, variant text, context jsonb)
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH inserted AS (
         INSERT INTO drumbeat.deliveries AS d (workspace_id, enrollment_id, sequence_id, step_id, contact_id, sender_id, variant,
@@ -506,7 +506,7 @@ CREATE OR REPLACE FUNCTION drumbeat.email_thread(p_enrollment_id uuid, p_positio
 RETURNS jsonb
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE(
         (SELECT pg_catalog.jsonb_build_object('subject', last.subject, 'message_id', last.provider_message_id,
@@ -537,7 +537,7 @@ CREATE OR REPLACE FUNCTION drumbeat.claim_due(p_limit integer DEFAULT 500)
 RETURNS TABLE(delivery_id uuid, idempotency_key text, enrollment_id uuid, workspace_id uuid, channel text, attempt integer,
               to_address text, from_address text, subject text, body text, html_body text, variant text, context jsonb)
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_now timestamptz := drumbeat.clock_now();
@@ -577,7 +577,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.settle_enrollment(p_delivery drumbeat.deliveries, p_result jsonb, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM drumbeat.enrollments e WHERE e.id = p_delivery.enrollment_id AND e.status = 'active'
@@ -616,7 +616,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.advance_after_send(p_delivery_ids uuid[], p_now timestamptz)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH moving AS MATERIALIZED (
         SELECT e.id, e.sequence_id, st.position, c.timezone AS contact_tz
@@ -662,7 +662,7 @@ CREATE OR REPLACE FUNCTION drumbeat.reservation_lease()
 RETURNS interval
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT interval '10 seconds' $$;
 
 -- Why: an unknown delivery that the provider can be asked about is first looked up this long after its
@@ -671,7 +671,7 @@ CREATE OR REPLACE FUNCTION drumbeat.reconcile_delay()
 RETURNS interval
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT interval '30 seconds' $$;
 
 -- Why: reservations nobody will start go back to the queue: p_ids given, those (a worker that stops, or
@@ -682,7 +682,7 @@ AS $$ SELECT interval '30 seconds' $$;
 CREATE OR REPLACE FUNCTION drumbeat.release_reservations(p_ids uuid[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH released AS (
         DELETE FROM drumbeat.deliveries d
@@ -711,7 +711,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.start_sending(p_start uuid[], p_keep uuid[] DEFAULT '{}', p_bodies text[] DEFAULT NULL)
 RETURNS uuid[]
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_now timestamptz := drumbeat.clock_now();
@@ -747,7 +747,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.record_deliveries(p_results jsonb)
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_now timestamptz := drumbeat.clock_now();
@@ -809,7 +809,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.recover_deliveries(p_lease interval DEFAULT '10 minutes', p_reconcile text[] DEFAULT '{}')
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_now timestamptz := drumbeat.clock_now();
@@ -845,14 +845,14 @@ CREATE OR REPLACE FUNCTION drumbeat.reconcile_lease()
 RETURNS interval
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT interval '2 minutes' $$;
 
 CREATE OR REPLACE FUNCTION drumbeat.reconcile_give_up()
 RETURNS interval
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT interval '1 hour' $$;
 
 -- Why: reconciliation (workers/reconcile.py) takes the unknown deliveries of p_channels whose turn came and
@@ -862,7 +862,7 @@ AS $$ SELECT interval '1 hour' $$;
 CREATE OR REPLACE FUNCTION drumbeat.due_reconciliations(p_channels text[], p_limit integer DEFAULT 50)
 RETURNS TABLE(delivery_id uuid, channel text, to_address text, from_address text, body text, started_at timestamptz)
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH due AS (
         SELECT x.id FROM drumbeat.deliveries x
@@ -890,7 +890,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.settle_reconciliations(p_results jsonb)
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_now timestamptz := drumbeat.clock_now();
@@ -965,7 +965,7 @@ CREATE OR REPLACE FUNCTION drumbeat.batch_senders(p_ids uuid[])
 RETURNS TABLE(sequence_id uuid, kind text, assigned_to uuid, sender_id uuid)
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT q.sequence_id, q.kind, q.assigned_to,
            COALESCE((SELECT se.id FROM drumbeat.senders se
@@ -985,7 +985,7 @@ CREATE OR REPLACE FUNCTION drumbeat.reachable(p_contact drumbeat.contacts, p_cha
 RETURNS boolean
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE p_channel
         WHEN 'sms' THEN p_contact.sms_opted_out_at IS NULL AND p_contact.phone IS NOT NULL
@@ -1000,7 +1000,7 @@ CREATE OR REPLACE FUNCTION drumbeat.classify_due(p_ids uuid[], p_now timestamptz
     OUT flow uuid[], OUT manual uuid[], OUT unreachable uuid[], OUT no_sender uuid[], OUT messages uuid[])
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH due AS (
         SELECT e.id, e.sequence_id, e.contact_id, e.assigned_to, st.kind
@@ -1035,7 +1035,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.lock_daily_caps(p_ids uuid[])
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.count(pg_catalog.pg_advisory_xact_lock(k.key)) FROM (
         SELECT DISTINCT pg_catalog.hashtextextended('drumbeat.daily_cap:' || capped.id::text, 0) AS key FROM (
@@ -1054,7 +1054,7 @@ CREATE OR REPLACE FUNCTION drumbeat.late_claim_tolerance()
 RETURNS interval
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT interval '5 minutes' $$;
 
 -- Why: the result record_deliveries would have been given for a delivery it has recorded: the outcome
@@ -1063,7 +1063,7 @@ CREATE OR REPLACE FUNCTION drumbeat.recorded_result(p_delivery drumbeat.deliveri
 RETURNS jsonb
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.jsonb_build_object(
         'outcome', CASE WHEN p_delivery.status IN ('sent', 'delivered', 'unknown') THEN 'sent' ELSE 'failed' END,
@@ -1081,7 +1081,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.settle_already_claimed(p_ids uuid[], p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_delivery drumbeat.deliveries;
@@ -1108,7 +1108,7 @@ CREATE OR REPLACE FUNCTION drumbeat.is_hard_bounce(p_channel text, p_error_code 
 RETURNS boolean
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE p_channel
         WHEN 'sms' THEN COALESCE(p_error_code IN ('21211', '21614', '30005', '30006'), false)

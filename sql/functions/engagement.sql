@@ -7,7 +7,7 @@ CREATE OR REPLACE FUNCTION drumbeat.event_targets(p_contact_id uuid, p_payload j
 RETURNS TABLE(enrollment_id uuid, sequence_id uuid, step_id uuid, delivery_id uuid)
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -36,7 +36,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.apply_contact_event(p_contact_id uuid, p_kind text, p_channel text)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE drumbeat.contacts c SET
         sms_opted_out_at = CASE WHEN p_kind = 'unsubscribed' AND p_channel IN ('sms', 'all')
@@ -58,7 +58,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.apply_engagement(p_workspace_id uuid, p_contact_id uuid, p_kind text, p_channel text, p_payload jsonb)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_targets uuid[];
@@ -91,7 +91,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.record_event(p_contact_id uuid, p_kind t
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('contacts', p_contact_id, 'p_contact_id', 'member');

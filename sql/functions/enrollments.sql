@@ -7,7 +7,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_enroll_arguments(p_sequence drumbeat.s
 RETURNS void
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_sequence.status NOT IN ('active', 'paused') THEN
@@ -38,7 +38,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.enroll_contacts(p_sequence_id uuid, p_co
 RETURNS TABLE(contact_id uuid, enrollment_id uuid, outcome text)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 SET work_mem = '32MB'  -- the de-duplicating and ordering sorts of 100k ids stay in memory
 AS $$
 #variable_conflict use_column
@@ -106,7 +106,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.require_enrollment_status(p_enrollment_id uuid, p_from text[], p_action text)
 RETURNS drumbeat.enrollments
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_row drumbeat.enrollments;
@@ -124,7 +124,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.pause_enrollment(p_enrollment_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.require_enrollment_status(p_enrollment_id, ARRAY['scheduled', 'active'], 'pause');
@@ -140,7 +140,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.resume_enrollment(p_enrollment_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.require_enrollment_status(p_enrollment_id, ARRAY['paused'], 'resume');
@@ -157,7 +157,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.exit_enrollments(p_enrollment_ids uuid[], p_status text, p_reason text)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE drumbeat.enrollments e SET status = p_status, exit_reason = p_reason, completed_at = drumbeat.clock_now(),
         next_action_at = NULL, paused_at = NULL, updated_at = pg_catalog.now()
@@ -168,7 +168,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.cancel_enrollment(p_enrollment_id uuid, 
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.require_enrollment_status(p_enrollment_id, ARRAY['scheduled', 'active', 'paused'], 'cancel');
@@ -186,7 +186,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.skip_to_step(p_enrollment_id uuid, p_pos
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_row drumbeat.enrollments := drumbeat.require_enrollment_status(p_enrollment_id, ARRAY['scheduled', 'active', 'paused'], 'skip');
@@ -217,7 +217,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_done_at timestamptz)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_next uuid;
@@ -245,7 +245,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.complete_task(p_task_id uuid, p_outcome 
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_task drumbeat.tasks;

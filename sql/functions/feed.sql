@@ -7,7 +7,7 @@ CREATE OR REPLACE FUNCTION drumbeat.event_data(p_event drumbeat.events)
 RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
         'workspace_id', p_event.workspace_id, 'sequence_id', p_event.sequence_id,
@@ -24,7 +24,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.feed_position(p_after text, OUT tx xid8, OUT id bigint)
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF COALESCE(p_after, '') = '' THEN
@@ -49,7 +49,7 @@ RETURNS TABLE(cursor text, id bigint, type text, occurred_at timestamptz, data j
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_after record := drumbeat.feed_position(p_after);
@@ -80,7 +80,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.notify_events()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     -- Counted once, into a variable: as a subquery of the statement below, the planner re-ran it per row.

@@ -6,7 +6,7 @@
 CREATE OR REPLACE FUNCTION drumbeat.raise_error(p_code text, p_message text, p_field text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_field IS NULL THEN
@@ -23,7 +23,7 @@ COMMENT ON FUNCTION drumbeat.raise_error(text, text, text) IS
 CREATE OR REPLACE FUNCTION drumbeat.invalid(p_field text, p_message text)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT drumbeat.raise_error('PT422', p_message, p_field) $$;
 
 -- Why: one clock for every scheduling decision, so tests can move time (SET drumbeat.clock = '...')
@@ -38,7 +38,7 @@ CREATE OR REPLACE FUNCTION drumbeat.clock_now()
 RETURNS timestamptz
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN NULLIF(pg_catalog.current_setting('drumbeat.clock', true), '') IS NULL THEN pg_catalog.now()
@@ -53,7 +53,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.refresh_timezones()
 RETURNS integer
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH added AS (
         INSERT INTO drumbeat.timezones (name)

@@ -6,7 +6,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.set_holidays(p_workspace_id uuid, p_date
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.require_caller();
@@ -26,7 +26,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.load_holidays(p_workspace_id uuid, p_calendar text, p_holidays jsonb)
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_stored integer;

@@ -10,7 +10,7 @@ CREATE OR REPLACE FUNCTION drumbeat.sms_keyword(p_body text)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN k IN ('STOP', 'STOPALL', 'STOP ALL', 'UNSUBSCRIBE', 'CANCEL', 'END', 'QUIT', 'REVOKE', 'OPTOUT', 'OPT OUT')
@@ -38,7 +38,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.inbound_sms(p_to text, p_from text, p_body text, p_message_sid text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_workspaces uuid[];  -- the workspaces using the number, its owner first
@@ -112,7 +112,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.delivery_status(p_provider_message_id text, p_status text, p_error_code text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_delivery drumbeat.deliveries;
@@ -157,7 +157,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.inbound_email(p_workspace_id uuid, p_email jsonb)
 RETURNS text
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_key text := p_email ->> 'dedupe_key';
@@ -221,7 +221,7 @@ CREATE OR REPLACE FUNCTION drumbeat.inbound_email_contact(p_workspace_id uuid, p
 RETURNS uuid
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.id FROM drumbeat.contacts c
     WHERE c.workspace_id = p_workspace_id AND c.email = ANY (p_addresses) AND c.deleted_at IS NULL
@@ -237,7 +237,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.hold_until_back(p_enrollment_ids uuid[], p_back date)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE drumbeat.enrollments e SET next_action_at = drumbeat.planned_at(e.current_step_id, e.contact_id, e.step_done_at,
         GREATEST(e.next_action_at, ((p_back + 1)::timestamp AT TIME ZONE drumbeat.recipient_timezone(c.timezone, s.settings, w.timezone))))

@@ -9,7 +9,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.set_sender_mailbox(p_sender_id uuid, p_m
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('senders', p_sender_id, 'p_sender_id', 'admin');
@@ -54,7 +54,7 @@ RETURNS TABLE(sender_id uuid, workspace_id uuid, host text, port integer, securi
               password_sealed text, folder text, uidvalidity bigint, last_uid bigint, updated_at timestamptz)
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT m.sender_id, m.workspace_id, m.host, m.port, m.security, m.username, m.password_sealed, m.folder,
            m.uidvalidity, m.last_uid, m.updated_at
@@ -66,7 +66,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.mailbox_checked(p_sender_id uuid, p_uidvalidity bigint, p_last_uid bigint, p_error text)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE drumbeat.sender_mailboxes m SET
         uidvalidity = COALESCE(p_uidvalidity, m.uidvalidity), last_uid = COALESCE(p_last_uid, m.last_uid),

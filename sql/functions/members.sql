@@ -8,7 +8,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_member_role(p_role text, p_field text)
 RETURNS text
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_role IS NULL OR p_role NOT IN ('owner', 'admin', 'member') THEN
@@ -24,7 +24,7 @@ CREATE OR REPLACE FUNCTION drumbeat.require_owner_for_owner_role(p_workspace_id 
 RETURNS void
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF 'owner' IN (p_from, p_to) AND NOT drumbeat.is_trusted_caller()
@@ -39,7 +39,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.locked_member(p_workspace_id uuid, p_user_id uuid)
 RETURNS text
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_role text;
@@ -62,7 +62,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.require_another_owner(p_workspace_id uuid, p_user_id uuid, p_message text)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM 1 FROM drumbeat.workspace_members m WHERE m.workspace_id = p_workspace_id AND m.role = 'owner' FOR UPDATE;
@@ -78,7 +78,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.log_member_event(p_workspace_id uuid, p_kind text, p_payload jsonb)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO drumbeat.events (workspace_id, kind, actor_id, payload)
     VALUES (p_workspace_id, p_kind, drumbeat.current_user_id(), p_payload)
@@ -90,7 +90,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.add_member(p_workspace_id uuid, p_user_i
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.require_caller();
@@ -116,7 +116,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.update_member_role(p_workspace_id uuid, 
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_from text;
@@ -146,7 +146,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.remove_member(p_workspace_id uuid, p_use
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_leaving boolean := p_user_id IS NOT DISTINCT FROM drumbeat.current_user_id();

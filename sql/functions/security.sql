@@ -8,7 +8,7 @@ CREATE OR REPLACE FUNCTION drumbeat.current_user_id()
 RETURNS uuid
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_sub text := NULLIF(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub';
@@ -26,7 +26,7 @@ CREATE OR REPLACE FUNCTION drumbeat.calling_role()
 RETURNS text
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE pg_catalog.current_setting('role') WHEN 'none' THEN session_user::text
                 ELSE pg_catalog.current_setting('role') END
@@ -37,7 +37,7 @@ CREATE OR REPLACE FUNCTION drumbeat.is_trusted_caller()
 RETURNS boolean
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
                    WHERE r.rolname = drumbeat.calling_role()
@@ -52,7 +52,7 @@ RETURNS uuid[]
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE(pg_catalog.array_agg(m.workspace_id), '{}')
     FROM drumbeat.workspace_members m
@@ -66,7 +66,7 @@ RETURNS text
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT m.role FROM drumbeat.workspace_members m
     WHERE m.workspace_id = p_workspace_id AND m.user_id = drumbeat.current_user_id()
@@ -80,7 +80,7 @@ RETURNS boolean
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT EXISTS (SELECT 1 FROM drumbeat.workspace_members m WHERE m.workspace_id = p_workspace_id)
 $$;
@@ -91,7 +91,7 @@ CREATE OR REPLACE FUNCTION drumbeat.role_rank(p_role text)
 RETURNS integer
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT CASE p_role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' THEN 1 ELSE 0 END $$;
 
 -- Why: every contract function checks the caller before touching anything, so that an anonymous call
@@ -101,7 +101,7 @@ CREATE OR REPLACE FUNCTION drumbeat.require_role(p_workspace_id uuid, p_min_role
 RETURNS void
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_role text;

@@ -5,7 +5,7 @@
 CREATE OR REPLACE FUNCTION drumbeat.log_sequence_event(p_sequence_id uuid, p_kind text, p_payload jsonb DEFAULT '{}')
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO drumbeat.events (workspace_id, kind, sequence_id, actor_id, payload)
     SELECT s.workspace_id, p_kind, s.id, drumbeat.current_user_id(), p_payload
@@ -17,7 +17,7 @@ CREATE OR REPLACE FUNCTION drumbeat.next_live_step(p_sequence_id uuid, p_after_p
 RETURNS uuid
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT st.id FROM drumbeat.sequence_steps st
     WHERE st.sequence_id = p_sequence_id AND st.position > p_after_position
@@ -33,7 +33,7 @@ CREATE OR REPLACE FUNCTION drumbeat.planned_at(p_step_id uuid, p_contact_id uuid
 RETURNS timestamptz
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT drumbeat.next_action_at(p_done, CASE WHEN p_skip_delay THEN '0' ELSE st.delay END,
                CASE WHEN p_skip_delay THEN NULL ELSE st.send_at END, st.kind,
@@ -51,7 +51,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.save_steps(p_sequence_id uuid, p_workspace_id uuid, p_steps jsonb)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_bad record;
@@ -91,7 +91,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.create_sequence(p_workspace_id uuid, p_d
 RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_id uuid := pg_catalog.gen_random_uuid();
@@ -115,7 +115,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_senders(p_sequence_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_step record;
@@ -138,7 +138,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.transition_sequence(p_sequence_id uuid, p_from text[], p_to text, p_start_at timestamptz DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_status text;
@@ -166,7 +166,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.replan_enrollments(p_sequence_id uuid, p_only_overdue boolean)
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_count integer;
@@ -188,7 +188,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.activate_sequence(p_sequence_id uuid, p_
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_start timestamptz := GREATEST(p_start_at, drumbeat.clock_now());
@@ -209,7 +209,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.pause_sequence(p_sequence_id uuid)
 RETURNS void
 LANGUAGE sql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT drumbeat.transition_sequence(p_sequence_id, ARRAY['active'], 'paused') $$;
 
 -- Why: steps that fell due while paused are re-planned from now into their allowed window, rather than
@@ -218,7 +218,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.resume_sequence(p_sequence_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.transition_sequence(p_sequence_id, ARRAY['paused'], 'active');
@@ -231,7 +231,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.archive_sequence(p_sequence_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.transition_sequence(p_sequence_id, ARRAY['draft', 'active', 'paused'], 'archived');
@@ -246,7 +246,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.duplicate_sequence(p_sequence_id uuid, p
 RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_id uuid := pg_catalog.gen_random_uuid();
@@ -276,7 +276,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.move_off_removed_steps(p_sequence_id uuid, p_old_positions jsonb)
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_count integer;
@@ -318,7 +318,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.update_sequence(p_sequence_id uuid, p_de
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('sequences', p_sequence_id, 'p_sequence_id', 'member');
@@ -364,7 +364,7 @@ CREATE OR REPLACE FUNCTION drumbeat.delay_json(p_delay interval)
 RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN d.minutes = 0 AND d.days > 0 AND d.days % 7 = 0
                     THEN pg_catalog.jsonb_build_object('value', d.days / 7, 'unit', 'weeks')
@@ -385,7 +385,7 @@ CREATE OR REPLACE FUNCTION drumbeat.step_definitions(p_sequence_id uuid)
 RETURNS jsonb
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE(pg_catalog.jsonb_agg(
         (SELECT pg_catalog.jsonb_object_agg(f.key, f.value) FROM pg_catalog.jsonb_each(pg_catalog.jsonb_build_object(
@@ -409,7 +409,7 @@ CREATE OR REPLACE FUNCTION drumbeat.renumber_step_references(p_steps jsonb, p_ol
 RETURNS jsonb
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_new_positions jsonb;
@@ -460,7 +460,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.lock_sequence_edits(p_sequence_id uuid)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('drumbeat.sequence_edits:' || p_sequence_id::text, 0)) $$;
 
 -- Why: the read half of every step edit: the caller may edit the sequence (404 otherwise, never saying
@@ -469,7 +469,7 @@ AS $$ SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('drumb
 CREATE OR REPLACE FUNCTION drumbeat.lock_steps(p_sequence_id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.workspace_of('sequences', p_sequence_id, 'sequence_id', 'member');
@@ -484,7 +484,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.save_step_edit(p_sequence_id uuid, p_before jsonb, p_steps jsonb)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_old_positions jsonb := (SELECT COALESCE(pg_catalog.jsonb_object_agg(e.step ->> 'id', e.position), '{}')
@@ -505,7 +505,7 @@ CREATE OR REPLACE FUNCTION drumbeat.step_index(p_steps jsonb, p_step_id uuid)
 RETURNS integer
 LANGUAGE plpgsql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_position integer := (SELECT e.position FROM pg_catalog.jsonb_array_elements(p_steps) WITH ORDINALITY AS e(step, position)
@@ -524,7 +524,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.add_step(p_sequence_id uuid, p_step json
 RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_before jsonb := drumbeat.lock_steps(p_sequence_id);
@@ -558,7 +558,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.update_step(p_sequence_id uuid, p_step_i
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_before jsonb := drumbeat.lock_steps(p_sequence_id);
@@ -583,7 +583,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.remove_step(p_sequence_id uuid, p_step_i
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_before jsonb := drumbeat.lock_steps(p_sequence_id);
@@ -603,7 +603,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.reorder_steps(p_sequence_id uuid, p_step
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_before jsonb := drumbeat.lock_steps(p_sequence_id);

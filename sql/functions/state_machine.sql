@@ -6,7 +6,7 @@ CREATE OR REPLACE FUNCTION drumbeat.transition_allowed(p_from text, p_to text, p
 RETURNS boolean
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN p_from = 'scheduled' THEN p_to IN ('active', 'paused', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')
@@ -24,7 +24,7 @@ CREATE OR REPLACE FUNCTION drumbeat.transition_event_kind(p_from text, p_to text
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN p_to = 'active' AND p_from = 'scheduled' THEN 'started'
@@ -40,7 +40,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.enrollments_after_insert()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_bad record;
@@ -65,7 +65,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.enrollments_after_update()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 -- Transition tables carry no statistics, so the planner would pair old and new rows with a nested
 -- loop: quadratic, 10^10 comparisons when archiving a sequence with 100k enrollments. Hash joins instead.
 SET enable_nestloop = off

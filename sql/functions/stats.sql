@@ -7,7 +7,7 @@ CREATE OR REPLACE FUNCTION drumbeat.step_stats(p_sequence_id uuid)
 RETURNS jsonb
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(x) || pg_catalog.jsonb_build_object(
                'delivery_rate', CASE WHEN x.sent > 0 THEN pg_catalog.round(x.delivered::numeric / x.sent, 4) END,
@@ -38,7 +38,7 @@ RETURNS jsonb
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.workspace_of('sequences', p_sequence_id, 'p_sequence_id', 'member');
@@ -62,7 +62,7 @@ CREATE OR REPLACE FUNCTION drumbeat.replied_to(p_enrollment_id uuid, p_replied_a
 RETURNS uuid
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.step_id FROM drumbeat.deliveries d
     WHERE d.enrollment_id = p_enrollment_id AND d.sent_at <= p_replied_at

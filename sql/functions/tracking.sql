@@ -10,7 +10,7 @@
 CREATE OR REPLACE FUNCTION drumbeat.record_delivery_engagement(p_delivery_id uuid, p_kind text, p_payload jsonb DEFAULT '{}')
 RETURNS text
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_delivery drumbeat.deliveries;

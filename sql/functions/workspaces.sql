@@ -6,7 +6,7 @@ CREATE OR REPLACE FUNCTION drumbeat.require_caller()
 RETURNS void
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT drumbeat.is_trusted_caller() AND drumbeat.current_user_id() IS NULL THEN
@@ -21,7 +21,7 @@ CREATE OR REPLACE FUNCTION drumbeat.workspace_of(p_table text, p_id uuid, p_fiel
 RETURNS uuid
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_workspace_id uuid;
@@ -42,7 +42,7 @@ CREATE OR REPLACE FUNCTION drumbeat.check_timezone(p_timezone text, p_field text
 RETURNS text
 LANGUAGE plpgsql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_timezone IS NOT NULL AND NOT EXISTS (SELECT 1 FROM drumbeat.timezones z WHERE z.name = p_timezone) THEN
@@ -59,7 +59,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.create_workspace(p_name text, p_timezone
 RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_id uuid := pg_catalog.gen_random_uuid();
@@ -85,7 +85,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.create_sender(p_workspace_id uuid, p_cha
 RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_id uuid := pg_catalog.gen_random_uuid();
@@ -147,7 +147,7 @@ $$;
 CREATE OR REPLACE FUNCTION drumbeat.share_sender(p_workspace_id uuid, p_address text)
 RETURNS uuid
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_address text := pg_catalog.btrim(p_address);
@@ -183,7 +183,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.delete_workspace(p_workspace_id uuid)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM drumbeat.require_caller();
@@ -199,7 +199,7 @@ CREATE OR REPLACE FUNCTION drumbeat_api.rotate_inbound_secret(p_workspace_id uui
 RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_secret text := 'dbi_' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, '-', '');
@@ -217,7 +217,7 @@ CREATE OR REPLACE FUNCTION drumbeat.inbound_secret_matches(p_workspace_id uuid, 
 RETURNS boolean
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT COALESCE((SELECT w.inbound_secret_hash = drumbeat.api_key_hash(p_secret)
                      FROM drumbeat.workspaces w WHERE w.id = p_workspace_id), false)
@@ -228,5 +228,5 @@ CREATE OR REPLACE FUNCTION drumbeat.api_key_workspace(p_key_id uuid)
 RETURNS uuid
 LANGUAGE sql
 STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT k.workspace_id FROM drumbeat.api_keys k WHERE k.id = p_key_id AND k.revoked_at IS NULL $$;

@@ -105,12 +105,32 @@ WHERE n.nspname = ANY(%(schemas)s) AND c.relkind = 'v'
                   WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 3
 
+-- name: definer_search_path_temp_first
+-- Ours (no splinter number; WARN, security). A SECURITY DEFINER function whose search_path does not name
+-- pg_temp searches the caller's temporary schema FIRST for relations and types: a caller who can create
+-- temporary objects (CREATE DOMAIN pg_temp.uuid ... CHECK (evil())) then runs code with the owner's rights.
+-- PostgreSQL's advice: list pg_temp last, explicitly.
+SELECT 'definer_search_path_temp_first' AS name, 'WARN' AS level,
+       'SECURITY DEFINER function ' || fn.signature || ' searches the caller''s temporary schema first: '
+       || 'set search_path = pg_catalog, pg_temp (pg_temp last)' AS detail
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+CROSS JOIN LATERAL (
+    SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.proname)
+           || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')'
+) fn(signature)
+WHERE n.nspname = ANY(%(schemas)s) AND p.prosecdef
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(p.proconfig) AS setting
+                  WHERE pg_catalog.starts_with(setting, 'search_path=')
+                    AND setting ~ '(^search_path=|, *)pg_temp *$')
+ORDER BY 3
+
 -- name: function_search_path_mutable
 -- splinter 0011 (WARN, security). A function without a search_path of its own resolves unqualified names
 -- through its caller's, which the caller controls. Every kind of routine counts, as in splinter.
 SELECT 'function_search_path_mutable' AS name, 'WARN' AS level,
-       'Function ' || fn.signature || ' has no search_path of its own: add SET search_path = '''' '
-       || '(and qualify names) or a fixed list of trusted schemas' AS detail
+       'Function ' || fn.signature || ' has no search_path of its own: add SET search_path = pg_catalog, '
+       || 'pg_temp (and qualify names) or a fixed list of trusted schemas ending with pg_temp' AS detail
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 CROSS JOIN LATERAL (

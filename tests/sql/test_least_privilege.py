@@ -352,3 +352,26 @@ def test_another_tenant_cannot_resubscribe(conn, acme):
     with sql_error(conn, "PT404", field="p_contact_id"):
         call(conn, "resubscribe_contact", contact, "sms", "mine now")
     assert opted_out(conn, contact) == (True, False)
+
+
+def test_a_temporary_type_cannot_hijack_the_contract(acme):
+    """With search_path = '' a function still looks up relations and types in the caller's temporary schema
+    first: a tenant's pg_temp.uuid (a domain whose check runs its own code) would run as the functions'
+    owner. Every function lists pg_temp last instead (search_path = pg_catalog, pg_temp)."""
+    member = join(acme, "member")
+    act_as(acme.conn, member)
+    acme.conn.execute(
+        f"""CREATE FUNCTION pg_temp.evil(text) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN
+                IF current_user IN ('drumbeat_contract', 'drumbeat_definer') THEN
+                    UPDATE drumbeat.workspace_members SET role = 'owner' WHERE user_id = '{member}';
+                    RAISE EXCEPTION 'hijacked as %', current_user;
+                END IF;
+                RETURN true;
+            END $$"""
+    )
+    acme.conn.execute("CREATE DOMAIN pg_temp.uuid AS text CHECK (pg_temp.evil(VALUE))")
+    call(acme.conn, "list_events", acme.workspace_id, None, None, 10)
+    call(acme.conn, "sequence_stats", acme.sequence())
+    acme.conn.execute("SELECT count(*) FROM drumbeat.contacts")  # the read policies' look-up (definer)
+    assert roles(acme)[member] == "member"

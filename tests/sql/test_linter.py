@@ -132,6 +132,9 @@ PROBES = [
         "View drumbeat.lint_probe",
     ),
     Probe(
+        "definer_search_path_temp_first", "WARN", DEFINER, "SECURITY DEFINER function drumbeat.lint_probe()"
+    ),
+    Probe(
         "function_search_path_mutable",
         "WARN",
         "CREATE FUNCTION public.lint_probe(a int) RETURNS int LANGUAGE sql AS $$ SELECT a $$;",
@@ -235,7 +238,8 @@ FINE = {
     "a security_invoker view": """CREATE VIEW drumbeat.lint_probe WITH (security_invoker = on)
             AS SELECT w.id FROM drumbeat.workspaces w;
         GRANT SELECT ON drumbeat.lint_probe TO authenticated;""",
-    "a SECURITY DEFINER function no API role may call": f"""{DEFINER}
+    "a SECURITY DEFINER function no API role may call, pg_temp last": """CREATE FUNCTION drumbeat.lint_probe()
+            RETURNS int LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ SELECT 1 $$;
         REVOKE ALL ON FUNCTION drumbeat.lint_probe() FROM PUBLIC;""",
     "a table without RLS that no API role may use": "CREATE TABLE drumbeat.lint_probe (id int);",
     "indexes that differ in ordering": """CREATE TABLE drumbeat.lint_probe (id int);
