@@ -87,8 +87,8 @@ $$;
 
 -- Why: CRMs push contacts in bulk; a contact is matched on phone, then email. Keys present in the
 -- input overwrite (null clears), absent keys are kept, custom fields merge. Opt-outs are never
--- touched here (only record_event changes them), and a re-imported deleted contact comes back with
--- its opt-outs intact.
+-- touched here (only record_event changes them), a contact opted out of a channel keeps that channel's
+-- address, and a re-imported deleted contact comes back with its opt-outs intact.
 CREATE OR REPLACE FUNCTION drumbeat_api.upsert_contacts(p_workspace_id uuid, p_contacts jsonb)
 RETURNS TABLE(contact_id uuid, created boolean)
 LANGUAGE plpgsql
@@ -112,8 +112,10 @@ BEGIN
     WITH m AS MATERIALIZED (SELECT * FROM drumbeat.match_contacts(p_workspace_id, p_contacts)),
     updated AS (
         UPDATE drumbeat.contacts c SET
-            phone = CASE WHEN m.obj ? 'phone' THEN m.phone ELSE c.phone END,
-            email = CASE WHEN m.obj ? 'email' THEN m.email ELSE c.email END,
+            -- An opt-out belongs to the address: an opted-out contact keeps its number or email, so that
+            -- moving it away cannot free the address for a new, subscribed contact.
+            phone = CASE WHEN m.obj ? 'phone' AND c.sms_opted_out_at IS NULL THEN m.phone ELSE c.phone END,
+            email = CASE WHEN m.obj ? 'email' AND c.email_opted_out_at IS NULL THEN m.email ELSE c.email END,
             first_name = CASE WHEN m.obj ? 'first_name' THEN m.obj ->> 'first_name' ELSE c.first_name END,
             last_name = CASE WHEN m.obj ? 'last_name' THEN m.obj ->> 'last_name' ELSE c.last_name END,
             company = CASE WHEN m.obj ? 'company' THEN m.obj ->> 'company' ELSE c.company END,
@@ -221,6 +223,14 @@ BEGIN
                                                                     THEN p_changes -> 'tags' ELSE '[]' END) AS g
                   WHERE pg_catalog.jsonb_typeof(g) <> 'string') THEN
         PERFORM drumbeat.raise_error('PT422', 'must be an array of strings', 'p_changes.tags');
+    END IF;
+    -- An opt-out belongs to the address: moving it off the contact would let a new contact take the
+    -- address, subscribed. A contact with a new number or email is a new contact.
+    IF v_phone IS DISTINCT FROM v_row.phone AND v_row.sms_opted_out_at IS NOT NULL THEN
+        PERFORM drumbeat.raise_error('PT409', 'this contact opted out of SMS at its number, which stays with it: add the new number as a new contact', 'p_changes.phone');
+    END IF;
+    IF v_email IS DISTINCT FROM v_row.email AND v_row.email_opted_out_at IS NOT NULL THEN
+        PERFORM drumbeat.raise_error('PT409', 'this contact opted out of email at its address, which stays with it: add the new address as a new contact', 'p_changes.email');
     END IF;
     -- Deleted contacts count: they keep their phone and email (and opt-outs) until re-imported.
     IF v_phone IS DISTINCT FROM v_row.phone AND EXISTS (SELECT 1 FROM drumbeat.contacts c

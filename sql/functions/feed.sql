@@ -13,8 +13,12 @@ AS $$
         'workspace_id', p_event.workspace_id, 'sequence_id', p_event.sequence_id,
         'enrollment_id', p_event.enrollment_id, 'contact_id', p_event.contact_id, 'step_id', p_event.step_id,
         'delivery_id', p_event.delivery_id, 'task_id', p_event.payload ->> 'task_id',
-        'status', COALESCE(p_event.payload ->> 'to', p_event.payload ->> 'status'),
-        'previous_status', p_event.payload ->> 'from', 'exit_reason', p_event.payload ->> 'exit_reason',
+        -- "from" and "to" are states only in a transition's payload; in a message's, they are addresses.
+        'status', CASE WHEN p_event.kind IN ('started', 'resumed', 'paused', 'completed', 'exited')
+                       THEN p_event.payload ->> 'to' ELSE p_event.payload ->> 'status' END,
+        'previous_status', CASE WHEN p_event.kind IN ('started', 'resumed', 'paused', 'completed', 'exited')
+                                THEN p_event.payload ->> 'from' END,
+        'exit_reason', p_event.payload ->> 'exit_reason',
         'channel', p_event.payload ->> 'channel', 'outcome', p_event.payload ->> 'outcome',
         'error_code', p_event.payload ->> 'error_code'))
 $$;

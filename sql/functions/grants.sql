@@ -209,7 +209,8 @@ GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name tex
     uuid), drumbeat.check_member_role(p_role text, p_field text), drumbeat.require_owner_for_owner_role(
     p_workspace_id uuid, p_from text, p_to text), drumbeat.locked_member(p_workspace_id uuid, p_user_id uuid),
     drumbeat.require_another_owner(p_workspace_id uuid, p_user_id uuid, p_message text),
-    drumbeat.log_member_event(p_workspace_id uuid, p_kind text, p_payload jsonb), drumbeat.replied_to(p_enrollment_id uuid, p_replied_at timestamp with time zone),
+    drumbeat.log_member_event(p_workspace_id uuid, p_kind text, p_payload jsonb),
+    drumbeat.revoke_keys_above(p_workspace_id uuid, p_user_id uuid, p_role text), drumbeat.replied_to(p_enrollment_id uuid, p_replied_at timestamp with time zone),
     drumbeat.delay_json(p_delay interval), drumbeat.step_definitions(p_sequence_id uuid),
     drumbeat.renumber_step_references(p_steps jsonb, p_old_positions jsonb), drumbeat.lock_steps(p_sequence_id
     uuid), drumbeat.save_step_edit(p_sequence_id uuid, p_before jsonb, p_steps jsonb),
@@ -220,7 +221,8 @@ GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name tex
 -- API's queries use (sql/queries/api_*.sql) and the lock its read-modify-write edits take. Nothing here writes.
 GRANT EXECUTE ON FUNCTION drumbeat.member_workspace_ids(), drumbeat.current_user_id(), drumbeat.clock_now(),
     drumbeat.delay_json(p_delay interval), drumbeat.step_definitions(p_sequence_id uuid),
-    drumbeat.lock_sequence_edits(p_sequence_id uuid) TO authenticated;
+    drumbeat.lock_sequence_edits(p_sequence_id uuid), drumbeat.raise_error(p_code text, p_message text, p_field text)
+    TO authenticated;
 
 -- Trusted server side only.
 GRANT EXECUTE ON FUNCTION drumbeat.load_holidays(p_workspace_id uuid, p_calendar text, p_holidays jsonb),

@@ -74,6 +74,28 @@ BEGIN
 END
 $$;
 
+-- Why: a key never outranks the person who made it: when someone is demoted, the keys they created above
+-- their new role are revoked (all of them when they leave), or a removed admin could walk back in with one.
+CREATE OR REPLACE FUNCTION drumbeat.revoke_keys_above(p_workspace_id uuid, p_user_id uuid, p_role text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH revoked AS (
+        UPDATE drumbeat.api_keys k SET revoked_at = pg_catalog.now()
+        WHERE k.workspace_id = p_workspace_id AND k.created_by = p_user_id AND k.revoked_at IS NULL
+          AND (p_role IS NULL OR drumbeat.role_rank(k.role) > drumbeat.role_rank(p_role))
+        RETURNING k.id
+    ), gone AS (
+        DELETE FROM drumbeat.workspace_members m
+        WHERE m.workspace_id = p_workspace_id AND m.user_id IN (SELECT r.id FROM revoked r)
+    )
+    INSERT INTO drumbeat.events (workspace_id, kind, actor_id, payload)
+    SELECT p_workspace_id, 'api_keys_revoked', drumbeat.current_user_id(),
+           pg_catalog.jsonb_build_object('created_by', p_user_id, 'key_ids', pg_catalog.jsonb_agg(r.id))
+    FROM revoked r HAVING pg_catalog.count(*) > 0
+$$;
+
 -- Why: membership changes are part of the workspace's audit trail: who did what to whom.
 CREATE OR REPLACE FUNCTION drumbeat.log_member_event(p_workspace_id uuid, p_kind text, p_payload jsonb)
 RETURNS void
@@ -135,6 +157,7 @@ BEGIN
     END IF;
     UPDATE drumbeat.workspace_members m SET role = p_role
     WHERE m.workspace_id = p_workspace_id AND m.user_id = p_user_id;
+    PERFORM drumbeat.revoke_keys_above(p_workspace_id, p_user_id, p_role);
     PERFORM drumbeat.log_member_event(p_workspace_id, 'member_role_changed',
         pg_catalog.jsonb_build_object('user_id', p_user_id, 'from', v_from, 'to', p_role));
 END
@@ -165,6 +188,7 @@ BEGIN
     -- Logged first: a member who leaves may no longer write to the workspace once gone.
     PERFORM drumbeat.log_member_event(p_workspace_id, 'member_removed',
         pg_catalog.jsonb_build_object('user_id', p_user_id, 'role', v_role));
+    PERFORM drumbeat.revoke_keys_above(p_workspace_id, p_user_id, NULL);
     DELETE FROM drumbeat.workspace_members m WHERE m.workspace_id = p_workspace_id AND m.user_id = p_user_id;
 END
 $$;

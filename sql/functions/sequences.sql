@@ -459,9 +459,17 @@ $$;
 -- wait, sees the edit it waited for.
 CREATE OR REPLACE FUNCTION drumbeat.lock_sequence_edits(p_sequence_id uuid)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('drumbeat.sequence_edits:' || p_sequence_id::text, 0)) $$;
+AS $$
+BEGIN
+    -- Only a sequence the caller sees (RLS): nobody may hold up another tenant's edits.
+    IF NOT EXISTS (SELECT 1 FROM drumbeat.sequences s WHERE s.id = p_sequence_id) THEN
+        PERFORM drumbeat.raise_error('PT404', 'sequence not found', 'sequence_id');
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('drumbeat.sequence_edits:' || p_sequence_id::text, 0));
+END
+$$;
 
 -- Why: the read half of every step edit: the caller may edit the sequence (404 otherwise, never saying
 -- whether it exists), and the row stays locked until the transaction ends, so two concurrent step edits

@@ -108,3 +108,23 @@ def test_a_bulk_write_is_one_notification_per_type(acme, db_url):
         tenant.conn.commit()
         heard = [json.loads(n.payload) for n in listener.notifies(timeout=2, stop_after=1)]
     assert [(n["type"], n["count"]) for n in heard] == [("sequence.enrollment.created", 150)]
+
+
+def test_a_reply_s_data_names_no_address_and_no_text(acme, db_url):
+    """An inbound SMS's payload has from/to (phone numbers) and the body: none of it goes out."""
+    tenant, contact = acme
+    cursor = settled_feed(tenant, None, 1)[-1][0]
+    with psycopg.connect(db_url) as worker:
+        phone, number = worker.execute(
+            "SELECT c.phone, se.address FROM drumbeat.contacts c JOIN drumbeat.senders se "
+            "ON se.workspace_id = c.workspace_id AND se.channel = 'sms' WHERE c.id = %s",
+            (contact,),
+        ).fetchone()
+        assert worker.execute(
+            "SELECT drumbeat.inbound_sms(%s, %s, 'Yes, call me', 'SM1')", (number, phone)
+        ).fetchone()
+        worker.commit()
+    data = [row[4] for row in settled_feed(tenant, cursor, 1) if row[2] == "sequence.enrollment.replied"]
+    assert data and all(
+        phone not in str(d) and number not in str(d) and "call me" not in str(d) for d in data
+    )

@@ -375,3 +375,45 @@ def test_a_temporary_type_cannot_hijack_the_contract(acme):
     call(acme.conn, "sequence_stats", acme.sequence())
     acme.conn.execute("SELECT count(*) FROM drumbeat.contacts")  # the read policies' look-up (definer)
     assert roles(acme)[member] == "member"
+
+
+def test_an_opt_out_stays_with_its_number_and_address(acme):
+    """Moving an opted-out contact off its number (or email) would let a new contact take it, subscribed."""
+    contact = acme.contact(phone="+12125550199", email="opt@acme.example")
+    call(acme.conn, "record_event", contact, "unsubscribed", Jsonb({"channel": "all"}))
+    for changes, field in [
+        ({"phone": "+12125550198"}, "p_changes.phone"),
+        ({"email": None}, "p_changes.email"),
+    ]:
+        with sql_error(acme.conn, "PT409", field=field, match="opted out"):
+            call(acme.conn, "update_contact", contact, Jsonb(changes))
+    [(matched, created)] = call(
+        acme.conn,
+        "upsert_contacts",
+        acme.workspace_id,
+        Jsonb([{"email": "opt@acme.example", "phone": "+12125550197"}]),
+    )
+    assert (matched, created) == (contact, False)
+    [(again, created)] = call(
+        acme.conn, "upsert_contacts", acme.workspace_id, Jsonb([{"phone": "+12125550199"}])
+    )
+    assert (again, created) == (contact, False)
+    sequence = acme.sequence()
+    assert [row[2] for row in acme.enroll(sequence, [again])] == ["opted_out"]
+
+
+def test_a_demoted_or_removed_member_s_keys_go_with_their_rank(acme):
+    """A key never outranks its maker: demoted, their keys above the new role are revoked; gone, all."""
+    admin = join(acme, "admin")
+    act_as(acme.conn, admin)
+    [(admin_key, _)] = call(acme.conn, "create_api_key", acme.workspace_id, "backdoor", "admin")
+    [(member_key, _)] = call(acme.conn, "create_api_key", acme.workspace_id, "ci", "member")
+    acme.as_owner()
+    call(acme.conn, "update_member_role", acme.workspace_id, admin, "member")
+    assert admin_key not in roles(acme) and member_key in roles(acme)
+    acme.as_owner()
+    call(acme.conn, "remove_member", acme.workspace_id, admin)
+    assert member_key not in roles(acme)
+    act_as(acme.conn, admin_key)  # as the HTTP API acts for a key
+    with sql_error(acme.conn, "PT404", match="workspace not found"):
+        call(acme.conn, "add_member", acme.workspace_id, admin, "admin")
