@@ -78,7 +78,10 @@ def test_the_last_owner_stays(tenant):
     assert (
         as_(tenant, successor, "PATCH", f"/members/{tenant.user_id}", {"role": "member"}).status_code == 200
     )
-    assert roles(tenant)[tenant.user_id] == "member"
+    # The owner key the demoted owner made outranks them now: revoked with the demotion.
+    assert tenant.get("/members").status_code == 401
+    members = as_(tenant, successor, "GET", "/members").json()
+    assert {m["user_id"]: m["role"] for m in members}[tenant.user_id] == "member"
 
 
 def test_bad_member_input_names_the_field(tenant):
