@@ -41,6 +41,7 @@ from workers import reconnect
 from workers.dispatcher import Dispatcher
 from workers.mailboxes import Mailboxes
 from workers.transports import OutboxTransport, SmtpTransport, Transport, TwilioTransport
+from workers.webhooks import start_webhooks, stop_webhooks
 
 log = logging.getLogger("drumbeat.worker")
 tasks = procrastinate.Blueprint()
@@ -321,6 +322,7 @@ async def run_beside(settings: Settings, concurrency: int = 4) -> None:
     _stopping.clear()  # a process may run several workers one after another (tests, `drumbeat demo`)
     mailboxes = Mailboxes.for_settings(settings)  # IMAP inboxes, in threads of their own
     mailboxes.start()
+    webhooks = start_webhooks(settings)  # outgoing webhooks, likewise
     # One app for every restart: its connector makes a new pool each time it is opened, and building the app
     # again would prefix the blueprint's task names once more (add_tasks_from renames them in place).
     app = build_app(settings)
@@ -347,6 +349,8 @@ async def run_beside(settings: Settings, concurrency: int = 4) -> None:
         stop_dispatching()  # asked to stop while no procrastinate worker was running: nothing to wait for
     finally:
         mailboxes.stop()
+        # Its sends in flight finish (10 s at most) and are recorded, off the event loop.
+        await asyncio.to_thread(stop_webhooks, webhooks, GRACE_SECONDS)
 
 
 async def _until_database_answers(settings: Settings) -> None:

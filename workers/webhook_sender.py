@@ -159,7 +159,8 @@ class WebhookSender:
     How many requests go to one host at once is the caller's to limit.
 
     `allow_private` lets URLs reach private and loopback addresses (development, tests; see
-    app/core/webhook_urls.py). `ssl_context` replaces the default trust store (certifi's), for a test CA."""
+    app/core/webhook_urls.py); `require_https` refuses http:// URLs (production). `ssl_context` replaces
+    the default trust store (certifi's), for a test CA."""
 
     def __init__(
         self,
@@ -167,10 +168,12 @@ class WebhookSender:
         allow_private: bool = False,
         user_agent: str = "Drumbeat-Webhooks/1",
         *,
+        require_https: bool = False,
         ssl_context: ssl.SSLContext | None = None,
     ):
         self.timeout = timeout
         self.allow_private = allow_private
+        self.require_https = require_https
         context = ssl_context or httpx.create_ssl_context(trust_env=False)
         self._client = httpx.Client(
             transport=PinnedTransport(ssl_context=context),
@@ -213,7 +216,7 @@ class WebhookSender:
             return Attempt(status_code, latency_ms, _clip(error), outcome)
 
         try:
-            target = parse_webhook_url(url, require_https=False)
+            target = parse_webhook_url(url, require_https=self.require_https)
         except WebhookUrlError as error:
             return attempt("refused", str(error))
         try:

@@ -11,7 +11,16 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from app.api import contacts, enrollments, inbound_email, ops, sequences, webhooks, workspaces
+from app.api import (
+    contacts,
+    enrollments,
+    inbound_email,
+    ops,
+    sequences,
+    webhook_endpoints,
+    webhooks,
+    workspaces,
+)
 from app.api.access import with_request_context
 from app.api.auth import Authenticator
 from app.api.db import make_pool
@@ -66,6 +75,7 @@ def create_app(settings: Settings) -> Litestar:
             *sequences.route_handlers,
             *enrollments.route_handlers,
             *contacts.route_handlers,
+            *webhook_endpoints.route_handlers,
         ],
         dependencies={"db": Provide(provide_db)},
     )

@@ -566,7 +566,7 @@ class EventController(Controller):
         "`types` filters (repeat it, or separate with commas): sequence.enrollment.created, .completed, "
         ".replied, .exited, .paused, .resumed, sequence.step.executed, sequence.step.pending_manual, "
         "task.completed, message.sent, .delivered, .failed, .bounced, .unknown, .opened, .clicked, "
-        "contact.opted_out, contact.opted_in, contact.bounced.",
+        "contact.opted_out, contact.opted_in, contact.bounced, sequence.step.webhook, webhook_endpoint.disabled.",
     )
     async def feed(
         self,

@@ -86,6 +86,10 @@ class Settings:
     # Per caller (an API key, or a JWT's subject): a token bucket refilled at this rate, holding up to `burst`.
     rate_limit_per_second: float = 50.0  # 0: no limit
     rate_limit_burst: int = 100
+    # Outgoing webhooks: private and loopback targets only when true (development, tests); messages in flight
+    # at once to one endpoint, across all workers (a slow endpoint holds that many sends, never the others').
+    webhook_allow_private: bool = False
+    webhook_concurrency: int = 8
 
     @property
     def production(self) -> bool:
@@ -248,4 +252,6 @@ def load_settings(database_url: str | None = None) -> Settings:
         max_body_bytes=_whole_number("DRUMBEAT_MAX_BODY_BYTES", Settings.max_body_bytes, 1),
         rate_limit_per_second=_rate_per_second("DRUMBEAT_RATE_LIMIT", Settings.rate_limit_per_second),
         rate_limit_burst=_whole_number("DRUMBEAT_RATE_LIMIT_BURST", Settings.rate_limit_burst, 1),
+        webhook_allow_private=_flag("DRUMBEAT_WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_concurrency=_whole_number("DRUMBEAT_WEBHOOK_CONCURRENCY", Settings.webhook_concurrency, 1),
     )

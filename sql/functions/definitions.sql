@@ -334,13 +334,19 @@ DECLARE
     v_type text;
     v_target text;
 BEGIN
-    PERFORM drumbeat.check_object(p_action, p_field, ARRAY['type', 'tag', 'field', 'value', 'sequence_id', 'event']);
+    PERFORM drumbeat.check_object(p_action, p_field, ARRAY['type', 'tag', 'field', 'value', 'sequence_id', 'event', 'endpoint_id']);
     v_type := drumbeat.json_text(p_action -> 'type', p_field || '.type', true);
     CASE v_type
         WHEN 'tag', 'untag' THEN PERFORM drumbeat.json_text(p_action -> 'tag', p_field || '.tag', true, 100);
         WHEN 'set_field' THEN PERFORM drumbeat.json_text(p_action -> 'field', p_field || '.field', true, 100);
             IF NOT p_action ? 'value' THEN PERFORM drumbeat.raise_error('PT422', 'is required', p_field || '.value'); END IF;
         WHEN 'webhook' THEN PERFORM drumbeat.json_text(p_action -> 'event', p_field || '.event', true, 100);
+            -- optional: only this endpoint gets it (else every endpoint taking sequence.step.webhook)
+            v_target := drumbeat.json_text(p_action -> 'endpoint_id', p_field || '.endpoint_id');
+            IF v_target IS NOT NULL AND (v_target !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+               OR NOT EXISTS (SELECT 1 FROM drumbeat.webhook_endpoints e WHERE e.id = v_target::uuid AND e.workspace_id = p_workspace_id)) THEN
+                PERFORM drumbeat.raise_error('PT422', 'must be a webhook endpoint of this workspace', p_field || '.endpoint_id');
+            END IF;
         WHEN 'enroll' THEN
             v_target := drumbeat.json_text(p_action -> 'sequence_id', p_field || '.sequence_id', true);
             IF v_target !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'

@@ -122,7 +122,7 @@ AS $$
 $$;
 
 -- Why: an action step changes the contact (tag, untag, set_field), enrolls it in another active
--- sequence of the workspace, or records a webhook event for integrations to pick up.
+-- sequence of the workspace, or sends a webhook (an event the webhook worker delivers: sql/functions/webhooks.sql).
 CREATE OR REPLACE FUNCTION drumbeat.apply_action(p_enrollment drumbeat.enrollments, p_action jsonb, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -146,7 +146,11 @@ BEGIN
                  AND st.id = drumbeat.next_live_step(s.id, 0)
             WHERE s.id = (p_action ->> 'sequence_id')::uuid AND s.workspace_id = p_enrollment.workspace_id AND s.status = 'active'
             ON CONFLICT (sequence_id, contact_id) WHERE status IN ('scheduled', 'active', 'paused') DO NOTHING;
-        ELSE NULL;  -- 'webhook': the event written by run_flow_step is what integrations consume
+        WHEN 'webhook' THEN  -- sent to the workspace's endpoints (or the one named) by the webhook worker
+            INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, occurred_at, payload)
+            VALUES (p_enrollment.workspace_id, 'webhook', p_enrollment.contact_id, p_enrollment.sequence_id, p_enrollment.id,
+                    p_enrollment.current_step_id, p_now, pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                        'event', p_action ->> 'event', 'endpoint_id', p_action ->> 'endpoint_id')));
     END CASE;
 END
 $$;

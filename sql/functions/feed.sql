@@ -20,7 +20,11 @@ AS $$
                                 THEN p_event.payload ->> 'from' END,
         'exit_reason', p_event.payload ->> 'exit_reason',
         'channel', p_event.payload ->> 'channel', 'outcome', p_event.payload ->> 'outcome',
-        'error_code', p_event.payload ->> 'error_code'))
+        'error_code', p_event.payload ->> 'error_code',
+        -- a `webhook` step's event name and the endpoint it is for; the endpoint a disabled event is about
+        'event', CASE WHEN p_event.kind = 'webhook' THEN p_event.payload ->> 'event' END,
+        'endpoint_id', CASE WHEN p_event.kind IN ('webhook', 'webhook_disabled') THEN p_event.payload ->> 'endpoint_id' END,
+        'reason', CASE WHEN p_event.kind = 'webhook_disabled' THEN p_event.payload ->> 'reason' END))
 $$;
 
 -- Why: a cursor is the (transaction, id) of the last event a consumer saw, written "tx.id" (opaque to

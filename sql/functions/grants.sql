@@ -201,8 +201,35 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat_api TO authenticated, service_
 GRANT EXECUTE ON FUNCTION drumbeat.notify_events() TO drumbeat_contract, drumbeat_worker, service_role;
 GRANT SELECT ON TABLE drumbeat.event_types TO authenticated, drumbeat_contract, drumbeat_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.event_types TO service_role;
-GRANT EXECUTE ON FUNCTION drumbeat.event_data(p_event drumbeat.events), drumbeat.feed_position(p_after text,
-    OUT tx xid8, OUT id bigint) TO drumbeat_contract, service_role;
+GRANT EXECUTE ON FUNCTION drumbeat.feed_position(p_after text, OUT tx xid8, OUT id bigint) TO drumbeat_contract,
+    service_role;
+
+-- Outgoing webhooks: admins manage endpoints through the contract (tenants get no direct grant: an
+-- endpoint's URL can hold the receiver's token, its secret signs); the worker fans out, sends and logs.
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.webhook_endpoints TO drumbeat_contract, service_role;
+GRANT SELECT, INSERT, UPDATE ON TABLE drumbeat.webhook_messages TO drumbeat_contract;
+GRANT SELECT ON TABLE drumbeat.webhook_attempts TO drumbeat_contract;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.webhook_messages, drumbeat.webhook_attempts TO service_role;
+GRANT SELECT, UPDATE (feed_tx, feed_id, failing_since, enabled, disabled_at, disabled_reason, updated_at)
+    ON TABLE drumbeat.webhook_endpoints TO drumbeat_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.webhook_messages TO drumbeat_worker;
+GRANT SELECT, INSERT, DELETE ON TABLE drumbeat.webhook_attempts TO drumbeat_worker;
+GRANT USAGE ON SEQUENCE drumbeat.webhook_messages_id_seq TO drumbeat_contract, drumbeat_worker, service_role;
+GRANT USAGE ON SEQUENCE drumbeat.webhook_attempts_id_seq TO drumbeat_worker, service_role;
+GRANT EXECUTE ON FUNCTION drumbeat.webhook_url_problem(p_url text), drumbeat.check_event_types(p_types jsonb,
+    p_field text), drumbeat.webhook_endpoint_json(p_endpoint drumbeat.webhook_endpoints),
+    drumbeat.new_webhook_secret(), drumbeat.check_webhook_endpoint(p_endpoint jsonb, p_allowed text[]),
+    drumbeat.administered_endpoint(p_endpoint_id uuid), drumbeat.webhook_message_json(p_message
+    drumbeat.webhook_messages) TO drumbeat_contract, service_role;
+GRANT EXECUTE ON FUNCTION drumbeat.webhook_timestamp(p_at timestamp with time zone),
+    drumbeat.webhook_payload(p_event drumbeat.events, p_endpoint drumbeat.webhook_endpoints, OUT type text, OUT
+    payload jsonb), drumbeat.event_bodies(p_event drumbeat.events), drumbeat.event_data(p_event drumbeat.events)
+    TO drumbeat_contract, drumbeat_worker, service_role;
+GRANT EXECUTE ON FUNCTION drumbeat.fan_out_webhooks(p_limit integer), drumbeat.claim_webhook_messages(p_limit
+    integer, p_per_endpoint integer, p_lease_seconds integer), drumbeat.record_webhook_attempts(p_attempts jsonb),
+    drumbeat.webhook_attempt_batch(p_attempts jsonb), drumbeat.disable_webhook_endpoint(p_endpoint_id uuid,
+    p_reason text), drumbeat.prune_webhook_messages(p_older_than interval, p_limit integer) TO drumbeat_worker,
+    service_role;
 
 -- What only the contract calls.
 GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name text, p_role text, p_created_by

@@ -159,7 +159,8 @@ DECLARE
 BEGIN
     FOREACH v_table IN ARRAY ARRAY['timezones', 'workspaces', 'workspace_members', 'api_keys', 'senders',
         'contacts', 'sequences', 'sequence_steps', 'enrollments', 'deliveries', 'tasks', 'events', 'holidays',
-        'outbox', 'channel_holds', 'sender_mailboxes', 'event_types']
+        'outbox', 'channel_holds', 'sender_mailboxes', 'event_types', 'webhook_endpoints', 'webhook_messages',
+        'webhook_attempts']
     LOOP
         EXECUTE pg_catalog.format(
             'CREATE POLICY %I ON drumbeat.%I TO service_role USING (true) WITH CHECK (true)',
@@ -189,6 +190,21 @@ BEGIN
     END LOOP;
 END
 $workspace_tables$;
+
+-- Webhook endpoints, their messages and delivery log: an endpoint's URL can carry the receiver's own token,
+-- so tenants reach them only through the contract, whose functions let admins alone in.
+DO $admin_tables$
+DECLARE
+    v_table text;
+    v_contract text := '(SELECT drumbeat.is_trusted_caller()) OR workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[])';
+BEGIN
+    FOREACH v_table IN ARRAY ARRAY['webhook_endpoints', 'webhook_messages', 'webhook_attempts']
+    LOOP
+        EXECUTE pg_catalog.format('CREATE POLICY %I ON drumbeat.%I TO drumbeat_contract USING (%s) WITH CHECK (%s)',
+            v_table || '_contract', v_table, v_contract, v_contract);
+    END LOOP;
+END
+$admin_tables$;
 
 CREATE POLICY timezones_read ON drumbeat.timezones FOR SELECT TO authenticated, drumbeat_contract USING (true);
 

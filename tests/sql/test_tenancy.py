@@ -48,6 +48,8 @@ class Rows:
     delivery: uuid.UUID
     api_key: uuid.UUID
     member: uuid.UUID  # a plain member (a person, not a key)
+    webhook_endpoint: str  # with a ping message and one logged attempt
+    webhook_message: str  # the ping's webhook-id (failed)
 
     @property
     def workspace_id(self) -> uuid.UUID:
@@ -93,6 +95,13 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
     call(conn, "add_member", tenant.workspace_id, member, "member")
     mailbox = {"host": "imap.example.com", "username": f"{name}@example.com", "password_sealed": "v1:sealed"}
     call(conn, "set_sender_mailbox", email_sender, Jsonb(mailbox))
+    webhook_endpoint = call(
+        conn,
+        "create_webhook_endpoint",
+        tenant.workspace_id,
+        Jsonb({"url": f"https://{name}.example.com/hook"}),
+    )[0][0]["id"]
+    call(conn, "test_webhook_endpoint", webhook_endpoint)
 
     superuser(conn)
     steps = [
@@ -117,6 +126,18 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
         (tenant.workspace_id, delivery),
     )
     conn.execute(INSERT_HOLD, (sms_sender,))  # the dispatcher's circuit breaker, after a 429
+    # The webhook worker sent the ping once, and gave up on it (a re-send then changes something).
+    webhook_message = conn.execute(
+        "UPDATE drumbeat.webhook_messages SET status = 'failed', attempts = 1, next_attempt_at = NULL "
+        "WHERE endpoint_id = %s RETURNING msg_id",
+        (webhook_endpoint,),
+    ).fetchone()[0]
+    conn.execute(
+        "INSERT INTO drumbeat.webhook_attempts (workspace_id, endpoint_id, message_id, attempt, attempted_at, "
+        "latency_ms, outcome) SELECT workspace_id, endpoint_id, id, 1, now(), 5, 'retry' "
+        "FROM drumbeat.webhook_messages WHERE endpoint_id = %s",
+        (webhook_endpoint,),
+    )
     # What the dispatcher does when a call step falls due: a task, and the enrollment waits on it.
     conn.execute(
         "UPDATE drumbeat.enrollments SET current_step_id = %s, next_action_at = NULL WHERE id = %s",
@@ -129,7 +150,8 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
     ).fetchone()[0]
     return Rows(
         tenant, sms_sender, email_sender, contacts, sequence, steps, draft_sequence, paused_sequence,
-        enrollment, task_enrollment, paused_enrollment, task, delivery, api_key, member,
+        enrollment, task_enrollment, paused_enrollment, task, delivery, api_key, member, webhook_endpoint,
+        webhook_message,
     )  # fmt: skip
 
 
@@ -171,6 +193,7 @@ class Table:
     writes: tuple[str, ...] = ("UPDATE", "DELETE")  # what the contract's role may do (RLS decides which rows)
     rewritten: str = "name"  # the column an UPDATE probe rewrites when `tenant` is not a column
     columns: str = "*"  # what authenticated may read of a row
+    readable: bool = True  # False: authenticated reads nothing of it (only the contract's functions do)
 
 
 TABLES = {
@@ -193,6 +216,11 @@ TABLES = {
     # credentials) is seen by every tenant. Only the dispatcher writes them.
     # The IMAP password stays the API's and the worker's.
     "sender_mailboxes": Table(columns=MAILBOX_COLUMNS, rewritten="folder"),
+    # Outgoing webhooks: an endpoint's URL can carry the receiver's token and its secret signs, so tenants
+    # reach them only through the contract's admin-only functions.
+    "webhook_endpoints": Table(readable=False, rewritten="url"),
+    "webhook_messages": Table(readable=False, writes=("UPDATE",)),
+    "webhook_attempts": Table(readable=False, writes=()),
     "channel_holds": Table(
         tenant="(SELECT se.workspace_id FROM drumbeat.senders se WHERE se.id = sender_id)",
         shared="sender_id IS NULL",
@@ -275,6 +303,21 @@ INSERT_INTO_B: dict[str, Callable[[World], tuple[str, tuple]]] = {
     ),
     "channel_holds": lambda w: (INSERT_HOLD, (w.b.sms_sender,)),
     "sender_mailboxes": lambda w: (INSERT_MAILBOX, (w.b.email_sender, w.b.workspace_id)),
+    "webhook_endpoints": lambda w: (
+        "INSERT INTO drumbeat.webhook_endpoints (workspace_id, url, secret) VALUES (%s, 'https://evil.example', 'whsec_x')",
+        (w.b.workspace_id,),
+    ),
+    "webhook_messages": lambda w: (
+        "INSERT INTO drumbeat.webhook_messages (workspace_id, endpoint_id, msg_id, type, payload) "
+        "VALUES (%s, %s, 'msg_evil', 'ping', '{}')",
+        (w.b.workspace_id, w.b.webhook_endpoint),
+    ),
+    "webhook_attempts": lambda w: (
+        "INSERT INTO drumbeat.webhook_attempts (workspace_id, endpoint_id, message_id, attempt, attempted_at, "
+        "latency_ms, outcome) SELECT workspace_id, endpoint_id, id, 9, now(), 1, 'delivered' "
+        "FROM drumbeat.webhook_messages WHERE endpoint_id = %s",
+        (w.b.webhook_endpoint,),
+    ),
 }
 
 
@@ -338,6 +381,10 @@ def test_a_sees_only_its_own_and_shared_rows(world, table):
     b_rows = rows_as_text(conn, table, *rows_of(table, world.b.workspace_id))
     assert b_rows or not TABLES[table].tenant, "the fixture gives B rows in every tenant table"
     world.a.tenant.as_owner()
+    if not TABLES[table].readable:
+        with sql_error(conn, "42501", match="permission denied for table"):
+            rows_as_text(conn, table)
+        return
     visible = rows_as_text(conn, table)
     assert visible == expected
     assert visible and not set(visible) & set(b_rows)
@@ -407,6 +454,7 @@ INSERT_REFUSAL = {
     "deliveries": ("42501", "permission denied for table"),
     "outbox": ("42501", "permission denied for table"),
     "channel_holds": ("42501", "permission denied for table"),
+    "webhook_attempts": ("42501", "permission denied for table"),
 }
 
 
@@ -433,6 +481,10 @@ def test_a_caller_without_sub_sees_only_shared_rows(world, table):
     shared = TABLES[table].shared
     expected = rows_as_text(conn, table, shared) if shared else []
     act_as(conn, None)
+    if not TABLES[table].readable:
+        with sql_error(conn, "42501", match="permission denied for table"):
+            rows_as_text(conn, table)
+        return
     assert rows_as_text(conn, table) == expected
 
 
@@ -584,6 +636,23 @@ CASES = {
             Jsonb({"host": "imap.other.example", "username": "u", "password_sealed": "v1:y"}),
         ),
         min_role="admin",
+    ),
+    "create_webhook_endpoint": Case(
+        lambda r: (r.workspace_id, Jsonb({"url": "https://crm.example.com/hook"})), min_role="admin"
+    ),
+    "list_webhook_endpoints": Case(lambda r: (r.workspace_id,), min_role="admin", writes=False),
+    "get_webhook_endpoint": Case(lambda r: (r.webhook_endpoint,), min_role="admin", writes=False),
+    "update_webhook_endpoint": Case(
+        lambda r: (r.webhook_endpoint, Jsonb({"description": "Renamed"})), min_role="admin"
+    ),
+    "delete_webhook_endpoint": Case(lambda r: (r.webhook_endpoint,), min_role="admin"),
+    "rotate_webhook_secret": Case(lambda r: (r.webhook_endpoint,), min_role="admin"),
+    "test_webhook_endpoint": Case(lambda r: (r.webhook_endpoint,), min_role="admin"),
+    "list_webhook_deliveries": Case(lambda r: (r.webhook_endpoint, None, 10), min_role="admin", writes=False),
+    "resend_webhook_message": Case(lambda r: (r.webhook_endpoint, r.webhook_message), min_role="admin"),
+    # Its events are the test transaction's own, not yet in the feed: it answers {"queued": 0, ...}.
+    "resend_webhook_messages": Case(
+        lambda r: (r.webhook_endpoint, "2026-01-01T00:00:00Z"), min_role="admin", writes=False
     ),
 }
 SCOPED = [name for name, case in CASES.items() if case.scoped]

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import psycopg
 
 from tests.sql.factories import Tenant, new_tenant, sms_sequence
@@ -113,3 +114,15 @@ def run_worker_until_sent(db_url: str, expected: int, login: str | None = None, 
         _, stderr = worker.communicate(timeout=30)
     assert worker.returncode == 0, stderr
     return stderr
+
+
+def wait_until_serving(http: httpx.Client, server: subprocess.Popen) -> None:
+    """Return once `drumbeat api` (or `up`) answers /healthz; fail if it exits or takes over 30 s."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            http.get("/healthz", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("drumbeat api did not start serving")

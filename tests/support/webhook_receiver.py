@@ -10,7 +10,8 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +35,17 @@ class Answer:
     endless: bool = False
 
 
+def serve(receiver: Receiver) -> Iterator[Receiver]:
+    """Run `receiver` in a thread for as long as the generator is (a fixture's body: `yield from`)."""
+    thread = threading.Thread(target=receiver.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+
+
 @dataclass(frozen=True)
 class Received:
     method: str
@@ -53,6 +65,9 @@ class Receiver(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.tls = tls
         self.received: list[Received] = []
+        self.attempts: Counter[str] = Counter()  # requests per webhook-id
+        # When set, the first request of every webhook-id gets this answer (and the queue is not used).
+        self.first_attempt: Answer | None = None
         self.server_names: list[str | None] = []  # the SNI of each TLS handshake
         self.answers: deque[Answer] = deque()
         self.lock = threading.Lock()
@@ -71,13 +86,16 @@ class Receiver(ThreadingHTTPServer):
         with self.lock:
             self.answers.extend(answers)
 
-    def next_answer(self) -> Answer:
+    def answer_to(self, request: Received) -> Answer:
         with self.lock:
+            if self.first_attempt is not None and self.attempts[request.headers.get("webhook-id", "")] == 1:
+                return self.first_attempt
             return self.answers.popleft() if self.answers else Answer()
 
     def record(self, request: Received) -> None:
         with self.lock:
             self.received.append(request)
+            self.attempts[request.headers.get("webhook-id", "")] += 1
 
     def _record_sni(self, _sock: object, server_name: str | None, _context: object) -> None:
         with self.lock:
@@ -103,8 +121,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         headers = {name.lower(): value for name, value in self.headers.items()}
-        self.server.record(Received("POST", self.path, headers, body, self.client_address[1]))
-        answer = self.server.next_answer()
+        request = Received("POST", self.path, headers, body, self.client_address[1])
+        self.server.record(request)
+        answer = self.server.answer_to(request)
         time.sleep(answer.delay)
         try:
             self._answer(answer)

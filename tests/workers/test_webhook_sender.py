@@ -17,7 +17,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.support.webhook_receiver import Answer, FakeDns, Receiver, make_certificate
+from tests.support.webhook_receiver import Answer, FakeDns, Receiver, make_certificate, serve
 from workers.pinned_http import PinnedTransport
 from workers.webhook_sender import (
     MAX_ATTEMPTS,
@@ -35,16 +35,6 @@ BODY = json.dumps({"type": "enrollment.replied", "data": {"id": "e_1", "text": "
 
 def now() -> int:
     return int(time.time())
-
-
-def serve(receiver: Receiver) -> Iterator[Receiver]:
-    thread = threading.Thread(target=receiver.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        receiver.shutdown()
-        receiver.server_close()
 
 
 @pytest.fixture

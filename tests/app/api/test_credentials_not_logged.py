@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -24,7 +23,7 @@ from litestar.testing import TestClient
 from app.api.app import create_app
 from tests.log_capture import captured_logs
 from tests.support.api import JWT_SECRET, PUBLIC_URL, bearer, make_jwt, new_api_tenant
-from tests.support.processes import DRUMBEAT, drumbeat_environment, free_port
+from tests.support.processes import DRUMBEAT, drumbeat_environment, free_port, wait_until_serving
 
 BODY_LIMIT = 1024
 RATE, BURST = 0.1, 3  # nothing refills during the test
@@ -140,14 +139,3 @@ def test_no_credential_is_logged_by_a_running_api_server(db_url):
     assert statuses == EXPECTED, output[-2000:]
     assert output.count('"msg": "request"') >= len(EXPECTED) and output.count("unhandled_error") == 2
     assert_no_secret_in(output, tokens)
-
-
-def wait_until_serving(http: httpx.Client, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            http.get("/healthz", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("drumbeat api did not start serving")

@@ -1,0 +1,14 @@
+-- The webhook worker's statements (workers/webhooks.py); the functions are in sql/functions/webhooks.sql.
+
+-- name: fan_out
+SELECT drumbeat.fan_out_webhooks(%(limit)s)
+
+-- name: claim
+SELECT id, msg_id, endpoint_id, url, secrets, body, attempt
+FROM drumbeat.claim_webhook_messages(%(limit)s, %(per_endpoint)s, %(lease_seconds)s)
+
+-- name: record
+SELECT drumbeat.record_webhook_attempts(%(attempts)s)
+
+-- name: prune
+SELECT drumbeat.prune_webhook_messages(%(older_than)s, %(limit)s)

@@ -1,0 +1,246 @@
+"""Sending the workspaces' webhooks (README, "Events out"): a `Webhooks` thread in every worker process,
+beside the dispatcher (workers/app.run_beside).
+
+Each turn it
+1. fans the event feed out into messages (drumbeat.fan_out_webhooks: one per event and endpoint, from each
+   endpoint's position in the feed, in the transaction that moves the position: none skipped, none twice);
+2. claims as many due messages as it has free senders (drumbeat.claim_webhook_messages: at most
+   DRUMBEAT_WEBHOOK_CONCURRENCY in flight per endpoint across every worker, so a slow or dead endpoint
+   holds that many sends and never delays the others), each leased for LEASE_SECONDS;
+3. sends them on a thread pool (workers/webhook_sender.py: signed, pinned to checked addresses, 10 s);
+4. records what came back in one call per turn (drumbeat.record_webhook_attempts): delivered, a retry
+   at the time retry_delay says, given up after the last one, or the endpoint switched off (410, a URL
+   refused at send time, five days of failures).
+
+Delivery is at least once. A worker killed mid-send (SIGKILL, a lost machine) leaves its messages
+'sending'; their leases lapse and another worker (or this one, restarted) sends them again, with the
+same webhook-id, which receivers de-duplicate on. A record that cannot reach Postgres is kept and retried
+on a new connection; if that takes longer than the lease, the message is sent once more (never lost)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from app.core.queries import queries
+from app.core.settings import Settings
+from workers import reconnect
+from workers.webhook_sender import Attempt, WebhookSender, retry_delay
+
+log = logging.getLogger("drumbeat.webhooks")
+
+POLL_SECONDS = 0.2  # how often an idle worker looks for new events and due retries
+# A send is bounded by the sender's 10 s deadline, and its record follows at once: 30 s is ample, and is
+# how long a dead worker's messages wait before another worker sends them again.
+LEASE_SECONDS = 30
+SENDERS = 32  # threads sending at once in one process (each endpoint is capped lower: Settings)
+FAN_OUT_LIMIT = 2000  # events per endpoint per fan-out call
+CONNECT_BUDGET_SECONDS = 10.0
+KEEP_MESSAGES = dt.timedelta(days=30)  # the delivery log's window
+PRUNE_EVERY_SECONDS = 300.0
+PRUNE_LIMIT = 10_000
+
+Q = queries("webhooks")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    msg_id: str
+    endpoint_id: Any
+    url: str
+    secrets: list[str]
+    body: str
+    attempt: int
+
+
+class Webhooks(threading.Thread):
+    """The fan-out, claim, send and record loop of one worker process."""
+
+    def __init__(
+        self,
+        database_url: str,
+        sender: WebhookSender,
+        *,
+        per_endpoint: int = Settings.webhook_concurrency,
+        senders: int = SENDERS,
+        poll_seconds: float = POLL_SECONDS,
+        lease_seconds: int = LEASE_SECONDS,
+        retry: Callable[[int], dt.timedelta | None] = retry_delay,
+    ):
+        super().__init__(name="webhooks", daemon=True)
+        self.retry = retry
+        self.database_url = database_url
+        self.sender = sender
+        self.per_endpoint = per_endpoint
+        self.senders = senders
+        self.poll_seconds = poll_seconds
+        self.lease_seconds = lease_seconds
+        self.stopping = threading.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=senders, thread_name_prefix="webhook")
+        self._finished: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._in_flight = 0
+        self._conn: psycopg.Connection | None = None
+        self._next_prune = time.monotonic()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Webhooks:
+        sender = WebhookSender(
+            allow_private=settings.webhook_allow_private, require_https=settings.production
+        )
+        return cls(settings.database_url, sender, per_endpoint=settings.webhook_concurrency)
+
+    def stop(self) -> None:
+        """Claim nothing more; what is in flight finishes and is recorded (within the sender's deadline)."""
+        self.stopping.set()
+
+    def run(self) -> None:
+        unrecorded: list[dict[str, Any]] = []
+        while not (self.stopping.is_set() and self._in_flight == 0 and not unrecorded):
+            try:
+                conn = self._connection()
+                if not self.stopping.is_set():
+                    self._prune_if_due(conn)
+                    self._fan_out(conn)
+                    self._claim(conn)
+                unrecorded += self._wait_for_results()
+                if unrecorded:
+                    self._record(conn, unrecorded)
+                    unrecorded = []
+            except psycopg.Error as error:
+                log.warning("webhooks_database_lost", extra={"error": str(error).strip().splitlines()[0]})
+                self._drop_connection()
+                if self.stopping.wait(self.poll_seconds) and not self._in_flight:
+                    break  # asked to stop with Postgres away: the leases bring the unrecorded back
+        self._pool.shutdown(wait=False)
+        self._drop_connection()
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = reconnect.connect(
+                self.database_url,
+                budget=CONNECT_BUDGET_SECONDS,
+                prepare=lambda conn: conn.execute(queries("dispatch")["become_worker"]),
+                purpose="webhooks",
+            )
+            self._conn.row_factory = dict_row
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _prune_if_due(self, conn: psycopg.Connection) -> None:
+        """Every PRUNE_EVERY_SECONDS, drop finished messages older than KEEP_MESSAGES (with their attempts)."""
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+        params = {"older_than": KEEP_MESSAGES, "limit": PRUNE_LIMIT}
+        if pruned := conn.execute(Q["prune"], params).fetchone()["prune_webhook_messages"]:
+            log.info("webhook_messages_pruned", extra={"count": pruned})
+
+    def _fan_out(self, conn: psycopg.Connection) -> None:
+        """Queue the new events for every endpoint; a full batch means more are waiting: go on."""
+        while (
+            queued := conn.execute(Q["fan_out"], {"limit": FAN_OUT_LIMIT}).fetchone()["fan_out_webhooks"]
+        ) > 0:
+            if queued < FAN_OUT_LIMIT or self.stopping.is_set():
+                return
+
+    def _claim(self, conn: psycopg.Connection) -> None:
+        free = self.senders - self._in_flight
+        if free <= 0:
+            return
+        rows = conn.execute(
+            Q["claim"],
+            {"limit": free, "per_endpoint": self.per_endpoint, "lease_seconds": self.lease_seconds},
+        ).fetchall()
+        for row in rows:
+            self._in_flight += 1
+            self._pool.submit(self._send, Claimed(**row))
+
+    def _send(self, message: Claimed) -> None:
+        """One attempt, on a sender thread; its result goes to the loop through the queue, whatever happens."""
+        attempted_at = dt.datetime.now(dt.UTC)
+        try:
+            result = self.sender.send(
+                message.url,
+                message.secrets,
+                message.msg_id,
+                int(attempted_at.timestamp()),
+                message.body.encode(),
+            )
+        except Exception as error:  # a bug, not the receiver: still recorded, and retried
+            log.exception("webhook_send_crashed", extra={"message_id": message.msg_id})
+            result = Attempt(None, 0.0, f"internal error: {type(error).__name__}", "retry")
+        self._finished.put(attempt_record(message, attempted_at, result, self.retry))
+
+    def _wait_for_results(self) -> list[dict[str, Any]]:
+        """What finished since the last turn; waits up to poll_seconds for the first one when nothing has."""
+        results = []
+        try:
+            results.append(self._finished.get(timeout=self.poll_seconds))
+            while True:
+                results.append(self._finished.get_nowait())
+        except queue.Empty:
+            pass
+        self._in_flight -= len(results)
+        return results
+
+    def _record(self, conn: psycopg.Connection, attempts: list[dict[str, Any]]) -> None:
+        conn.execute(Q["record"], {"attempts": Jsonb(attempts)})
+        for attempt in attempts:
+            if attempt["outcome"] != "delivered":
+                log.info(
+                    "webhook_attempt_failed",
+                    extra={
+                        key: attempt[key]
+                        for key in ("message_id", "attempt", "outcome", "status_code", "error")
+                    },
+                )
+
+
+def attempt_record(
+    message: Claimed, attempted_at: dt.datetime, result: Attempt, retry: Callable[[int], dt.timedelta | None]
+) -> dict[str, Any]:
+    """One attempt as drumbeat.record_webhook_attempts reads it; for a retry, when the next one is due
+    (`retry` of the attempt's number; None: that was the last)."""
+    next_attempt_at = None
+    if result.outcome == "retry" and (delay := retry(message.attempt)) is not None:
+        next_attempt_at = (attempted_at + delay).isoformat()
+    return {
+        "id": message.id,
+        "message_id": message.msg_id,
+        "attempt": message.attempt,
+        "attempted_at": attempted_at.isoformat(),
+        "status_code": result.status_code,
+        "latency_ms": round(result.latency_ms),
+        "outcome": result.outcome,
+        "error": result.error,
+        "next_attempt_at": next_attempt_at,
+    }
+
+
+def start_webhooks(settings: Settings) -> Webhooks:
+    webhooks = Webhooks.for_settings(settings)
+    webhooks.start()
+    return webhooks
+
+
+def stop_webhooks(webhooks: Webhooks, timeout: float) -> None:
+    """Stop claiming and wait up to `timeout` for what is in flight to be recorded."""
+    webhooks.stop()
+    deadline = time.monotonic() + timeout
+    webhooks.join(max(deadline - time.monotonic(), 0))
