@@ -40,6 +40,7 @@ from app.core.webhook_urls import (
     UnresolvableHost,
     WebhookTarget,
     WebhookUrlError,
+    literal_address,
     parse_webhook_url,
     resolve_public,
 )
@@ -238,6 +239,8 @@ class WebhookSender:
         return attempt(outcome, _status_error(status_code, location, excerpt), status_code)
 
     def _resolve(self, target: WebhookTarget, deadline: float) -> list[IPAddress]:
+        if literal_address(target.host) is not None:  # nothing to look up: checked here, at once
+            return resolve_public(target.host, target.port, allow_private=self.allow_private)
         lookup = self._resolver.submit(
             resolve_public, target.host, target.port, allow_private=self.allow_private
         )

@@ -45,7 +45,10 @@ POLL_SECONDS = 0.2  # how often an idle worker looks for new events and due retr
 # how long a dead worker's messages wait before another worker sends them again.
 LEASE_SECONDS = 30
 SENDERS = 32  # threads sending at once in one process (each endpoint is capped lower: Settings)
-FAN_OUT_LIMIT = 2000  # events per endpoint per fan-out call
+# Why 10 ms: against a receiver answering in a few ms, most of the sends in flight finish within it, so a
+# turn records and replaces them together; against a slow one it adds nothing that matters.
+GATHER_SECONDS = 0.01
+FAN_OUT_LIMIT = 500  # events per endpoint per fan-out call
 CONNECT_BUDGET_SECONDS = 10.0
 KEEP_MESSAGES = dt.timedelta(days=30)  # the delivery log's window
 PRUNE_EVERY_SECONDS = 300.0
@@ -63,6 +66,7 @@ class Claimed:
     secrets: list[str]
     body: str
     attempt: int
+    lease: Any  # the claim's token: the record moves the message on only under it
 
 
 class Webhooks(threading.Thread):
@@ -93,6 +97,7 @@ class Webhooks(threading.Thread):
         self._in_flight = 0
         self._conn: psycopg.Connection | None = None
         self._next_prune = time.monotonic()
+        self._next_fan_out = time.monotonic()
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Webhooks:
@@ -118,11 +123,21 @@ class Webhooks(threading.Thread):
                 if unrecorded:
                     self._record(conn, unrecorded)
                     unrecorded = []
-            except psycopg.Error as error:
-                log.warning("webhooks_database_lost", extra={"error": str(error).strip().splitlines()[0]})
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                log.warning("webhooks_database_lost", extra={"error": first_line(error)})
                 self._drop_connection()
                 if self.stopping.wait(self.poll_seconds) and not self._in_flight:
                     break  # asked to stop with Postgres away: the leases bring the unrecorded back
+            except psycopg.Error as error:
+                # Postgres refused a statement (a bug, not an outage): retrying the same record would fail
+                # forever. It is dropped; its messages' leases lapse and they are sent again.
+                log.error(
+                    "webhooks_statement_failed",
+                    extra={"error": first_line(error), "dropped": len(unrecorded)},
+                )
+                unrecorded = []
+                self._drop_connection()
+                self.stopping.wait(self.poll_seconds)
         self._pool.shutdown(wait=False)
         self._drop_connection()
 
@@ -152,12 +167,13 @@ class Webhooks(threading.Thread):
             log.info("webhook_messages_pruned", extra={"count": pruned})
 
     def _fan_out(self, conn: psycopg.Connection) -> None:
-        """Queue the new events for every endpoint; a full batch means more are waiting: go on."""
-        while (
-            queued := conn.execute(Q["fan_out"], {"limit": FAN_OUT_LIMIT}).fetchone()["fan_out_webhooks"]
-        ) > 0:
-            if queued < FAN_OUT_LIMIT or self.stopping.is_set():
-                return
+        """Queue the new events for every endpoint, one bounded call per turn (so that recording and claiming
+        never wait long behind a backlog), at most once per poll_seconds unless the last call left more."""
+        if time.monotonic() < self._next_fan_out:
+            return
+        queued = conn.execute(Q["fan_out"], {"limit": FAN_OUT_LIMIT}).fetchone()["fan_out_webhooks"]
+        more_waiting = queued >= FAN_OUT_LIMIT
+        self._next_fan_out = time.monotonic() + (0 if more_waiting else self.poll_seconds)
 
     def _claim(self, conn: psycopg.Connection) -> None:
         free = self.senders - self._in_flight
@@ -188,12 +204,15 @@ class Webhooks(threading.Thread):
         self._finished.put(attempt_record(message, attempted_at, result, self.retry))
 
     def _wait_for_results(self) -> list[dict[str, Any]]:
-        """What finished since the last turn; waits up to poll_seconds for the first one when nothing has."""
+        """What finished since the last turn. Waits up to poll_seconds for the first result, then up to
+        GATHER_SECONDS for the others in flight: a turn (one record, one claim) then handles a batch,
+        where a turn per result would spend a round trip or two, and a claim's planning, per message."""
         results = []
         try:
             results.append(self._finished.get(timeout=self.poll_seconds))
-            while True:
-                results.append(self._finished.get_nowait())
+            gather_until = time.monotonic() + GATHER_SECONDS
+            while len(results) < self._in_flight and (left := gather_until - time.monotonic()) > 0:
+                results.append(self._finished.get(timeout=left))
         except queue.Empty:
             pass
         self._in_flight -= len(results)
@@ -212,6 +231,10 @@ class Webhooks(threading.Thread):
                 )
 
 
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def attempt_record(
     message: Claimed, attempted_at: dt.datetime, result: Attempt, retry: Callable[[int], dt.timedelta | None]
 ) -> dict[str, Any]:
@@ -222,6 +245,7 @@ def attempt_record(
         next_attempt_at = (attempted_at + delay).isoformat()
     return {
         "id": message.id,
+        "lease": str(message.lease),
         "message_id": message.msg_id,
         "attempt": message.attempt,
         "attempted_at": attempted_at.isoformat(),

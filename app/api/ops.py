@@ -178,6 +178,7 @@ async def database_metrics(conn: psycopg.AsyncConnection) -> list[str]:
     sending = await (await conn.execute(Q["deliveries_sending"])).fetchone()
     due = await (await conn.execute(Q["due_backlog"], {"cap": DUE_CAP})).fetchone()
     lateness = await (await conn.execute(Q["send_lateness"])).fetchone()
+    webhooks = await (await conn.execute(Q["webhooks_due"], {"cap": DUE_CAP})).fetchone()
 
     lines = family(
         "drumbeat_deliveries_last_hour",
@@ -217,6 +218,24 @@ async def database_metrics(conn: psycopg.AsyncConnection) -> list[str]:
         "gauge",
         "How long the oldest due step has been waiting for a worker (0 when none is due).",
         [sample("drumbeat_due_oldest_age_seconds", {}, max(due["oldest_age"] or 0.0, 0.0))],
+    )
+    lines += family(
+        "drumbeat_webhooks_due",
+        "gauge",
+        f"Outgoing webhook messages due now, waiting for a worker (counted up to {DUE_CAP}); retries not yet due are not counted.",
+        [sample("drumbeat_webhooks_due", {}, webhooks["due"])],
+    )
+    lines += family(
+        "drumbeat_webhooks_due_oldest_age_seconds",
+        "gauge",
+        "How long the oldest due webhook message of an enabled endpoint has been waiting (0 when none).",
+        [sample("drumbeat_webhooks_due_oldest_age_seconds", {}, max(webhooks["oldest_age"] or 0.0, 0.0))],
+    )
+    lines += family(
+        "drumbeat_webhook_endpoints_disabled",
+        "gauge",
+        "Webhook endpoints switched off (410, refused URL, five days failing, or by a user).",
+        [sample("drumbeat_webhook_endpoints_disabled", {}, webhooks["disabled"])],
     )
     name = "drumbeat_send_lateness_seconds"
     buckets = [(key, value) for key, value in lateness.items() if key not in ("count", "sum")]

@@ -104,11 +104,17 @@ class Delivery(msgspec.Struct):
 
 class ResendSince(msgspec.Struct, forbid_unknown_fields=True):
     since: dt.datetime
+    after_event_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None  # from `next`, to carry on
+
+
+class ResendPosition(msgspec.Struct):
+    since: dt.datetime
+    after_event_id: int
 
 
 class Resent(msgspec.Struct):
     queued: int
-    next_since: dt.datetime | None  # more than 10,000 events: call again from here
+    next: ResendPosition | None  # more than 10,000 events: send this back to carry on
 
 
 class WebhookEndpointController(Controller):
@@ -190,7 +196,9 @@ class WebhookEndpointController(Controller):
         self,
         db: Db,
         endpoint_id: FromPath[UUID],
-        before: Annotated[int | None, QueryParameter(description="Attempts older than this id")] = None,
+        before: Annotated[
+            int | None, QueryParameter(ge=1, le=2**63 - 1, description="Attempts older than this id")
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> list[Delivery]:
         params = {"endpoint_id": endpoint_id, "before": before, "limit": limit}
@@ -211,12 +219,12 @@ class WebhookEndpointController(Controller):
         "/{endpoint_id:uuid}/resend",
         summary="Send again every event the endpoint takes since a time",
         description="Delivered, failed, or never sent (the endpoint was off, or did not exist yet): each event "
-        "since `since` that the endpoint's types take, oldest first, at most 10,000 per call (`next_since` then "
-        "says where to go on).",
+        "since `since` that the endpoint's types take, oldest first, at most 10,000 per call (`next` then says "
+        "where to go on: post it back as the body).",
         status_code=202,
     )
     async def resend_since(self, db: Db, endpoint_id: FromPath[UUID], data: JSONBody[ResendSince]) -> Resent:
-        params = {"endpoint_id": endpoint_id, "since": data.since}
+        params = {"endpoint_id": endpoint_id, "since": data.since, "after_event_id": data.after_event_id}
         return await contract_call(db, "resend_webhook_messages", params, Resent)
 
 

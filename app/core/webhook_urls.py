@@ -137,12 +137,19 @@ _PRIVATE: tuple[tuple[str, str], ...] = (
 )
 ALWAYS_REFUSED_NETWORKS = tuple((ipaddress.ip_network(net), why) for net, why in _ALWAYS_REFUSED)
 PRIVATE_NETWORKS = tuple((ipaddress.ip_network(net), why) for net, why in _PRIVATE)
-NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# NAT64 (RFC 6052, 8215) and SIIT's IPv4-translated addresses (::ffff:0:a.b.c.d, RFC 7915): a translator
+# on the path routes them to the IPv4 address in their last 32 bits.
+NAT64_PREFIXES = (
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("64:ff9b:1::/48"),
+    ipaddress.ip_network("::ffff:0:0:0/96"),
+)
 
 
 def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address carries and routes to, if any: IPv4-mapped (::ffff:a.b.c.d),
-    IPv4-compatible (::a.b.c.d), 6to4 (2002::/16) or NAT64 (64:ff9b::/96, 64:ff9b:1::/48)."""
+    IPv4-compatible (::a.b.c.d), 6to4 (2002::/16), NAT64 (64:ff9b::/96, 64:ff9b:1::/48) or IPv4-translated
+    (::ffff:0:a.b.c.d)."""
     if address.version == 4:
         return None
     if address.ipv4_mapped is not None:

@@ -150,7 +150,7 @@ BEGIN
             INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, occurred_at, payload)
             VALUES (p_enrollment.workspace_id, 'webhook', p_enrollment.contact_id, p_enrollment.sequence_id, p_enrollment.id,
                     p_enrollment.current_step_id, p_now, pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-                        'event', p_action ->> 'event', 'endpoint_id', p_action ->> 'endpoint_id')));
+                        'event', p_action ->> 'event', 'endpoint_id', (p_action ->> 'endpoint_id')::uuid)));
     END CASE;
 END
 $$;

@@ -44,7 +44,7 @@ BEGIN
     -- IPv4-mapped and NAT64 forms are refused whole: they hide an IPv4 address, and no receiver needs them.
     IF v_address << ANY (ARRAY['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16',
             '172.16.0.0/12', '192.0.0.0/24', '192.168.0.0/16', '198.18.0.0/15', '224.0.0.0/4', '240.0.0.0/4',
-            '::/127', '::ffff:0:0/96', '64:ff9b::/96', 'fc00::/7', 'fe80::/10', 'ff00::/8']::inet[])
+            '::/127', '::ffff:0:0/96', '::ffff:0:0:0/96', '64:ff9b::/96', '64:ff9b:1::/48', 'fc00::/7', 'fe80::/10', 'ff00::/8']::inet[])
        OR v_address IN ('0.0.0.0'::inet, '255.255.255.255'::inet, '::'::inet, '::1'::inet) THEN
         RETURN pg_catalog.format('names a private, loopback or link-local address (%s): webhooks go to public addresses only', pg_catalog.host(v_address));
     END IF;
@@ -236,7 +236,8 @@ BEGIN
         disabled_reason = CASE WHEN v_enable THEN NULL WHEN v_enable = false AND e.enabled THEN 'switched off by a user' ELSE e.disabled_reason END,
         failing_since = CASE WHEN v_enable AND NOT e.enabled THEN NULL ELSE e.failing_since END,
         -- Back on: follow the feed from now, not from where it stopped (possibly days of events at once).
-        feed_tx = CASE WHEN v_enable AND NOT e.enabled THEN pg_catalog.pg_current_xact_id() ELSE e.feed_tx END,
+        feed_tx = CASE WHEN v_enable AND NOT e.enabled THEN pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
+                       ELSE e.feed_tx END,
         feed_id = CASE WHEN v_enable AND NOT e.enabled THEN 0 ELSE e.feed_id END,
         updated_at = pg_catalog.now()
     WHERE e.id = v_endpoint.id
@@ -359,7 +360,7 @@ DECLARE
     v_endpoint drumbeat.webhook_endpoints := drumbeat.administered_endpoint(p_endpoint_id);
     v_message drumbeat.webhook_messages;
 BEGIN
-    UPDATE drumbeat.webhook_messages m SET status = 'pending', attempts = 0, next_attempt_at = pg_catalog.now()
+    UPDATE drumbeat.webhook_messages m SET status = 'pending', attempts = 0, next_attempt_at = pg_catalog.now(), lease = NULL
     WHERE m.endpoint_id = v_endpoint.id AND m.msg_id = p_message_id AND m.status <> 'sending'
     RETURNING * INTO v_message;
     IF v_message.id IS NULL THEN
@@ -374,8 +375,11 @@ $$;
 
 -- Why: send again everything since a time: each event the endpoint takes that happened at or after
 -- p_since, whether it was delivered, failed, or never queued (the endpoint was off, or not yet created),
--- oldest first, at most 10,000 per call; "next_since" says where to carry on when there were more.
-CREATE OR REPLACE FUNCTION drumbeat_api.resend_webhook_messages(p_endpoint_id uuid, p_since timestamptz)
+-- oldest first (by time, then id), at most 10,000 per call, each with its body as the endpoint's settings
+-- now make it. When there were more, "next" holds where to go on: call again with p_since =
+-- next.since and p_after_event_id = next.after_event_id (events of one instant are paged by id).
+CREATE OR REPLACE FUNCTION drumbeat_api.resend_webhook_messages(p_endpoint_id uuid, p_since timestamptz,
+                                                               p_after_event_id bigint DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -387,14 +391,15 @@ DECLARE
     v_limit constant integer := 10000;
     v_queued integer;
     v_found integer;
-    v_last timestamptz;
+    v_last record;
 BEGIN
     IF p_since IS NULL THEN
         PERFORM drumbeat.raise_error('PT422', 'is required', 'p_since');
     END IF;
-    WITH due AS (
+    WITH due AS MATERIALIZED (
         SELECT ev.* FROM drumbeat.events ev
-        WHERE ev.workspace_id = v_endpoint.workspace_id AND ev.occurred_at >= p_since AND ev.tx < v_settled
+        WHERE ev.workspace_id = v_endpoint.workspace_id AND ev.tx < v_settled
+          AND (ev.occurred_at, ev.id) > (p_since, COALESCE(p_after_event_id, -1))
           AND ev.kind IN (SELECT et.kind FROM drumbeat.event_types et)
         ORDER BY ev.occurred_at, ev.id
         LIMIT v_limit
@@ -402,13 +407,19 @@ BEGIN
         INSERT INTO drumbeat.webhook_messages AS m (workspace_id, endpoint_id, event_id, msg_id, type, payload)
         SELECT d.workspace_id, v_endpoint.id, d.id, 'msg_' || d.id, p.type, p.payload
         FROM due d CROSS JOIN LATERAL drumbeat.webhook_payload(d, v_endpoint) p
-        ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', attempts = 0, next_attempt_at = pg_catalog.now()
+        ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', attempts = 0, lease = NULL,
+            next_attempt_at = pg_catalog.now(), type = excluded.type, payload = excluded.payload
             WHERE m.status <> 'sending'
         RETURNING 1
     )
-    SELECT (SELECT pg_catalog.count(*) FROM queued), (SELECT pg_catalog.count(*) FROM due), (SELECT pg_catalog.max(d.occurred_at) FROM due d)
-    INTO v_queued, v_found, v_last;
-    RETURN pg_catalog.jsonb_build_object('queued', v_queued, 'next_since', CASE WHEN v_found = v_limit THEN v_last END);
+    SELECT (SELECT pg_catalog.count(*) FROM queued) AS queued, (SELECT pg_catalog.count(*) FROM due) AS found,
+           last.occurred_at, last.id
+    INTO v_last
+    FROM (SELECT d.occurred_at, d.id FROM due d ORDER BY d.occurred_at DESC, d.id DESC LIMIT 1) AS last
+    RIGHT JOIN (SELECT) AS always ON true;
+    RETURN pg_catalog.jsonb_build_object('queued', COALESCE(v_last.queued, 0),
+        'next', CASE WHEN v_last.found = v_limit THEN
+                    pg_catalog.jsonb_build_object('since', v_last.occurred_at, 'after_event_id', v_last.id) END);
 END
 $$;
 
@@ -432,7 +443,7 @@ AS $$
     WHERE et.kind = p_event.kind
       AND ('*' = ANY (p_endpoint.event_types) OR published.type = ANY (p_endpoint.event_types))
       AND (p_event.kind <> 'webhook' OR p_event.payload ->> 'endpoint_id' IS NULL
-           OR p_event.payload ->> 'endpoint_id' = p_endpoint.id::text)
+           OR (p_event.payload ->> 'endpoint_id')::uuid = p_endpoint.id)
 $$;
 
 -- Why: the texts an endpoint with include_bodies gets: the message sent (subject, body) for events about a
@@ -503,7 +514,7 @@ $$;
 -- worker that does not get it claims at its next turn). Each claimed message is leased for
 -- p_lease_seconds and its attempt counted; the worker signs with every secret given.
 CREATE OR REPLACE FUNCTION drumbeat.claim_webhook_messages(p_limit integer, p_per_endpoint integer, p_lease_seconds integer)
-RETURNS TABLE(id bigint, msg_id text, endpoint_id uuid, url text, secrets text[], body text, attempt integer)
+RETURNS TABLE(id bigint, msg_id text, endpoint_id uuid, url text, secrets text[], body text, attempt integer, lease uuid)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -525,26 +536,30 @@ BEGIN
         ), picked AS (
             SELECT due.id, open.url, open.secrets
             FROM open CROSS JOIN LATERAL (
+                -- Locked as taken: a record committing meanwhile (delivered, given up) is skipped, not revived.
                 SELECT m.id, m.next_attempt_at FROM drumbeat.webhook_messages m
                 WHERE m.endpoint_id = open.id AND m.status IN ('pending', 'sending') AND m.next_attempt_at <= pg_catalog.now()
                 ORDER BY m.next_attempt_at
-                LIMIT GREATEST(open.free, 0)) AS due
+                LIMIT GREATEST(open.free, 0)
+                FOR UPDATE SKIP LOCKED) AS due
             ORDER BY due.next_attempt_at
             LIMIT p_limit
         )
         UPDATE drumbeat.webhook_messages m
-        SET status = 'sending', attempts = m.attempts + 1,
+        SET status = 'sending', attempts = m.attempts + 1, lease = pg_catalog.gen_random_uuid(),
             next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => p_lease_seconds)
-        FROM picked WHERE m.id = picked.id
-        RETURNING m.id, m.msg_id, m.endpoint_id, picked.url, picked.secrets, m.payload::text, m.attempts;
+        FROM picked
+        WHERE m.id = picked.id AND m.status IN ('pending', 'sending') AND m.next_attempt_at <= pg_catalog.now()
+        RETURNING m.id, m.msg_id, m.endpoint_id, picked.url, picked.secrets, m.payload::text, m.attempts, m.lease;
 END
 $$;
 
--- Why: what the worker learnt from its attempts (a JSON array of {id, attempt, attempted_at, status_code,
--- latency_ms, outcome, error, next_attempt_at}; next_attempt_at null: no retry left). Every attempt is
--- logged; the message moves on only if it is still the one this attempt was for (a lease that lapsed
--- meanwhile gave it to another worker). An endpoint answering 410, or whose URL is refused at send time,
--- or failing for five days with no success, is switched off, with a webhook_endpoint.disabled event.
+-- Why: what the worker learnt from its attempts (a JSON array of {id, lease, attempt, attempted_at,
+-- status_code, latency_ms, outcome, error, next_attempt_at}; next_attempt_at null: no retry left). Every
+-- attempt is logged; the message moves on only under the lease its claim took (a lease that lapsed meanwhile
+-- gave it to another worker, a re-send replaced it). An endpoint answering 410, or whose URL is refused at
+-- send time, or failing for five days with no success, is switched off, with a webhook_endpoint.disabled
+-- event. The endpoints are locked first, in id order, as deleting one does: the two never deadlock.
 -- Returns how many attempts it logged.
 CREATE OR REPLACE FUNCTION drumbeat.record_webhook_attempts(p_attempts jsonb)
 RETURNS integer
@@ -554,6 +569,9 @@ AS $$
 DECLARE
     v_logged integer;
 BEGIN
+    PERFORM 1 FROM drumbeat.webhook_endpoints e
+    WHERE e.id IN (SELECT b.endpoint_id FROM drumbeat.webhook_attempt_batch(p_attempts) b)
+    ORDER BY e.id FOR NO KEY UPDATE;
     WITH logged AS (
         INSERT INTO drumbeat.webhook_attempts (workspace_id, endpoint_id, message_id, attempt, attempted_at, status_code,
                                                latency_ms, outcome, error, next_retry_at)
@@ -565,33 +583,39 @@ BEGIN
         UPDATE drumbeat.webhook_messages m SET
             status = CASE WHEN b.outcome = 'delivered' THEN 'delivered'
                           WHEN b.outcome = 'retry' AND b.next_attempt_at IS NOT NULL THEN 'pending' ELSE 'failed' END,
-            next_attempt_at = CASE WHEN b.outcome = 'retry' THEN b.next_attempt_at END,
+            next_attempt_at = CASE WHEN b.outcome = 'retry' THEN b.next_attempt_at END, lease = NULL,
             last_attempt_at = b.attempted_at, last_status_code = b.status_code, last_error = pg_catalog.left(b.error, 500),
             delivered_at = CASE WHEN b.outcome = 'delivered' THEN b.attempted_at END
         FROM drumbeat.webhook_attempt_batch(p_attempts) b
-        WHERE m.id = b.id AND m.status = 'sending' AND m.attempts = b.attempt
+        WHERE m.id = b.id AND m.status = 'sending' AND m.lease = b.lease
         RETURNING 1
     )
     -- (moved runs to completion unread, as every data-modifying WITH does)
     SELECT pg_catalog.count(*) INTO v_logged FROM logged;
 
-    -- Health: any success ends a failing streak; a failure starts one.
-    UPDATE drumbeat.webhook_endpoints e SET failing_since = CASE WHEN h.delivered THEN NULL
-                                                                  ELSE COALESCE(e.failing_since, h.first_failure) END
-    FROM (SELECT b.endpoint_id, pg_catalog.bool_or(b.outcome = 'delivered') AS delivered,
-                 pg_catalog.min(b.attempted_at) AS first_failure
-          FROM drumbeat.webhook_attempt_batch(p_attempts) b GROUP BY b.endpoint_id) AS h
-    WHERE e.id = h.endpoint_id AND e.failing_since IS DISTINCT FROM
-          CASE WHEN h.delivered THEN NULL ELSE COALESCE(e.failing_since, h.first_failure) END;
+    -- Health: an endpoint is failing since its first failure after its last success (none: it is not).
+    UPDATE drumbeat.webhook_endpoints e SET failing_since = health.failing_since
+    FROM (SELECT h.endpoint_id,
+                 CASE WHEN h.last_success IS NULL THEN COALESCE(x.failing_since, h.first_failure)
+                      ELSE (SELECT pg_catalog.min(f.attempted_at) FROM drumbeat.webhook_attempt_batch(p_attempts) f
+                            WHERE f.endpoint_id = h.endpoint_id AND f.outcome <> 'delivered'
+                              AND f.attempted_at > h.last_success) END AS failing_since
+          FROM (SELECT b.endpoint_id,
+                       pg_catalog.min(b.attempted_at) FILTER (WHERE b.outcome <> 'delivered') AS first_failure,
+                       pg_catalog.max(b.attempted_at) FILTER (WHERE b.outcome = 'delivered') AS last_success
+                FROM drumbeat.webhook_attempt_batch(p_attempts) b GROUP BY b.endpoint_id) AS h
+          JOIN drumbeat.webhook_endpoints x ON x.id = h.endpoint_id) AS health
+    WHERE e.id = health.endpoint_id AND e.failing_since IS DISTINCT FROM health.failing_since;
 
-    PERFORM drumbeat.disable_webhook_endpoint(x.endpoint_id, x.reason)
+    PERFORM drumbeat.disable_webhook_endpoint(x.endpoint_id, x.reason, x.detail)
     FROM (SELECT DISTINCT ON (b.endpoint_id) b.endpoint_id,
+                 CASE b.outcome WHEN 'disable' THEN 'gone' ELSE 'refused' END AS reason,
                  CASE b.outcome WHEN 'disable' THEN 'the receiver answered 410 Gone'
-                                ELSE 'the URL was refused at send time: ' || b.error END AS reason
+                                ELSE 'the URL was refused at send time: ' || b.error END AS detail
           FROM drumbeat.webhook_attempt_batch(p_attempts) b WHERE b.outcome IN ('disable', 'refused')
           ORDER BY b.endpoint_id, b.attempted_at) AS x;
-    PERFORM drumbeat.disable_webhook_endpoint(e.id, 'failing for 5 days: no delivery succeeded since '
-                                                    || drumbeat.webhook_timestamp(e.failing_since))
+    PERFORM drumbeat.disable_webhook_endpoint(e.id, 'failing', 'failing for 5 days: no delivery succeeded since '
+                                                                || drumbeat.webhook_timestamp(e.failing_since))
     FROM drumbeat.webhook_endpoints e
     WHERE e.id IN (SELECT b.endpoint_id FROM drumbeat.webhook_attempt_batch(p_attempts) b)
       AND e.enabled AND e.failing_since < pg_catalog.now() - interval '5 days';
@@ -601,22 +625,26 @@ $$;
 
 -- Why: the worker's report of its attempts as rows, with the workspace and endpoint of each message.
 CREATE OR REPLACE FUNCTION drumbeat.webhook_attempt_batch(p_attempts jsonb)
-RETURNS TABLE(id bigint, attempt integer, attempted_at timestamptz, status_code integer, latency_ms integer,
-              outcome text, error text, next_attempt_at timestamptz, workspace_id uuid, endpoint_id uuid)
+RETURNS TABLE(id bigint, lease uuid, attempt integer, attempted_at timestamptz, status_code integer,
+              latency_ms integer, outcome text, error text, next_attempt_at timestamptz, workspace_id uuid,
+              endpoint_id uuid)
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT a.id, a.attempt, a.attempted_at, a.status_code, a.latency_ms, a.outcome, a.error, a.next_attempt_at,
-           m.workspace_id, m.endpoint_id
-    FROM pg_catalog.jsonb_to_recordset(p_attempts) AS a(id bigint, attempt integer, attempted_at timestamptz,
-             status_code integer, latency_ms integer, outcome text, error text, next_attempt_at timestamptz)
+    SELECT a.id, a.lease, a.attempt, a.attempted_at, a.status_code, a.latency_ms, a.outcome, a.error,
+           a.next_attempt_at, m.workspace_id, m.endpoint_id
+    FROM pg_catalog.jsonb_to_recordset(p_attempts) AS a(id bigint, lease uuid, attempt integer,
+             attempted_at timestamptz, status_code integer, latency_ms integer, outcome text, error text,
+             next_attempt_at timestamptz)
     JOIN drumbeat.webhook_messages m ON m.id = a.id
 $$;
 
 -- Why: the worker switches an endpoint off (it stays, with its log; an admin switches it back on) and says
--- so with an event, which the workspace's other endpoints, the feed and NOTIFY carry.
-CREATE OR REPLACE FUNCTION drumbeat.disable_webhook_endpoint(p_endpoint_id uuid, p_reason text)
+-- so with an event, which the workspace's other endpoints, the feed and NOTIFY carry: the reason as a code
+-- (gone, refused, failing), since every member reads events; the detail (which can name the host and the
+-- address it resolved to) stays on the endpoint, for admins.
+CREATE OR REPLACE FUNCTION drumbeat.disable_webhook_endpoint(p_endpoint_id uuid, p_reason text, p_detail text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -625,12 +653,12 @@ DECLARE
     v_workspace_id uuid;
 BEGIN
     UPDATE drumbeat.webhook_endpoints e SET enabled = false, disabled_at = pg_catalog.now(),
-        disabled_reason = pg_catalog.left(p_reason, 500), updated_at = pg_catalog.now()
+        disabled_reason = pg_catalog.left(p_detail, 500), updated_at = pg_catalog.now()
     WHERE e.id = p_endpoint_id AND e.enabled
     RETURNING e.workspace_id INTO v_workspace_id;
     IF v_workspace_id IS NOT NULL THEN
         INSERT INTO drumbeat.events (workspace_id, kind, payload)
-        VALUES (v_workspace_id, 'webhook_disabled', pg_catalog.jsonb_build_object('endpoint_id', p_endpoint_id, 'reason', pg_catalog.left(p_reason, 500)));
+        VALUES (v_workspace_id, 'webhook_disabled', pg_catalog.jsonb_build_object('endpoint_id', p_endpoint_id, 'reason', p_reason));
     END IF;
 END
 $$;

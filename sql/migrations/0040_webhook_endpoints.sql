@@ -20,7 +20,9 @@ CREATE TABLE drumbeat.webhook_endpoints (
     previous_secret text,
     previous_secret_expires_at timestamptz,
     -- Where the fan-out stands in the feed: the (transaction, id) of the last event it looked at.
-    feed_tx xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    -- Starts at the oldest transaction still running when the endpoint is made: every event committed after
+    -- that is sent (a few from just before may be too), none skipped.
+    feed_tx xid8 NOT NULL DEFAULT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()),
     feed_id bigint NOT NULL DEFAULT 0,
     failing_since timestamptz,
     created_by uuid,
@@ -54,6 +56,7 @@ CREATE TABLE drumbeat.webhook_messages (
     status text NOT NULL DEFAULT 'pending',
     attempts integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz DEFAULT pg_catalog.now(),
+    lease uuid,  -- the claim that is sending it: only that claim's record moves it on
     last_attempt_at timestamptz,
     last_status_code integer,
     last_error text,

@@ -74,3 +74,20 @@ FROM (
     FROM drumbeat.deliveries d
     WHERE d.claimed_at > now() - interval '1 hour' AND d.sent_at IS NOT NULL
 ) AS x
+
+-- name: webhooks_due
+-- Outgoing webhook messages due now (pending and due, or 'sending' with a lapsed lease), counted up to
+-- %(cap)s; the oldest one's wait, endpoint by endpoint along webhook_messages_due_idx; switched-off endpoints.
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM drumbeat.webhook_messages m
+        WHERE m.status IN ('pending', 'sending') AND m.next_attempt_at <= now()
+        LIMIT %(cap)s) AS due) AS due,
+    (SELECT EXTRACT(epoch FROM now() - min(oldest.next_attempt_at))::float8
+     FROM drumbeat.webhook_endpoints e
+     CROSS JOIN LATERAL (SELECT m.next_attempt_at FROM drumbeat.webhook_messages m
+                         WHERE m.endpoint_id = e.id AND m.status IN ('pending', 'sending') AND m.next_attempt_at <= now()
+                         ORDER BY m.next_attempt_at LIMIT 1) AS oldest
+     WHERE e.enabled) AS oldest_age,
+    (SELECT count(*) FROM drumbeat.webhook_endpoints e WHERE NOT e.enabled) AS disabled
+

@@ -33,4 +33,4 @@ SELECT delivery FROM drumbeat_api.list_webhook_deliveries(%(endpoint_id)s, %(bef
 SELECT drumbeat_api.resend_webhook_message(%(endpoint_id)s, %(message_id)s) AS message
 
 -- name: resend_webhook_messages
-SELECT drumbeat_api.resend_webhook_messages(%(endpoint_id)s, %(since)s) AS resent
+SELECT drumbeat_api.resend_webhook_messages(%(endpoint_id)s, %(since)s, %(after_event_id)s) AS resent

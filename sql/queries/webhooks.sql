@@ -4,7 +4,7 @@
 SELECT drumbeat.fan_out_webhooks(%(limit)s)
 
 -- name: claim
-SELECT id, msg_id, endpoint_id, url, secrets, body, attempt
+SELECT id, msg_id, endpoint_id, url, secrets, body, attempt, lease
 FROM drumbeat.claim_webhook_messages(%(limit)s, %(per_endpoint)s, %(lease_seconds)s)
 
 -- name: record

@@ -144,7 +144,7 @@ def test_every_event_arrives_signed_despite_503s_and_a_killed_worker(
     assert enrolled.status_code in (200, 201), enrolled.text
 
     worker = start_worker(db_url)
-    wait_for(lambda: len(everything.received) >= CONTACTS, worker, 30, "no first wave of webhooks")
+    wait_for(lambda: len(everything.received) >= CONTACTS, worker, 60, "no first wave of webhooks")
     worker.send_signal(signal.SIGKILL)  # mid-way: messages in flight, retries pending
     worker.wait(10)
     with psycopg.connect(db_url) as conn:

@@ -11,6 +11,7 @@ import datetime as dt
 import time
 import uuid
 
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
@@ -68,7 +69,7 @@ def record(
 ) -> None:
     at = at or dt.datetime.now(dt.UTC)
     attempt = {
-        "id": claimed["id"], "attempt": claimed["attempt"], "attempted_at": at.isoformat(),
+        "id": claimed["id"], "lease": str(claimed["lease"]), "attempt": claimed["attempt"], "attempted_at": at.isoformat(),
         "status_code": status_code, "latency_ms": 12, "outcome": outcome, "error": error,
         "next_attempt_at": (at + retry_in).isoformat() if retry_in else None,
     }  # fmt: skip
@@ -312,7 +313,7 @@ def test_resend_since_a_time_queues_every_event_the_endpoint_takes(acme, conn):
         assert time.monotonic() < deadline
         conn.commit()
         acme.as_owner()
-    assert answer == {"queued": 1, "next_since": None}
+    assert answer == {"queued": 1, "next": None}
     [message] = messages(conn, endpoint)
     assert message["type"] == "sequence.enrollment.created" and message["status"] == "pending"
 
@@ -396,3 +397,62 @@ def test_bodies_go_only_to_an_endpoint_that_asked_for_them(acme, conn):
     assert bare["type"] == full["type"] == "message.sent"
     assert "message" not in bare["payload"]["data"] and "Ada" not in str(bare["payload"])
     assert full["payload"]["data"]["message"] == {"body": "Hi Ada, quick question"}
+
+
+def test_resend_since_pages_through_events_of_one_instant(acme, conn):
+    """A bulk write gives thousands of events one timestamp: paging goes on by id, never in a loop."""
+    endpoint = create(acme, event_types=["message.opened"])["id"]
+    conn.execute("RESET ROLE")
+    conn.execute(
+        "INSERT INTO drumbeat.events (workspace_id, kind, contact_id) "
+        "SELECT %s, 'opened', gen_random_uuid() FROM generate_series(1, 10005)",
+        (acme.workspace_id,),
+    )
+    conn.commit()
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    acme.as_owner()
+    first = call_one(conn, "resend_webhook_messages", endpoint, since)
+    deadline = time.monotonic() + 10
+    while first["queued"] == 0 and time.monotonic() < deadline:  # the feed's horizon, on a shared server
+        conn.commit()
+        acme.as_owner()
+        first = call_one(conn, "resend_webhook_messages", endpoint, since)
+    assert first["queued"] == 10000 and first["next"] is not None
+    rest = call_one(
+        conn, "resend_webhook_messages", endpoint, first["next"]["since"], first["next"]["after_event_id"]
+    )
+    assert rest == {"queued": 5, "next": None}
+    conn.commit()
+    assert len(messages(conn, endpoint)) == 10005
+
+
+def test_a_claim_never_revives_a_message_recorded_meanwhile(acme, conn, db_url):
+    endpoint = create(acme)["id"]
+    call(conn, "test_webhook_endpoint", endpoint)
+    conn.commit()
+    [first] = claim(conn)
+    conn.execute("RESET ROLE")
+    conn.execute("UPDATE drumbeat.webhook_messages SET next_attempt_at = now() - interval '1 second'")
+    conn.commit()
+    with psycopg.connect(db_url) as late:  # the first worker's record, not yet committed
+        as_worker(late)
+        late.execute("SELECT drumbeat.record_webhook_attempts(%s)", (Jsonb([{
+            "id": first["id"], "lease": str(first["lease"]), "attempt": 1,
+            "attempted_at": dt.datetime.now(dt.UTC).isoformat(), "status_code": 200, "latency_ms": 3,
+            "outcome": "delivered", "error": None, "next_attempt_at": None}]),))  # fmt: skip
+        assert claim(conn) == []  # the row is locked by the record: skipped, not taken
+        late.commit()
+    assert claim(conn) == []
+    assert messages(conn, endpoint)[0]["status"] == "delivered"
+
+
+def test_a_webhook_step_names_its_endpoint_in_any_case(acme, conn):
+    named = create(acme, event_types=["sequence.step.webhook"])["id"]
+    action = {"type": "webhook", "event": "lead.qualified", "endpoint_id": named.upper()}
+    sequence = acme.sequence({"name": "Q", "channel": "sms", "steps": [{"kind": "action", "action": action}]})
+    acme.enroll(sequence, [acme.contact(first_name="Q")])
+    conn.commit()
+    as_worker(conn)
+    conn.execute("SELECT * FROM drumbeat.claim_due(10)")
+    assert fan_out(conn, 1) == 1
+    assert [m["type"] for m in messages(conn, named)] == ["sequence.step.webhook"]

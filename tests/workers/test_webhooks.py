@@ -168,3 +168,27 @@ def test_a_stopped_loop_records_what_it_had_in_flight(db_url, tenant, slow_recei
     assert not loop.is_alive()
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT status FROM drumbeat.webhook_messages").fetchall() == [("delivered",)]
+
+
+def test_the_loop_survives_its_database_connection_being_terminated(db_url, tenant, receiver, run_webhooks):
+    created = endpoint(db_url, tenant, receiver.url())
+    ping(db_url, tenant, created["id"])
+    run_webhooks()
+    wait_until(lambda: len(receiver.received) == 1)
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        terminated = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert terminated >= 1
+    ping(db_url, tenant, created["id"])
+    wait_until(lambda: len(receiver.received) == 2)
+    with psycopg.connect(db_url) as conn:
+        wait_until(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM drumbeat.webhook_messages WHERE status = 'delivered'"
+                ).fetchone()[0]
+                == 2
+            )
+        )

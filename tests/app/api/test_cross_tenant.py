@@ -29,6 +29,9 @@ TABLES = [
     "tasks",
     "events",
     "holidays",
+    "webhook_endpoints",
+    "webhook_messages",
+    "webhook_attempts",
 ]
 
 # Request bodies valid in shape, so that the request reaches the handler (which must then say 404).
@@ -45,6 +48,8 @@ BODIES: dict[tuple[str, str], dict] = {
     ("PATCH", "/api/v1/contacts/{contact_id}"): {"first_name": "Renamed"},
     ("POST", "/api/v1/contacts/{contact_id}/resubscribe"): {"channel": "sms", "reason": "test"},
     ("PATCH", "/api/v1/members/{user_id}"): {"role": "member"},
+    ("PATCH", "/api/v1/webhook-endpoints/{endpoint_id}"): {"description": "Renamed"},
+    ("POST", "/api/v1/webhook-endpoints/{endpoint_id}/resend"): {"since": "2026-01-01T00:00:00Z"},
     ("PUT", "/api/v1/senders/{sender_id}/mailbox"): {
         "host": "imap.example.com",
         "username": "u",
@@ -86,6 +91,12 @@ def _other_tenant(db_url: str) -> Others:
         sender = conn.execute(
             "SELECT id FROM drumbeat.senders WHERE workspace_id = %s LIMIT 1", (other.workspace_id,)
         ).fetchone()[0]
+        other.as_owner()
+        endpoint = conn.execute(
+            'SELECT drumbeat_api.create_webhook_endpoint(%s, \'{"url": "https://hooks.globex.example/"}\')',
+            (other.workspace_id,),
+        ).fetchone()[0]["id"]
+        message = conn.execute("SELECT drumbeat_api.test_webhook_endpoint(%s)", (endpoint,)).fetchone()[0]
         conn.commit()
     with psycopg.connect(db_url, autocommit=True) as worker:
         Dispatcher(worker, {"sms": OutboxTransport(db_url), "email": OutboxTransport(db_url)}).run_once()
@@ -103,6 +114,8 @@ def _other_tenant(db_url: str) -> Others:
         "api-keys": key,
         "senders": sender,
         "members": other.owner,
+        "webhook-endpoints": endpoint,
+        "messages": message["message_id"],
     }
     return Others(str(other.workspace_id), {k: str(v) for k, v in ids.items()})
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from litestar.testing import TestClient
+from psycopg.types.json import Jsonb
 
 from app.api import ops
 from app.api.app import create_app
@@ -245,3 +246,29 @@ def test_webhooks_and_ops_are_documented_without_bearer_auth(client):
 def test_numbers_render_as_prometheus_expects():
     assert ops.number(3) == "3" and ops.number(0.25) == "0.25" and ops.number(float("inf")) == "+Inf"
     assert ops.number(None) == "NaN" and ops.number(dt.timedelta(seconds=1.5).total_seconds()) == "1.5"
+
+
+def test_metrics_show_the_webhook_backlog_and_switched_off_endpoints(client, db_url):
+    with psycopg.connect(db_url) as conn:
+        tenant = new_tenant(conn)
+        tenant.as_owner()
+        endpoints = [
+            conn.execute(
+                "SELECT drumbeat_api.create_webhook_endpoint(%s, %s)",
+                (tenant.workspace_id, Jsonb({"url": f"https://hooks{n}.example.com/"})),
+            ).fetchone()[0]["id"]
+            for n in range(2)
+        ]
+        for endpoint in endpoints:
+            conn.execute("SELECT drumbeat_api.test_webhook_endpoint(%s)", (endpoint,))
+        conn.execute("RESET ROLE")
+        conn.execute("UPDATE drumbeat.webhook_messages SET next_attempt_at = now() - interval '90 seconds'")
+        conn.execute(
+            "SELECT drumbeat.disable_webhook_endpoint(%s, 'gone', 'the receiver answered 410 Gone')",
+            (endpoints[1],),
+        )
+        conn.commit()
+    samples = parse(client.get("/metrics").text)
+    assert samples["drumbeat_webhooks_due"] == 2  # one of them waits for its endpoint to be switched back on
+    assert 89 <= samples["drumbeat_webhooks_due_oldest_age_seconds"] < 150
+    assert samples["drumbeat_webhook_endpoints_disabled"] == 1
