@@ -570,14 +570,18 @@ DECLARE
     v_logged integer;
 BEGIN
     PERFORM 1 FROM drumbeat.webhook_endpoints e
-    WHERE e.id IN (SELECT b.endpoint_id FROM drumbeat.webhook_attempt_batch(p_attempts) b)
+    WHERE e.id IN (SELECT DISTINCT m.endpoint_id FROM drumbeat.webhook_messages m
+                   WHERE m.id IN (SELECT (a ->> 'id')::bigint FROM pg_catalog.jsonb_array_elements(p_attempts) a))
     ORDER BY e.id FOR NO KEY UPDATE;
-    WITH logged AS (
+    -- One statement, the batch read once: the worker records a batch per turn, hundreds a second.
+    WITH batch AS MATERIALIZED (
+        SELECT * FROM drumbeat.webhook_attempt_batch(p_attempts)
+    ), logged AS (
         INSERT INTO drumbeat.webhook_attempts (workspace_id, endpoint_id, message_id, attempt, attempted_at, status_code,
                                                latency_ms, outcome, error, next_retry_at)
         SELECT b.workspace_id, b.endpoint_id, b.id, b.attempt, b.attempted_at, b.status_code, b.latency_ms, b.outcome,
                pg_catalog.left(b.error, 500), CASE WHEN b.outcome = 'retry' THEN b.next_attempt_at END
-        FROM drumbeat.webhook_attempt_batch(p_attempts) b
+        FROM batch b
         RETURNING 1
     ), moved AS (
         UPDATE drumbeat.webhook_messages m SET
@@ -586,39 +590,48 @@ BEGIN
             next_attempt_at = CASE WHEN b.outcome = 'retry' THEN b.next_attempt_at END, lease = NULL,
             last_attempt_at = b.attempted_at, last_status_code = b.status_code, last_error = pg_catalog.left(b.error, 500),
             delivered_at = CASE WHEN b.outcome = 'delivered' THEN b.attempted_at END
-        FROM drumbeat.webhook_attempt_batch(p_attempts) b
-        WHERE m.id = b.id AND m.status = 'sending' AND m.lease = b.lease
+        FROM batch b
+        -- The lease alone says it: a claim sets it, a record or a re-send clears it. (A status test here made
+        -- the planner take 'sending' for rare and scan the whole table instead of the primary key.)
+        WHERE m.id = b.id AND m.lease = b.lease
+        RETURNING 1
+    ), per_endpoint AS (
+        SELECT b.endpoint_id,
+               pg_catalog.min(b.attempted_at) FILTER (WHERE b.outcome <> 'delivered') AS first_failure,
+               pg_catalog.max(b.attempted_at) FILTER (WHERE b.outcome = 'delivered') AS last_success
+        FROM batch b GROUP BY b.endpoint_id
+    ), health AS (
+        -- An endpoint is failing since its first failure after its last success (none: it is not).
+        SELECT h.endpoint_id,
+               CASE WHEN h.last_success IS NULL THEN COALESCE(x.failing_since, h.first_failure)
+                    ELSE (SELECT pg_catalog.min(f.attempted_at) FROM batch f
+                          WHERE f.endpoint_id = h.endpoint_id AND f.outcome <> 'delivered'
+                            AND f.attempted_at > h.last_success) END AS failing_since
+        FROM per_endpoint h JOIN drumbeat.webhook_endpoints x ON x.id = h.endpoint_id
+    ), healed AS (
+        UPDATE drumbeat.webhook_endpoints e SET failing_since = health.failing_since
+        FROM health
+        WHERE e.id = health.endpoint_id AND e.failing_since IS DISTINCT FROM health.failing_since
         RETURNING 1
     )
-    -- (moved runs to completion unread, as every data-modifying WITH does)
+    -- (moved and healed run to completion unread, as every data-modifying WITH does)
     SELECT pg_catalog.count(*) INTO v_logged FROM logged;
 
-    -- Health: an endpoint is failing since its first failure after its last success (none: it is not).
-    UPDATE drumbeat.webhook_endpoints e SET failing_since = health.failing_since
-    FROM (SELECT h.endpoint_id,
-                 CASE WHEN h.last_success IS NULL THEN COALESCE(x.failing_since, h.first_failure)
-                      ELSE (SELECT pg_catalog.min(f.attempted_at) FROM drumbeat.webhook_attempt_batch(p_attempts) f
-                            WHERE f.endpoint_id = h.endpoint_id AND f.outcome <> 'delivered'
-                              AND f.attempted_at > h.last_success) END AS failing_since
-          FROM (SELECT b.endpoint_id,
-                       pg_catalog.min(b.attempted_at) FILTER (WHERE b.outcome <> 'delivered') AS first_failure,
-                       pg_catalog.max(b.attempted_at) FILTER (WHERE b.outcome = 'delivered') AS last_success
-                FROM drumbeat.webhook_attempt_batch(p_attempts) b GROUP BY b.endpoint_id) AS h
-          JOIN drumbeat.webhook_endpoints x ON x.id = h.endpoint_id) AS health
-    WHERE e.id = health.endpoint_id AND e.failing_since IS DISTINCT FROM health.failing_since;
-
-    PERFORM drumbeat.disable_webhook_endpoint(x.endpoint_id, x.reason, x.detail)
-    FROM (SELECT DISTINCT ON (b.endpoint_id) b.endpoint_id,
-                 CASE b.outcome WHEN 'disable' THEN 'gone' ELSE 'refused' END AS reason,
-                 CASE b.outcome WHEN 'disable' THEN 'the receiver answered 410 Gone'
-                                ELSE 'the URL was refused at send time: ' || b.error END AS detail
-          FROM drumbeat.webhook_attempt_batch(p_attempts) b WHERE b.outcome IN ('disable', 'refused')
-          ORDER BY b.endpoint_id, b.attempted_at) AS x;
+    IF pg_catalog.jsonb_path_exists(p_attempts, '$[*] ? (@.outcome == "disable" || @.outcome == "refused")') THEN
+        PERFORM drumbeat.disable_webhook_endpoint(x.endpoint_id, x.reason, x.detail)
+        FROM (SELECT DISTINCT ON (b.endpoint_id) b.endpoint_id,
+                     CASE b.outcome WHEN 'disable' THEN 'gone' ELSE 'refused' END AS reason,
+                     CASE b.outcome WHEN 'disable' THEN 'the receiver answered 410 Gone'
+                                    ELSE 'the URL was refused at send time: ' || b.error END AS detail
+              FROM drumbeat.webhook_attempt_batch(p_attempts) b WHERE b.outcome IN ('disable', 'refused')
+              ORDER BY b.endpoint_id, b.attempted_at) AS x;
+    END IF;
     PERFORM drumbeat.disable_webhook_endpoint(e.id, 'failing', 'failing for 5 days: no delivery succeeded since '
                                                                 || drumbeat.webhook_timestamp(e.failing_since))
     FROM drumbeat.webhook_endpoints e
-    WHERE e.id IN (SELECT b.endpoint_id FROM drumbeat.webhook_attempt_batch(p_attempts) b)
-      AND e.enabled AND e.failing_since < pg_catalog.now() - interval '5 days';
+    WHERE e.failing_since < pg_catalog.now() - interval '5 days' AND e.enabled
+      AND e.id IN (SELECT m.endpoint_id FROM drumbeat.webhook_messages m
+                   WHERE m.id IN (SELECT (a ->> 'id')::bigint FROM pg_catalog.jsonb_array_elements(p_attempts) a));
     RETURN v_logged;
 END
 $$;
@@ -630,6 +643,9 @@ RETURNS TABLE(id bigint, lease uuid, attempt integer, attempted_at timestamptz, 
               endpoint_id uuid)
 LANGUAGE sql
 STABLE
+-- A worker's turn: tens of attempts, not the default guess of 1000 rows, which led the record to
+-- hash-join against a full scan of the messages instead of looking each one up by its key.
+ROWS 50
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT a.id, a.lease, a.attempt, a.attempted_at, a.status_code, a.latency_ms, a.outcome, a.error,
