@@ -22,6 +22,7 @@ import binascii
 import concurrent.futures
 import hashlib
 import hmac
+import http.client
 import random as _random
 import re
 import secrets as _secrets
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-import httpx
+import certifi
 
 from app.core.webhook_urls import (
     ForbiddenAddress,
@@ -44,7 +45,7 @@ from app.core.webhook_urls import (
     parse_webhook_url,
     resolve_public,
 )
-from workers.pinned_http import PinnedTransport, Route, pinned
+from workers.pinned_http import ConnectFailed, DeadlineReached, PinnedPool, Route
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -175,13 +176,10 @@ class WebhookSender:
         self.timeout = timeout
         self.allow_private = allow_private
         self.require_https = require_https
-        context = ssl_context or httpx.create_ssl_context(trust_env=False)
-        self._client = httpx.Client(
-            transport=PinnedTransport(ssl_context=context),
-            follow_redirects=False,
-            trust_env=False,
-            headers={"user-agent": user_agent},
-        )
+        self.user_agent = user_agent
+        # Mozilla's trust store (certifi), not the machine's: the same answer on every host.
+        context = ssl_context or ssl.create_default_context(cafile=certifi.where())
+        self._pool = PinnedPool(context)
         # getaddrinfo has no timeout of its own; lookups run here so that a hung resolver costs a send
         # its deadline, not its thread.
         self._resolver = concurrent.futures.ThreadPoolExecutor(
@@ -189,7 +187,7 @@ class WebhookSender:
         )
 
     def close(self) -> None:
-        self._client.close()
+        self._pool.close()
         self._resolver.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> WebhookSender:
@@ -205,6 +203,7 @@ class WebhookSender:
         started = time.monotonic()
         deadline = started + self.timeout
         headers = {
+            "user-agent": self.user_agent,
             "content-type": "application/json",
             "accept-encoding": "identity",  # the answer is read raw, a few KB at most: no decompressing
             "webhook-id": msg_id,
@@ -230,13 +229,13 @@ class WebhookSender:
             return attempt("retry", f"DNS lookup of {target.host} timed out")
         route = Route(target.host, target.port, addresses, deadline)
         try:
-            status_code, location, excerpt = self._post(target, route, headers, body)
-        except httpx.TimeoutException:
+            answer = self._pool.post(target.scheme, route, target.path, headers, body, MAX_RESPONSE_BYTES)
+        except (DeadlineReached, TimeoutError):
             return attempt("retry", f"timed out after {self.timeout:g} s")
-        except httpx.HTTPError as error:
+        except (OSError, http.client.HTTPException) as error:
             return attempt("retry", _transport_error(error))
-        outcome = outcome_of_status(status_code)
-        return attempt(outcome, _status_error(status_code, location, excerpt), status_code)
+        outcome = outcome_of_status(answer.status)
+        return attempt(outcome, _status_error(answer.status, answer.location, answer.excerpt), answer.status)
 
     def _resolve(self, target: WebhookTarget, deadline: float) -> list[IPAddress]:
         if literal_address(target.host) is not None:  # nothing to look up: checked here, at once
@@ -245,34 +244,6 @@ class WebhookSender:
             resolve_public, target.host, target.port, allow_private=self.allow_private
         )
         return lookup.result(timeout=max(deadline - time.monotonic(), 0.001))
-
-    def _post(
-        self, target: WebhookTarget, route: Route, headers: dict[str, str], body: bytes
-    ) -> tuple[int, str | None, bytes]:
-        """The status, Location and the first MAX_RESPONSE_BYTES of the answer to one POST."""
-        with (
-            pinned(route),
-            self._client.stream(
-                "POST", target.url, content=body, headers=headers, timeout=max(route.time_left(), 0.001)
-            ) as response,
-        ):
-            excerpt = _read_at_most(response, MAX_RESPONSE_BYTES)
-            return response.status_code, response.headers.get("location"), excerpt
-
-
-def _read_at_most(response: httpx.Response, limit: int) -> bytes:
-    """The first `limit` bytes of the body, as sent (not decompressed); the rest is left unread and the
-    connection closed with the response. The status is the answer: a body cut short by the deadline or
-    the receiver changes nothing."""
-    kept = bytearray()
-    try:
-        for chunk in response.iter_raw():
-            kept += chunk
-            if len(kept) >= limit:
-                break
-    except httpx.HTTPError:
-        pass
-    return bytes(kept[:limit])
 
 
 def _status_error(status_code: int, location: str | None, excerpt: bytes) -> str | None:
@@ -286,11 +257,11 @@ def _status_error(status_code: int, location: str | None, excerpt: bytes) -> str
     return f"HTTP {status_code}" + (f": {text}" if text else "")
 
 
-def _transport_error(error: httpx.HTTPError) -> str:
+def _transport_error(error: OSError | http.client.HTTPException) -> str:
     message = str(error)
-    if message.startswith("[SSL"):  # ssl's errors: "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify..."
+    if isinstance(error, ssl.SSLError):  # "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed..."
         return f"TLS failed: {message}"
-    kind = "connection failed" if isinstance(error, httpx.ConnectError) else type(error).__name__
+    kind = "connection failed" if isinstance(error, ConnectFailed) else type(error).__name__
     return f"{kind}: {message}" if message else kind
 
 

@@ -1,14 +1,15 @@
 """Sending the workspaces' webhooks (README, "Events out"): a `Webhooks` thread in every worker process,
-beside the dispatcher (workers/app.run_beside).
+beside the dispatcher (workers/app.run_beside), with three helpers, each on a database connection of its own
+so that none waits for another:
 
-Each turn it
-1. fans the event feed out into messages (drumbeat.fan_out_webhooks: one per event and endpoint, from each
-   endpoint's position in the feed, in the transaction that moves the position: none skipped, none twice);
-2. claims as many due messages as it has free senders (drumbeat.claim_webhook_messages: at most
-   DRUMBEAT_WEBHOOK_CONCURRENCY in flight per endpoint across every worker, so a slow or dead endpoint
-   holds that many sends and never delays the others), each leased for LEASE_SECONDS;
-3. sends them on a thread pool (workers/webhook_sender.py: signed, pinned to checked addresses, 10 s);
-4. records what came back in one call per turn (drumbeat.record_webhook_attempts): delivered, a retry
+1. FanOut turns the event feed into messages (drumbeat.fan_out_webhooks: one per event and endpoint, from
+   each endpoint's position in the feed, in the transaction that moves the position: none skipped, none
+   twice);
+2. the Webhooks loop claims as many due messages as it has free senders (drumbeat.claim_webhook_messages:
+   at most DRUMBEAT_WEBHOOK_CONCURRENCY in flight per endpoint across every worker, so a slow or dead
+   endpoint holds that many sends and never delays the others), each leased for LEASE_SECONDS;
+3. a thread pool sends them (workers/webhook_sender.py: signed, pinned to checked addresses, 10 s);
+4. the Recorder records what came back, in batches (drumbeat.record_webhook_attempts): delivered, a retry
    at the time retry_delay says, given up after the last one, or the endpoint switched off (410, a URL
    refused at send time, five days of failures).
 
@@ -70,7 +71,7 @@ class Claimed:
 
 
 class Webhooks(threading.Thread):
-    """The fan-out, claim, send and record loop of one worker process."""
+    """The fan-out and claim loop of one worker process, with its sender threads and its recorder."""
 
     def __init__(
         self,
@@ -93,11 +94,10 @@ class Webhooks(threading.Thread):
         self.lease_seconds = lease_seconds
         self.stopping = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=senders, thread_name_prefix="webhook")
-        self._finished: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._in_flight = 0
+        self._recorder = Recorder(database_url, poll_seconds)
+        self._fan_out = FanOut(database_url, poll_seconds, self.stopping)
         self._conn: psycopg.Connection | None = None
         self._next_prune = time.monotonic()
-        self._next_fan_out = time.monotonic()
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Webhooks:
@@ -111,45 +111,29 @@ class Webhooks(threading.Thread):
         self.stopping.set()
 
     def run(self) -> None:
-        unrecorded: list[dict[str, Any]] = []
-        while not (self.stopping.is_set() and self._in_flight == 0 and not unrecorded):
+        self._recorder.start()
+        self._fan_out.start()
+        while not self.stopping.is_set():
             try:
                 conn = self._connection()
-                if not self.stopping.is_set():
-                    self._prune_if_due(conn)
-                    self._fan_out(conn)
-                    self._claim(conn)
-                unrecorded += self._wait_for_results()
-                if unrecorded:
-                    self._record(conn, unrecorded)
-                    unrecorded = []
+                self._prune_if_due(conn)
+                self._claim(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                 log.warning("webhooks_database_lost", extra={"error": first_line(error)})
                 self._drop_connection()
-                if self.stopping.wait(self.poll_seconds) and not self._in_flight:
-                    break  # asked to stop with Postgres away: the leases bring the unrecorded back
-            except psycopg.Error as error:
-                # Postgres refused a statement (a bug, not an outage): retrying the same record would fail
-                # forever. It is dropped; its messages' leases lapse and they are sent again.
-                log.error(
-                    "webhooks_statement_failed",
-                    extra={"error": first_line(error), "dropped": len(unrecorded)},
-                )
-                unrecorded = []
+            except psycopg.Error as error:  # a statement refused (a bug, not an outage): try again later
+                log.error("webhooks_statement_failed", extra={"error": first_line(error)})
                 self._drop_connection()
-                self.stopping.wait(self.poll_seconds)
+            self._recorder.wait_for_free_slot(self.senders, self.poll_seconds)
+        self._recorder.stop_when_drained()
+        self._recorder.join()
+        self._fan_out.join()
         self._pool.shutdown(wait=False)
         self._drop_connection()
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = reconnect.connect(
-                self.database_url,
-                budget=CONNECT_BUDGET_SECONDS,
-                prepare=lambda conn: conn.execute(queries("dispatch")["become_worker"]),
-                purpose="webhooks",
-            )
-            self._conn.row_factory = dict_row
+            self._conn = worker_connection(self.database_url)
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -166,29 +150,20 @@ class Webhooks(threading.Thread):
         if pruned := conn.execute(Q["prune"], params).fetchone()["prune_webhook_messages"]:
             log.info("webhook_messages_pruned", extra={"count": pruned})
 
-    def _fan_out(self, conn: psycopg.Connection) -> None:
-        """Queue the new events for every endpoint, one bounded call per turn (so that recording and claiming
-        never wait long behind a backlog), at most once per poll_seconds unless the last call left more."""
-        if time.monotonic() < self._next_fan_out:
-            return
-        queued = conn.execute(Q["fan_out"], {"limit": FAN_OUT_LIMIT}).fetchone()["fan_out_webhooks"]
-        more_waiting = queued >= FAN_OUT_LIMIT
-        self._next_fan_out = time.monotonic() + (0 if more_waiting else self.poll_seconds)
-
     def _claim(self, conn: psycopg.Connection) -> None:
-        free = self.senders - self._in_flight
+        free = self.senders - self._recorder.in_flight
         if free <= 0:
             return
         rows = conn.execute(
             Q["claim"],
             {"limit": free, "per_endpoint": self.per_endpoint, "lease_seconds": self.lease_seconds},
         ).fetchall()
+        self._recorder.taken(len(rows))
         for row in rows:
-            self._in_flight += 1
             self._pool.submit(self._send, Claimed(**row))
 
     def _send(self, message: Claimed) -> None:
-        """One attempt, on a sender thread; its result goes to the loop through the queue, whatever happens."""
+        """One attempt, on a sender thread; its result goes to the recorder, whatever happens."""
         attempted_at = dt.datetime.now(dt.UTC)
         try:
             result = self.sender.send(
@@ -201,34 +176,150 @@ class Webhooks(threading.Thread):
         except Exception as error:  # a bug, not the receiver: still recorded, and retried
             log.exception("webhook_send_crashed", extra={"message_id": message.msg_id})
             result = Attempt(None, 0.0, f"internal error: {type(error).__name__}", "retry")
-        self._finished.put(attempt_record(message, attempted_at, result, self.retry))
+        self._recorder.finished(attempt_record(message, attempted_at, result, self.retry))
 
-    def _wait_for_results(self) -> list[dict[str, Any]]:
-        """What finished since the last turn. Waits up to poll_seconds for the first result, then up to
-        GATHER_SECONDS for the others in flight: a turn (one record, one claim) then handles a batch,
-        where a turn per result would spend a round trip or two, and a claim's planning, per message."""
+
+class FanOut(threading.Thread):
+    """Turns new events into messages, on a connection of its own: a big backlog (a bulk enrollment's
+    100,000 events) is fanned out while the claims and records go on. One bounded call at a time
+    (FAN_OUT_LIMIT events per endpoint); again at once while calls come back full, else every poll_seconds."""
+
+    def __init__(self, database_url: str, poll_seconds: float, stopping: threading.Event):
+        super().__init__(name="webhook-fan-out", daemon=True)
+        self.database_url = database_url
+        self.poll_seconds = poll_seconds
+        self.stopping = stopping
+
+    def run(self) -> None:
+        conn: psycopg.Connection | None = None
+        while not self.stopping.is_set():
+            more_waiting = False
+            try:
+                conn = conn if conn is not None and not conn.closed else worker_connection(self.database_url)
+                queued = conn.execute(Q["fan_out"], {"limit": FAN_OUT_LIMIT}).fetchone()["fan_out_webhooks"]
+                more_waiting = queued >= FAN_OUT_LIMIT
+            except psycopg.Error as error:
+                log.warning("webhooks_fan_out_failed", extra={"error": first_line(error)})
+                if conn is not None:
+                    conn.close()
+                conn = None
+            if not more_waiting:
+                self.stopping.wait(self.poll_seconds)
+        if conn is not None:
+            conn.close()
+
+
+class Recorder(threading.Thread):
+    """Records finished attempts on a connection of its own, in batches (one call per GATHER_SECONDS at
+    most while results keep coming), while the loop claims on its own: the two never wait for each other.
+    A message stays counted in flight until its attempt is recorded, as the claim's per-endpoint count in
+    the database sees it. Postgres away: the batch is kept and recorded once it is back (within the lease,
+    else the messages are sent once more); a statement refused is dropped (the leases bring them back)."""
+
+    def __init__(self, database_url: str, poll_seconds: float):
+        super().__init__(name="webhook-recorder", daemon=True)
+        self.database_url = database_url
+        self.poll_seconds = poll_seconds
+        self._results: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._lock = threading.Condition()
+        self._in_flight = 0
+        self._draining = False
+        self._conn: psycopg.Connection | None = None
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def taken(self, count: int) -> None:
+        with self._lock:
+            self._in_flight += count
+
+    def finished(self, attempt: dict[str, Any]) -> None:
+        self._results.put(attempt)
+
+    def wait_for_free_slot(self, senders: int, timeout: float) -> None:
+        """Until a send is recorded (a slot to claim for), or `timeout`."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._in_flight < senders, timeout)
+            if self._in_flight < senders:  # free already: pace the claims anyway, never spin
+                self._lock.wait(timeout if self._in_flight == 0 else GATHER_SECONDS)
+
+    def stop_when_drained(self) -> None:
+        with self._lock:
+            self._draining = True
+
+    def run(self) -> None:
+        batch: list[dict[str, Any]] = []
+        while True:
+            with self._lock:
+                if self._draining and self._in_flight == 0:
+                    break
+            batch += self._gather()
+            if not batch:
+                continue
+            try:
+                record(self._connection(), batch)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                log.warning("webhooks_database_lost", extra={"error": first_line(error), "purpose": "record"})
+                self._drop_connection()
+                time.sleep(self.poll_seconds)
+                continue
+            except psycopg.Error as error:
+                log.error(
+                    "webhooks_statement_failed", extra={"error": first_line(error), "dropped": len(batch)}
+                )
+                self._drop_connection()
+            with self._lock:
+                self._in_flight -= len(batch)
+                self._lock.notify_all()
+            batch = []
+        self._drop_connection()
+
+    def _gather(self) -> list[dict[str, Any]]:
+        """The results that came in: waits up to poll_seconds for one, then GATHER_SECONDS for the rest."""
         results = []
         try:
-            results.append(self._finished.get(timeout=self.poll_seconds))
+            results.append(self._results.get(timeout=self.poll_seconds))
             gather_until = time.monotonic() + GATHER_SECONDS
-            while len(results) < self._in_flight and (left := gather_until - time.monotonic()) > 0:
-                results.append(self._finished.get(timeout=left))
+            while (left := gather_until - time.monotonic()) > 0:
+                results.append(self._results.get(timeout=left))
         except queue.Empty:
             pass
-        self._in_flight -= len(results)
         return results
 
-    def _record(self, conn: psycopg.Connection, attempts: list[dict[str, Any]]) -> None:
-        conn.execute(Q["record"], {"attempts": Jsonb(attempts)})
-        for attempt in attempts:
-            if attempt["outcome"] != "delivered":
-                log.info(
-                    "webhook_attempt_failed",
-                    extra={
-                        key: attempt[key]
-                        for key in ("message_id", "attempt", "outcome", "status_code", "error")
-                    },
-                )
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = worker_connection(self.database_url)
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def worker_connection(database_url: str) -> psycopg.Connection:
+    conn = reconnect.connect(
+        database_url,
+        budget=CONNECT_BUDGET_SECONDS,
+        prepare=lambda conn: conn.execute(queries("dispatch")["become_worker"]),
+        purpose="webhooks",
+    )
+    conn.row_factory = dict_row
+    return conn
+
+
+def record(conn: psycopg.Connection, attempts: list[dict[str, Any]]) -> None:
+    conn.execute(Q["record"], {"attempts": Jsonb(attempts)})
+    for attempt in attempts:
+        if attempt["outcome"] != "delivered":
+            log.info(
+                "webhook_attempt_failed",
+                extra={
+                    key: attempt[key] for key in ("message_id", "attempt", "outcome", "status_code", "error")
+                },
+            )
 
 
 def first_line(error: Exception) -> str:

@@ -84,6 +84,12 @@ class WebhookTarget:
     host: str
     port: int
 
+    @property
+    def path(self) -> str:
+        """What the request line names: the path and the query (never a fragment)."""
+        parts = urlsplit(self.url)
+        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
 
 # --- Addresses ----------------------------------------------------------------------------------------
 

@@ -559,7 +559,8 @@ $$;
 -- attempt is logged; the message moves on only under the lease its claim took (a lease that lapsed meanwhile
 -- gave it to another worker, a re-send replaced it). An endpoint answering 410, or whose URL is refused at
 -- send time, or failing for five days with no success, is switched off, with a webhook_endpoint.disabled
--- event. The endpoints are locked first, in id order, as deleting one does: the two never deadlock.
+-- event. The endpoints are locked first, in id order, as deleting one does: the two never deadlock. (KEY
+-- SHARE: it holds off a delete, not the fan-out, which moves an endpoint's feed position meanwhile.)
 -- Returns how many attempts it logged.
 CREATE OR REPLACE FUNCTION drumbeat.record_webhook_attempts(p_attempts jsonb)
 RETURNS integer
@@ -572,7 +573,7 @@ BEGIN
     PERFORM 1 FROM drumbeat.webhook_endpoints e
     WHERE e.id IN (SELECT DISTINCT m.endpoint_id FROM drumbeat.webhook_messages m
                    WHERE m.id IN (SELECT (a ->> 'id')::bigint FROM pg_catalog.jsonb_array_elements(p_attempts) a))
-    ORDER BY e.id FOR NO KEY UPDATE;
+    ORDER BY e.id FOR KEY SHARE;
     -- One statement, the batch read once: the worker records a batch per turn, hundreds a second.
     WITH batch AS MATERIALIZED (
         SELECT * FROM drumbeat.webhook_attempt_batch(p_attempts)

@@ -6,6 +6,7 @@ Names resolve through a fake DNS that counts lookups (tests/support/webhook_rece
 from __future__ import annotations
 
 import base64
+import ipaddress
 import itertools
 import json
 import threading
@@ -13,12 +14,11 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 
-import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.support.webhook_receiver import Answer, FakeDns, Receiver, make_certificate, serve
-from workers.pinned_http import PinnedTransport
+from workers.pinned_http import ConnectFailed, PinnedPool, Route
 from workers.webhook_sender import (
     MAX_ATTEMPTS,
     RETRY_SCHEDULE,
@@ -345,13 +345,26 @@ def test_a_name_that_stops_resolving_is_a_retry(sender, dns):
     assert "does not resolve" in attempt.error
 
 
-def test_the_pinned_transport_never_connects_without_a_checked_address(tls_receiver, certificate, dns):
-    # Used outside WebhookSender.send (no route): no DNS, no connection, even to a resolvable name.
+def test_the_pool_connects_only_to_the_route_s_checked_addresses(tls_receiver, certificate, dns):
+    # The name resolves to the receiver, but the route says 127.0.0.2 (nothing listens there): the pool
+    # never looks the name up, it connects where it is told or not at all.
     dns.answer(HOOK_HOST, ["127.0.0.1"])
-    transport = PinnedTransport(ssl_context=certificate.client_context())
-    with httpx.Client(transport=transport) as client, pytest.raises(httpx.ConnectError, match="no checked"):
-        client.post(tls_receiver.url(host=HOOK_HOST), content=b"{}")
-    assert dns.lookups == [] and tls_receiver.received == []
+    pool = PinnedPool(certificate.client_context())
+    nowhere = Route(HOOK_HOST, tls_receiver.port, [ipaddress.ip_address("127.0.0.2")], time.monotonic() + 2)
+    try:
+        with pytest.raises(ConnectFailed):
+            pool.post("https", nowhere, "/in", {}, b"{}", 100)
+        no_address = Route(HOOK_HOST, tls_receiver.port, [], time.monotonic() + 2)
+        with pytest.raises(ConnectFailed, match="no address"):
+            pool.post("https", no_address, "/in", {}, b"{}", 100)
+        checked = Route(
+            HOOK_HOST, tls_receiver.port, [ipaddress.ip_address("127.0.0.1")], time.monotonic() + 2
+        )
+        assert pool.post("https", checked, "/in", {}, b"{}", 100).status == 200
+    finally:
+        pool.close()
+    assert dns.lookups == [] and len(tls_receiver.received) == 1
+    assert tls_receiver.server_names == [HOOK_HOST]  # SNI is the name, not the address
 
 
 # --- Refusals (allow_private=False) -------------------------------------------------------------------
