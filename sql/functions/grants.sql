@@ -222,13 +222,14 @@ GRANT EXECUTE ON FUNCTION drumbeat.webhook_url_problem(p_url text), drumbeat.che
     drumbeat.administered_endpoint(p_endpoint_id uuid), drumbeat.webhook_message_json(p_message
     drumbeat.webhook_messages) TO drumbeat_contract, service_role;
 GRANT EXECUTE ON FUNCTION drumbeat.webhook_timestamp(p_at timestamp with time zone),
-    drumbeat.webhook_payload(p_event drumbeat.events, p_endpoint drumbeat.webhook_endpoints, OUT type text, OUT
-    payload jsonb), drumbeat.event_bodies(p_event drumbeat.events), drumbeat.event_data(p_event drumbeat.events)
+    drumbeat.webhook_payload(p_event drumbeat.events, p_endpoint drumbeat.webhook_endpoints),
+    drumbeat.event_bodies(p_event drumbeat.events), drumbeat.event_data(p_event drumbeat.events)
     TO drumbeat_contract, drumbeat_worker, service_role;
 GRANT EXECUTE ON FUNCTION drumbeat.fan_out_webhooks(p_limit integer), drumbeat.claim_webhook_messages(p_limit
     integer, p_per_endpoint integer, p_lease_seconds integer), drumbeat.record_webhook_attempts(p_attempts jsonb),
-    drumbeat.webhook_attempt_batch(p_attempts jsonb), drumbeat.disable_webhook_endpoint(p_endpoint_id uuid,
-    p_reason text, p_detail text), drumbeat.prune_webhook_messages(p_older_than interval, p_limit integer) TO drumbeat_worker,
+    drumbeat.webhook_attempt_batch(p_attempts jsonb, p_ids bigint[]), drumbeat.disable_webhook_endpoint(p_endpoint_id uuid,
+    p_reason text, p_detail text), drumbeat.prune_webhook_messages(p_older_than interval, p_limit integer),
+    drumbeat.release_webhook_messages(p_messages jsonb) TO drumbeat_worker,
     service_role;
 
 -- What only the contract calls.

@@ -405,8 +405,9 @@ BEGIN
         LIMIT v_limit
     ), queued AS (
         INSERT INTO drumbeat.webhook_messages AS m (workspace_id, endpoint_id, event_id, msg_id, type, payload)
-        SELECT d.workspace_id, v_endpoint.id, d.id, 'msg_' || d.id, p.type, p.payload
-        FROM due d CROSS JOIN LATERAL drumbeat.webhook_payload(d, v_endpoint) p
+        SELECT d.workspace_id, v_endpoint.id, d.id, 'msg_' || d.id, p.payload ->> 'type', p.payload
+        FROM due d CROSS JOIN LATERAL drumbeat.webhook_payload(d, v_endpoint) AS p(payload)
+        WHERE p.payload IS NOT NULL
         ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', attempts = 0, lease = NULL,
             next_attempt_at = pg_catalog.now(), type = excluded.type, payload = excluded.payload
             WHERE m.status <> 'sending'
@@ -423,45 +424,60 @@ BEGIN
 END
 $$;
 
--- Why: the message an event makes for one endpoint: its public type and the Standard Webhooks body
--- {type, timestamp, data}, or no row when the endpoint does not take it (its types, or a `webhook` step
--- aimed at another endpoint). Bodies only for an endpoint that asked for them: the text of what was sent
--- (message.*) and of what came back (a reply, an opt-out).
-CREATE OR REPLACE FUNCTION drumbeat.webhook_payload(p_event drumbeat.events, p_endpoint drumbeat.webhook_endpoints,
-                                                    OUT type text, OUT payload jsonb)
-RETURNS SETOF record
-LANGUAGE sql
+-- Why: the message an event makes for one endpoint: the Standard Webhooks body {type, timestamp, data}
+-- under its public type, or NULL when the endpoint does not take it (its types, or a `webhook` step aimed at
+-- another endpoint). Bodies only for an endpoint that asked for them: the text of what was sent (message.*)
+-- and of what came back (a reply, an opt-out). PL/pgSQL, not SQL: a SQL function with a SET clause that
+-- reads a table is planned again on every call (~200 µs a row); this one keeps its plan (~35 µs), and the
+-- fan-out calls it for every event and endpoint.
+CREATE OR REPLACE FUNCTION drumbeat.webhook_payload(p_event drumbeat.events, p_endpoint drumbeat.webhook_endpoints)
+RETURNS jsonb
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT published.type, pg_catalog.jsonb_build_object(
-        'type', published.type, 'timestamp', drumbeat.webhook_timestamp(p_event.occurred_at),
-        'data', drumbeat.event_data(p_event) || CASE WHEN p_endpoint.include_bodies THEN drumbeat.event_bodies(p_event) ELSE '{}' END)
-    FROM drumbeat.event_types et
-    CROSS JOIN LATERAL (SELECT CASE WHEN p_event.delivery_id IS NULL THEN COALESCE(et.type_without_delivery, et.type)
-                                    ELSE et.type END AS type) AS published
-    WHERE et.kind = p_event.kind
-      AND ('*' = ANY (p_endpoint.event_types) OR published.type = ANY (p_endpoint.event_types))
-      AND (p_event.kind <> 'webhook' OR p_event.payload ->> 'endpoint_id' IS NULL
-           OR (p_event.payload ->> 'endpoint_id')::uuid = p_endpoint.id)
+DECLARE
+    v_type text;
+BEGIN
+    SELECT CASE WHEN p_event.delivery_id IS NULL THEN COALESCE(et.type_without_delivery, et.type) ELSE et.type END
+    INTO v_type
+    FROM drumbeat.event_types et WHERE et.kind = p_event.kind;
+    IF v_type IS NULL OR NOT ('*' = ANY (p_endpoint.event_types) OR v_type = ANY (p_endpoint.event_types))
+       OR (p_event.kind = 'webhook' AND (p_event.payload ->> 'endpoint_id')::uuid <> p_endpoint.id) THEN
+        RETURN NULL;
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'type', v_type, 'timestamp', drumbeat.webhook_timestamp(p_event.occurred_at),
+        'data', drumbeat.event_data(p_event)
+                || CASE WHEN p_endpoint.include_bodies THEN drumbeat.event_bodies(p_event) ELSE '{}' END);
+END
 $$;
 
 -- Why: the texts an endpoint with include_bodies gets: the message sent (subject, body) for events about a
--- delivery, the inbound text for a reply or an opt-out by message.
+-- delivery, the inbound text for a reply or an opt-out by message. (PL/pgSQL for its cached plan: see
+-- webhook_payload.)
 CREATE OR REPLACE FUNCTION drumbeat.event_bodies(p_event drumbeat.events)
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-        'message', CASE WHEN p_event.kind NOT IN ('replied', 'auto_replied') THEN
-                       (SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('subject', d.subject, 'body', d.body))
-                        FROM drumbeat.deliveries d WHERE d.id = p_event.delivery_id) END,
-        'inbound', CASE WHEN COALESCE(p_event.payload ->> 'text', p_event.payload ->> 'body') IS NOT NULL THEN
+DECLARE
+    v_message jsonb;
+    v_inbound text := COALESCE(p_event.payload ->> 'text', p_event.payload ->> 'body');
+BEGIN
+    IF p_event.kind NOT IN ('replied', 'auto_replied') THEN
+        SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('subject', d.subject, 'body', d.body))
+        INTO v_message
+        FROM drumbeat.deliveries d WHERE d.id = p_event.delivery_id;
+    END IF;
+    RETURN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'message', v_message,
+        'inbound', CASE WHEN v_inbound IS NOT NULL THEN
                        pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
                            'from', p_event.payload ->> 'from', 'subject', p_event.payload ->> 'subject',
-                           'text', COALESCE(p_event.payload ->> 'text', p_event.payload ->> 'body'))) END))
+                           'text', v_inbound)) END));
+END
 $$;
 
 -- Why: the worker's fan-out: for each enabled endpoint (one worker at a time: SKIP LOCKED), the events
@@ -494,8 +510,9 @@ BEGIN
             LIMIT p_limit
         ), queued AS (
             INSERT INTO drumbeat.webhook_messages (workspace_id, endpoint_id, event_id, msg_id, type, payload)
-            SELECT b.workspace_id, v_endpoint.id, b.id, 'msg_' || b.id, p.type, p.payload
-            FROM batch b CROSS JOIN LATERAL drumbeat.webhook_payload(b, v_endpoint) p
+            SELECT b.workspace_id, v_endpoint.id, b.id, 'msg_' || b.id, p.payload ->> 'type', p.payload
+            FROM batch b CROSS JOIN LATERAL drumbeat.webhook_payload(b, v_endpoint) AS p(payload)
+            WHERE p.payload IS NOT NULL
             ON CONFLICT (endpoint_id, event_id) DO NOTHING
             RETURNING 1
         )
@@ -513,44 +530,57 @@ $$;
 -- endpoint holds that many sends and never the others' (one claim at a time: an advisory lock, tried; a
 -- worker that does not get it claims at its next turn). Each claimed message is leased for
 -- p_lease_seconds and its attempt counted; the worker signs with every secret given.
+-- Why enable_seqscan off: the worker's functions take tens of rows by key, in plans its connection caches.
+-- Cached while the tables were nearly empty (a new deployment's first burst, the minute before autovacuum
+-- analyses them), the plans scanned whole tables, which soon held thousands of rows: 15 ms a claim and
+-- 30 ms a record at 10,000 due messages, and growing. With it off, a plan made at any size uses the keys.
+-- And jit off: a disabled scan counts as an enormous cost, which would make every plan here look worth
+-- compiling (350 ms of JIT for a 0.2 ms statement).
 CREATE OR REPLACE FUNCTION drumbeat.claim_webhook_messages(p_limit integer, p_per_endpoint integer, p_lease_seconds integer)
 RETURNS TABLE(id bigint, msg_id text, endpoint_id uuid, url text, secrets text[], body text, attempt integer, lease uuid)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET jit = off
 AS $$
+DECLARE
+    v_ids bigint[];
 BEGIN
     -- The key: "webhooks" as a number (the claim is the only user of this advisory lock).
     IF NOT pg_catalog.pg_try_advisory_xact_lock(7770406604) THEN
         RETURN;
     END IF;
+    SELECT pg_catalog.array_agg(picked.id) INTO v_ids
+    FROM (
+        SELECT due.id
+        FROM drumbeat.webhook_endpoints e
+        CROSS JOIN LATERAL (
+            SELECT p_per_endpoint - pg_catalog.count(*)::integer AS free
+            FROM drumbeat.webhook_messages f
+            WHERE f.endpoint_id = e.id AND f.status IN ('pending', 'sending')
+              AND f.status = 'sending' AND f.next_attempt_at > pg_catalog.now()) AS open
+        CROSS JOIN LATERAL (
+            -- Locked as taken: a record committing meanwhile (delivered, given up) is skipped, not revived.
+            SELECT m.id, m.next_attempt_at FROM drumbeat.webhook_messages m
+            WHERE m.endpoint_id = e.id AND m.status IN ('pending', 'sending') AND m.next_attempt_at <= pg_catalog.now()
+            ORDER BY m.next_attempt_at
+            LIMIT GREATEST(open.free, 0)
+            FOR UPDATE SKIP LOCKED) AS due
+        WHERE e.enabled
+        ORDER BY due.next_attempt_at
+        LIMIT p_limit) AS picked;
     RETURN QUERY
-        WITH open AS (
-            SELECT e.id, e.url,
-                   CASE WHEN e.previous_secret_expires_at > pg_catalog.now() THEN ARRAY[e.secret, e.previous_secret]
-                        ELSE ARRAY[e.secret] END AS secrets,
-                   p_per_endpoint - (SELECT pg_catalog.count(*) FROM drumbeat.webhook_messages f
-                                     WHERE f.endpoint_id = e.id AND f.status IN ('pending', 'sending')
-                                       AND f.status = 'sending' AND f.next_attempt_at > pg_catalog.now())::integer AS free
-            FROM drumbeat.webhook_endpoints e
-            WHERE e.enabled
-        ), picked AS (
-            SELECT due.id, open.url, open.secrets
-            FROM open CROSS JOIN LATERAL (
-                -- Locked as taken: a record committing meanwhile (delivered, given up) is skipped, not revived.
-                SELECT m.id, m.next_attempt_at FROM drumbeat.webhook_messages m
-                WHERE m.endpoint_id = open.id AND m.status IN ('pending', 'sending') AND m.next_attempt_at <= pg_catalog.now()
-                ORDER BY m.next_attempt_at
-                LIMIT GREATEST(open.free, 0)
-                FOR UPDATE SKIP LOCKED) AS due
-            ORDER BY due.next_attempt_at
-            LIMIT p_limit
-        )
         UPDATE drumbeat.webhook_messages m
         SET status = 'sending', attempts = m.attempts + 1, lease = pg_catalog.gen_random_uuid(),
             next_attempt_at = pg_catalog.now() + pg_catalog.make_interval(secs => p_lease_seconds)
-        FROM picked
-        WHERE m.id = picked.id AND m.status IN ('pending', 'sending') AND m.next_attempt_at <= pg_catalog.now()
-        RETURNING m.id, m.msg_id, m.endpoint_id, picked.url, picked.secrets, m.payload::text, m.attempts, m.lease;
+        FROM drumbeat.webhook_endpoints e
+        -- (No test of the status here: the rows are this transaction's, locked as they were picked. One would
+        -- also let a stale plan take the partial due index for the primary key.)
+        WHERE m.id = ANY (v_ids) AND e.id = m.endpoint_id
+        RETURNING m.id, m.msg_id, m.endpoint_id, e.url,
+                  CASE WHEN e.previous_secret_expires_at > pg_catalog.now() THEN ARRAY[e.secret, e.previous_secret]
+                       ELSE ARRAY[e.secret] END,
+                  m.payload::text, m.attempts, m.lease;
 END
 $$;
 
@@ -566,17 +596,19 @@ CREATE OR REPLACE FUNCTION drumbeat.record_webhook_attempts(p_attempts jsonb)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off  -- (both: see claim_webhook_messages)
+SET jit = off
 AS $$
 DECLARE
     v_logged integer;
+    v_ids bigint[] := ARRAY(SELECT (a ->> 'id')::bigint FROM pg_catalog.jsonb_array_elements(p_attempts) a);
 BEGIN
     PERFORM 1 FROM drumbeat.webhook_endpoints e
-    WHERE e.id IN (SELECT DISTINCT m.endpoint_id FROM drumbeat.webhook_messages m
-                   WHERE m.id IN (SELECT (a ->> 'id')::bigint FROM pg_catalog.jsonb_array_elements(p_attempts) a))
+    WHERE e.id IN (SELECT DISTINCT m.endpoint_id FROM drumbeat.webhook_messages m WHERE m.id = ANY (v_ids))
     ORDER BY e.id FOR KEY SHARE;
     -- One statement, the batch read once: the worker records a batch per turn, hundreds a second.
     WITH batch AS MATERIALIZED (
-        SELECT * FROM drumbeat.webhook_attempt_batch(p_attempts)
+        SELECT * FROM drumbeat.webhook_attempt_batch(p_attempts, v_ids)
     ), logged AS (
         INSERT INTO drumbeat.webhook_attempts (workspace_id, endpoint_id, message_id, attempt, attempted_at, status_code,
                                                latency_ms, outcome, error, next_retry_at)
@@ -594,7 +626,7 @@ BEGIN
         FROM batch b
         -- The lease alone says it: a claim sets it, a record or a re-send clears it. (A status test here made
         -- the planner take 'sending' for rare and scan the whole table instead of the primary key.)
-        WHERE m.id = b.id AND m.lease = b.lease
+        WHERE m.id = ANY (v_ids) AND m.id = b.id AND m.lease = b.lease
         RETURNING 1
     ), per_endpoint AS (
         SELECT b.endpoint_id,
@@ -624,37 +656,42 @@ BEGIN
                      CASE b.outcome WHEN 'disable' THEN 'gone' ELSE 'refused' END AS reason,
                      CASE b.outcome WHEN 'disable' THEN 'the receiver answered 410 Gone'
                                     ELSE 'the URL was refused at send time: ' || b.error END AS detail
-              FROM drumbeat.webhook_attempt_batch(p_attempts) b WHERE b.outcome IN ('disable', 'refused')
+              FROM drumbeat.webhook_attempt_batch(p_attempts, v_ids) b WHERE b.outcome IN ('disable', 'refused')
               ORDER BY b.endpoint_id, b.attempted_at) AS x;
     END IF;
     PERFORM drumbeat.disable_webhook_endpoint(e.id, 'failing', 'failing for 5 days: no delivery succeeded since '
                                                                 || drumbeat.webhook_timestamp(e.failing_since))
     FROM drumbeat.webhook_endpoints e
     WHERE e.failing_since < pg_catalog.now() - interval '5 days' AND e.enabled
-      AND e.id IN (SELECT m.endpoint_id FROM drumbeat.webhook_messages m
-                   WHERE m.id IN (SELECT (a ->> 'id')::bigint FROM pg_catalog.jsonb_array_elements(p_attempts) a));
+      AND e.id IN (SELECT m.endpoint_id FROM drumbeat.webhook_messages m WHERE m.id = ANY (v_ids));
     RETURN v_logged;
 END
 $$;
 
--- Why: the worker's report of its attempts as rows, with the workspace and endpoint of each message.
-CREATE OR REPLACE FUNCTION drumbeat.webhook_attempt_batch(p_attempts jsonb)
+-- Why: the worker's report of its attempts as rows, with the workspace and endpoint of each message
+-- (p_ids: the messages' ids, for a look-up by primary key).
+CREATE OR REPLACE FUNCTION drumbeat.webhook_attempt_batch(p_attempts jsonb, p_ids bigint[])
 RETURNS TABLE(id bigint, lease uuid, attempt integer, attempted_at timestamptz, status_code integer,
               latency_ms integer, outcome text, error text, next_attempt_at timestamptz, workspace_id uuid,
               endpoint_id uuid)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 -- A worker's turn: tens of attempts, not the default guess of 1000 rows, which led the record to
 -- hash-join against a full scan of the messages instead of looking each one up by its key.
 ROWS 50
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT a.id, a.lease, a.attempt, a.attempted_at, a.status_code, a.latency_ms, a.outcome, a.error,
-           a.next_attempt_at, m.workspace_id, m.endpoint_id
-    FROM pg_catalog.jsonb_to_recordset(p_attempts) AS a(id bigint, lease uuid, attempt integer,
-             attempted_at timestamptz, status_code integer, latency_ms integer, outcome text, error text,
-             next_attempt_at timestamptz)
-    JOIN drumbeat.webhook_messages m ON m.id = a.id
+BEGIN
+    -- (PL/pgSQL for its cached plan: see webhook_payload.)
+    RETURN QUERY
+        SELECT a.id, a.lease, a.attempt, a.attempted_at, a.status_code, a.latency_ms, a.outcome, a.error,
+               a.next_attempt_at, m.workspace_id, m.endpoint_id
+        FROM pg_catalog.jsonb_to_recordset(p_attempts) AS a(id bigint, lease uuid, attempt integer,
+                 attempted_at timestamptz, status_code integer, latency_ms integer, outcome text, error text,
+                 next_attempt_at timestamptz)
+        JOIN drumbeat.webhook_messages m ON m.id = a.id
+        WHERE m.id = ANY (p_ids);
+END
 $$;
 
 -- Why: the worker switches an endpoint off (it stays, with its log; an admin switches it back on) and says
@@ -678,6 +715,24 @@ BEGIN
         VALUES (v_workspace_id, 'webhook_disabled', pg_catalog.jsonb_build_object('endpoint_id', p_endpoint_id, 'reason', p_reason));
     END IF;
 END
+$$;
+
+-- Why: a worker gives back messages it claimed and never sent (an earlier answer switched their endpoint
+-- off, or the worker is stopping; p_messages: [{id, lease}]): due again at once, the attempt their claim
+-- counted uncounted, and only under the lease that claim took. Returns how many it gave back.
+CREATE OR REPLACE FUNCTION drumbeat.release_webhook_messages(p_messages jsonb)
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH released AS (
+        UPDATE drumbeat.webhook_messages m
+        SET status = 'pending', attempts = m.attempts - 1, lease = NULL, next_attempt_at = pg_catalog.now()
+        FROM pg_catalog.jsonb_to_recordset(p_messages) AS r(id bigint, lease uuid)
+        WHERE m.id = r.id AND m.lease = r.lease
+        RETURNING 1
+    )
+    SELECT pg_catalog.count(*)::integer FROM released
 $$;
 
 -- Why: the message log is kept for 30 days (README, "Events out: webhooks"): older delivered and failed
