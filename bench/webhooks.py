@@ -9,8 +9,9 @@ sends 3N signed POSTs. Measured from the commit of the events to the last messag
 
 - events/s: N over that span (each event delivered to all three endpoints);
 - deliveries/s: 3N over it;
-- the raw ceiling of the same run: plain httpx POSTs of the same body to the same receivers from the
-  same number of threads, no database, no signing; and the ratio of the two.
+- the raw ceiling of the same run: plain keep-alive POSTs of the same body to the same receivers with
+  http.client (the sender's own HTTP), from the same number of threads, no database, no signing; and the
+  ratio of the two.
 
     .venv/bin/python -m bench.webhooks [--events 10000] [--per-endpoint 8]
 """
@@ -20,17 +21,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import http.client
 import json
 import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
-import httpx
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -119,22 +121,22 @@ def delivered(url: str) -> tuple[int, float | None]:
 
 
 def raw_ceiling(ports: list[int], requests: int) -> float:
-    """POSTs per second of plain httpx clients (one pool per endpoint, SENDERS threads), no database."""
+    """POSTs per second of plain http.client keep-alive connections (one per thread and receiver) from
+    SENDERS threads, no database, no signing."""
     body = json.dumps({"type": "message.opened", "timestamp": "2026-01-01T00:00:00Z", "data": {}}).encode()
-    clients = [httpx.Client(base_url=f"http://127.0.0.1:{port}") for port in ports]
+    local = threading.local()
 
     def post(index: int) -> None:
-        clients[index % len(clients)].post(
-            "/hook", content=body, headers={"content-type": "application/json"}
-        )
+        if not hasattr(local, "connections"):
+            local.connections = [http.client.HTTPConnection("127.0.0.1", port) for port in ports]
+        connection = local.connections[index % len(ports)]
+        connection.request("POST", "/hook", body=body, headers={"content-type": "application/json"})
+        connection.getresponse().read()
 
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(SENDERS) as pool:
         list(pool.map(post, range(requests)))
-    elapsed = time.monotonic() - started
-    for client in clients:
-        client.close()
-    return requests / elapsed
+    return requests / (time.monotonic() - started)
 
 
 def run(events: int, per_endpoint: int, worker_log: Path) -> None:
@@ -177,7 +179,7 @@ def run(events: int, per_endpoint: int, worker_log: Path) -> None:
     print(f"delivered:                         {count:,} in {span:.1f} s")
     print(f"events delivered/s (to all three): {count / ENDPOINTS / span:,.0f}   (target >= 1,000)")
     print(f"deliveries/s:                      {count / span:,.0f}")
-    print(f"raw ceiling (plain httpx POSTs/s): {ceiling:,.0f}   ratio {count / span / ceiling:.2f}")
+    print(f"raw ceiling (http.client POSTs/s): {ceiling:,.0f}   ratio {count / span / ceiling:.2f}")
     print(f"receiver saw:                      {counter.value - min(expected, 20_000):,} webhook requests")
 
 

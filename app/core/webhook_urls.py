@@ -225,7 +225,7 @@ def ascii_host(host: str) -> str:
     host = host.lower()
     if host.isascii():
         return host
-    import idna  # a dependency of httpx; IDNA 2008 with UTS 46 mapping, as httpx and browsers encode
+    import idna  # IDNA 2008 with UTS 46 mapping, as browsers encode
 
     try:
         return idna.encode(host, uts46=True).decode("ascii")
