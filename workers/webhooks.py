@@ -5,18 +5,13 @@ so that none waits for another:
 1. FanOut turns the event feed into messages (drumbeat.fan_out_webhooks: one per event and endpoint, from
    each endpoint's position in the feed, in the transaction that moves the position: none skipped, none
    twice);
-2. the Webhooks loop claims due messages (drumbeat.claim_webhook_messages: at most PREFETCH times
-   DRUMBEAT_WEBHOOK_CONCURRENCY leased per endpoint across every worker), each leased for LEASE_SECONDS;
-3. Lanes send them (workers/webhook_sender.py: signed, pinned to checked addresses, 10 s), at most
-   DRUMBEAT_WEBHOOK_CONCURRENCY at once per endpoint from this process, so that a slow or dead endpoint
-   holds that many senders and never delays the others; the rest of its messages wait in its lane;
+2. the Webhooks loop claims as many due messages as it has free senders (drumbeat.claim_webhook_messages:
+   at most DRUMBEAT_WEBHOOK_CONCURRENCY in flight per endpoint across every worker, so a slow or dead
+   endpoint holds that many sends and never delays the others), each leased for LEASE_SECONDS;
+3. a thread pool sends them (workers/webhook_sender.py: signed, pinned to checked addresses, 10 s);
 4. the Recorder records what came back, in batches (drumbeat.record_webhook_attempts): delivered, a retry
    at the time retry_delay says, given up after the last one, or the endpoint switched off (410, a URL
    refused at send time, five days of failures).
-
-Why lanes and a prefetch: a message's lease ends when its attempt is recorded, a few milliseconds to tens
-after its answer. Were the sends capped by leases alone, every slot of a fast endpoint would wait out that
-record before its next send; with PREFETCH leases per slot, the next message is already in the lane.
 
 Delivery is at least once. A worker killed mid-send (SIGKILL, a lost machine) leaves its messages
 'sending'; their leases lapse and another worker (or this one, restarted) sends them again, with the
@@ -31,7 +26,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,11 +42,9 @@ from workers.webhook_sender import Attempt, WebhookSender, retry_delay
 log = logging.getLogger("drumbeat.webhooks")
 
 POLL_SECONDS = 0.2  # how often an idle worker looks for new events and due retries
-PREFETCH = 4  # messages leased per sending slot of an endpoint (see the module's docstring)
-# A message waits in its lane for at most PREFETCH - 1 sends before it (each bounded by the sender's 10 s
-# deadline), then its own, and its record follows at once: 60 s is ample, and is how long a dead worker's
-# messages wait before another worker sends them again.
-LEASE_SECONDS = 60
+# A send is bounded by the sender's 10 s deadline, and its record follows at once: 30 s is ample, and is
+# how long a dead worker's messages wait before another worker sends them again.
+LEASE_SECONDS = 30
 SENDERS = 32  # threads sending at once in one process (each endpoint is capped lower: Settings)
 # Why 10 ms: against a receiver answering in a few ms, most of the sends in flight finish within it, so a
 # turn records and replaces them together; against a slow one it adds nothing that matters.
@@ -103,7 +95,6 @@ class Webhooks(threading.Thread):
         self.stopping = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=senders, thread_name_prefix="webhook")
         self._recorder = Recorder(database_url, poll_seconds)
-        self._lanes = Lanes(self._pool, per_endpoint, self._send, self._recorder.given_back)
         self._fan_out = FanOut(database_url, poll_seconds, self.stopping)
         self._conn: psycopg.Connection | None = None
         self._next_prune = time.monotonic()
@@ -116,10 +107,8 @@ class Webhooks(threading.Thread):
         return cls(settings.database_url, sender, per_endpoint=settings.webhook_concurrency)
 
     def stop(self) -> None:
-        """Claim nothing more; what is in flight finishes and is recorded (within the sender's deadline), the
-        messages waiting in the lanes are given back."""
+        """Claim nothing more; what is in flight finishes and is recorded (within the sender's deadline)."""
         self.stopping.set()
-        self._lanes.give_back_waiting()
 
     def run(self) -> None:
         self._recorder.start()
@@ -135,7 +124,7 @@ class Webhooks(threading.Thread):
             except psycopg.Error as error:  # a statement refused (a bug, not an outage): try again later
                 log.error("webhooks_statement_failed", extra={"error": first_line(error)})
                 self._drop_connection()
-            self._recorder.wait_for_free_slot(self.senders * PREFETCH, self.poll_seconds)
+            self._recorder.wait_for_free_slot(self.senders, self.poll_seconds)
         self._recorder.stop_when_drained()
         self._recorder.join()
         self._fan_out.join()
@@ -162,23 +151,19 @@ class Webhooks(threading.Thread):
             log.info("webhook_messages_pruned", extra={"count": pruned})
 
     def _claim(self, conn: psycopg.Connection) -> None:
-        free = self.senders * PREFETCH - self._recorder.in_flight
+        free = self.senders - self._recorder.in_flight
         if free <= 0:
             return
         rows = conn.execute(
             Q["claim"],
-            {
-                "limit": free,
-                "per_endpoint": self.per_endpoint * PREFETCH,
-                "lease_seconds": self.lease_seconds,
-            },
+            {"limit": free, "per_endpoint": self.per_endpoint, "lease_seconds": self.lease_seconds},
         ).fetchall()
         self._recorder.taken(len(rows))
-        self._lanes.add([Claimed(**row) for row in rows])
+        for row in rows:
+            self._pool.submit(self._send, Claimed(**row))
 
-    def _send(self, message: Claimed) -> bool:
-        """One attempt, on a sender thread (by its lane); its result goes to the recorder, whatever happens.
-        Returns whether the endpoint takes more (not after a 410 or a URL refused: it is being switched off)."""
+    def _send(self, message: Claimed) -> None:
+        """One attempt, on a sender thread; its result goes to the recorder, whatever happens."""
         attempted_at = dt.datetime.now(dt.UTC)
         try:
             result = self.sender.send(
@@ -192,71 +177,6 @@ class Webhooks(threading.Thread):
             log.exception("webhook_send_crashed", extra={"message_id": message.msg_id})
             result = Attempt(None, 0.0, f"internal error: {type(error).__name__}", "retry")
         self._recorder.finished(attempt_record(message, attempted_at, result, self.retry))
-        return result.outcome not in ("disable", "refused")
-
-
-class Lanes:
-    """Each endpoint's claimed messages, sent in the order claimed, at most `width` at a time: a lane runs on
-    a pool thread and sends its endpoint's next message as soon as the last one is answered; up to `width`
-    lanes per endpoint run at once. Messages past that wait (leased) for a lane of their endpoint. `send`
-    says whether the endpoint takes more; when it does not, its waiting messages are given back unsent, as
-    are all the waiting ones when the worker stops."""
-
-    def __init__(
-        self,
-        pool: concurrent.futures.Executor,
-        width: int,
-        send: Callable[[Claimed], bool],
-        give_back: Callable[[list[Claimed]], None],
-    ) -> None:
-        self._pool = pool
-        self._width = width
-        self._send = send
-        self._give_back = give_back
-        self._lock = threading.Lock()
-        self._waiting: dict[Any, deque[Claimed]] = {}
-        self._running: dict[Any, int] = {}
-
-    def add(self, messages: list[Claimed]) -> None:
-        starting = []
-        with self._lock:
-            for message in messages:
-                endpoint = message.endpoint_id
-                if self._running.get(endpoint, 0) < self._width:
-                    self._running[endpoint] = self._running.get(endpoint, 0) + 1
-                    starting.append(message)
-                else:
-                    self._waiting.setdefault(endpoint, deque()).append(message)
-        for message in starting:
-            self._pool.submit(self._run, message)
-
-    def give_back_waiting(self) -> None:
-        with self._lock:
-            waiting = [message for lane in self._waiting.values() for message in lane]
-            self._waiting.clear()
-        self._give_back(waiting)
-
-    def _run(self, message: Claimed | None) -> None:
-        while message is not None:
-            if not self._send(message):
-                with self._lock:
-                    refused = list(self._waiting.pop(message.endpoint_id, ()))
-                self._give_back(refused)
-            message = self._next(message.endpoint_id)
-
-    def _next(self, endpoint: Any) -> Claimed | None:
-        """The endpoint's next waiting message, or None: the lane ends."""
-        with self._lock:
-            waiting = self._waiting.get(endpoint)
-            if waiting:
-                message = waiting.popleft()
-                if not waiting:
-                    del self._waiting[endpoint]
-                return message
-            self._running[endpoint] -= 1
-            if not self._running[endpoint]:
-                del self._running[endpoint]
-            return None
 
 
 class FanOut(threading.Thread):
@@ -317,11 +237,6 @@ class Recorder(threading.Thread):
 
     def finished(self, attempt: dict[str, Any]) -> None:
         self._results.put(attempt)
-
-    def given_back(self, messages: list[Claimed]) -> None:
-        """Messages claimed and never sent: released with the next batch (an entry with no outcome)."""
-        for message in messages:
-            self._results.put({"id": message.id, "lease": str(message.lease)})
 
     def wait_for_free_slot(self, senders: int, timeout: float) -> None:
         """Until a send is recorded (a slot to claim for), or `timeout`."""
@@ -395,15 +310,8 @@ def worker_connection(database_url: str) -> psycopg.Connection:
     return conn
 
 
-def record(conn: psycopg.Connection, batch: list[dict[str, Any]]) -> None:
-    """A batch of attempts, and of messages given back unsent (entries with no outcome; each stands alone,
-    under its lease, so the two need no common transaction)."""
-    attempts = [entry for entry in batch if "outcome" in entry]
-    released = [entry for entry in batch if "outcome" not in entry]
-    if attempts:
-        conn.execute(Q["record"], {"attempts": Jsonb(attempts)})
-    if released:
-        conn.execute(Q["release"], {"messages": Jsonb(released)})
+def record(conn: psycopg.Connection, attempts: list[dict[str, Any]]) -> None:
+    conn.execute(Q["record"], {"attempts": Jsonb(attempts)})
     for attempt in attempts:
         if attempt["outcome"] != "delivered":
             log.info(

@@ -29,14 +29,16 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # lines a day that say nothing: our own batch lines carry the job id as their correlation id, and
 # failed jobs are still logged at ERROR); twilio logs every API request with its headers; uvicorn's
 # access log writes the raw path and query string, which carry signed tokens (app/api/access.py
-# writes the access line instead, with the route template), and imapclient logs its protocol traffic
-# (the IMAP username with it) and every closed connection.
+# writes the access line instead, with the route template), httpx (the tests' and bench's client, and
+# any library's that uses it) logs every URL it requests, and imapclient logs its protocol traffic (the
+# IMAP username with it) and every closed connection.
 QUIET_LOGGERS = (
     "pgserver",
     "psycopg.pool",
     "procrastinate",
     "twilio",
     "uvicorn.access",
+    "httpx",
     "imapclient",
 )
 

@@ -87,8 +87,7 @@ class Settings:
     rate_limit_per_second: float = 50.0  # 0: no limit
     rate_limit_burst: int = 100
     # Outgoing webhooks: private and loopback targets only when true (development, tests); messages in flight
-    # at once to one endpoint from a worker process (a slow endpoint holds that many sends, never the
-    # others'; four times that many are leased per endpoint across all workers: workers/webhooks.py).
+    # at once to one endpoint, across all workers (a slow endpoint holds that many sends, never the others').
     webhook_allow_private: bool = False
     webhook_concurrency: int = 8
 

@@ -25,7 +25,7 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -86,9 +86,16 @@ class WebhookTarget:
 
     @property
     def path(self) -> str:
-        """What the request line names: the path and the query (never a fragment)."""
+        """What the request line names: the path and the query (never a fragment), percent-encoded as
+        browsers send them (UTF-8; escapes already there are kept): a request line is ASCII."""
         parts = urlsplit(self.url)
-        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        path = quote(parts.path or "/", safe=_PATH_SAFE)
+        return path + (f"?{quote(parts.query, safe=_QUERY_SAFE)}" if parts.query else "")
+
+
+# RFC 3986 pchar and query characters besides the unreserved ones, with "%" (an existing escape).
+_PATH_SAFE = "/%:@!$&'()*+,;="
+_QUERY_SAFE = _PATH_SAFE + "?"
 
 
 # --- Addresses ----------------------------------------------------------------------------------------

@@ -228,8 +228,7 @@ GRANT EXECUTE ON FUNCTION drumbeat.webhook_timestamp(p_at timestamp with time zo
 GRANT EXECUTE ON FUNCTION drumbeat.fan_out_webhooks(p_limit integer), drumbeat.claim_webhook_messages(p_limit
     integer, p_per_endpoint integer, p_lease_seconds integer), drumbeat.record_webhook_attempts(p_attempts jsonb),
     drumbeat.webhook_attempt_batch(p_attempts jsonb, p_ids bigint[]), drumbeat.disable_webhook_endpoint(p_endpoint_id uuid,
-    p_reason text, p_detail text), drumbeat.prune_webhook_messages(p_older_than interval, p_limit integer),
-    drumbeat.release_webhook_messages(p_messages jsonb) TO drumbeat_worker,
+    p_reason text, p_detail text), drumbeat.prune_webhook_messages(p_older_than interval, p_limit integer) TO drumbeat_worker,
     service_role;
 
 -- What only the contract calls.

@@ -717,24 +717,6 @@ BEGIN
 END
 $$;
 
--- Why: a worker gives back messages it claimed and never sent (an earlier answer switched their endpoint
--- off, or the worker is stopping; p_messages: [{id, lease}]): due again at once, the attempt their claim
--- counted uncounted, and only under the lease that claim took. Returns how many it gave back.
-CREATE OR REPLACE FUNCTION drumbeat.release_webhook_messages(p_messages jsonb)
-RETURNS integer
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH released AS (
-        UPDATE drumbeat.webhook_messages m
-        SET status = 'pending', attempts = m.attempts - 1, lease = NULL, next_attempt_at = pg_catalog.now()
-        FROM pg_catalog.jsonb_to_recordset(p_messages) AS r(id bigint, lease uuid)
-        WHERE m.id = r.id AND m.lease = r.lease
-        RETURNING 1
-    )
-    SELECT pg_catalog.count(*)::integer FROM released
-$$;
-
 -- Why: the message log is kept for 30 days (README, "Events out: webhooks"): older delivered and failed
 -- messages go, with their attempts, a bounded number at a time (the worker calls it every few minutes).
 -- Returns how many it deleted.

@@ -10,8 +10,5 @@ FROM drumbeat.claim_webhook_messages(%(limit)s, %(per_endpoint)s, %(lease_second
 -- name: record
 SELECT drumbeat.record_webhook_attempts(%(attempts)s)
 
--- name: release
-SELECT drumbeat.release_webhook_messages(%(messages)s)
-
 -- name: prune
 SELECT drumbeat.prune_webhook_messages(%(older_than)s, %(limit)s)

@@ -1,8 +1,7 @@
 """Outgoing webhooks in SQL (sql/functions/webhooks.sql): admins manage endpoints through the contract
 (validated, secrets shown once, another tenant's endpoint not found); the worker's fan-out turns the
 event feed into one message per event and endpoint (filtered by type, never twice), its claim caps
-the messages in flight per endpoint and brings back those whose lease lapsed (or that a worker gave back
-unsent), and its record moves each
+the messages in flight per endpoint and brings back those whose lease lapsed, and its record moves each
 message on (delivered, retried, given up) and switches off an endpoint that answers 410 or has failed
 for five days, with an event the other endpoints receive."""
 
@@ -207,24 +206,6 @@ def test_the_claim_caps_each_endpoint_and_brings_back_lapsed_leases(acme, conn):
     again = claim(conn, per_endpoint=2)
     assert {m["msg_id"] for m in again} == {m["msg_id"] for m in first}  # the same webhook-ids, sent again
     assert {m["attempt"] for m in again} == {2}
-
-
-def test_a_released_message_is_due_again_uncounted_and_only_under_its_lease(acme, conn):
-    endpoint = create(acme)["id"]
-    for _ in range(2):
-        call(conn, "test_webhook_endpoint", endpoint)
-    conn.commit()
-    kept, released = claim(conn)
-    stale = {"id": kept["id"], "lease": str(uuid.uuid4())}  # a lease that is not the claim's
-    mine = {"id": released["id"], "lease": str(released["lease"])}
-    as_worker(conn)
-    given_back = conn.execute("SELECT drumbeat.release_webhook_messages(%s)", (Jsonb([mine, stale]),))
-    assert given_back.fetchone()[0] == 1
-    conn.commit()
-    states = {m["msg_id"]: (m["status"], m["attempts"]) for m in messages(conn, endpoint)}
-    assert states == {kept["msg_id"]: ("sending", 1), released["msg_id"]: ("pending", 0)}
-    [again] = claim(conn)
-    assert (again["msg_id"], again["attempt"]) == (released["msg_id"], 1)
 
 
 def test_recording_moves_messages_on(acme, conn):

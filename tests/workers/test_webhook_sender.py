@@ -137,6 +137,15 @@ def test_a_2xx_is_delivered_and_verifies(receiver, sender):
     assert verify(secret, request) == json.loads(BODY)
 
 
+def test_a_path_beyond_ascii_goes_percent_encoded_as_browsers_send_it(receiver, sender):
+    attempt = sender.send(
+        receiver.url("/hooks/café?name=zoë&already=%20"), [new_secret()], "msg_utf8", now(), BODY
+    )
+    assert attempt.outcome == "delivered"
+    [request] = receiver.received
+    assert request.path == "/hooks/caf%C3%A9?name=zo%C3%AB&already=%20"
+
+
 def test_a_rotated_secret_and_its_successor_both_verify(receiver, sender):
     old, new = new_secret(), new_secret()
     assert sender.send(receiver.url(), [new, old], "msg_rot", now(), BODY).outcome == "delivered"
