@@ -96,7 +96,7 @@ class Webhooks(threading.Thread):
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=senders, thread_name_prefix="webhook")
         self._recorder = Recorder(database_url, poll_seconds)
         self._fan_out = FanOut(database_url, poll_seconds, self.stopping)
-        self._conn: psycopg.Connection | None = None
+        self._db = WorkerConnection(database_url)
         self._next_prune = time.monotonic()
 
     @classmethod
@@ -115,31 +115,21 @@ class Webhooks(threading.Thread):
         self._fan_out.start()
         while not self.stopping.is_set():
             try:
-                conn = self._connection()
+                conn = self._db.get()
                 self._prune_if_due(conn)
                 self._claim(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                 log.warning("webhooks_database_lost", extra={"error": first_line(error)})
-                self._drop_connection()
+                self._db.drop()
             except psycopg.Error as error:  # a statement refused (a bug, not an outage): try again later
                 log.error("webhooks_statement_failed", extra={"error": first_line(error)})
-                self._drop_connection()
+                self._db.drop()
             self._recorder.wait_for_free_slot(self.senders, self.poll_seconds)
         self._recorder.stop_when_drained()
         self._recorder.join()
         self._fan_out.join()
         self._pool.shutdown(wait=False)
-        self._drop_connection()
-
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = worker_connection(self.database_url)
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._db.drop()
 
     def _prune_if_due(self, conn: psycopg.Connection) -> None:
         """Every PRUNE_EVERY_SECONDS, drop finished messages older than KEEP_MESSAGES (with their attempts)."""
@@ -191,22 +181,20 @@ class FanOut(threading.Thread):
         self.stopping = stopping
 
     def run(self) -> None:
-        conn: psycopg.Connection | None = None
+        db = WorkerConnection(self.database_url)
         while not self.stopping.is_set():
             more_waiting = False
             try:
-                conn = conn if conn is not None and not conn.closed else worker_connection(self.database_url)
-                queued = conn.execute(Q["fan_out"], {"limit": FAN_OUT_LIMIT}).fetchone()["fan_out_webhooks"]
+                queued = (
+                    db.get().execute(Q["fan_out"], {"limit": FAN_OUT_LIMIT}).fetchone()["fan_out_webhooks"]
+                )
                 more_waiting = queued >= FAN_OUT_LIMIT
             except psycopg.Error as error:
                 log.warning("webhooks_fan_out_failed", extra={"error": first_line(error)})
-                if conn is not None:
-                    conn.close()
-                conn = None
+                db.drop()
             if not more_waiting:
                 self.stopping.wait(self.poll_seconds)
-        if conn is not None:
-            conn.close()
+        db.drop()
 
 
 class Recorder(threading.Thread):
@@ -224,7 +212,7 @@ class Recorder(threading.Thread):
         self._lock = threading.Condition()
         self._in_flight = 0
         self._draining = False
-        self._conn: psycopg.Connection | None = None
+        self._db = WorkerConnection(database_url)
 
     @property
     def in_flight(self) -> int:
@@ -259,22 +247,22 @@ class Recorder(threading.Thread):
             if not batch:
                 continue
             try:
-                record(self._connection(), batch)
+                record(self._db.get(), batch)
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                 log.warning("webhooks_database_lost", extra={"error": first_line(error), "purpose": "record"})
-                self._drop_connection()
+                self._db.drop()
                 time.sleep(self.poll_seconds)
                 continue
             except psycopg.Error as error:
                 log.error(
                     "webhooks_statement_failed", extra={"error": first_line(error), "dropped": len(batch)}
                 )
-                self._drop_connection()
+                self._db.drop()
             with self._lock:
                 self._in_flight -= len(batch)
                 self._lock.notify_all()
             batch = []
-        self._drop_connection()
+        self._db.drop()
 
     def _gather(self) -> list[dict[str, Any]]:
         """The results that came in: waits up to poll_seconds for one, then GATHER_SECONDS for the rest."""
@@ -288,12 +276,20 @@ class Recorder(threading.Thread):
             pass
         return results
 
-    def _connection(self) -> psycopg.Connection:
+
+class WorkerConnection:
+    """One thread's connection as the worker, made when first needed and again after a drop."""
+
+    def __init__(self, database_url: str):
+        self.database_url = database_url
+        self._conn: psycopg.Connection | None = None
+
+    def get(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
             self._conn = worker_connection(self.database_url)
         return self._conn
 
-    def _drop_connection(self) -> None:
+    def drop(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
