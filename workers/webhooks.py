@@ -94,9 +94,14 @@ class Webhooks(threading.Thread):
         self.lease_seconds = lease_seconds
         self.stopping = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=senders, thread_name_prefix="webhook")
-        self._recorder = Recorder(database_url, poll_seconds)
-        self._fan_out = FanOut(database_url, poll_seconds, self.stopping)
-        self._db = WorkerConnection(database_url)
+        # One thread at a time waits out an outage; the others queue behind it rather than each retrying
+        # (and logging) on its own backoff.
+        connecting = threading.Lock()
+        self._recorder = Recorder(poll_seconds, WorkerConnection(database_url, connecting, self.stopping))
+        self._fan_out = FanOut(
+            poll_seconds, self.stopping, WorkerConnection(database_url, connecting, self.stopping)
+        )
+        self._db = WorkerConnection(database_url, connecting, self.stopping)
         self._next_prune = time.monotonic()
 
     @classmethod
@@ -174,27 +179,28 @@ class FanOut(threading.Thread):
     100,000 events) is fanned out while the claims and records go on. One bounded call at a time
     (FAN_OUT_LIMIT events per endpoint); again at once while calls come back full, else every poll_seconds."""
 
-    def __init__(self, database_url: str, poll_seconds: float, stopping: threading.Event):
+    def __init__(self, poll_seconds: float, stopping: threading.Event, db: WorkerConnection):
         super().__init__(name="webhook-fan-out", daemon=True)
-        self.database_url = database_url
         self.poll_seconds = poll_seconds
         self.stopping = stopping
+        self._db = db
 
     def run(self) -> None:
-        db = WorkerConnection(self.database_url)
         while not self.stopping.is_set():
             more_waiting = False
             try:
                 queued = (
-                    db.get().execute(Q["fan_out"], {"limit": FAN_OUT_LIMIT}).fetchone()["fan_out_webhooks"]
+                    self._db.get()
+                    .execute(Q["fan_out"], {"limit": FAN_OUT_LIMIT})
+                    .fetchone()["fan_out_webhooks"]
                 )
                 more_waiting = queued >= FAN_OUT_LIMIT
             except psycopg.Error as error:
                 log.warning("webhooks_fan_out_failed", extra={"error": first_line(error)})
-                db.drop()
+                self._db.drop()
             if not more_waiting:
                 self.stopping.wait(self.poll_seconds)
-        db.drop()
+        self._db.drop()
 
 
 class Recorder(threading.Thread):
@@ -204,15 +210,14 @@ class Recorder(threading.Thread):
     the database sees it. Postgres away: the batch is kept and recorded once it is back (within the lease,
     else the messages are sent once more); a statement refused is dropped (the leases bring them back)."""
 
-    def __init__(self, database_url: str, poll_seconds: float):
+    def __init__(self, poll_seconds: float, db: WorkerConnection):
         super().__init__(name="webhook-recorder", daemon=True)
-        self.database_url = database_url
         self.poll_seconds = poll_seconds
         self._results: queue.Queue[dict[str, Any]] = queue.Queue()
         self._lock = threading.Condition()
         self._in_flight = 0
         self._draining = False
-        self._db = WorkerConnection(database_url)
+        self._db = db
 
     @property
     def in_flight(self) -> int:
@@ -278,15 +283,21 @@ class Recorder(threading.Thread):
 
 
 class WorkerConnection:
-    """One thread's connection as the worker, made when first needed and again after a drop."""
+    """One thread's connection as the worker, made when first needed and again after a drop. Threads that
+    share `connecting` connect one at a time, so during an outage one of them retries (with backoff, logging
+    each attempt) while the rest wait for it instead of adding their own attempts; once `stopping` is set,
+    each makes one attempt at most."""
 
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, connecting: threading.Lock, stopping: threading.Event):
         self.database_url = database_url
+        self._connecting = connecting
+        self._stopping = stopping
         self._conn: psycopg.Connection | None = None
 
     def get(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = worker_connection(self.database_url)
+            with self._connecting:
+                self._conn = worker_connection(self.database_url, self._stopping)
         return self._conn
 
     def drop(self) -> None:
@@ -295,10 +306,11 @@ class WorkerConnection:
             self._conn = None
 
 
-def worker_connection(database_url: str) -> psycopg.Connection:
+def worker_connection(database_url: str, stopping: threading.Event) -> psycopg.Connection:
     conn = reconnect.connect(
         database_url,
         budget=CONNECT_BUDGET_SECONDS,
+        stopping=stopping,
         prepare=lambda conn: conn.execute(queries("dispatch")["become_worker"]),
         purpose="webhooks",
     )
