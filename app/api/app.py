@@ -1,8 +1,10 @@
 """The Litestar application: routes under /api/v1 (authenticated, rate-limited per caller, one transaction
-per request acting as the caller), webhooks and operations endpoints outside it, OpenAPI at /docs (Scalar,
+per request acting as the caller), the operator console under /console (app/console), webhooks and operations endpoints outside it, OpenAPI at /docs (Scalar,
 and /docs/swagger). Request bodies are limited to DRUMBEAT_MAX_BODY_BYTES (413 past it)."""
 
 from __future__ import annotations
+
+import secrets
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
@@ -27,6 +29,8 @@ from app.api.db import make_pool
 from app.api.deps import provide_db
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.ratelimit import RateLimiter
+from app.console import console_router
+from app.console.session import Sessions
 from app.core.settings import Settings
 
 API_VERSION = "1.0.0"
@@ -80,7 +84,13 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={"db": Provide(provide_db)},
     )
     app = Litestar(
-        route_handlers=[api_v1, *webhooks.route_handlers, *inbound_email.route_handlers, *ops.route_handlers],
+        route_handlers=[
+            api_v1,
+            console_router(),
+            *webhooks.route_handlers,
+            *inbound_email.route_handlers,
+            *ops.route_handlers,
+        ],
         on_startup=[open_pool],
         on_shutdown=[close_pool],
         state=State(
@@ -89,6 +99,9 @@ def create_app(settings: Settings) -> Litestar:
                 "settings": settings,
                 "authenticator": Authenticator(settings),
                 "rate_limiter": RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+                # Without DRUMBEAT_SECRET_KEY, console sessions are sealed with a key of this process's own
+                # (they end when it restarts).
+                "console_sessions": Sessions(settings.secret_key or secrets.token_bytes(32)),
             }
         ),
         # Litestar counts the bytes it reads, so a body sent without Content-Length (chunked) is cut off

@@ -174,6 +174,7 @@ def _banner(
         f"Drumbeat is up (ready in {time.monotonic() - started:.1f} s)",
         f"  database   {describe(settings.database_url)}"
         + (f" (applied: {describe_applied(applied)})" if applied else ""),
+        f"  console    {base}/console/  (sign in with the API key)",
         f"  API        {base}/api/v1",
         f"  docs       {base}/docs",
         f"  health     {base}/healthz",

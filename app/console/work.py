@@ -1,0 +1,190 @@
+"""The pages a team works from day to day: enrollments (filters, pause / resume / cancel / skip, one or
+many at once), a contact's page (their enrollments' timeline and every message sent to them), the task
+queue (due, upcoming, completed; complete with an outcome), what was sent, and the contacts."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Response, get, post
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect
+
+from app.console.context import ConsoleDep
+from app.console.forms import PAGE_SIZE, FormErrors, page_number, text, uuid_or_none, whole_number
+from app.console.render import html
+from app.core.db import fetch_all, fetch_one, fetch_value, require_row
+from app.core.errors import Invalid
+from app.core.queries import queries
+from app.core.templates import RenderError, render_message
+
+Q = queries("console")
+ENROLLMENTS = queries("api_enrollments")
+ENROLLMENT_STATUSES = ("scheduled", "active", "paused", "completed", "replied", "bounced", "unsubscribed",
+                       "cancelled", "failed")  # fmt: skip
+TASK_TABS = ("due", "upcoming", "completed")
+TASK_OUTCOMES = ("completed", "connected", "left_voicemail", "no_answer", "wrong_number", "meeting_booked",
+                 "not_interested", "skipped")  # fmt: skip
+ENROLLMENT_ACTIONS = {
+    "pause": "pause_enrollment",
+    "resume": "resume_enrollment",
+    "cancel": "cancel_enrollment",
+}
+
+
+def paging(console: ConsoleDep, page: Any, **filters: Any) -> dict[str, Any]:
+    number = page_number(page)
+    return {
+        "workspace_id": console.workspace_id,
+        "limit": PAGE_SIZE,
+        "offset": (number - 1) * PAGE_SIZE,
+    } | filters
+
+
+@get("/enrollments", name="console:enrollments")
+async def enrollments_page(
+    console: ConsoleDep, status: FromQuery[str | None] = None, sequence: FromQuery[str | None] = None, assignee: FromQuery[str | None] = None,
+    page: FromQuery[str | None] = None, notice: FromQuery[str | None] = None,
+) -> Response:  # fmt: skip
+    filters = {"status": status if status in ENROLLMENT_STATUSES else None, "sequence_id": uuid_or_none(sequence),
+               "assigned_to": uuid_or_none(assignee)}  # fmt: skip
+    params = paging(console, page, **filters)
+    rows = await fetch_all(console.db, Q["enrollments_page"], params)
+    total = await fetch_value(console.db, Q["count_enrollments_page"], params)
+    sequences = await fetch_all(console.db, Q["sequence_names"], {"workspace_id": console.workspace_id})
+    shown = {"status": filters["status"], "sequence": sequence if filters["sequence_id"] else None,
+             "assignee": assignee if filters["assigned_to"] else None}  # fmt: skip
+    return html("enrollments.html", console=console, nav="enrollments", rows=rows, total=total, filters=shown,
+                page=page_number(page), page_size=PAGE_SIZE, statuses=ENROLLMENT_STATUSES, sequences=sequences,
+                notice=notice)  # fmt: skip
+
+
+@post("/enrollments/actions", name="console:enrollment-actions")
+async def enrollment_actions(console: ConsoleDep) -> Response:
+    """One action on the enrollments ticked (or the one whose button was pressed), each in its own
+    savepoint: one that cannot change (already finished) is reported and the others still are."""
+    form = await console.form()
+    action = text(form, "action") or ""
+    ids = [uuid_or_none(value) for value in await console.form_list("enrollment_id")]
+    ids = [enrollment_id for enrollment_id in ids if enrollment_id is not None]
+    if action not in (*ENROLLMENT_ACTIONS, "skip") or not ids:
+        return Redirect(f"{back(form)}notice=Choose+enrollments+and+an+action", status_code=303)
+    failures = []
+    for enrollment_id in ids:
+        error = await console.attempt(lambda e=enrollment_id: enrollment_action(console, action, e, form))
+        if error is not None:
+            failures.append(error.message)
+    done = len(ids) - len(failures)
+    notice = f"{action.title()}: {done} of {len(ids)} done" + (f" ({failures[0]})" if failures else "")
+    return Redirect(f"{back(form)}notice={notice.replace(' ', '+')}", status_code=303)
+
+
+def back(form: dict[str, Any]) -> str:
+    """Where an action form returns to: a console page it names, else the enrollments list; ends in ? or &."""
+    target = text(form, "back") or "/console/enrollments"
+    if not target.startswith("/console/") or "//" in target or "\\" in target:
+        target = "/console/enrollments"
+    return target + ("&" if "?" in target else "?")
+
+
+async def enrollment_action(
+    console: ConsoleDep, action: str, enrollment_id: UUID, form: dict[str, Any]
+) -> None:
+    if action == "skip":
+        position = whole_number(form, "position", "position")
+        if position is None:
+            raise Invalid("skip to which step? give its number", "position")
+        await fetch_one(console.db, ENROLLMENTS["skip_to_step"], {"id": enrollment_id, "position": position})
+        return
+    params = {"id": enrollment_id} | ({"reason": "cancelled"} if action == "cancel" else {})
+    await fetch_one(console.db, ENROLLMENTS[ENROLLMENT_ACTIONS[action]], params)
+
+
+@get("/contacts/{contact_id:uuid}", name="console:contact")
+async def contact_page(
+    console: ConsoleDep, contact_id: FromPath[UUID], notice: FromQuery[str | None] = None
+) -> Response:
+    contact = require_row(
+        await fetch_one(console.db, Q["contact"], {"id": contact_id}), "contact", "contact_id"
+    )
+    params = {"contact_id": contact_id, "workspace_id": console.workspace_id, "sequence_id": None, "status": None,
+              "assigned_to": None, "limit": 100, "offset": 0}  # fmt: skip
+    enrollments = await fetch_all(console.db, ENROLLMENTS["list_enrollments_of_contact"], params)
+    timeline = await fetch_all(console.db, Q["contact_timeline"], {"id": contact_id})
+    messages = await fetch_all(console.db, Q["messages_page"], paging(console, 1, contact_id=contact_id))
+    return html("contact.html", console=console, nav="contacts", contact=contact, enrollments=enrollments,
+                timeline=timeline, messages=messages, notice=notice)  # fmt: skip
+
+
+@get("/tasks", name="console:tasks")
+async def tasks_page(
+    console: ConsoleDep,
+    tab: FromQuery[str] = "due",
+    page: FromQuery[str | None] = None,
+    notice: FromQuery[str | None] = None,
+) -> Response:
+    tab = tab if tab in TASK_TABS else "due"
+    params = paging(console, page, tab=tab)
+    rows = [
+        task | {"description_rendered": task_description(task)}
+        for task in await fetch_all(console.db, Q["tasks_page"], params)
+    ]
+    total = await fetch_value(console.db, Q["count_tasks_page"], params)
+    return html("tasks.html", console=console, nav="tasks", rows=rows, total=total, tab=tab, tabs=TASK_TABS,
+                page=page_number(page), page_size=PAGE_SIZE, outcomes=TASK_OUTCOMES, filters={"tab": tab},
+                notice=notice, errors=FormErrors())  # fmt: skip
+
+
+def task_description(task: dict[str, Any]) -> str | None:
+    """The step's task text rendered for the task's contact, as its messages are (the same sandbox);
+    shown as written when it does not render."""
+    if not task["description"]:
+        return None
+    contact = {"id": task["contact_id"], "first_name": task["first_name"], "last_name": task["last_name"],
+               "email": task["email"], "phone": task["phone"], "company": task["company"],
+               "title": task["contact_title"], "fields": task["contact_fields"], "tags": task["contact_tags"]}  # fmt: skip
+    context = {
+        "contact": contact,
+        "sequence": {"name": task["sequence_name"]},
+        "workspace": {"name": task["workspace_name"]},
+    }
+    try:
+        return render_message(None, task["description"], None, context).text
+    except RenderError:
+        return task["description"]
+
+
+@post("/tasks/{task_id:uuid}/complete", name="console:complete-task")
+async def complete_task(console: ConsoleDep, task_id: FromPath[UUID]) -> Response:
+    form = await console.form()
+    params = {"id": task_id, "outcome": text(form, "outcome"), "notes": text(form, "notes")}
+    error = await console.attempt(lambda: fetch_one(console.db, ENROLLMENTS["complete_task"], params))
+    if error is None:
+        return Redirect("/console/tasks?notice=Task+completed", status_code=303)
+    return Redirect(f"/console/tasks?notice={error.message.replace(' ', '+')}", status_code=303)
+
+
+@get("/messages", name="console:messages")
+async def messages_page(console: ConsoleDep, page: FromQuery[str | None] = None) -> Response:
+    params = paging(console, page, contact_id=None)
+    rows = await fetch_all(console.db, Q["messages_page"], params)
+    total = await fetch_value(console.db, Q["count_messages_page"], params)
+    return html("messages.html", console=console, nav="messages", rows=rows, total=total, filters={},
+                page=page_number(page), page_size=PAGE_SIZE)  # fmt: skip
+
+
+@get("/contacts", name="console:contacts")
+async def contacts_page(
+    console: ConsoleDep, q: FromQuery[str | None] = None, page: FromQuery[str | None] = None
+) -> Response:
+    search = (q or "").strip() or None
+    params = paging(console, page, q=search)
+    rows = await fetch_all(console.db, Q["contacts_page"], params)
+    total = await fetch_value(console.db, Q["count_contacts_page"], params)
+    return html("contacts.html", console=console, nav="contacts", rows=rows, total=total, filters={"q": search},
+                page=page_number(page), page_size=PAGE_SIZE)  # fmt: skip
+
+
+route_handlers = [enrollments_page, enrollment_actions, contact_page, tasks_page, complete_task, messages_page,
+                  contacts_page]  # fmt: skip

@@ -1,0 +1,245 @@
+"""The console in a real browser (headless Chromium) against the real `drumbeat api` and `drumbeat worker`
+processes: sign in with an API key, build a three-step sequence in the builder, activate it, enroll a
+contact, see the planned timeline, let the worker send the first message, complete the rep's call task,
+and find the message on the messages page and the contact's timeline. On every page: nothing loaded from
+anywhere but the server, and no error in the browser's log. A failing test leaves a screenshot of the
+page it was on (its path is in the failure)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.sql.factories import new_tenant
+from tests.support.browser import browser_errors, chromium, foreign_requests
+from tests.support.processes import (
+    DRUMBEAT,
+    drumbeat_environment,
+    free_port,
+    midday_timezone,
+    wait_until_serving,
+)
+
+
+def environment(db_url: str) -> dict[str, str]:
+    return drumbeat_environment(DATABASE_URL=db_url, DRUMBEAT_TRANSPORT="outbox", DRUMBEAT_LOG_FORMAT="json")
+
+
+@pytest.fixture
+def server(db_url) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [DRUMBEAT, "api", "--port", str(port)], env=environment(db_url),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(httpx.Client(base_url=base), process)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture
+def worker(db_url) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen(
+        [DRUMBEAT, "worker", "--concurrency", "2"], env=environment(db_url),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture
+def workspace(db_url) -> dict:
+    """A workspace with an SMS sender, one contact (where it is midday now, so SMS quiet hours never hold
+    the first message back) and an owner API key."""
+    with psycopg.connect(db_url) as conn:
+        tenant = new_tenant(conn)
+        [contact] = tenant.contacts(
+            {"phone": "+15550109876", "first_name": "Ada", "last_name": "Lovelace", "company": "Analytical",
+             "timezone": midday_timezone()}
+        )  # fmt: skip
+        conn.execute("RESET ROLE")
+        [(_, token)] = conn.execute(
+            "SELECT * FROM drumbeat.issue_api_key(%s, 'console', 'owner', NULL)", (tenant.workspace_id,)
+        ).fetchall()
+        conn.commit()
+    return {"contact": str(contact), "token": token}
+
+
+class Page:
+    """The browser on the console, with the checks every page gets."""
+
+    def __init__(self, driver, base: str, shots: Path):
+        self.driver, self.base, self.shots = driver, base, shots
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.base + path)
+        self.checked()
+
+    def checked(self) -> None:
+        assert foreign_requests(self.driver, self.base) == []
+        assert browser_errors(self.driver) == []
+
+    def find(self, css: str):
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def fill(self, css: str, value: str) -> None:
+        field = self.find(css)
+        field.clear()
+        field.send_keys(value)
+
+    def submit(self, css: str) -> None:
+        """Click a button that submits its form, and wait for the page the server answers with."""
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        before = self.find("html")
+        self.find(css).click()
+        WebDriverWait(self.driver, 15).until(expected_conditions.staleness_of(before))
+        WebDriverWait(self.driver, 15).until(
+            lambda d: d.execute_script("return document.readyState") == "complete"
+        )
+        self.checked()
+
+    def text(self) -> str:
+        return self.find("main").text
+
+    def wait_for_text(self, text: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.text():
+            assert time.monotonic() < deadline, f"{text!r} never appeared in: {self.text()}"
+            time.sleep(0.1)
+
+    def screenshot(self, name: str) -> Path:
+        """The page from its top, saved in the test's own directory (the README's come from here)."""
+        self.driver.execute_script("window.scrollTo(0, 0)")
+        path = self.shots / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+
+def wait_for(db_url: str, sql: str, what: str, worker: subprocess.Popen, timeout: float = 40) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(db_url) as conn:
+            if conn.execute(sql).fetchone()[0]:
+                return
+        assert worker.poll() is None, "the worker exited"
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.3)
+
+
+def test_a_rep_builds_runs_and_works_a_sequence_in_the_browser(db_url, server, worker, workspace, tmp_path):
+    with chromium() as driver:
+        page = Page(driver, server, tmp_path)
+        try:
+            run_the_story(page, db_url, workspace, worker)
+        except BaseException as error:
+            shot = page.screenshot("failure")
+            raise AssertionError(f"{error} (screenshot: {shot})") from error
+
+
+def run_the_story(page: Page, db_url: str, workspace: dict, worker: subprocess.Popen) -> None:
+    # Signed out, a console page sends the browser to sign in; then back where it was going.
+    page.open("/console/tasks")
+    assert page.driver.current_url.startswith(page.base + "/console/login")
+    page.fill("#api_key", workspace["token"])
+    page.submit("form button[type=submit]")
+    assert page.driver.current_url.endswith("/console/tasks")
+
+    # A new sequence, with its first SMS, then two more steps through the builder.
+    page.open("/console/sequences")
+    page.fill("#new-name", "Browser cadence")
+    page.fill("#new-body", "Hi {{ contact.first_name }}, quick question about {{ contact.company }}?")
+    page.submit("section.card form button[type=submit]")
+    page.wait_for_text("Sequence created")
+    add_step(page, kind="call", name="Call Ada", delay=("0", "minutes"),
+             task="Call {{ contact.first_name }} at {{ contact.phone }}")  # fmt: skip
+    add_step(
+        page, kind="sms", name="Nudge", delay=("2", "days"), body="Still there, {{ contact.first_name }}?"
+    )
+    days = [element.text for element in page.driver.find_elements("css selector", "ol.steps .day")]
+    assert days == ["Day 1", "Day 1", "Day 3"]
+
+    # The live preview renders the template for the chosen contact, with the segment count.
+    page.find("ol.steps li.step:nth-child(3) details summary").click()
+    page.wait_for_text("Still there, Ada?")
+    assert "1 SMS segment" in page.text()
+
+    page.submit("button[value=activate]")
+    page.wait_for_text("Sequence activated")
+
+    # Enroll the contact by phone; the planned timeline shows each step in their zone and the workspace's.
+    page.fill("#enroll-contacts", "+15550109876")
+    page.submit("#enroll-heading + form button[type=submit]")
+    assert "enrolled" in page.find(".outcomes").text
+    page.submit("#timeline-heading + form button[type=submit]")
+    rows = page.driver.find_elements("css selector", "table.timeline tbody tr")
+    assert len(rows) == 3, page.find("table.timeline").text
+    page.screenshot("builder")
+
+    # The worker sends the first SMS (to the outbox) and creates the call task.
+    wait_for(db_url, "SELECT count(*) FROM drumbeat.outbox", "the first SMS", worker)
+    wait_for(db_url, "SELECT count(*) FROM drumbeat.tasks", "the call task", worker)
+
+    page.open("/console/tasks")
+    task = page.find("li.task")
+    assert "Call Ada at +15550109876" in task.text and "Ada Lovelace" in task.text
+    page.screenshot("tasks")
+    from selenium.webdriver.support.select import Select
+
+    Select(page.find("li.task select[name=outcome]")).select_by_value("connected")
+    page.fill("li.task input[name=notes]", "Wants a demo")
+    page.submit("li.task button[type=submit]")
+    page.wait_for_text("Task completed")
+    assert "Nothing due" in page.text()
+    page.open("/console/tasks?tab=completed")
+    assert "connected" in page.text()
+
+    page.open("/console/messages")
+    assert "Hi Ada, quick question about Analytical?" in page.text()
+    assert "outbox" in page.text()
+
+    page.open(f"/console/contacts/{workspace['contact']}")
+    timeline = page.find("ol.timeline-events").text
+    for kind in ("enrolled", "sent", "task completed"):
+        assert kind in timeline, timeline
+
+    # Signing out ends the session: the next console page asks to sign in again.
+    page.submit(".top .who button.link")
+    page.open("/console/sequences")
+    assert page.driver.current_url.startswith(page.base + "/console/login")
+
+
+def add_step(
+    page: Page, *, kind: str, name: str, delay: tuple[str, str], task: str = "", body: str = ""
+) -> None:
+    from selenium.webdriver.support.select import Select
+
+    form = "details.card form.step-form"
+    if page.find("details.card").get_attribute("open") is None:
+        page.find("details.card summary").click()
+    Select(page.find(f"{form} select[name=kind]")).select_by_value(kind)
+    page.fill(f"{form} input[name=name]", name)
+    page.fill(f"{form} input[name=delay_value]", delay[0])
+    Select(page.find(f"{form} select[name=delay_unit]")).select_by_value(delay[1])
+    if task:
+        page.fill(f"{form} textarea[name=task_description]", task)
+    if body:
+        page.fill(f"{form} textarea[name=body]", body)
+    page.submit(f"{form} button[type=submit]")
+    page.wait_for_text("Step added")
