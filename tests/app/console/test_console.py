@@ -1,0 +1,221 @@
+"""The console's pages in-process (the real app on a private database per test): the session and its
+cookie, CSRF on every form, errors shown next to the field with nothing written, and no tenant reaching
+another's data. The whole story in a real browser is tests/e2e/test_console_browser.py."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import psycopg
+import pytest
+
+from tests.support.api import ApiTenant
+
+CSRF = re.compile(r'name="_csrf" value="([^"]+)"')
+
+
+def sign_in(client, credential: str) -> str:
+    """Sign in through the form; the page's CSRF token for the forms that follow."""
+    form = client.get("/console/login")
+    token = CSRF.search(form.text).group(1)
+    signed_in = client.post(
+        "/console/login", data={"_csrf": token, "api_key": credential}, follow_redirects=False
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    return CSRF.search(client.get("/console/sequences").text).group(1)
+
+
+def banner(response) -> list[str]:
+    return [html.unescape(text) for text in re.findall(r'role="alert">([^<]+)<', response.text)]
+
+
+def field_errors(response) -> dict[str, str]:
+    found = re.findall(r'class="field-error" id="([\w-]+)-error">([^<]+)<', response.text)
+    return {field: html.unescape(message) for field, message in found}
+
+
+def new_sequence(client, csrf: str, **fields) -> str:
+    data = {
+        "_csrf": csrf,
+        "name": "Cadence",
+        "channel": "sms",
+        "body": "Hi {{ contact.first_name }}",
+    } | fields
+    created = client.post("/console/sequences", data=data, follow_redirects=False)
+    assert created.status_code == 303, banner(created)
+    return created.headers["location"].split("?")[0]
+
+
+def test_a_console_page_without_a_session_redirects_to_sign_in_and_back(client, tenant: ApiTenant):
+    page = client.get("/console/tasks?tab=upcoming", follow_redirects=False)
+    assert page.status_code == 303
+    assert page.headers["location"] == "/console/login?next=/console/tasks%3Ftab%3Dupcoming"
+    form = client.get(page.headers["location"])
+    token = CSRF.search(form.text).group(1)
+    assert 'name="next" value="/console/tasks?tab=upcoming"' in form.text
+    signed_in = client.post(
+        "/console/login",
+        data={"_csrf": token, "api_key": tenant.key, "next": "/console/tasks?tab=upcoming"},
+        follow_redirects=False,
+    )
+    assert signed_in.headers["location"] == "/console/tasks?tab=upcoming"
+    cookie = signed_in.headers["set-cookie"]
+    assert "drumbeat_console=" in cookie and "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
+    assert "Path=/console" in cookie and "Secure" not in cookie  # plain HTTP here; Secure over HTTPS
+    assert tenant.key not in cookie  # sealed, not readable
+    assert client.get("/console/tasks").status_code == 200
+
+
+def test_sign_in_refuses_bad_credentials_a_missing_token_and_foreign_next_pages(client, tenant: ApiTenant):
+    token = CSRF.search(client.get("/console/login").text).group(1)
+    wrong = client.post("/console/login", data={"_csrf": token, "api_key": "dbk_not_a_key"})
+    assert wrong.status_code == 401 and "unknown or revoked" in wrong.text
+    token = CSRF.search(wrong.text).group(1)  # each form shown carries a new token
+    empty = client.post("/console/login", data={"_csrf": token, "api_key": ""})
+    assert empty.status_code == 422 and "enter an API key" in empty.text
+    token = CSRF.search(empty.text).group(1)
+    forged = client.post("/console/login", data={"_csrf": "forged", "api_key": tenant.key})
+    token = CSRF.search(forged.text).group(1)
+    assert forged.status_code == 403 and "drumbeat_console=" not in forged.headers.get("set-cookie", "")
+    away = client.post(
+        "/console/login",
+        data={"_csrf": token, "api_key": tenant.key, "next": "https://evil.example/console/"},
+        follow_redirects=False,
+    )
+    assert away.headers["location"] == "/console/sequences"
+
+
+def test_a_jwt_signs_in_too(client, tenant: ApiTenant):
+    token = CSRF.search(client.get("/console/login").text).group(1)
+    jwt = tenant.user_headers["Authorization"].removeprefix("Bearer ")
+    signed_in = client.post(
+        "/console/login", data={"_csrf": token, "access_token": jwt}, follow_redirects=False
+    )
+    assert signed_in.status_code == 303
+    assert "Acme" in client.get("/console/sequences").text
+
+
+def test_every_form_needs_the_sessions_csrf_token_and_nothing_is_done_without_it(client, tenant: ApiTenant):
+    csrf = sign_in(client, tenant.key)
+    tenant.sender("sms")
+    for data in ({}, {"_csrf": "someone-elses"}):
+        refused = client.post("/console/sequences", data=data | {"name": "Forged", "body": "x"})
+        assert refused.status_code == 403 and "did not come from this console" in refused.text
+    assert tenant.get("/sequences").json()["total"] == 0
+    new_sequence(client, csrf)
+    assert tenant.get("/sequences").json()["total"] == 1
+
+
+def test_pages_allow_only_their_own_origin(client, tenant: ApiTenant):
+    sign_in(client, tenant.key)
+    page = client.get("/console/sequences")
+    policy = page.headers["content-security-policy"]
+    assert (
+        "default-src 'self'" in policy
+        and "script-src 'self'" in policy
+        and "frame-ancestors 'none'" in policy
+    )
+    assert page.headers["cache-control"] == "no-store"
+    assert not re.search(r'(src|href)="(https?:)?//', page.text)
+    assert client.get("/console/static/console.css").status_code == 200
+
+
+def test_a_revoked_key_ends_its_session(client, tenant: ApiTenant, db_url):
+    sign_in(client, tenant.key)
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE drumbeat.api_keys SET revoked_at = now()")
+    page = client.get("/console/sequences", follow_redirects=False)
+    assert page.status_code == 303 and "reason=signed%20out" in page.headers["location"]
+
+
+def test_builder_shows_day_numbers_and_puts_errors_next_to_their_field(client, tenant: ApiTenant):
+    csrf = sign_in(client, tenant.key)
+    tenant.sender("sms")
+    builder = new_sequence(client, csrf)
+    step = {"_csrf": csrf, "kind": "call", "name": "Call", "delay_value": "2", "delay_unit": "days",
+            "task_description": "Call {{ contact.first_name }}"}  # fmt: skip
+    assert client.post(f"{builder}/steps", data=step, follow_redirects=False).status_code == 303
+    broken = client.post(f"{builder}/steps", data=step | {"kind": "sms", "body": "Hi {{ contact.first_name "})
+    assert broken.status_code == 422
+    assert "template does not compile" in field_errors(broken)["body"]
+    assert banner(broken)[0].startswith("steps[2].body:")
+    negative = client.post(f"{builder}/steps", data=step | {"delay_value": "-1"})
+    assert negative.status_code == 422 and "delay" in field_errors(negative)
+    words = client.post(f"{builder}/steps", data=step | {"delay_value": "two"})
+    assert field_errors(words)["delay"] == "must be a whole number, not 'two'"
+    unknown = client.post(f"{builder}/steps", data=step | {"kind": "fax"})
+    assert "choose a step kind" in field_errors(unknown)["kind"]
+    page = client.get(builder)
+    assert re.findall(r'class="day">([^<]+)', page.text) == ["Day 1", "Day 3"]  # nothing half-written
+    no_name = client.post("/console/sequences", data={"_csrf": csrf, "name": "", "body": "Hi"})
+    assert no_name.status_code == 422 and field_errors(no_name)["name"] == "a sequence needs a name"
+
+
+def test_settings_refuse_a_bad_time_zone_by_name(client, tenant: ApiTenant):
+    csrf = sign_in(client, tenant.key)
+    tenant.sender("sms")
+    builder = new_sequence(client, csrf)
+    refused = client.post(
+        f"{builder}/settings", data={"_csrf": csrf, "name": "Cadence", "timezone": "Mars/Olympus"}
+    )
+    assert refused.status_code == 422 and "timezone" in field_errors(refused), banner(refused)
+    saved = client.post(
+        f"{builder}/settings",
+        data={"_csrf": csrf, "name": "Cadence", "timezone": "Europe/Paris", "quiet_start": "09:00", "quiet_end": "20:00",
+              "hours_start": "09:00", "hours_end": "17:00", "day_monday": "on", "exclude_holidays": "on"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert saved.status_code == 303, banner(saved)
+    settings = tenant.get(f"/sequences/{builder.rsplit('/', 1)[1]}").json()["settings"]
+    assert settings["timezone"] == "Europe/Paris" and settings["exclude_holidays"] is True
+    assert settings["business_hours"] == {"monday": {"start": "09:00", "end": "17:00"}}
+
+
+def test_the_preview_renders_for_a_contact_with_its_segment_count(client, tenant: ApiTenant):
+    csrf = sign_in(client, tenant.key)
+    tenant.sender("sms")
+    builder = new_sequence(client, csrf)
+    contact = tenant.post("/contacts", {"phone": "+12125550141", "first_name": "Zoë"}).json()["id"]
+    shown = client.post(f"{builder}/preview", data={"_csrf": csrf, "kind": "sms", "contact_id": contact,
+                                                    "body": "Hi {{ contact.first_name }} " + "x" * 70})  # fmt: skip
+    assert (
+        "Hi Zoë" in shown.text and "2 SMS segments" in shown.text
+    )  # ë is GSM-7; 77 chars: one... of UCS-2? no
+    broken = client.post(f"{builder}/preview", data={"_csrf": csrf, "kind": "sms", "body": "{{ 1/0 }}"})
+    assert 'class="error"' in broken.text
+
+
+@pytest.mark.parametrize("path", ["/console/sequences/{sequence}", "/console/contacts/{contact}"])
+def test_another_tenants_pages_are_not_found(client, tenant: ApiTenant, other_tenant: ApiTenant, path):
+    other_tenant.sender("sms")
+    sequence = other_tenant.post("/sequences", {"name": "Theirs", "channel": "sms", "steps": [
+        {"kind": "sms", "delay": {"value": 0, "unit": "minutes"}, "body": "Hi"}]}).json()["id"]  # fmt: skip
+    contact = other_tenant.post("/contacts", {"phone": "+12125550142"}).json()["id"]
+    sign_in(client, tenant.key)
+    page = client.get(path.format(sequence=sequence, contact=contact))
+    assert page.status_code == 404 and "not found" in page.text
+    assert "Theirs" not in page.text
+
+
+def test_another_tenants_enrollments_and_sequences_cannot_be_changed(
+    client, tenant: ApiTenant, other_tenant: ApiTenant
+):
+    other_tenant.sender("sms")
+    sequence = other_tenant.post("/sequences", {"name": "Theirs", "channel": "sms", "steps": [
+        {"kind": "sms", "delay": {"value": 2, "unit": "days"}, "body": "Hi"}]}).json()["id"]  # fmt: skip
+    assert other_tenant.post(f"/sequences/{sequence}/activate").status_code == 200
+    contact = other_tenant.post("/contacts", {"phone": "+12125550143"}).json()["id"]
+    enrollment = other_tenant.post("/enrollments", {"sequence_id": sequence, "contact_id": contact}).json()[
+        "id"
+    ]
+    csrf = sign_in(client, tenant.key)
+    paused = client.post("/console/enrollments/actions",
+                         data={"_csrf": csrf, "action": "pause", "enrollment_id": enrollment}, follow_redirects=False)  # fmt: skip
+    assert "0+of+1+done" in paused.headers["location"]
+    assert other_tenant.get(f"/enrollments/{enrollment}").json()["status"] == "active"
+    archived = client.post(
+        f"/console/sequences/{sequence}/lifecycle", data={"_csrf": csrf, "action": "archive"}
+    )
+    assert archived.status_code == 404
+    assert other_tenant.get(f"/sequences/{sequence}").json()["status"] == "active"
