@@ -200,16 +200,7 @@ class ContactController(Controller):
         self, request: Request, db: Db, workspace: WorkspaceId, data: example_body(ContactCreateBody)
     ) -> Response[Contact]:
         raw = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
-        contact = clean_contact(raw, request.app.state.settings.default_region)
-        require_reachable(contact)
-        if "timezone" not in contact and contact.get("phone") and (zone := infer_timezone(contact["phone"])):
-            [(matched, stored_zone)] = await stored_timezones(db, workspace, [contact])
-            if not matched or stored_zone is None:
-                contact["timezone"] = zone
-        async with contract_fields():
-            written = await fetch_one(
-                db, Q["upsert_contacts"], {"workspace_id": workspace, "contacts": Jsonb([contact])}
-            )
+        written = await save_contact(db, workspace, raw, request.app.state.settings.default_region)
         row = await fetch_one(db, Q["get_contact"], {"id": written["contact_id"]})
         return Response(msgspec.convert(row, Contact), status_code=201 if written["created"] else 200)
 
@@ -340,6 +331,21 @@ class ContactController(Controller):
             )
         return await import_contacts(
             db, workspace, chunks, region=request.app.state.settings.default_region, listing=results
+        )
+
+
+async def save_contact(db: Db, workspace: UUID, raw: dict[str, Any], region: str) -> dict[str, Any]:
+    """One contact checked at the edge (phone, email, time zone), its time zone inferred from its phone
+    unless it has one stored, then upserted (matched on phone, then email): {contact_id, created}."""
+    contact = clean_contact(raw, region)
+    require_reachable(contact)
+    if "timezone" not in contact and contact.get("phone") and (zone := infer_timezone(contact["phone"])):
+        [(matched, stored_zone)] = await stored_timezones(db, workspace, [contact])
+        if not matched or stored_zone is None:
+            contact["timezone"] = zone
+    async with contract_fields():
+        return await fetch_one(
+            db, Q["upsert_contacts"], {"workspace_id": workspace, "contacts": Jsonb([contact])}
         )
 
 

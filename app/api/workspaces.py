@@ -29,6 +29,15 @@ class WorkspaceCreate(msgspec.Struct, forbid_unknown_fields=True):
     timezone: str = "UTC"
 
 
+class WorkspaceChange(msgspec.Struct, forbid_unknown_fields=True):
+    """What to change; a field left out stays as it is."""
+
+    name: Name | None = None
+    timezone: Annotated[
+        str | None, msgspec.Meta(description="IANA zone for contacts and sequences that name none")
+    ] = None
+
+
 class Workspace(msgspec.Struct):
     id: UUID
     name: str
@@ -195,6 +204,19 @@ class WorkspaceController(Controller):
             await fetch_one(db, Q["get_workspace"], {"id": workspace_id}), "workspace", "workspace_id"
         )
         return msgspec.convert(row, Workspace)
+
+    @patch(
+        "/{workspace_id:uuid}",
+        summary="Rename the workspace or change its time zone (admins)",
+        description="The time zone applies to steps planned from then on; a step already planned keeps its instant.",
+    )
+    async def change(
+        self, db: Db, workspace_id: FromPath[UUID], data: JSONBody[WorkspaceChange]
+    ) -> Workspace:
+        params = {"id": workspace_id, "name": data.name, "timezone": data.timezone}
+        async with contract_fields():
+            await fetch_one(db, Q["update_workspace"], params)
+        return msgspec.convert(await fetch_one(db, Q["get_workspace"], {"id": workspace_id}), Workspace)
 
     @delete(
         "/{workspace_id:uuid}",

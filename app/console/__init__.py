@@ -1,7 +1,8 @@
 """The operator console: server-rendered pages under /console/ in the API's own app, calling the same SQL
 functions as the same caller (RLS decides what a page shows), with their assets served from the package
-(no CDN, no build step). Sign-in: app/console/signin.py; the session: session.py; pages: sequences.py and
-work.py; templates in templates/, the stylesheet and the one small script in static/."""
+(no CDN, no build step). Sign-in: app/console/signin.py; the session: session.py; pages: sequences.py,
+work.py, contacts.py and workspace.py; templates in templates/, the stylesheet and the one small script in
+static/."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from litestar.di import Provide
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
-from app.console import sequences, signin, work
+from app.console import contacts, sequences, signin, work, workspace
 from app.console.context import provide_console
 from app.console.render import STATIC, html
 from app.console.session import SignInRequired
@@ -46,6 +47,8 @@ def console_router() -> Router:
             *signin.route_handlers,
             *sequences.route_handlers,
             *work.route_handlers,
+            *contacts.route_handlers,
+            *workspace.route_handlers,
             create_static_files_router(path="/static", directories=[STATIC], name="console:static"),
         ],
         dependencies={"console": Provide(provide_console)},

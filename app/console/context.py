@@ -4,6 +4,7 @@ the workspace being worked in; and, on every POST, the CSRF token checked before
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class Console:
     session: Session
     workspace: dict[str, Any]
     workspaces: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)  # for the page's Server-Timing header
     _form: dict[str, Any] | None = None
 
     @property
@@ -74,6 +76,7 @@ def sessions(request: Request) -> Sessions:
 async def provide_console(request: Request) -> AsyncIterator[Console]:
     """The signed-in caller's transaction; commits when the page returns, rolls back when it raises.
     No session, a revoked key or an expired token: SignInRequired (a redirect to the sign-in page)."""
+    started = time.perf_counter()
     session = sessions(request).read(request)
     state = request.app.state
     async with state.pool.connection() as conn, conn.transaction():
@@ -87,7 +90,7 @@ async def provide_console(request: Request) -> AsyncIterator[Console]:
         if not workspaces:
             raise SignInRequired("this account belongs to no workspace")
         current = next((w for w in workspaces if str(w["id"]) == session.workspace_id), workspaces[0])
-        console = Console(request, conn, caller, session, current, workspaces)
+        console = Console(request, conn, caller, session, current, workspaces, started)
         if request.method == "POST" and not same_token((await console.form()).get(CSRF_FIELD), session.csrf):
             raise Forbidden(
                 "the form is stale or did not come from this console: reload the page and try again"

@@ -54,6 +54,16 @@ def page_number(page: Any) -> int:
         return 1
 
 
+def paging(console: Any, page: Any, **filters: Any) -> dict[str, Any]:
+    """A list statement's parameters: the console's workspace, the page's limit and offset, and `filters`."""
+    number = page_number(page)
+    return {
+        "workspace_id": console.workspace_id,
+        "limit": PAGE_SIZE,
+        "offset": (number - 1) * PAGE_SIZE,
+    } | filters
+
+
 def uuid_or_none(value: Any) -> UUID | None:
     try:
         return UUID(str(value)) if value else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 import zoneinfo
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,13 @@ SECURITY_HEADERS = {
 }
 
 
-def local_time(value: dt.datetime | None, zone: str | None, style: str = "long") -> str:
-    """An instant as the wall-clock time in `zone`: "Mon 7 Dec 2026, 14:05" (style "short": "7 Dec 14:05")."""
+def local_time(value: dt.datetime | str | None, zone: str | None, style: str = "long") -> str:
+    """An instant (or its ISO text, as JSON carries it) as the wall-clock time in `zone`:
+    "Mon 7 Dec 2026, 14:05" (style "short": "7 Dec 14:05")."""
     if value is None:
         return "—"
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
     try:
         here = value.astimezone(zoneinfo.ZoneInfo(zone or "UTC"))
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -68,5 +72,10 @@ ENVIRONMENT.globals.update(query_string=query_string, pages=pages, CSRF_FIELD=CS
 
 
 def html(template: str, status: int = 200, **context: Any) -> Response[str]:
+    """The page; a signed-in one says in Server-Timing how long the server took (session, queries and
+    rendering: what bench/console.py measures against the 300 ms target)."""
     body = ENVIRONMENT.get_template(template).render(**context)
-    return Response(body, status_code=status, media_type="text/html", headers=SECURITY_HEADERS)
+    headers = dict(SECURITY_HEADERS)
+    if (started := getattr(context.get("console"), "started", None)) is not None:
+        headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+    return Response(body, status_code=status, media_type="text/html", headers=headers)

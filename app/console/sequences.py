@@ -6,6 +6,7 @@ statements), so the console can do exactly what that user could do over the API.
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from typing import Any
 from uuid import UUID
 
@@ -35,10 +36,28 @@ Q = queries("console")
 API = queries("api_sequences")
 ENROLL = queries("api_enrollments")
 STATUSES = ("draft", "active", "paused", "archived")
+SAMPLE_CONTEXT = {
+    "contact": {
+        "first_name": "Sam",
+        "last_name": "Sample",
+        "company": "Example Co",
+        "title": "Head of Sales",
+        "phone": "+12025550123",
+        "email": "sam@example.com",
+        "timezone": "UTC",
+        "fields": {},
+        "tags": [],
+    },
+    "sequence": {"name": "Sample"},
+}
 MINUTES_PER_UNIT = {"minutes": 1, "hours": 60, "days": 1440, "weeks": 10080}
 # action: (the contract's statement, what the page says once done)
-LIFECYCLE = {"activate": ("activate_sequence", "Sequence+activated"), "pause": ("pause_sequence", "Sequence+paused"),
-             "resume": ("resume_sequence", "Sequence+resumed"), "archive": ("archive_sequence", "Sequence+archived")}  # fmt: skip
+LIFECYCLE = {
+    "activate": ("activate_sequence", "Sequence+activated"),
+    "pause": ("pause_sequence", "Sequence+paused"),
+    "resume": ("resume_sequence", "Sequence+resumed"),
+    "archive": ("archive_sequence", "Sequence+archived"),
+}
 
 
 def with_days(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -60,16 +79,35 @@ async def sequences_page(
 
 
 async def sequences_listing(
-    console: ConsoleDep, status: str | None, page: int, *, errors: FormErrors | None = None,
+    console: ConsoleDep,
+    status: str | None,
+    page: int,
+    *,
+    errors: FormErrors | None = None,
     form: dict[str, Any] | None = None,
-) -> Response:  # fmt: skip
-    params = {"workspace_id": console.workspace_id, "status": status, "limit": PAGE_SIZE,
-              "offset": (page - 1) * PAGE_SIZE}  # fmt: skip
+) -> Response:
+    params = {
+        "workspace_id": console.workspace_id,
+        "status": status,
+        "limit": PAGE_SIZE,
+        "offset": (page - 1) * PAGE_SIZE,
+    }
     rows = await fetch_all(console.db, Q["sequences_page"], params)
     total = await fetch_value(console.db, Q["count_sequences_page"], params)
-    return html("sequences.html", status=422 if errors else 200, console=console, nav="sequences", rows=rows,
-                total=total, filters={"status": status}, page=page, page_size=PAGE_SIZE, statuses=STATUSES,
-                errors=errors or FormErrors(), form=form or {})  # fmt: skip
+    return html(
+        "sequences.html",
+        status=422 if errors else 200,
+        console=console,
+        nav="sequences",
+        rows=rows,
+        total=total,
+        filters={"status": status},
+        page=page,
+        page_size=PAGE_SIZE,
+        statuses=STATUSES,
+        errors=errors or FormErrors(),
+        form=form or {},
+    )
 
 
 @post("/sequences", name="console:create-sequence")
@@ -78,8 +116,12 @@ async def create_sequence(console: ConsoleDep) -> Response:
     the rest."""
     form = await console.form()
     channel = text(form, "channel") or "sms"
-    first = {"kind": "email" if channel == "email" else "sms", "name": "Intro",
-             "delay": {"value": 0, "unit": "minutes"}, "body": text(form, "body")}  # fmt: skip
+    first = {
+        "kind": "email" if channel == "email" else "sms",
+        "name": "Intro",
+        "delay": {"value": 0, "unit": "minutes"},
+        "body": text(form, "body"),
+    }
     if channel == "email":
         first["subject"] = text(form, "subject")
     definition = {"name": text(form, "name") or "", "channel": channel, "steps": [first]}
@@ -102,21 +144,42 @@ async def create_sequence(console: ConsoleDep) -> Response:
 
 
 async def builder(
-    console: ConsoleDep, sequence_id: UUID, *, status: int = 200, errors: FormErrors | None = None,
-    form: dict[str, Any] | None = None, editing: str | None = None, enrolled: list[dict] | None = None,
+    console: ConsoleDep,
+    sequence_id: UUID,
+    *,
+    status: int = 200,
+    errors: FormErrors | None = None,
+    form: dict[str, Any] | None = None,
+    editing: str | None = None,
+    enrolled: list[dict] | None = None,
     timeline_contact: UUID | None = None,
-) -> Response:  # fmt: skip
+) -> Response:
     sequence = await visible_sequence(console.db, sequence_id)
     steps = with_days(await fetch_all(console.db, API["list_steps"], {"sequence_id": sequence_id}))
     stats = await fetch_value(console.db, API["sequence_stats"], {"id": sequence_id})
+    variants = await fetch_all(console.db, Q["variant_stats"], {"sequence_id": sequence_id})
     contacts = await fetch_all(
         console.db, Q["preview_contacts"], {"workspace_id": console.workspace_id, "sequence_id": sequence_id}
     )
     timeline = await planned_timeline(console, sequence_id, timeline_contact) if timeline_contact else None
-    return html("builder.html", status=status, console=console, nav="sequences", sequence=sequence, steps=steps,
-                stats=stats, contacts=contacts, errors=errors or FormErrors(), form=form or {}, editing=editing,
-                enrolled=enrolled, timeline=timeline, timeline_contact=timeline_contact,
-                notice=console.request.query_params.get("notice"))  # fmt: skip
+    return html(
+        "builder.html",
+        status=status,
+        console=console,
+        nav="sequences",
+        sequence=sequence,
+        steps=steps,
+        stats=stats,
+        variants=variants,
+        contacts=contacts,
+        errors=errors or FormErrors(),
+        form=form or {},
+        editing=editing,
+        enrolled=enrolled,
+        timeline=timeline,
+        timeline_contact=timeline_contact,
+        notice=console.request.query_params.get("notice"),
+    )
 
 
 async def planned_timeline(console: ConsoleDep, sequence_id: UUID, contact_id: UUID) -> dict[str, Any]:
@@ -188,8 +251,14 @@ async def edit_step(console: ConsoleDep, sequence_id: FromPath[UUID], step_id: F
             )
 
     notice = {"remove": "Step+removed", "up": "Step+moved", "down": "Step+moved", "toggle": "Step+switched"}
-    return await after_edit(console, sequence_id, await console.attempt(edit), form, str(step_id),
-                            notice.get(action, "Step+saved"))  # fmt: skip
+    return await after_edit(
+        console,
+        sequence_id,
+        await console.attempt(edit),
+        form,
+        str(step_id),
+        notice.get(action, "Step+saved"),
+    )
 
 
 async def move(console: ConsoleDep, sequence_id: UUID, order: list[UUID], index: int, by: int) -> None:
@@ -201,12 +270,22 @@ async def move(console: ConsoleDep, sequence_id: UUID, order: list[UUID], index:
 
 
 async def after_edit(
-    console: ConsoleDep, sequence_id: UUID, error: DrumbeatError | None, form: dict[str, Any], editing: str, notice: str
-) -> Response:  # fmt: skip
+    console: ConsoleDep,
+    sequence_id: UUID,
+    error: DrumbeatError | None,
+    form: dict[str, Any],
+    editing: str,
+    notice: str,
+) -> Response:
     if error is None:
         return Redirect(f"/console/sequences/{sequence_id}?notice={notice}", status_code=303)
     return await builder(
-        console, sequence_id, status=422, errors=FormErrors.of(error), form=form, editing=editing
+        console,
+        sequence_id,
+        status=error.http_status,
+        errors=FormErrors.of(error),
+        form=form,
+        editing=editing,
     )
 
 
@@ -239,7 +318,8 @@ async def lifecycle(console: ConsoleDep, sequence_id: FromPath[UUID]) -> Respons
                 console.db, API["duplicate_sequence"], {"id": sequence_id, "name": None}
             )
         elif action in LIFECYCLE:
-            params = {"id": sequence_id} | ({"start_at": None} if action == "activate" else {})
+            start = local_instant(text(form, "start_at"), console.workspace["timezone"], "start_at")
+            params = {"id": sequence_id} | ({"start_at": start} if action == "activate" else {})
             await fetch_one(console.db, API[LIFECYCLE[action][0]], params)
         else:
             raise Invalid("unknown action", "action")
@@ -249,6 +329,17 @@ async def lifecycle(console: ConsoleDep, sequence_id: FromPath[UUID]) -> Respons
         return Redirect(f"/console/sequences/{copy['id']}?notice=Duplicated", status_code=303)
     done = LIFECYCLE.get(action, ("", "Done"))[1]
     return await after_edit(console, sequence_id, error, form, "lifecycle", done)
+
+
+def local_instant(value: str | None, zone: str, field: str) -> dt.datetime | None:
+    """A datetime-local form value ("2026-12-08T09:30"), read in the workspace's time zone."""
+    if value is None:
+        return None
+    try:
+        naive = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"{value!r} is not a date and time", field) from None
+    return naive.replace(tzinfo=zoneinfo.ZoneInfo(zone)) if naive.tzinfo is None else naive
 
 
 @post("/sequences/{sequence_id:uuid}/enroll", name="console:enroll")
@@ -269,8 +360,14 @@ async def enroll(console: ConsoleDep, sequence_id: FromPath[UUID]) -> Response:
         ids = [contact_id for contact_id in found.values() if contact_id is not None]
         outcomes = {}
         if ids:
-            params = {"sequence_id": sequence_id, "contact_ids": ids, "start_at": None, "start_at_step": 1,
-                      "assigned_to": None, "metadata": Jsonb({"source": "console"})}  # fmt: skip
+            params = {
+                "sequence_id": sequence_id,
+                "contact_ids": ids,
+                "start_at": None,
+                "start_at_step": 1,
+                "assigned_to": None,
+                "metadata": Jsonb({"source": "console"}),
+            }
             outcomes = {
                 row["contact_id"]: row["outcome"]
                 for row in await fetch_all(console.db, ENROLL["enroll_contacts"], params)
@@ -280,7 +377,12 @@ async def enroll(console: ConsoleDep, sequence_id: FromPath[UUID]) -> Response:
     error = await console.attempt(enroll_named)
     if error is not None:
         return await builder(
-            console, sequence_id, status=422, errors=FormErrors.of(error), form=form, editing="enroll"
+            console,
+            sequence_id,
+            status=error.http_status,
+            errors=FormErrors.of(error),
+            form=form,
+            editing="enroll",
         )
     return await builder(console, sequence_id, enrolled=results)
 
@@ -290,27 +392,31 @@ async def preview(console: ConsoleDep, sequence_id: FromPath[UUID]) -> Response:
     """A step's template rendered for a chosen contact, with the SMS segment count: the builder's live
     preview (an HTML fragment its script puts beside the form)."""
     form = await console.form()
-    contact_id = form.get("contact_id") or None
-    context: dict[str, Any] = {}
+    contact_id = uuid_or_none(form.get("contact_id"))
+    row = None
     if contact_id:
-        try:
-            UUID(contact_id)
-        except ValueError:
-            contact_id = None
-    if contact_id:
-        row = await fetch_one(
-            console.db, Q["preview_context"], {"sequence_id": sequence_id, "contact_id": contact_id}
-        )
-        context = row["context"] if row else {}
-    context |= {"unsubscribe_url": "https://example.invalid/unsubscribe"}
+        params = {"sequence_id": sequence_id, "contact_id": contact_id}
+        row = await fetch_one(console.db, Q["preview_context"], params)
+    # No contact chosen (or none yet): sample values, said so under the preview.
+    context = row["context"] if row else SAMPLE_CONTEXT | {"workspace": {"name": console.workspace["name"]}}
+    context = context | {"unsubscribe_url": "https://example.invalid/unsubscribe"}
+    kind = form.get("kind")
     try:
-        rendered = render_message(form.get("subject") or None, form.get("body") or "", None, context)
+        rendered = render_message(text(form, "subject"), text(form, "body") or "", None, context)
     except RenderError as error:
-        return html("_preview.html", rendered=None, error=str(error), segments=None, kind=form.get("kind"))
-    segments = sms_segments(rendered.text) if form.get("kind") == "sms" else None
-    return html("_preview.html", rendered=rendered, error=None, segments=segments, kind=form.get("kind"),
-                now=dt.datetime.now(dt.UTC))  # fmt: skip
+        return html("_preview.html", rendered=None, error=str(error), segments=None, sample=row is None)
+    segments = sms_segments(rendered.text) if kind == "sms" else None
+    return html("_preview.html", rendered=rendered, error=None, segments=segments, sample=row is None)
 
 
-route_handlers = [sequences_page, create_sequence, sequence_page, add_step, edit_step, change_settings,
-                  lifecycle, enroll, preview]  # fmt: skip
+route_handlers = [
+    sequences_page,
+    create_sequence,
+    sequence_page,
+    add_step,
+    edit_step,
+    change_settings,
+    lifecycle,
+    enroll,
+    preview,
+]

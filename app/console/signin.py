@@ -37,8 +37,15 @@ def login_form(
     request: Request, *, error: str | None = None, status: int = 200, reason: str | None = None
 ) -> Response:
     token = new_login_token()
-    response = html("login.html", status=status, csrf=token, error=error, reason=reason,
-                    next=safe_next(request.query_params.get("next")), CSRF_FIELD=CSRF_FIELD)  # fmt: skip
+    response = html(
+        "login.html",
+        status=status,
+        csrf=token,
+        error=error,
+        reason=reason,
+        next=safe_next(request.query_params.get("next")),
+        CSRF_FIELD=CSRF_FIELD,
+    )
     response.set_cookie(cookie(request, LOGIN_CSRF_COOKIE, token, LOGIN_SECONDS))
     return response
 

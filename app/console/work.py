@@ -1,6 +1,6 @@
 """The pages a team works from day to day: enrollments (filters, pause / resume / cancel / skip, one or
-many at once), a contact's page (their enrollments' timeline and every message sent to them), the task
-queue (due, upcoming, completed; complete with an outcome), what was sent, and the contacts."""
+many at once), the task queue (due, upcoming, completed; complete with an outcome) and what was sent.
+The contacts' pages are in contacts.py."""
 
 from __future__ import annotations
 
@@ -12,20 +12,37 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
 from app.console.context import ConsoleDep
-from app.console.forms import PAGE_SIZE, FormErrors, page_number, text, uuid_or_none, whole_number
+from app.console.forms import PAGE_SIZE, FormErrors, page_number, paging, text, uuid_or_none, whole_number
 from app.console.render import html
-from app.core.db import fetch_all, fetch_one, fetch_value, require_row
+from app.core.db import fetch_all, fetch_one, fetch_value
 from app.core.errors import Invalid
 from app.core.queries import queries
 from app.core.templates import RenderError, render_message
 
 Q = queries("console")
 ENROLLMENTS = queries("api_enrollments")
-ENROLLMENT_STATUSES = ("scheduled", "active", "paused", "completed", "replied", "bounced", "unsubscribed",
-                       "cancelled", "failed")  # fmt: skip
+ENROLLMENT_STATUSES = (
+    "scheduled",
+    "active",
+    "paused",
+    "completed",
+    "replied",
+    "bounced",
+    "unsubscribed",
+    "cancelled",
+    "failed",
+)
 TASK_TABS = ("due", "upcoming", "completed")
-TASK_OUTCOMES = ("completed", "connected", "left_voicemail", "no_answer", "wrong_number", "meeting_booked",
-                 "not_interested", "skipped")  # fmt: skip
+TASK_OUTCOMES = (
+    "completed",
+    "connected",
+    "left_voicemail",
+    "no_answer",
+    "wrong_number",
+    "meeting_booked",
+    "not_interested",
+    "skipped",
+)
 ENROLLMENT_ACTIONS = {
     "pause": "pause_enrollment",
     "resume": "resume_enrollment",
@@ -33,31 +50,42 @@ ENROLLMENT_ACTIONS = {
 }
 
 
-def paging(console: ConsoleDep, page: Any, **filters: Any) -> dict[str, Any]:
-    number = page_number(page)
-    return {
-        "workspace_id": console.workspace_id,
-        "limit": PAGE_SIZE,
-        "offset": (number - 1) * PAGE_SIZE,
-    } | filters
-
-
 @get("/enrollments", name="console:enrollments")
 async def enrollments_page(
-    console: ConsoleDep, status: FromQuery[str | None] = None, sequence: FromQuery[str | None] = None, assignee: FromQuery[str | None] = None,
-    page: FromQuery[str | None] = None, notice: FromQuery[str | None] = None,
-) -> Response:  # fmt: skip
-    filters = {"status": status if status in ENROLLMENT_STATUSES else None, "sequence_id": uuid_or_none(sequence),
-               "assigned_to": uuid_or_none(assignee)}  # fmt: skip
+    console: ConsoleDep,
+    status: FromQuery[str | None] = None,
+    sequence: FromQuery[str | None] = None,
+    assignee: FromQuery[str | None] = None,
+    page: FromQuery[str | None] = None,
+    notice: FromQuery[str | None] = None,
+) -> Response:
+    filters = {
+        "status": status if status in ENROLLMENT_STATUSES else None,
+        "sequence_id": uuid_or_none(sequence),
+        "assigned_to": uuid_or_none(assignee),
+    }
     params = paging(console, page, **filters)
     rows = await fetch_all(console.db, Q["enrollments_page"], params)
     total = await fetch_value(console.db, Q["count_enrollments_page"], params)
     sequences = await fetch_all(console.db, Q["sequence_names"], {"workspace_id": console.workspace_id})
-    shown = {"status": filters["status"], "sequence": sequence if filters["sequence_id"] else None,
-             "assignee": assignee if filters["assigned_to"] else None}  # fmt: skip
-    return html("enrollments.html", console=console, nav="enrollments", rows=rows, total=total, filters=shown,
-                page=page_number(page), page_size=PAGE_SIZE, statuses=ENROLLMENT_STATUSES, sequences=sequences,
-                notice=notice)  # fmt: skip
+    shown = {
+        "status": filters["status"],
+        "sequence": sequence if filters["sequence_id"] else None,
+        "assignee": assignee if filters["assigned_to"] else None,
+    }
+    return html(
+        "enrollments.html",
+        console=console,
+        nav="enrollments",
+        rows=rows,
+        total=total,
+        filters=shown,
+        page=page_number(page),
+        page_size=PAGE_SIZE,
+        statuses=ENROLLMENT_STATUSES,
+        sequences=sequences,
+        notice=notice,
+    )
 
 
 @post("/enrollments/actions", name="console:enrollment-actions")
@@ -101,39 +129,40 @@ async def enrollment_action(
     await fetch_one(console.db, ENROLLMENTS[ENROLLMENT_ACTIONS[action]], params)
 
 
-@get("/contacts/{contact_id:uuid}", name="console:contact")
-async def contact_page(
-    console: ConsoleDep, contact_id: FromPath[UUID], notice: FromQuery[str | None] = None
-) -> Response:
-    contact = require_row(
-        await fetch_one(console.db, Q["contact"], {"id": contact_id}), "contact", "contact_id"
-    )
-    params = {"contact_id": contact_id, "workspace_id": console.workspace_id, "sequence_id": None, "status": None,
-              "assigned_to": None, "limit": 100, "offset": 0}  # fmt: skip
-    enrollments = await fetch_all(console.db, ENROLLMENTS["list_enrollments_of_contact"], params)
-    timeline = await fetch_all(console.db, Q["contact_timeline"], {"id": contact_id})
-    messages = await fetch_all(console.db, Q["messages_page"], paging(console, 1, contact_id=contact_id))
-    return html("contact.html", console=console, nav="contacts", contact=contact, enrollments=enrollments,
-                timeline=timeline, messages=messages, notice=notice)  # fmt: skip
-
-
 @get("/tasks", name="console:tasks")
 async def tasks_page(
     console: ConsoleDep,
     tab: FromQuery[str] = "due",
+    mine: FromQuery[str | None] = None,
     page: FromQuery[str | None] = None,
     notice: FromQuery[str | None] = None,
 ) -> Response:
+    """The queue, everyone's or (mine=1) the signed-in rep's own."""
     tab = tab if tab in TASK_TABS else "due"
-    params = paging(console, page, tab=tab)
+    mine = "1" if mine == "1" else None
+    params = paging(
+        console, page, tab=tab, assigned_to=uuid_or_none(console.caller.user_id) if mine else None
+    )
     rows = [
         task | {"description_rendered": task_description(task)}
         for task in await fetch_all(console.db, Q["tasks_page"], params)
     ]
     total = await fetch_value(console.db, Q["count_tasks_page"], params)
-    return html("tasks.html", console=console, nav="tasks", rows=rows, total=total, tab=tab, tabs=TASK_TABS,
-                page=page_number(page), page_size=PAGE_SIZE, outcomes=TASK_OUTCOMES, filters={"tab": tab},
-                notice=notice, errors=FormErrors())  # fmt: skip
+    return html(
+        "tasks.html",
+        console=console,
+        nav="tasks",
+        rows=rows,
+        total=total,
+        tab=tab,
+        tabs=TASK_TABS,
+        page=page_number(page),
+        page_size=PAGE_SIZE,
+        outcomes=TASK_OUTCOMES,
+        filters={"tab": tab, "mine": mine},
+        notice=notice,
+        errors=FormErrors(),
+    )
 
 
 def task_description(task: dict[str, Any]) -> str | None:
@@ -141,9 +170,17 @@ def task_description(task: dict[str, Any]) -> str | None:
     shown as written when it does not render."""
     if not task["description"]:
         return None
-    contact = {"id": task["contact_id"], "first_name": task["first_name"], "last_name": task["last_name"],
-               "email": task["email"], "phone": task["phone"], "company": task["company"],
-               "title": task["contact_title"], "fields": task["contact_fields"], "tags": task["contact_tags"]}  # fmt: skip
+    contact = {
+        "id": task["contact_id"],
+        "first_name": task["first_name"],
+        "last_name": task["last_name"],
+        "email": task["email"],
+        "phone": task["phone"],
+        "company": task["company"],
+        "title": task["contact_title"],
+        "fields": task["contact_fields"],
+        "tags": task["contact_tags"],
+    }
     context = {
         "contact": contact,
         "sequence": {"name": task["sequence_name"]},
@@ -167,24 +204,19 @@ async def complete_task(console: ConsoleDep, task_id: FromPath[UUID]) -> Respons
 
 @get("/messages", name="console:messages")
 async def messages_page(console: ConsoleDep, page: FromQuery[str | None] = None) -> Response:
-    params = paging(console, page, contact_id=None)
+    params = paging(console, page)
     rows = await fetch_all(console.db, Q["messages_page"], params)
     total = await fetch_value(console.db, Q["count_messages_page"], params)
-    return html("messages.html", console=console, nav="messages", rows=rows, total=total, filters={},
-                page=page_number(page), page_size=PAGE_SIZE)  # fmt: skip
+    return html(
+        "messages.html",
+        console=console,
+        nav="messages",
+        rows=rows,
+        total=total,
+        filters={},
+        page=page_number(page),
+        page_size=PAGE_SIZE,
+    )
 
 
-@get("/contacts", name="console:contacts")
-async def contacts_page(
-    console: ConsoleDep, q: FromQuery[str | None] = None, page: FromQuery[str | None] = None
-) -> Response:
-    search = (q or "").strip() or None
-    params = paging(console, page, q=search)
-    rows = await fetch_all(console.db, Q["contacts_page"], params)
-    total = await fetch_value(console.db, Q["count_contacts_page"], params)
-    return html("contacts.html", console=console, nav="contacts", rows=rows, total=total, filters={"q": search},
-                page=page_number(page), page_size=PAGE_SIZE)  # fmt: skip
-
-
-route_handlers = [enrollments_page, enrollment_actions, contact_page, tasks_page, complete_task, messages_page,
-                  contacts_page]  # fmt: skip
+route_handlers = [enrollments_page, enrollment_actions, tasks_page, complete_task, messages_page]

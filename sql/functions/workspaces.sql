@@ -77,6 +77,30 @@ BEGIN
 END
 $$;
 
+-- Why: admins rename a workspace or change its time zone (the zone of contacts and sequences that name
+-- none). A null argument leaves that setting as it is. A new zone applies to steps planned from then on:
+-- a step already planned keeps its instant.
+CREATE OR REPLACE FUNCTION drumbeat_api.update_workspace(p_workspace_id uuid, p_name text DEFAULT NULL, p_timezone text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM drumbeat.require_caller();
+    PERFORM drumbeat.require_role(p_workspace_id, 'admin');
+    IF p_name IS NOT NULL AND pg_catalog.length(pg_catalog.btrim(p_name)) NOT BETWEEN 1 AND 200 THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be 1 to 200 characters', 'p_name');
+    END IF;
+    IF p_timezone IS NOT NULL THEN
+        PERFORM drumbeat.check_timezone(p_timezone, 'p_timezone');
+    END IF;
+    UPDATE drumbeat.workspaces w
+    SET name = COALESCE(pg_catalog.btrim(p_name), w.name), timezone = COALESCE(p_timezone, w.timezone)
+    WHERE w.id = p_workspace_id;
+END
+$$;
+
 -- Why: senders are the numbers / from-addresses steps go out from; admins manage them. A number or
 -- from-address belongs to one workspace (PT409 when another already uses it): replies to it are routed
 -- by it. The operator may share one (drumbeat.share_sender). settings.user_id makes it a member's own

@@ -16,6 +16,12 @@ FROM drumbeat.workspaces w
 JOIN drumbeat.workspace_members m ON m.workspace_id = w.id AND m.user_id = drumbeat.current_user_id()
 WHERE w.id = %(id)s
 
+-- name: update_workspace
+SELECT drumbeat_api.update_workspace(%(id)s, %(name)s, %(timezone)s)
+
+-- name: list_holidays
+SELECT h.day FROM drumbeat.holidays h WHERE h.workspace_id = %(workspace_id)s ORDER BY h.day
+
 -- name: set_holidays
 SELECT drumbeat_api.set_holidays(%(workspace_id)s, %(dates)s)
 

@@ -42,7 +42,8 @@ WHERE s.workspace_id = %(workspace_id)s::uuid AND s.status <> 'archived'
 ORDER BY s.name, s.id
 
 -- name: enrollments_page
--- Newest first, with the contact and the step each is at; filtered by status, sequence and assignee.
+-- Newest first (enrollment ids are time-ordered: enrollments_workspace_id_key read backwards), with the
+-- contact and the step each is at; filtered by status, sequence and assignee.
 SELECT e.id, e.status, e.next_action_at, e.enrolled_at, e.exit_reason, e.assigned_to,
        e.sequence_id, s.name AS sequence_name, st.position AS step_position, st.name AS step_name, st.kind AS step_kind,
        c.id AS contact_id, c.first_name, c.last_name, c.email, c.phone
@@ -54,7 +55,7 @@ WHERE e.workspace_id = %(workspace_id)s::uuid
   AND (%(status)s::text IS NULL OR e.status = %(status)s::text)
   AND (%(sequence_id)s::uuid IS NULL OR e.sequence_id = %(sequence_id)s::uuid)
   AND (%(assigned_to)s::uuid IS NULL OR e.assigned_to = %(assigned_to)s::uuid)
-ORDER BY e.enrolled_at DESC, e.id DESC
+ORDER BY e.id DESC
 LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: count_enrollments_page
@@ -66,7 +67,8 @@ WHERE e.workspace_id = %(workspace_id)s::uuid
   AND (%(assigned_to)s::uuid IS NULL OR e.assigned_to = %(assigned_to)s::uuid)
 
 -- name: tasks_page
--- One tab of the queue: due (pending, due now), upcoming (pending, due later) or completed (newest first).
+-- One tab of the queue: due (pending, due now), upcoming (pending, due later) or completed (newest first);
+-- everyone's, or one assignee's (tasks_assignee_idx).
 SELECT t.id, t.kind, t.title, t.description, t.status, t.due_at, t.completed_at, t.outcome, t.notes,
        t.enrollment_id, s.name AS sequence_name, st.name AS step_name, st.position AS step_position,
        c.id AS contact_id, c.first_name, c.last_name, c.email, c.phone, c.company, c.title AS contact_title,
@@ -78,6 +80,7 @@ JOIN drumbeat.sequence_steps st ON st.id = t.step_id
 JOIN drumbeat.contacts c ON c.id = t.contact_id
 JOIN drumbeat.workspaces w ON w.id = t.workspace_id
 WHERE t.workspace_id = %(workspace_id)s::uuid
+  AND (%(assigned_to)s::uuid IS NULL OR t.assigned_to = %(assigned_to)s::uuid)
   AND CASE %(tab)s::text
         WHEN 'due' THEN t.status = 'pending' AND t.due_at <= pg_catalog.now()
         WHEN 'upcoming' THEN t.status = 'pending' AND t.due_at > pg_catalog.now()
@@ -89,14 +92,15 @@ LIMIT %(limit)s OFFSET %(offset)s
 SELECT pg_catalog.count(*) AS total
 FROM drumbeat.tasks t
 WHERE t.workspace_id = %(workspace_id)s::uuid
+  AND (%(assigned_to)s::uuid IS NULL OR t.assigned_to = %(assigned_to)s::uuid)
   AND CASE %(tab)s::text
         WHEN 'due' THEN t.status = 'pending' AND t.due_at <= pg_catalog.now()
         WHEN 'upcoming' THEN t.status = 'pending' AND t.due_at > pg_catalog.now()
         ELSE t.status <> 'pending' END
 
 -- name: messages_page
--- What was sent, newest first: each delivery with its text as sent (the outbox's copy when the outbox
--- transport recorded it instead of sending), the contact and the step.
+-- What was sent, newest first (deliveries_workspace_created_idx): each delivery with its text as sent (the
+-- outbox's copy when the outbox transport recorded it instead of sending), the contact and the step.
 SELECT d.id, d.channel, d.status, d.to_address, d.sent_at, d.created_at, d.error_message, d.segments,
        COALESCE(o.subject, d.subject) AS subject, COALESCE(o.text_body, d.body) AS body, o.id IS NOT NULL AS in_outbox,
        s.name AS sequence_name, st.name AS step_name, st.position AS step_position,
@@ -107,15 +111,28 @@ JOIN drumbeat.sequence_steps st ON st.id = d.step_id
 JOIN drumbeat.sequences s ON s.id = st.sequence_id
 JOIN drumbeat.contacts c ON c.id = d.contact_id
 WHERE d.workspace_id = %(workspace_id)s::uuid
-  AND (%(contact_id)s::uuid IS NULL OR d.contact_id = %(contact_id)s::uuid)
 ORDER BY d.created_at DESC, d.id DESC
 LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: contact_messages
+-- Every message sent to one contact, newest first: through their enrollments (enrollments_contact_idx,
+-- then deliveries_enrollment_idx), a handful each.
+SELECT d.id, d.channel, d.status, d.to_address, d.sent_at, d.created_at, d.error_message, d.segments,
+       COALESCE(o.subject, d.subject) AS subject, COALESCE(o.text_body, d.body) AS body, o.id IS NOT NULL AS in_outbox,
+       s.name AS sequence_name, st.name AS step_name, st.position AS step_position
+FROM drumbeat.enrollments e
+JOIN drumbeat.deliveries d ON d.enrollment_id = e.id
+LEFT JOIN drumbeat.outbox o ON o.delivery_id = d.id
+JOIN drumbeat.sequence_steps st ON st.id = d.step_id
+JOIN drumbeat.sequences s ON s.id = e.sequence_id
+WHERE e.contact_id = %(contact_id)s::uuid
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT 200
 
 -- name: count_messages_page
 SELECT pg_catalog.count(*) AS total
 FROM drumbeat.deliveries d
 WHERE d.workspace_id = %(workspace_id)s::uuid
-  AND (%(contact_id)s::uuid IS NULL OR d.contact_id = %(contact_id)s::uuid)
 
 -- name: contacts_page
 SELECT c.id, c.first_name, c.last_name, c.email, c.phone, c.company, c.timezone, c.created_at,
@@ -180,3 +197,16 @@ WHERE c.workspace_id = %(workspace_id)s::uuid AND c.deleted_at IS NULL
 ORDER BY EXISTS (SELECT 1 FROM drumbeat.enrollments e WHERE e.contact_id = c.id AND e.sequence_id = %(sequence_id)s::uuid) DESC,
          c.created_at DESC
 LIMIT 25
+
+-- name: variant_stats
+-- A/B results of a sequence's steps, per variant (deliveries_sequence_claimed_idx): sent, delivered, and
+-- the enrollments that received the variant and then replied.
+SELECT d.step_id, d.variant,
+       pg_catalog.count(*) FILTER (WHERE d.status IN ('sent', 'delivered')) AS sent,
+       pg_catalog.count(*) FILTER (WHERE d.status = 'delivered') AS delivered,
+       pg_catalog.count(DISTINCT d.enrollment_id) FILTER (WHERE e.status = 'replied') AS replied
+FROM drumbeat.deliveries d
+JOIN drumbeat.enrollments e ON e.id = d.enrollment_id
+WHERE d.sequence_id = %(sequence_id)s::uuid AND d.variant IS NOT NULL
+GROUP BY d.step_id, d.variant
+ORDER BY d.step_id, d.variant

@@ -35,9 +35,11 @@ def environment(db_url: str) -> dict[str, str]:
 def server(db_url) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [DRUMBEAT, "api", "--port", str(port)], env=environment(db_url),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [DRUMBEAT, "api", "--port", str(port)],
+        env=environment(db_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(httpx.Client(base_url=base), process)
@@ -50,9 +52,11 @@ def server(db_url) -> Iterator[str]:
 @pytest.fixture
 def worker(db_url) -> Iterator[subprocess.Popen]:
     process = subprocess.Popen(
-        [DRUMBEAT, "worker", "--concurrency", "2"], env=environment(db_url),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [DRUMBEAT, "worker", "--concurrency", "2"],
+        env=environment(db_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         yield process
     finally:
@@ -67,9 +71,14 @@ def workspace(db_url) -> dict:
     with psycopg.connect(db_url) as conn:
         tenant = new_tenant(conn)
         [contact] = tenant.contacts(
-            {"phone": "+15550109876", "first_name": "Ada", "last_name": "Lovelace", "company": "Analytical",
-             "timezone": midday_timezone()}
-        )  # fmt: skip
+            {
+                "phone": "+15550109876",
+                "first_name": "Ada",
+                "last_name": "Lovelace",
+                "company": "Analytical",
+                "timezone": midday_timezone(),
+            }
+        )
         conn.execute("RESET ROLE")
         [(_, token)] = conn.execute(
             "SELECT * FROM drumbeat.issue_api_key(%s, 'console', 'owner', NULL)", (tenant.workspace_id,)
@@ -83,6 +92,7 @@ class Page:
 
     def __init__(self, driver, base: str, shots: Path):
         self.driver, self.base, self.shots = driver, base, shots
+        self.builder = ""  # the path of the sequence the story builds
 
     def open(self, path: str) -> None:
         self.driver.get(self.base + path)
@@ -114,6 +124,35 @@ class Page:
             lambda d: d.execute_script("return document.readyState") == "complete"
         )
         self.checked()
+
+    def type_and_enter(self, value: str) -> None:
+        """Type into the focused field and press Enter, as a keyboard user does."""
+        from selenium.webdriver.common.keys import Keys
+
+        before = self.find("html")
+        self.driver.switch_to.active_element.send_keys(value + Keys.ENTER)
+        self.wait_for_new_page(before)
+
+    def wait_for_new_page(self, before) -> None:
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        WebDriverWait(self.driver, 15).until(expected_conditions.staleness_of(before))
+        WebDriverWait(self.driver, 15).until(
+            lambda d: d.execute_script("return document.readyState") == "complete"
+        )
+        self.checked()
+
+    def sticking_out(self) -> list[str]:
+        """What sticks out sideways (the page would need horizontal scrolling): none, or the elements
+        reaching past the window's right edge."""
+        return self.driver.execute_script(
+            "if (document.documentElement.scrollWidth <= window.innerWidth) return [];"
+            "return [...document.querySelectorAll('main *')]"
+            ".filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)"
+            ".map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className ? '.' + e.className : ''))"
+            ".slice(0, 8).concat(['the page'])"
+        )
 
     def text(self) -> str:
         return self.find("main").text
@@ -157,8 +196,9 @@ def run_the_story(page: Page, db_url: str, workspace: dict, worker: subprocess.P
     # Signed out, a console page sends the browser to sign in; then back where it was going.
     page.open("/console/tasks")
     assert page.driver.current_url.startswith(page.base + "/console/login")
-    page.fill("#api_key", workspace["token"])
-    page.submit("form button[type=submit]")
+    # With the keyboard alone: the key field has the focus, Enter signs in.
+    assert page.driver.switch_to.active_element.get_attribute("id") == "api_key"
+    page.type_and_enter(workspace["token"])
     assert page.driver.current_url.endswith("/console/tasks")
 
     # A new sequence, with its first SMS, then two more steps through the builder.
@@ -167,8 +207,14 @@ def run_the_story(page: Page, db_url: str, workspace: dict, worker: subprocess.P
     page.fill("#new-body", "Hi {{ contact.first_name }}, quick question about {{ contact.company }}?")
     page.submit("section.card form button[type=submit]")
     page.wait_for_text("Sequence created")
-    add_step(page, kind="call", name="Call Ada", delay=("0", "minutes"),
-             task="Call {{ contact.first_name }} at {{ contact.phone }}")  # fmt: skip
+    page.builder = page.driver.current_url.removeprefix(page.base).split("?")[0]
+    add_step(
+        page,
+        kind="call",
+        name="Call Ada",
+        delay=("0", "minutes"),
+        task="Call {{ contact.first_name }} at {{ contact.phone }}",
+    )
     add_step(
         page, kind="sms", name="Nudge", delay=("2", "days"), body="Still there, {{ contact.first_name }}?"
     )
@@ -218,6 +264,22 @@ def run_the_story(page: Page, db_url: str, workspace: dict, worker: subprocess.P
     timeline = page.find("ol.timeline-events").text
     for kind in ("enrolled", "sent", "task completed"):
         assert kind in timeline, timeline
+
+    # At phone width every page still fits: no sideways scrolling.
+    page.driver.set_window_size(390, 844)
+    for path in (
+        "/console/sequences",
+        "/console/enrollments",
+        "/console/tasks?tab=completed",
+        "/console/messages",
+        "/console/contacts",
+        "/console/settings",
+        page.builder,
+    ):
+        page.open(path)
+        assert page.sticking_out() == [], path
+    page.screenshot("builder-phone")
+    page.driver.set_window_size(1280, 900)
 
     # Signing out ends the session: the next console page asks to sign in again.
     page.submit(".top .who button.link")

@@ -593,6 +593,7 @@ class Case:
 CASES = {
     "create_workspace": Case(lambda r: ("Another", "UTC"), writes=False, scoped=False),
     "set_holidays": Case(lambda r: (r.workspace_id, [date(2027, 1, 1)]), min_role="admin"),
+    "update_workspace": Case(lambda r: (r.workspace_id, "Renamed", "Europe/Paris"), min_role="admin"),
     "create_sender": Case(lambda r: (r.workspace_id, "sms", phone(), Jsonb({})), min_role="admin"),
     "upsert_contacts": Case(lambda r: (r.workspace_id, Jsonb([{"phone": phone()}]))),
     "create_sequence": Case(lambda r: (r.workspace_id, Jsonb(SMS_SEQUENCE))),

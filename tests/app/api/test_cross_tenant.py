@@ -37,6 +37,7 @@ TABLES = [
 # Request bodies valid in shape, so that the request reaches the handler (which must then say 404).
 BODIES: dict[tuple[str, str], dict] = {
     ("PUT", "/api/v1/workspaces/{workspace_id}/holidays"): {"dates": ["2026-12-25"]},
+    ("PATCH", "/api/v1/workspaces/{workspace_id}"): {"name": "Renamed", "timezone": "Europe/Paris"},
     ("POST", "/api/v1/enrollments/{enrollment_id}/skip"): {"position": 2},
     ("POST", "/api/v1/enrollments/{enrollment_id}/cancel"): {"reason": "test"},
     ("POST", "/api/v1/tasks/{task_id}/complete"): {"outcome": "done"},

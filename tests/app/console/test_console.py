@@ -133,8 +133,14 @@ def test_builder_shows_day_numbers_and_puts_errors_next_to_their_field(client, t
     csrf = sign_in(client, tenant.key)
     tenant.sender("sms")
     builder = new_sequence(client, csrf)
-    step = {"_csrf": csrf, "kind": "call", "name": "Call", "delay_value": "2", "delay_unit": "days",
-            "task_description": "Call {{ contact.first_name }}"}  # fmt: skip
+    step = {
+        "_csrf": csrf,
+        "kind": "call",
+        "name": "Call",
+        "delay_value": "2",
+        "delay_unit": "days",
+        "task_description": "Call {{ contact.first_name }}",
+    }
     assert client.post(f"{builder}/steps", data=step, follow_redirects=False).status_code == 303
     broken = client.post(f"{builder}/steps", data=step | {"kind": "sms", "body": "Hi {{ contact.first_name "})
     assert broken.status_code == 422
@@ -162,10 +168,19 @@ def test_settings_refuse_a_bad_time_zone_by_name(client, tenant: ApiTenant):
     assert refused.status_code == 422 and "timezone" in field_errors(refused), banner(refused)
     saved = client.post(
         f"{builder}/settings",
-        data={"_csrf": csrf, "name": "Cadence", "timezone": "Europe/Paris", "quiet_start": "09:00", "quiet_end": "20:00",
-              "hours_start": "09:00", "hours_end": "17:00", "day_monday": "on", "exclude_holidays": "on"},
+        data={
+            "_csrf": csrf,
+            "name": "Cadence",
+            "timezone": "Europe/Paris",
+            "quiet_start": "09:00",
+            "quiet_end": "20:00",
+            "hours_start": "09:00",
+            "hours_end": "17:00",
+            "day_monday": "on",
+            "exclude_holidays": "on",
+        },
         follow_redirects=False,
-    )  # fmt: skip
+    )
     assert saved.status_code == 303, banner(saved)
     settings = tenant.get(f"/sequences/{builder.rsplit('/', 1)[1]}").json()["settings"]
     assert settings["timezone"] == "Europe/Paris" and settings["exclude_holidays"] is True
@@ -177,8 +192,15 @@ def test_the_preview_renders_for_a_contact_with_its_segment_count(client, tenant
     tenant.sender("sms")
     builder = new_sequence(client, csrf)
     contact = tenant.post("/contacts", {"phone": "+12125550141", "first_name": "Zoë"}).json()["id"]
-    shown = client.post(f"{builder}/preview", data={"_csrf": csrf, "kind": "sms", "contact_id": contact,
-                                                    "body": "Hi {{ contact.first_name }} " + "x" * 70})  # fmt: skip
+    shown = client.post(
+        f"{builder}/preview",
+        data={
+            "_csrf": csrf,
+            "kind": "sms",
+            "contact_id": contact,
+            "body": "Hi {{ contact.first_name }} " + "x" * 70,
+        },
+    )
     assert (
         "Hi Zoë" in shown.text and "2 SMS segments" in shown.text
     )  # ë is GSM-7; 77 chars: one... of UCS-2? no
@@ -189,8 +211,14 @@ def test_the_preview_renders_for_a_contact_with_its_segment_count(client, tenant
 @pytest.mark.parametrize("path", ["/console/sequences/{sequence}", "/console/contacts/{contact}"])
 def test_another_tenants_pages_are_not_found(client, tenant: ApiTenant, other_tenant: ApiTenant, path):
     other_tenant.sender("sms")
-    sequence = other_tenant.post("/sequences", {"name": "Theirs", "channel": "sms", "steps": [
-        {"kind": "sms", "delay": {"value": 0, "unit": "minutes"}, "body": "Hi"}]}).json()["id"]  # fmt: skip
+    sequence = other_tenant.post(
+        "/sequences",
+        {
+            "name": "Theirs",
+            "channel": "sms",
+            "steps": [{"kind": "sms", "delay": {"value": 0, "unit": "minutes"}, "body": "Hi"}],
+        },
+    ).json()["id"]
     contact = other_tenant.post("/contacts", {"phone": "+12125550142"}).json()["id"]
     sign_in(client, tenant.key)
     page = client.get(path.format(sequence=sequence, contact=contact))
@@ -202,16 +230,25 @@ def test_another_tenants_enrollments_and_sequences_cannot_be_changed(
     client, tenant: ApiTenant, other_tenant: ApiTenant
 ):
     other_tenant.sender("sms")
-    sequence = other_tenant.post("/sequences", {"name": "Theirs", "channel": "sms", "steps": [
-        {"kind": "sms", "delay": {"value": 2, "unit": "days"}, "body": "Hi"}]}).json()["id"]  # fmt: skip
+    sequence = other_tenant.post(
+        "/sequences",
+        {
+            "name": "Theirs",
+            "channel": "sms",
+            "steps": [{"kind": "sms", "delay": {"value": 2, "unit": "days"}, "body": "Hi"}],
+        },
+    ).json()["id"]
     assert other_tenant.post(f"/sequences/{sequence}/activate").status_code == 200
     contact = other_tenant.post("/contacts", {"phone": "+12125550143"}).json()["id"]
     enrollment = other_tenant.post("/enrollments", {"sequence_id": sequence, "contact_id": contact}).json()[
         "id"
     ]
     csrf = sign_in(client, tenant.key)
-    paused = client.post("/console/enrollments/actions",
-                         data={"_csrf": csrf, "action": "pause", "enrollment_id": enrollment}, follow_redirects=False)  # fmt: skip
+    paused = client.post(
+        "/console/enrollments/actions",
+        data={"_csrf": csrf, "action": "pause", "enrollment_id": enrollment},
+        follow_redirects=False,
+    )
     assert "0+of+1+done" in paused.headers["location"]
     assert other_tenant.get(f"/enrollments/{enrollment}").json()["status"] == "active"
     archived = client.post(
