@@ -59,7 +59,10 @@ def build(url: str, contacts: int) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         act_as(conn, owner)
         workspace = conn.execute("SELECT drumbeat_api.create_workspace('Console bench', 'UTC')").fetchone()[0]
-        conn.execute("SELECT drumbeat_api.create_sender(%s, 'sms', '+15550000001')", (workspace,))
+        conn.execute(
+            "SELECT drumbeat_api.create_sender(%s, 'sms', '+15550000001', %s)",
+            (workspace, Jsonb({"rate_per_second": 1000})),
+        )
         rows = [
             {"phone": f"+1555{n:07d}", "first_name": f"C{n}", "email": f"c{n}@example.com"}
             for n in range(2, contacts + 2)
