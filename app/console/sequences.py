@@ -94,6 +94,7 @@ async def sequences_listing(
     }
     rows = await fetch_all(console.db, Q["sequences_page"], params)
     total = await fetch_value(console.db, Q["count_sequences_page"], params)
+    started = await fetch_one(console.db, Q["getting_started"], {"workspace_id": console.workspace_id})
     return html(
         "sequences.html",
         status=422 if errors else 200,
@@ -107,6 +108,7 @@ async def sequences_listing(
         statuses=STATUSES,
         errors=errors or FormErrors(),
         form=form or {},
+        started=started,
     )
 
 

@@ -210,3 +210,10 @@ JOIN drumbeat.enrollments e ON e.id = d.enrollment_id
 WHERE d.sequence_id = %(sequence_id)s::uuid AND d.variant IS NOT NULL
 GROUP BY d.step_id, d.variant
 ORDER BY d.step_id, d.variant
+
+-- name: getting_started
+-- What a new workspace has done yet (the sequences page's first steps): each an existence check.
+SELECT EXISTS (SELECT 1 FROM drumbeat.senders se WHERE se.workspace_id = %(workspace_id)s::uuid) AS sender,
+       EXISTS (SELECT 1 FROM drumbeat.contacts c WHERE c.workspace_id = %(workspace_id)s::uuid) AS contact,
+       EXISTS (SELECT 1 FROM drumbeat.sequences s WHERE s.workspace_id = %(workspace_id)s::uuid) AS sequence,
+       EXISTS (SELECT 1 FROM drumbeat.enrollments e WHERE e.workspace_id = %(workspace_id)s::uuid) AS enrollment

@@ -7,6 +7,8 @@ page it was on (its path is in the failure)."""
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -131,6 +133,12 @@ class Page:
 
         before = self.find("html")
         self.driver.switch_to.active_element.send_keys(value + Keys.ENTER)
+        self.wait_for_new_page(before)
+
+    def submit_link(self, text: str) -> None:
+        """Follow a link by its text, and wait for the page it leads to."""
+        before = self.find("html")
+        self.driver.find_element("link text", text).click()
         self.wait_for_new_page(before)
 
     def wait_for_new_page(self, before) -> None:
@@ -305,3 +313,78 @@ def add_step(
         page.fill(f"{form} textarea[name=body]", body)
     page.submit(f"{form} button[type=submit]")
     page.wait_for_text("Step added")
+
+
+class Up:
+    """`drumbeat up` on the test's database, as a new user runs it; its banner read from stdout."""
+
+    def __init__(self, db_url: str):
+        environment = drumbeat_environment(DATABASE_URL=db_url, DRUMBEAT_PORT=str(free_port()))
+        self.process = subprocess.Popen(
+            [DRUMBEAT, "up"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        self.banner: list[str] = []
+        for line in self.process.stdout:
+            self.banner.append(line)
+            if line.startswith("Ctrl-C stops everything"):
+                return
+        raise AssertionError(f"drumbeat up exited before serving: {self.banner}")
+
+    def shown(self, pattern: str) -> str:
+        found = re.search(pattern, "".join(self.banner))
+        assert found, (pattern, self.banner)
+        return found.group(1)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(60)
+
+
+def test_a_new_user_runs_drumbeat_up_signs_in_and_sees_a_sequence_run(db_url, tmp_path):
+    """The issue's "done when": from the banner of `drumbeat up` alone, a new user signs in, follows the
+    console's first steps (a sender, a contact, a sequence, an enrollment) and sees the message go out."""
+    up = Up(db_url)
+    try:
+        console_url, token = up.shown(r"console\s+(\S+)"), up.shown(r"API key\s+(dbk_\S+)")
+        with chromium() as driver:
+            page = Page(driver, console_url.removesuffix("/console/"), tmp_path)
+            try:
+                first_steps(page, console_url, token)
+            except BaseException as error:
+                raise AssertionError(f"{error} (screenshot: {page.screenshot('failure')})") from error
+    finally:
+        up.stop()
+
+
+def first_steps(page: Page, console_url: str, token: str) -> None:
+    page.driver.get(console_url)
+    page.checked()
+    page.type_and_enter(token)
+    assert "Getting started" in page.text()
+    page.screenshot("getting-started")
+    page.submit_link("Add a sender")
+    page.fill("#sender-address", "+12025550100")
+    page.submit("#senders-heading ~ form button[type=submit]")
+    page.wait_for_text("Sender added")
+    page.open("/console/contacts")
+    for field, value in (("first_name", "Grace"), ("phone", "+12125550199"), ("timezone", midday_timezone())):
+        page.fill(f"#c-{field}", value)
+    page.submit("#add-contact-heading + form button[type=submit]")
+    page.wait_for_text("Contact saved")
+    page.open("/console/sequences")
+    page.fill("#new-name", "First steps")
+    page.fill("#new-body", "Hello {{ contact.first_name }}, welcome!")
+    page.submit("section.card form[action='/console/sequences'] button[type=submit]")
+    page.submit("button[value=activate]")
+    page.fill("#enroll-contacts", "+12125550199")
+    page.submit("#enroll-heading + form button[type=submit]")
+    assert "enrolled" in page.find(".outcomes").text
+    deadline = time.monotonic() + 40
+    while True:  # the worker `drumbeat up` runs sends it (to the outbox: no provider is configured)
+        page.open("/console/messages")
+        if "Hello Grace, welcome!" in page.text():
+            break
+        assert time.monotonic() < deadline, page.text()
+        time.sleep(1)
+    page.open("/console/sequences")
+    assert "Getting started" not in page.text()  # every first step done
