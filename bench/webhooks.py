@@ -13,7 +13,7 @@ sends 3N signed POSTs. Measured from the commit of the events to the last messag
   http.client (the sender's own HTTP), from the same number of threads, no database, no signing; and the
   ratio of the two.
 
-    .venv/bin/python -m bench.webhooks [--events 10000] [--per-endpoint 8]
+    .venv/bin/python -m bench.webhooks [--events 10000] [--per-endpoint 8] [--workers 1]
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def raw_ceiling(ports: list[int], requests: int) -> float:
     return requests / (time.monotonic() - started)
 
 
-def run(events: int, per_endpoint: int, worker_log: Path) -> None:
+def run(events: int, per_endpoint: int, workers: int, worker_log: Path) -> None:
     ports = multiprocessing.Array("i", ENDPOINTS)
     counter = multiprocessing.Value("q", 0)
     ready = multiprocessing.Event()
@@ -160,7 +160,10 @@ def run(events: int, per_endpoint: int, worker_log: Path) -> None:
             "DRUMBEAT_LOG_FORMAT": "json",
         }
         with worker_log.open("w") as log:
-            worker = subprocess.Popen([DRUMBEAT, "worker"], env=environment, stdout=log, stderr=log)
+            started = [
+                subprocess.Popen([DRUMBEAT, "worker"], env=environment, stdout=log, stderr=log)
+                for _ in range(workers)
+            ]
             try:
                 time.sleep(3)  # the worker is up and polling
                 committed = write_events(url, workspace, events)
@@ -169,13 +172,18 @@ def run(events: int, per_endpoint: int, worker_log: Path) -> None:
                 while (done := delivered(url))[0] < expected and time.monotonic() < deadline:
                     time.sleep(0.5)
             finally:
-                worker.terminate()
-                worker.wait(30)
+                for worker in started:
+                    worker.terminate()
+                for worker in started:
+                    worker.wait(30)
         count, last = done
         span = (last or time.time()) - committed
         ceiling = raw_ceiling(port_list, min(expected, 20_000))
     receivers.terminate()
     print(f"events written at once:            {events:,} (3 endpoints: {expected:,} deliveries)")
+    print(
+        f"worker processes:                  {workers} (at most {per_endpoint} in flight per endpoint in all)"
+    )
     print(f"delivered:                         {count:,} in {span:.1f} s")
     print(f"events delivered/s (to all three): {count / ENDPOINTS / span:,.0f}   (target >= 1,000)")
     print(f"deliveries/s:                      {count / span:,.0f}")
@@ -189,11 +197,12 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--per-endpoint", type=int, default=8, help="DRUMBEAT_WEBHOOK_CONCURRENCY")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (the cap is across all)")
     parser.add_argument(
         "--worker-log", type=Path, default=Path(tempfile.gettempdir()) / "bench-webhooks-worker.log"
     )
     arguments = parser.parse_args()
-    run(arguments.events, arguments.per_endpoint, arguments.worker_log)
+    run(arguments.events, arguments.per_endpoint, arguments.workers, arguments.worker_log)
 
 
 if __name__ == "__main__":

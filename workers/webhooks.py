@@ -46,9 +46,15 @@ POLL_SECONDS = 0.2  # how often an idle worker looks for new events and due retr
 # how long a dead worker's messages wait before another worker sends them again.
 LEASE_SECONDS = 30
 SENDERS = 32  # threads sending at once in one process (each endpoint is capped lower: Settings)
-# Why 10 ms: against a receiver answering in a few ms, most of the sends in flight finish within it, so a
-# turn records and replaces them together; against a slow one it adds nothing that matters.
-GATHER_SECONDS = 0.01
+# Why 2 ms: each slot's cycle (send, record, claim again) includes it, so it bounds what one endpoint can
+# take (bench/webhooks.py: 10 ms gave 388 events/s to three endpoints, 2 ms 534); yet against a receiver
+# answering in a millisecond or two, the sends in flight still finish within it and are recorded together.
+GATHER_SECONDS = 0.002
+# How often the loop claims while some sends are in flight and threads are free. The recorder claims for
+# the slots it frees at once; the loop's claims are for messages that became due meanwhile (new events, a
+# retry's time come), and at this pace they cost Postgres little even when a slow endpoint keeps some
+# sends in flight for seconds.
+CLAIM_PACE_SECONDS = 0.02
 FAN_OUT_LIMIT = 500  # events per endpoint per fan-out call
 CONNECT_BUDGET_SECONDS = 10.0
 KEEP_MESSAGES = dt.timedelta(days=30)  # the delivery log's window
@@ -97,7 +103,11 @@ class Webhooks(threading.Thread):
         # One thread at a time waits out an outage; the others queue behind it rather than each retrying
         # (and logging) on its own backoff.
         connecting = threading.Lock()
-        self._recorder = Recorder(poll_seconds, WorkerConnection(database_url, connecting, self.stopping))
+        self._recorder = Recorder(
+            poll_seconds,
+            WorkerConnection(database_url, connecting, self.stopping),
+            refill=Refill(senders, self._claim_params, self._submit),
+        )
         self._fan_out = FanOut(
             poll_seconds, self.stopping, WorkerConnection(database_url, connecting, self.stopping)
         )
@@ -149,13 +159,17 @@ class Webhooks(threading.Thread):
         free = self.senders - self._recorder.in_flight
         if free <= 0:
             return
-        rows = conn.execute(
-            Q["claim"],
-            {"limit": free, "per_endpoint": self.per_endpoint, "lease_seconds": self.lease_seconds},
-        ).fetchall()
+        rows = conn.execute(Q["claim"], self._claim_params(free)).fetchall()
         self._recorder.taken(len(rows))
         for row in rows:
-            self._pool.submit(self._send, Claimed(**row))
+            self._submit(row)
+
+    def _claim_params(self, limit: int) -> dict[str, Any]:
+        return {"limit": limit, "per_endpoint": self.per_endpoint, "lease_seconds": self.lease_seconds}
+
+    def _submit(self, row: dict[str, Any]) -> None:
+        """A claimed message to a sender thread (one is free: in_flight counts it already)."""
+        self._pool.submit(self._send, Claimed(**row))
 
     def _send(self, message: Claimed) -> None:
         """One attempt, on a sender thread; its result goes to the recorder, whatever happens."""
@@ -203,16 +217,34 @@ class FanOut(threading.Thread):
         self._db.drop()
 
 
+@dataclass(frozen=True)
+class Refill:
+    """What the recorder needs to claim for the slots a record frees: the sender threads' number, the
+    claim's parameters for a limit, and where a claimed message goes (a sender thread)."""
+
+    senders: int
+    claim_params: Callable[[int], dict[str, Any]]
+    submit: Callable[[dict[str, Any]], None]
+
+
 class Recorder(threading.Thread):
     """Records finished attempts on a connection of its own, in batches (one call per GATHER_SECONDS at
     most while results keep coming), while the loop claims on its own: the two never wait for each other.
     A message stays counted in flight until its attempt is recorded, as the claim's per-endpoint count in
     the database sees it. Postgres away: the batch is kept and recorded once it is back (within the lease,
-    else the messages are sent once more); a statement refused is dropped (the leases bring them back)."""
+    else the messages are sent once more); a statement refused is dropped (the leases bring them back).
 
-    def __init__(self, poll_seconds: float, db: WorkerConnection):
+    Why the recorder also claims: a record is what frees an endpoint's slots (its per-endpoint count in the
+    database), so claiming right after it, on the same connection, puts the next messages in flight without
+    waiting for the loop to wake and claim: against a fast endpoint, that wait was most of each slot's
+    cycle. The slots are reserved before the claim (in_flight counts them), so the loop never claims the
+    same threads, and a claimed message always finds a sender thread free (its lease never ticks in a
+    queue)."""
+
+    def __init__(self, poll_seconds: float, db: WorkerConnection, refill: Refill):
         super().__init__(name="webhook-recorder", daemon=True)
         self.poll_seconds = poll_seconds
+        self.refill = refill
         self._results: queue.Queue[dict[str, Any]] = queue.Queue()
         self._lock = threading.Condition()
         self._in_flight = 0
@@ -232,11 +264,13 @@ class Recorder(threading.Thread):
         self._results.put(attempt)
 
     def wait_for_free_slot(self, senders: int, timeout: float) -> None:
-        """Until a send is recorded (a slot to claim for), or `timeout`."""
+        """Until a sender thread is free (or `timeout`), then the loop's pace: CLAIM_PACE_SECONDS while
+        sends are in flight (the recorder claims for the slots it frees itself), `timeout` when idle. Not
+        woken by each record, so the loop's claims never double the recorder's."""
         with self._lock:
             self._lock.wait_for(lambda: self._in_flight < senders, timeout)
-            if self._in_flight < senders:  # free already: pace the claims anyway, never spin
-                self._lock.wait(timeout if self._in_flight == 0 else GATHER_SECONDS)
+            idle = self._in_flight == 0
+        time.sleep(timeout if idle else CLAIM_PACE_SECONDS)
 
     def stop_when_drained(self) -> None:
         with self._lock:
@@ -267,7 +301,28 @@ class Recorder(threading.Thread):
                 self._in_flight -= len(batch)
                 self._lock.notify_all()
             batch = []
+            self._claim_freed_slots()
         self._db.drop()
+
+    def _claim_freed_slots(self) -> None:
+        """Claim for every free sender thread, on this connection, right after a record (not once stopping)."""
+        with self._lock:
+            wanted = 0 if self._draining else self.refill.senders - self._in_flight
+            if wanted <= 0:
+                return
+            self._in_flight += wanted  # reserved: the loop's claims see these threads taken
+        rows: list[dict[str, Any]] = []
+        try:
+            rows = self._db.get().execute(Q["claim"], self.refill.claim_params(wanted)).fetchall()
+        except psycopg.Error as error:  # the loop claims again on its own; an outage shows at the next record
+            log.warning("webhooks_claim_failed", extra={"error": first_line(error), "purpose": "record"})
+            self._db.drop()
+        finally:
+            with self._lock:
+                self._in_flight -= wanted - len(rows)
+                self._lock.notify_all()
+        for row in rows:
+            self.refill.submit(row)
 
     def _gather(self) -> list[dict[str, Any]]:
         """The results that came in: waits up to poll_seconds for one, then GATHER_SECONDS for the rest."""

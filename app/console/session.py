@@ -84,6 +84,9 @@ class Sessions:
 
 
 def cookie(request: Request, name: str, value: str, max_age: int) -> Cookie:
+    """Secure when this request came over HTTPS, or when DRUMBEAT_PUBLIC_URL says the console is served
+    over HTTPS (behind a proxy that terminates TLS, the request itself may arrive as plain HTTP)."""
+    public_url = request.app.state.settings.public_url or ""
     return Cookie(
         key=name,
         value=value,
@@ -91,7 +94,7 @@ def cookie(request: Request, name: str, value: str, max_age: int) -> Cookie:
         max_age=max_age,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https" or public_url.startswith("https://"),
     )
 
 

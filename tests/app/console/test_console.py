@@ -256,3 +256,18 @@ def test_another_tenants_enrollments_and_sequences_cannot_be_changed(
     )
     assert archived.status_code == 404
     assert other_tenant.get(f"/sequences/{sequence}").json()["status"] == "active"
+
+
+def test_the_cookies_are_secure_when_the_console_is_served_over_https(api_settings):
+    """Behind a proxy that terminates TLS the request arrives as plain HTTP: DRUMBEAT_PUBLIC_URL tells.
+    (The session cookie is made by the same function as the sign-in form's.)"""
+    from dataclasses import replace
+
+    from litestar.testing import TestClient
+
+    from app.api.app import create_app
+
+    with TestClient(create_app(replace(api_settings, public_url="https://drumbeat.example"))) as behind_proxy:
+        form = behind_proxy.get("/console/login")
+        assert "drumbeat_console_login=" in form.headers["set-cookie"]
+        assert "Secure" in form.headers["set-cookie"]
