@@ -5,6 +5,7 @@ field its path starts with, and always in the page's banner with its full path."
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 from uuid import UUID
@@ -22,19 +23,23 @@ CONDITIONS = ("replied", "opened", "clicked", "not_replied", "not_opened", "not_
 PATH_PREFIX = re.compile(r"^(p_)?((step|changes|definition)\.|steps\[\d+\]\.?)?")
 
 
-class FormErrors(dict):
-    """Messages by form field; `None` holds one about no particular field."""
+@dataclasses.dataclass(frozen=True)
+class FormErrors:
+    """What a refused form shows: the message next to its field (`at`), and the whole error, with its
+    full path, in the page's banner. Empty (false) when nothing was refused."""
+
+    fields: dict[str | None, str] = dataclasses.field(default_factory=dict)
+    banner: str | None = None
 
     @classmethod
     def of(cls, error: DrumbeatError) -> FormErrors:
-        return cls({form_field(error.field): error.message, "__banner__": str(error)})
+        return cls({form_field(error.field): error.message}, str(error))
 
     def at(self, name: str) -> str | None:
-        return self.get(name)
+        return self.fields.get(name)
 
-    @property
-    def banner(self) -> str | None:
-        return self.get("__banner__")
+    def __bool__(self) -> bool:
+        return self.banner is not None
 
 
 def form_field(path: str | None) -> str | None:

@@ -5,6 +5,7 @@ The contacts' pages are in contacts.py."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote_plus
 from uuid import UUID
 
 from litestar import Response, get, post
@@ -105,7 +106,7 @@ async def enrollment_actions(console: ConsoleDep) -> Response:
             failures.append(error.message)
     done = len(ids) - len(failures)
     notice = f"{action.title()}: {done} of {len(ids)} done" + (f" ({failures[0]})" if failures else "")
-    return Redirect(f"{back(form)}notice={notice.replace(' ', '+')}", status_code=303)
+    return Redirect(f"{back(form)}notice={quote_plus(notice)}", status_code=303)
 
 
 def back(form: dict[str, Any]) -> str:
@@ -199,7 +200,7 @@ async def complete_task(console: ConsoleDep, task_id: FromPath[UUID]) -> Respons
     error = await console.attempt(lambda: fetch_one(console.db, ENROLLMENTS["complete_task"], params))
     if error is None:
         return Redirect("/console/tasks?notice=Task+completed", status_code=303)
-    return Redirect(f"/console/tasks?notice={error.message.replace(' ', '+')}", status_code=303)
+    return Redirect(f"/console/tasks?notice={quote_plus(error.message)}", status_code=303)
 
 
 @get("/messages", name="console:messages")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+import uuid
 
 import psycopg
 import pytest
@@ -271,3 +272,54 @@ def test_the_cookies_are_secure_when_the_console_is_served_over_https(api_settin
         form = behind_proxy.get("/console/login")
         assert "drumbeat_console_login=" in form.headers["set-cookie"]
         assert "Secure" in form.headers["set-cookie"]
+
+
+def test_a_user_of_two_workspaces_switches_between_them(client, tenant: ApiTenant):
+    from tests.support.api import bearer, make_jwt
+
+    second = client.post(
+        "/api/v1/workspaces",
+        json={"name": "Zeta", "timezone": "UTC"},
+        headers=bearer(make_jwt(tenant.user_id)),
+    ).json()["id"]
+    csrf = sign_in(client, make_jwt(tenant.user_id))
+    page = client.get("/console/sequences")
+    assert re.search(r'<option value="[^"]+" selected>Acme</option>', page.text)
+    switched = client.post(
+        "/console/workspace", data={"_csrf": csrf, "workspace_id": second}, follow_redirects=False
+    )
+    assert switched.status_code == 303
+    assert re.search(r'<option value="[^"]+" selected>Zeta</option>', client.get("/console/sequences").text)
+    # A workspace that is not the user's own is not switched to.
+    csrf = CSRF.search(client.get("/console/sequences").text).group(1)
+    client.post("/console/workspace", data={"_csrf": csrf, "workspace_id": str(uuid.uuid4())})
+    assert re.search(r'<option value="[^"]+" selected>Zeta</option>', client.get("/console/sequences").text)
+
+
+def test_bulk_actions_pause_resume_and_skip_the_ticked_enrollments(client, tenant: ApiTenant):
+    tenant.sender("sms")
+    steps = [{"kind": "sms", "delay": {"value": 1, "unit": "days"}, "body": f"Step {n}"} for n in (1, 2, 3)]
+    sequence = tenant.post("/sequences", {"name": "Bulk", "channel": "sms", "steps": steps}).json()["id"]
+    assert tenant.post(f"/sequences/{sequence}/activate").status_code == 200
+    enrollments = []
+    for phone in ("+12125550151", "+12125550152"):
+        contact = tenant.post("/contacts", {"phone": phone}).json()["id"]
+        enrollments.append(
+            tenant.post("/enrollments", {"sequence_id": sequence, "contact_id": contact}).json()["id"]
+        )
+    csrf = sign_in(client, tenant.key)
+
+    def act(action: str, **extra) -> str:
+        data = {"_csrf": csrf, "action": action, "enrollment_id": enrollments} | extra
+        return client.post("/console/enrollments/actions", data=data, follow_redirects=False).headers[
+            "location"
+        ]
+
+    assert "Pause%3A+2+of+2+done" in act("pause")
+    assert {tenant.get(f"/enrollments/{e}").json()["status"] for e in enrollments} == {"paused"}
+    listed = client.get("/console/enrollments?status=paused")
+    assert listed.text.count('name="enrollment_id"') == 2
+    assert "Resume%3A+2+of+2+done" in act("resume")
+    assert "Skip%3A+2+of+2+done" in act("skip", position="3")
+    assert {tenant.get(f"/enrollments/{e}").json()["current_step_position"] for e in enrollments} == {3}
+    assert "skip+to+which+step%3F+give+its+number" in act("skip")
