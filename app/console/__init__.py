@@ -16,7 +16,7 @@ from litestar.static_files import create_static_files_router
 from app.console import contacts, sequences, signin, work, workspace
 from app.console.context import provide_console
 from app.console.render import STATIC, html
-from app.console.session import SignInRequired
+from app.console.session import Sessions, SignInRequired
 from app.core.errors import DrumbeatError
 
 
@@ -30,7 +30,7 @@ def to_sign_in(request: Request, error: SignInRequired) -> Response:
     reason = f"&reason={quote(error.reason)}" if error.reason else ""
     response: Response = Redirect(f"/console/login?next={target}{reason}", status_code=303)
     if error.reason:  # a cookie that no longer works: drop it
-        response.delete_cookie("drumbeat_console", path="/console")
+        Sessions.end(response)
     return response
 
 

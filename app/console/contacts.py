@@ -14,11 +14,12 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
 from app.api.contacts import save_contact
+from app.api.paging import paged
 from app.console.context import ConsoleDep
 from app.console.forms import PAGE_SIZE, FormErrors, page_number, paging, text
 from app.console.render import html
 from app.core.csv_import import import_contacts
-from app.core.db import fetch_all, fetch_one, fetch_value, require_row
+from app.core.db import fetch_all, fetch_one, require_row
 from app.core.errors import Invalid
 from app.core.queries import queries
 
@@ -72,8 +73,7 @@ async def contacts_listing(
 ) -> Response:
     """A page of the list, with a form's errors or an import's results when there are some."""
     params = paging(console, page, q=search)
-    rows = await fetch_all(console.db, Q["contacts_page"], params)
-    total = await fetch_value(console.db, Q["count_contacts_page"], params)
+    rows, total = await paged(console.db, Q["contacts_page"], Q["count_contacts_page"], params)
     defaults = {"errors": FormErrors(), "form": {}, "imported": None, "status": 200}
     return html(
         "contacts.html",

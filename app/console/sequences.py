@@ -15,12 +15,14 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 from psycopg.types.json import Jsonb
 
+from app.api.paging import paged
 from app.api.sequences import base_definition, checked_step, locked_sequence, save, visible_sequence
 from app.console.context import ConsoleDep
 from app.console.forms import (
     PAGE_SIZE,
     FormErrors,
     page_number,
+    paging,
     sequence_settings_changes,
     step_from_form,
     text,
@@ -86,14 +88,8 @@ async def sequences_listing(
     errors: FormErrors | None = None,
     form: dict[str, Any] | None = None,
 ) -> Response:
-    params = {
-        "workspace_id": console.workspace_id,
-        "status": status,
-        "limit": PAGE_SIZE,
-        "offset": (page - 1) * PAGE_SIZE,
-    }
-    rows = await fetch_all(console.db, Q["sequences_page"], params)
-    total = await fetch_value(console.db, Q["count_sequences_page"], params)
+    params = paging(console, page, status=status)
+    rows, total = await paged(console.db, Q["sequences_page"], Q["count_sequences_page"], params)
     started = await fetch_one(console.db, Q["getting_started"], {"workspace_id": console.workspace_id})
     return html(
         "sequences.html",

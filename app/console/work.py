@@ -12,10 +12,11 @@ from litestar import Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
+from app.api.paging import paged
 from app.console.context import ConsoleDep
 from app.console.forms import PAGE_SIZE, FormErrors, page_number, paging, text, uuid_or_none, whole_number
 from app.console.render import html
-from app.core.db import fetch_all, fetch_one, fetch_value
+from app.core.db import fetch_all, fetch_one
 from app.core.errors import Invalid
 from app.core.queries import queries
 from app.core.templates import RenderError, render_message
@@ -66,8 +67,7 @@ async def enrollments_page(
         "assigned_to": uuid_or_none(assignee),
     }
     params = paging(console, page, **filters)
-    rows = await fetch_all(console.db, Q["enrollments_page"], params)
-    total = await fetch_value(console.db, Q["count_enrollments_page"], params)
+    rows, total = await paged(console.db, Q["enrollments_page"], Q["count_enrollments_page"], params)
     sequences = await fetch_all(console.db, Q["sequence_names"], {"workspace_id": console.workspace_id})
     shown = {
         "status": filters["status"],
@@ -144,11 +144,8 @@ async def tasks_page(
     params = paging(
         console, page, tab=tab, assigned_to=uuid_or_none(console.caller.user_id) if mine else None
     )
-    rows = [
-        task | {"description_rendered": task_description(task)}
-        for task in await fetch_all(console.db, Q["tasks_page"], params)
-    ]
-    total = await fetch_value(console.db, Q["count_tasks_page"], params)
+    tasks, total = await paged(console.db, Q["tasks_page"], Q["count_tasks_page"], params)
+    rows = [task | {"description_rendered": task_description(task)} for task in tasks]
     return html(
         "tasks.html",
         console=console,
@@ -206,8 +203,7 @@ async def complete_task(console: ConsoleDep, task_id: FromPath[UUID]) -> Respons
 @get("/messages", name="console:messages")
 async def messages_page(console: ConsoleDep, page: FromQuery[str | None] = None) -> Response:
     params = paging(console, page)
-    rows = await fetch_all(console.db, Q["messages_page"], params)
-    total = await fetch_value(console.db, Q["count_messages_page"], params)
+    rows, total = await paged(console.db, Q["messages_page"], Q["count_messages_page"], params)
     return html(
         "messages.html",
         console=console,
