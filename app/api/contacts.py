@@ -27,11 +27,10 @@ from app.core.csv_import import (
     content_boundary,
     import_contacts,
     multipart_file,
-    stored_timezones,
 )
 from app.core.db import fetch_all, fetch_one, require_row
 from app.core.queries import queries
-from app.core.validation import clean_contact, infer_timezone, require_reachable
+from app.core.validation import clean_contact, require_reachable
 
 Q = queries("api_contacts")
 MAX_IMPORT_BYTES = 1 << 30  # 1 GiB: far above 100k rows, still a bound
@@ -245,17 +244,9 @@ class ContactController(Controller):
     async def update(
         self, request: Request, db: Db, contact_id: FromPath[UUID], data: example_body(ContactUpdateBody)
     ) -> Contact:
-        current = await visible_contact(db, contact_id)
+        await visible_contact(db, contact_id)  # 404 unless the caller sees it
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         changes = clean_contact(changes, request.app.state.settings.default_region)
-        phone = changes.get("phone", current["phone"])
-        if (
-            "timezone" not in changes
-            and current["timezone"] is None
-            and phone
-            and (zone := infer_timezone(phone))
-        ):
-            changes["timezone"] = zone
         async with contract_fields():
             await fetch_one(db, Q["update_contact"], {"id": contact_id, "changes": Jsonb(changes)})
         return msgspec.convert(await visible_contact(db, contact_id), Contact)
@@ -335,14 +326,10 @@ class ContactController(Controller):
 
 
 async def save_contact(db: Db, workspace: UUID, raw: dict[str, Any], region: str) -> dict[str, Any]:
-    """One contact checked at the edge (phone, email, time zone), its time zone inferred from its phone
-    unless it has one stored, then upserted (matched on phone, then email): {contact_id, created}."""
+    """One contact checked at the edge (phone, email, time zone), then upserted, matched on phone, then
+    email (without a time zone, the database infers one from the phone): {contact_id, created}."""
     contact = clean_contact(raw, region)
     require_reachable(contact)
-    if "timezone" not in contact and contact.get("phone") and (zone := infer_timezone(contact["phone"])):
-        [(matched, stored_zone)] = await stored_timezones(db, workspace, [contact])
-        if not matched or stored_zone is None:
-            contact["timezone"] = zone
     async with contract_fields():
         return await fetch_one(
             db, Q["upsert_contacts"], {"workspace_id": workspace, "contacts": Jsonb([contact])}

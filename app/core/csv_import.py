@@ -26,10 +26,10 @@ import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
-from app.core.db import fetch_all, translated_errors
+from app.core.db import fetch_all
 from app.core.errors import Invalid
 from app.core.queries import queries
-from app.core.validation import STANDARD_FIELDS, clean_contact, infer_timezone, require_reachable, sql_field
+from app.core.validation import STANDARD_FIELDS, clean_contact, require_reachable, sql_field
 
 Q = queries("api_contacts")
 CHUNK_ROWS = 1000
@@ -61,7 +61,6 @@ class Pending:
     row: int
     line: int  # the file line the row starts on
     contact: dict[str, Any]
-    inferred: str | None  # a time zone from the phone, used only if the stored contact has none
 
 
 @dataclass
@@ -113,13 +112,10 @@ class Importer:
         except Invalid as error:
             self.reject(row, line, error.field, str(error))
             return
-        inferred = None
-        if "timezone" not in contact and contact.get("phone"):
-            inferred = infer_timezone(contact["phone"])
         keys = {f"{key}:{contact[key]}" for key in ("phone", "email") if contact.get(key)}
         if keys & self.batch_keys or len(self.batch) >= self.chunk_rows:
             await self.flush()  # a repeated phone/email applies after the row it repeats, as an update
-        self.batch.append(Pending(row, line, contact, inferred))
+        self.batch.append(Pending(row, line, contact))
         self.batch_keys |= keys
 
     async def flush(self) -> None:
@@ -135,14 +131,8 @@ class Importer:
             return
 
     async def write(self, batch: list[Pending]) -> None:
-        """Upsert the rows; a zone inferred from a phone goes only to a contact that has none."""
-        contacts = [dict(p.contact) for p in batch]
-        guess = [i for i, p in enumerate(batch) if p.inferred]
-        if guess:
-            zones = await stored_timezones(self.db, self.workspace_id, [contacts[i] for i in guess])
-            for i, (matched, zone) in zip(guess, zones, strict=True):
-                if not matched or zone is None:
-                    contacts[i]["timezone"] = batch[i].inferred
+        """Upsert the rows (a row without a time zone gets its phone's, if the contact has none)."""
+        contacts = [p.contact for p in batch]
         rows = await fetch_all(
             self.db, Q["upsert_contacts"], {"workspace_id": self.workspace_id, "contacts": Jsonb(contacts)}
         )
@@ -176,33 +166,6 @@ class Importer:
         if clean:
             await self.write(clean)
         return later
-
-
-async def stored_timezones(
-    db: psycopg.AsyncConnection, workspace_id: UUID, contacts: list[dict[str, Any]]
-) -> list[tuple[bool, str | None]]:
-    """Per contact: does it match a stored contact (on phone, then email, as upsert_contacts matches),
-    and that contact's time zone."""
-    params = {
-        "workspace_id": workspace_id,
-        "phones": [c["phone"] for c in contacts if c.get("phone")],
-        "emails": [c["email"] for c in contacts if c.get("email")],
-    }
-    async with translated_errors():
-        cursor = await db.execute(Q["stored_matches"], params, prepare=False)
-        rows = await cursor.fetchall()
-    by_phone = {r["phone"]: r["timezone"] for r in rows if r["phone"]}
-    by_email = {r["email"]: r["timezone"] for r in rows if r["email"]}
-    found: list[tuple[bool, str | None]] = []
-    for contact in contacts:
-        phone, email = contact.get("phone"), contact.get("email")
-        if phone in by_phone:
-            found.append((True, by_phone[phone]))
-        elif email in by_email:
-            found.append((True, by_email[email]))
-        else:
-            found.append((False, None))
-    return found
 
 
 # -- bytes -> lines -> records

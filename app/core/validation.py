@@ -16,7 +16,6 @@ from typing import Any
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
-from phonenumbers import timezone as phone_timezones
 
 from app.core.errors import Invalid
 
@@ -71,15 +70,6 @@ def normalize_phone(value: str, region: str) -> str:
     if not E164.match(e164):  # pragma: no cover - a valid number is always E.164-shaped
         raise Invalid("not a valid number", "phone")
     return e164
-
-
-def infer_timezone(e164: str) -> str | None:
-    """The number's time zone when `phonenumbers` knows exactly one (a +1 212 number: America/New_York);
-    None when it is ambiguous (a +1 800 number spans the continent) or unknown."""
-    zones = phone_timezones.time_zones_for_number(phonenumbers.parse(e164, None))
-    if len(zones) == 1 and zones[0] in iana_zones():
-        return zones[0]
-    return None
 
 
 def normalize_email(value: str) -> str:

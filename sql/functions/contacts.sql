@@ -85,8 +85,63 @@ AS $$
     LEFT JOIN drumbeat.contacts by_email ON by_email.workspace_id = p_workspace_id AND by_email.email = input.email
 $$;
 
+-- Why: a contact without a time zone would get texts at the workspace's hours, 3 a.m. its own; its
+-- number often says where it is. Both the HTTP API and RPC callers get this through upsert_contacts and
+-- update_contact, so they infer alike, by libphonenumber's rule:
+-- * only a landline's digits say where it is; a mobile (outside the few countries whose mobile numbers
+--   carry an area code) or a toll-free number says only its country. The first region of the country
+--   code (in rank order) that claims the number, by its leading digits or else by the number having a
+--   type there, decides which it is; a number of no type there is not valid and implies nothing;
+-- * a landline is looked up by its longest listed prefix (+1 212: America/New_York), another valid
+--   number by its country code alone (+7 9..: Russia spans eleven zones, so none); a prefix spanning
+--   several zones (+1 alone, +1 800) implies none.
+-- PL/pgSQL for its cached plans: a 100k-row import calls it once per row without a time zone.
+CREATE OR REPLACE FUNCTION drumbeat.phone_timezone(p_phone text)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_digits text := pg_catalog.substr(p_phone, 2);
+    v_country_code text;
+    v_national text;
+    v_plan drumbeat.phone_number_plans;
+    v_geographic boolean;
+BEGIN
+    SELECT p.country_code INTO v_country_code  -- country codes are prefix-free: at most one matches
+    FROM drumbeat.phone_number_plans p
+    WHERE p.country_code IN (pg_catalog.substr(v_digits, 1, 1), pg_catalog.substr(v_digits, 1, 2),
+                             pg_catalog.substr(v_digits, 1, 3))
+    LIMIT 1;
+    v_national := pg_catalog.substr(v_digits, pg_catalog.length(v_country_code) + 1);
+    -- A loop, not a query: the patterns of a region are tried only when the regions before it did not
+    -- claim the number (a query's filter tries those of all 25 regions sharing +1).
+    FOR v_plan IN SELECT * FROM drumbeat.phone_number_plans p WHERE p.country_code = v_country_code ORDER BY p.rank LOOP
+        CONTINUE WHEN v_plan.leading_digits IS NOT NULL AND NOT v_national ~ v_plan.leading_digits;
+        v_geographic := CASE  -- null: of no known type in this region
+            WHEN NOT v_national ~ v_plan.valid THEN NULL
+            WHEN v_national ~ v_plan.special THEN false
+            WHEN v_national ~ v_plan.fixed_line THEN true
+            WHEN NOT v_plan.same_mobile_and_fixed_line AND v_national ~ v_plan.mobile THEN v_plan.mobile_is_geographic
+        END;
+        EXIT WHEN v_plan.leading_digits IS NOT NULL OR v_geographic IS NOT NULL;
+    END LOOP;
+    IF v_geographic IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN (SELECT t.timezone
+            FROM drumbeat.phone_timezones t
+            WHERE t.prefix = ANY (ARRAY(SELECT pg_catalog.substr(CASE WHEN v_geographic THEN v_digits ELSE v_country_code END, 1, n)
+                                        FROM pg_catalog.generate_series(1, 9) AS n))
+            ORDER BY pg_catalog.length(t.prefix) DESC
+            LIMIT 1);
+END
+$$;
+
 -- Why: CRMs push contacts in bulk; a contact is matched on phone, then email. Keys present in the
--- input overwrite (null clears), absent keys are kept, custom fields merge. Opt-outs are never
+-- input overwrite (null clears), absent keys are kept (an absent time zone is inferred from the phone
+-- when the contact has none: drumbeat.phone_timezone), custom fields merge. Opt-outs are never
 -- touched here (only record_event changes them), a contact opted out of a channel keeps that channel's
 -- address, and a re-imported deleted contact comes back with its opt-outs intact.
 CREATE OR REPLACE FUNCTION drumbeat_api.upsert_contacts(p_workspace_id uuid, p_contacts jsonb)
@@ -120,7 +175,9 @@ BEGIN
             last_name = CASE WHEN m.obj ? 'last_name' THEN m.obj ->> 'last_name' ELSE c.last_name END,
             company = CASE WHEN m.obj ? 'company' THEN m.obj ->> 'company' ELSE c.company END,
             title = CASE WHEN m.obj ? 'title' THEN m.obj ->> 'title' ELSE c.title END,
-            timezone = CASE WHEN m.obj ? 'timezone' THEN m.obj ->> 'timezone' ELSE c.timezone END,
+            timezone = CASE WHEN m.obj ? 'timezone' THEN m.obj ->> 'timezone'
+                            ELSE COALESCE(c.timezone, drumbeat.phone_timezone(
+                                CASE WHEN m.obj ? 'phone' AND c.sms_opted_out_at IS NULL THEN m.phone ELSE c.phone END)) END,
             fields = c.fields || COALESCE(NULLIF(m.obj -> 'fields', 'null'), '{}'),
             tags = CASE WHEN m.obj ? 'tags' THEN drumbeat.jsonb_text_array(m.obj -> 'tags') ELSE c.tags END,
             deleted_at = NULL,
@@ -130,7 +187,8 @@ BEGIN
     ), inserted AS (
         INSERT INTO drumbeat.contacts (id, workspace_id, phone, email, first_name, last_name, company, title, timezone, fields, tags)
         SELECT m.contact_id, p_workspace_id, m.phone, m.email, m.obj ->> 'first_name', m.obj ->> 'last_name',
-               m.obj ->> 'company', m.obj ->> 'title', m.obj ->> 'timezone',
+               m.obj ->> 'company', m.obj ->> 'title',
+               CASE WHEN m.obj ? 'timezone' THEN m.obj ->> 'timezone' ELSE drumbeat.phone_timezone(m.phone) END,
                COALESCE(NULLIF(m.obj -> 'fields', 'null'), '{}'), drumbeat.jsonb_text_array(m.obj -> 'tags')
         FROM m WHERE m.created
         RETURNING id
@@ -254,7 +312,8 @@ BEGIN
         last_name = CASE WHEN p_changes ? 'last_name' THEN p_changes ->> 'last_name' ELSE c.last_name END,
         company = CASE WHEN p_changes ? 'company' THEN p_changes ->> 'company' ELSE c.company END,
         title = CASE WHEN p_changes ? 'title' THEN p_changes ->> 'title' ELSE c.title END,
-        timezone = CASE WHEN p_changes ? 'timezone' THEN p_changes ->> 'timezone' ELSE c.timezone END,
+        timezone = CASE WHEN p_changes ? 'timezone' THEN p_changes ->> 'timezone'
+                        ELSE COALESCE(c.timezone, drumbeat.phone_timezone(v_phone)) END,
         fields = v_fields,
         tags = CASE WHEN p_changes ? 'tags' THEN drumbeat.jsonb_text_array(p_changes -> 'tags') ELSE c.tags END,
         updated_at = pg_catalog.now()

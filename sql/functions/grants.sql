@@ -141,6 +141,7 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_do
     time zone, p_kind text, p_tz text, p_settings jsonb, p_workspace_id uuid, p_not_before timestamp with time
     zone), drumbeat.next_live_step(p_sequence_id uuid, p_after_position integer),
     drumbeat.normalize_exit_conditions(p_exit jsonb), drumbeat.parse_delay(p_delay jsonb, p_field text),
+    drumbeat.phone_timezone(p_phone text),
     drumbeat.planned_at(p_step_id uuid, p_contact_id uuid, p_done timestamp with time zone, p_not_before
     timestamp with time zone, p_skip_delay boolean), drumbeat.preview_branch(p_condition jsonb, p_position
     integer), drumbeat.recipient_timezone(p_contact_tz text, p_sequence_settings jsonb, p_workspace_tz text),
@@ -200,6 +201,8 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA drumbeat_api TO authenticated, service_
 -- Publishing events: every writer of events fires the NOTIFY trigger; the feed's helpers are the contract's.
 GRANT EXECUTE ON FUNCTION drumbeat.notify_events() TO drumbeat_contract, drumbeat_worker, service_role;
 GRANT SELECT ON TABLE drumbeat.event_types TO authenticated, drumbeat_contract, drumbeat_worker;
+GRANT SELECT ON TABLE drumbeat.phone_number_plans, drumbeat.phone_timezones TO authenticated, drumbeat_contract;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.phone_number_plans, drumbeat.phone_timezones TO service_role;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.event_types TO service_role;
 GRANT EXECUTE ON FUNCTION drumbeat.feed_position(p_after text, OUT tx xid8, OUT id bigint) TO drumbeat_contract,
     service_role;

@@ -160,7 +160,7 @@ BEGIN
     FOREACH v_table IN ARRAY ARRAY['timezones', 'workspaces', 'workspace_members', 'api_keys', 'senders',
         'contacts', 'sequences', 'sequence_steps', 'enrollments', 'deliveries', 'tasks', 'events', 'holidays',
         'outbox', 'channel_holds', 'sender_mailboxes', 'event_types', 'webhook_endpoints', 'webhook_messages',
-        'webhook_attempts']
+        'webhook_attempts', 'phone_timezones', 'phone_number_plans']
     LOOP
         EXECUTE pg_catalog.format(
             'CREATE POLICY %I ON drumbeat.%I TO service_role USING (true) WITH CHECK (true)',
@@ -209,6 +209,10 @@ $admin_tables$;
 CREATE POLICY timezones_read ON drumbeat.timezones FOR SELECT TO authenticated, drumbeat_contract USING (true);
 
 CREATE POLICY event_types_read ON drumbeat.event_types FOR SELECT TO authenticated, drumbeat_contract USING (true);
+
+CREATE POLICY phone_timezones_read ON drumbeat.phone_timezones FOR SELECT TO authenticated, drumbeat_contract USING (true);
+
+CREATE POLICY phone_number_plans_read ON drumbeat.phone_number_plans FOR SELECT TO authenticated, drumbeat_contract USING (true);
 
 CREATE POLICY workspaces_member_read ON drumbeat.workspaces FOR SELECT TO authenticated
     USING (id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[]));

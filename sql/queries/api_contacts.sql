@@ -17,17 +17,6 @@ SELECT drumbeat_api.delete_contact(%(id)s) AS enrollments_ended
 -- name: resubscribe_contact
 SELECT drumbeat_api.resubscribe_contact(%(id)s, %(channel)s, %(reason)s)
 
--- name: stored_matches
--- The stored contacts that input rows may match (by phone or by email), with their time zones; the
--- caller pairs rows with them as upsert_contacts does (phone first, then email), so that a time zone
--- inferred from a phone never overwrites one already set. Sent unprepared (a custom plan per chunk):
--- with the arrays as constants, `= ANY` is a hash look-up; a generic plan would compare each contact
--- with every element (seconds per chunk at 100k contacts).
-SELECT c.phone, c.email, c.timezone
-FROM drumbeat.contacts c
-WHERE c.workspace_id = %(workspace_id)s
-  AND (c.phone = ANY (%(phones)s::text[]) OR c.email = ANY (%(emails)s::text[]))
-
 -- name: get_contact
 SELECT c.id, c.workspace_id, c.phone, c.email, c.first_name, c.last_name, c.company, c.title, c.timezone,
        c.fields, c.tags, c.sms_opted_out_at, c.email_opted_out_at, c.bounced_at, c.created_at, c.updated_at

@@ -28,6 +28,25 @@ def test_html_escapes_contact_data():
 
 
 @pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("Hi {{ contact.first_name }}!", "Hi !"),
+        ("Hi {{ contact.first_name | default('there') }}!", "Hi there!"),
+        ("Hi {{ contact.first_name | d('there') }}!", "Hi there!"),
+        ("Hi {{ contact.nickname | default('there') }}!", "Hi there!"),  # absent, not only null
+        ("Hi {{ contact.company | default('there', true) }}!", "Hi there!"),  # '' counts with boolean=true
+        ("Hi {{ contact.company | default('there') }}!", "Hi !"),  # '' is a value without it, as in Jinja
+        ("{{ contact.fields.plan | default('free') }}", "free"),
+        ("{% set name = contact.first_name %}{{ name }}.", "."),
+    ],
+)
+def test_a_missing_value_is_empty_or_its_default_never_none(body, expected):
+    context = {"contact": {"first_name": None, "company": "", "fields": {"plan": None}}}
+    rendered = render_message("{{ contact.first_name }}", body, "<p>{{ contact.first_name }}</p>", context)
+    assert (rendered.subject, rendered.text, rendered.html) == ("", expected, "<p></p>")
+
+
+@pytest.mark.parametrize(
     ("body", "reason"),
     [
         ("Hi {{ contact.last_name }}", "has no attribute 'last_name'"),
