@@ -2,7 +2,8 @@
 -- the enrollments it concerns, update the contact's opt-outs and end enrollments per exit_conditions.
 
 -- Why: which of a contact's enrollments an event concerns: the one named in the payload (directly or
--- through a delivery), otherwise every live one. Foreign ids are PT422 naming the payload field.
+-- through a delivery), otherwise every live one, otherwise the one of the last message sent to the
+-- contact. Foreign ids are PT422 naming the payload field.
 CREATE OR REPLACE FUNCTION drumbeat.event_targets(p_contact_id uuid, p_payload jsonb)
 RETURNS TABLE(enrollment_id uuid, sequence_id uuid, step_id uuid, delivery_id uuid)
 LANGUAGE plpgsql
@@ -27,6 +28,18 @@ BEGIN
     ELSE
         RETURN QUERY SELECT e.id, e.sequence_id, NULL::uuid, NULL::uuid FROM drumbeat.enrollments e
             WHERE e.contact_id = p_contact_id AND e.status IN ('scheduled', 'active', 'paused');
+        IF NOT FOUND THEN
+            -- Nothing live: it answers the last message the contact was sent (on the event's channel, when
+            -- it names one), so a reply to a sequence's final message counts for that step and sequence.
+            -- The ended enrollment stays ended: exit_enrollments touches live ones only.
+            -- Through the contact's enrollments: deliveries have no index on contact_id.
+            RETURN QUERY SELECT d.enrollment_id, d.sequence_id, d.step_id, d.id
+                FROM drumbeat.enrollments e JOIN drumbeat.deliveries d ON d.enrollment_id = e.id
+                WHERE e.contact_id = p_contact_id AND d.sent_at IS NOT NULL
+                  AND (d.channel = p_payload ->> 'channel' OR COALESCE(p_payload ->> 'channel', 'all') NOT IN ('sms', 'email'))
+                ORDER BY d.sent_at DESC, d.id DESC
+                LIMIT 1;
+        END IF;
     END IF;
 END
 $$;

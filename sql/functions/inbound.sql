@@ -186,8 +186,9 @@ BEGIN
     IF v_delivery.id IS NULL AND v_contact_id IS NOT NULL AND NOT EXISTS (
             SELECT 1 FROM drumbeat.enrollments e WHERE e.contact_id = v_contact_id AND e.status IN ('scheduled', 'active', 'paused')) THEN
         -- No live enrollment to answer: the reply still counts for the last email it can follow.
-        SELECT d.* INTO v_delivery FROM drumbeat.deliveries d
-        WHERE d.contact_id = v_contact_id AND d.workspace_id = p_workspace_id AND d.channel = 'email' AND d.sent_at IS NOT NULL
+        SELECT d.* INTO v_delivery
+        FROM drumbeat.enrollments e JOIN drumbeat.deliveries d ON d.enrollment_id = e.id  -- indexed, unlike contact_id
+        WHERE e.contact_id = v_contact_id AND d.workspace_id = p_workspace_id AND d.channel = 'email' AND d.sent_at IS NOT NULL
         ORDER BY d.sent_at DESC LIMIT 1;
     END IF;
     v_payload := pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(

@@ -295,3 +295,38 @@ def test_a_tenant_cannot_share_a_number(conn, tenant, sharing):
     sharing.as_owner()
     with sql_error(conn, "42501", match="permission denied for function share_sender"):
         conn.execute("SELECT drumbeat.share_sender(%s, %s)", (sharing.workspace_id, "+15550007777"))
+
+
+def stats(tenant, sequence_id) -> dict:
+    tenant.as_owner()
+    return tenant.conn.execute("SELECT drumbeat_api.sequence_stats(%s)", (sequence_id,)).fetchone()[0]
+
+
+def test_a_reply_after_the_last_step_counts_for_it_and_reopens_nothing(conn, tenant):
+    one_step = sms_sequence(steps=sms_sequence()["steps"][:1])
+    sequence_id = tenant.sequence(one_step)
+    contact = tenant.contact(phone="+15551112222")
+    [(_, enrollment_id, _)] = tenant.enroll(sequence_id, [contact])
+    [delivery] = claim(conn)
+    record(
+        conn,
+        {"delivery_id": str(delivery["delivery_id"]), "outcome": "sent", "provider_message_id": "SMlast"},
+    )
+    assert enrollment(conn, enrollment_id)["status"] == "completed"
+
+    assert inbound(conn, "Thanks, let's talk next week") == "replied"
+    assert enrollment(conn, enrollment_id)["status"] == "completed"  # finished, not reopened nor re-exited
+    figures = stats(tenant, sequence_id)
+    assert figures["replied"] == 1
+    assert [(s["position"], s["sent"], s["replied"]) for s in figures["steps"]] == [(1, 1, 1)]
+
+
+def test_a_reply_with_nothing_ever_sent_counts_for_no_sequence(conn, tenant):
+    sequence_id = tenant.sequence()
+    tenant.contact(phone="+15551112222")
+    assert inbound(conn, "Who is this?") == "replied"
+    conn.execute("RESET ROLE")
+    assert conn.execute(
+        "SELECT sequence_id, enrollment_id FROM drumbeat.events WHERE kind = 'replied'"
+    ).fetchall() == [(None, None)]
+    assert stats(tenant, sequence_id)["replied"] == 0
