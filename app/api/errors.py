@@ -32,13 +32,17 @@ class ErrorBody(msgspec.Struct):
 
 
 @asynccontextmanager
-async def contract_fields() -> AsyncIterator[None]:
+async def contract_fields(body: str | None = None) -> AsyncIterator[None]:
     """Errors of the contract functions name their own arguments (p_contacts[0].email, p_changes.phone,
-    p_role): reported with the request's field names (email, phone, role)."""
+    p_role): reported with the request's field names (email, phone, role). `body` names the JSON argument
+    the endpoint builds from its request body's own members (a sender's settings, a mailbox): a field
+    inside it is named as the body names it (p_settings.daily_cap -> daily_cap)."""
     try:
         yield
     except DrumbeatError as error:
-        if error.field and error.field.startswith(("p_", "contacts[", "changes.")):
+        if body and error.field and error.field.removeprefix("p_").startswith(body + "."):
+            error.field = error.field.removeprefix("p_").removeprefix(body + ".")
+        elif error.field and error.field.startswith(("p_", "contacts[", "changes.")):
             error.field = sql_field(error.field)
         raise
 

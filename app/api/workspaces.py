@@ -268,7 +268,7 @@ class SenderController(Controller):
             "address": data.address,
             "settings": Jsonb(settings),
         }
-        async with contract_fields():
+        async with contract_fields(body="settings"):
             sender_id = await fetch_value(db, Q["create_sender"], params)
         return msgspec.convert(await fetch_one(db, Q["get_sender"], {"id": sender_id}), Sender)
 
@@ -297,7 +297,7 @@ class SenderController(Controller):
         del mailbox["password"]
         if data.port is None:
             del mailbox["port"]
-        async with contract_fields():
+        async with contract_fields(body="mailbox"):
             await fetch_one(db, Q["set_sender_mailbox"], {"sender_id": sender_id, "mailbox": Jsonb(mailbox)})
         return await sender_mailbox(db, sender_id)
 

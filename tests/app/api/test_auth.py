@@ -93,7 +93,7 @@ def test_a_user_in_several_workspaces_must_say_which(client, tenant):
 def test_sender_rates_are_whole_numbers(tenant):
     assert tenant.sender("sms")  # rate_per_second 100 arrives as 100.0 from JSON encoders: accepted
     response = tenant.post("/senders", {"channel": "sms", "address": "+15557654321", "rate_per_second": 1.5})
-    _error(response, 422, "invalid", "settings.rate_per_second")
+    _error(response, 422, "invalid", "rate_per_second")  # the body's name, not the SQL argument's
 
 
 def test_validation_errors_name_the_member_and_nul_text_is_422(tenant):
