@@ -200,6 +200,12 @@ class EnrollmentSkip(msgspec.Struct, forbid_unknown_fields=True):
     ]
 
 
+class Reassignment(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: Annotated[
+        UUID | None, msgspec.Meta(description="A member of the workspace; null leaves it unassigned")
+    ]
+
+
 class Task(msgspec.Struct):
     id: UUID
     workspace_id: UUID
@@ -467,6 +473,21 @@ class EnrollmentController(Controller):
     async def skip(self, db: Db, enrollment_id: FromPath[UUID], data: JSONBody[EnrollmentSkip]) -> Enrollment:
         return await transition(db, "skip_to_step", {"id": enrollment_id, "position": data.position})
 
+    @post(
+        "/{enrollment_id:uuid}/reassign",
+        summary="Give the enrollment to another member (its pending task goes along)",
+        description="Live or ended. Messages still to come go out from the new member's own sender where they "
+        "have one. Logged (`sequence.enrollment.reassigned`, and `task.reassigned` for a moved task); "
+        "reassigning to the current assignee changes nothing. 422 on user_id for a non-member.",
+        status_code=200,
+    )
+    async def reassign(
+        self, db: Db, enrollment_id: FromPath[UUID], data: JSONBody[Reassignment]
+    ) -> Enrollment:
+        params = {"id": enrollment_id, "user_id": data.user_id}
+        async with contract_fields():
+            return await transition(db, "reassign_enrollment", params)
+
 
 class TaskController(Controller):
     path = "/tasks"
@@ -527,6 +548,18 @@ class TaskController(Controller):
         row = require_row(await fetch_one(db, Q["get_task"], {"id": task_id}), "task", "task_id")
         return msgspec.convert(row, Task)
 
+    @post(
+        "/{task_id:uuid}/reassign",
+        summary="Give a pending task to another member (the enrollment stays with its assignee)",
+        description="Logged (`task.reassigned`). 409 when the task is not pending; 422 on user_id for a non-member.",
+        status_code=200,
+    )
+    async def reassign(self, db: Db, task_id: FromPath[UUID], data: JSONBody[Reassignment]) -> Task:
+        async with contract_fields():
+            await fetch_one(db, Q["reassign_task"], {"id": task_id, "user_id": data.user_id})
+        row = require_row(await fetch_one(db, Q["get_task"], {"id": task_id}), "task", "task_id")
+        return msgspec.convert(row, Task)
+
 
 class FeedEvent(msgspec.Struct):
     cursor: Annotated[str, msgspec.Meta(description="Pass it as `after` to read on from this event")]
@@ -564,7 +597,8 @@ class EventController(Controller):
         "LISTEN to drumbeat_events. An event shows once every transaction that began before it has ended "
         "(usually milliseconds), so an event committed late never lands behind a cursor already given out. "
         "`types` filters (repeat it, or separate with commas): sequence.enrollment.created, .completed, "
-        ".replied, .exited, .paused, .resumed, sequence.step.executed, sequence.step.pending_manual, "
+        ".replied, .exited, .paused, .resumed, .reassigned, sequence.step.executed, "
+        "sequence.step.pending_manual, task.reassigned, "
         "task.completed, message.sent, .delivered, .failed, .bounced, .unknown, .opened, .clicked, "
         "contact.opted_out, contact.opted_in, contact.bounced, sequence.step.webhook, webhook_endpoint.disabled.",
     )

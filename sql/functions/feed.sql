@@ -19,6 +19,9 @@ AS $$
         'previous_status', CASE WHEN p_event.kind IN ('started', 'resumed', 'paused', 'completed', 'exited')
                                 THEN p_event.payload ->> 'from' END,
         'exit_reason', p_event.payload ->> 'exit_reason',
+        'assigned_to', CASE WHEN p_event.kind IN ('enrollment_reassigned', 'task_reassigned') THEN p_event.payload ->> 'to' END,
+        'previous_assigned_to', CASE WHEN p_event.kind IN ('enrollment_reassigned', 'task_reassigned')
+                                     THEN p_event.payload ->> 'from' END,
         'channel', p_event.payload ->> 'channel', 'outcome', p_event.payload ->> 'outcome',
         'error_code', p_event.payload ->> 'error_code',
         -- a `webhook` step's event name and the endpoint it is for; the endpoint a disabled event is about

@@ -244,8 +244,9 @@ GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name tex
     drumbeat.delay_json(p_delay interval), drumbeat.step_definitions(p_sequence_id uuid),
     drumbeat.renumber_step_references(p_steps jsonb, p_old_positions jsonb), drumbeat.lock_steps(p_sequence_id
     uuid), drumbeat.save_step_edit(p_sequence_id uuid, p_before jsonb, p_steps jsonb),
-    drumbeat.step_index(p_steps jsonb, p_step_id uuid), drumbeat.lock_sequence_edits(p_sequence_id uuid) TO
-    drumbeat_contract, service_role;
+    drumbeat.step_index(p_steps jsonb, p_step_id uuid), drumbeat.lock_sequence_edits(p_sequence_id uuid),
+    drumbeat.check_assignee(p_workspace_id uuid, p_user_id uuid), drumbeat.move_tasks(p_task_ids uuid[],
+    p_user_id uuid) TO drumbeat_contract, service_role;
 
 -- What tenants call outside the contract: the look-up in their read policies, the read-only helpers the
 -- API's queries use (sql/queries/api_*.sql) and the lock its read-modify-write edits take. Nothing here writes.

@@ -127,6 +127,12 @@ SELECT drumbeat_api.cancel_enrollment(%(id)s, COALESCE(%(reason)s::text, 'cancel
 -- name: skip_to_step
 SELECT drumbeat_api.skip_to_step(%(id)s, %(position)s::integer)
 
+-- name: reassign_enrollment
+SELECT drumbeat_api.reassign_enrollment(%(id)s, %(user_id)s::uuid)
+
+-- name: reassign_task
+SELECT drumbeat_api.reassign_task(%(id)s, %(user_id)s::uuid)
+
 -- name: get_task
 SELECT t.id, t.workspace_id, t.enrollment_id, e.sequence_id, t.step_id, t.contact_id, t.kind, t.title,
        t.description, t.assigned_to, t.status, t.due_at, t.completed_at, t.completed_by, t.outcome, t.notes,

@@ -199,6 +199,8 @@ class Table:
 TABLES = {
     "timezones": Table(tenant=None, shared="true", writes=()),
     "event_types": Table(tenant=None, shared="true", writes=(), rewritten="type"),
+    "phone_timezones": Table(tenant=None, shared="true", writes=(), rewritten="timezone"),
+    "phone_number_plans": Table(tenant=None, shared="true", writes=(), rewritten="region"),
     "workspaces": Table(tenant="id", columns=WORKSPACE_COLUMNS),
     "workspace_members": Table(),
     "api_keys": Table(columns=API_KEY_COLUMNS),
@@ -250,6 +252,15 @@ INSERT_INTO_B: dict[str, Callable[[World], tuple[str, tuple]]] = {
     "timezones": lambda w: ("INSERT INTO drumbeat.timezones (name) VALUES ('Mars/Olympus')", ()),
     "event_types": lambda w: (
         "INSERT INTO drumbeat.event_types (kind, type) VALUES ('note', 'contact.noted')",
+        (),
+    ),
+    "phone_timezones": lambda w: (
+        "INSERT INTO drumbeat.phone_timezones (prefix, timezone) VALUES ('999999', 'Europe/Paris')",
+        (),
+    ),
+    "phone_number_plans": lambda w: (
+        "INSERT INTO drumbeat.phone_number_plans (country_code, rank, region, valid, same_mobile_and_fixed_line, "
+        "mobile_is_geographic) VALUES ('999', 0, 'XX', '^.*$', false, false)",
         (),
     ),
     "workspaces": lambda w: (
@@ -451,6 +462,8 @@ def test_a_updates_its_own_rows_but_cannot_move_them_to_b(world, table):
 INSERT_REFUSAL = {
     "timezones": ("42501", "permission denied for table"),
     "event_types": ("42501", "permission denied for table"),
+    "phone_timezones": ("42501", "permission denied for table"),
+    "phone_number_plans": ("42501", "permission denied for table"),
     "deliveries": ("42501", "permission denied for table"),
     "outbox": ("42501", "permission denied for table"),
     "channel_holds": ("42501", "permission denied for table"),
@@ -613,6 +626,8 @@ CASES = {
     "cancel_enrollment": Case(lambda r: (r.enrollment, "not interested")),
     "skip_to_step": Case(lambda r: (r.enrollment, 2)),
     "complete_task": Case(lambda r: (r.task, "connected", None)),
+    "reassign_enrollment": Case(lambda r: (r.enrollment, r.member)),
+    "reassign_task": Case(lambda r: (r.task, r.member)),
     "record_event": Case(lambda r: (r.contacts[0], "replied", Jsonb({}))),
     "preview_schedule": Case(lambda r: (r.sequence, r.contacts[0], None), writes=False),
     "sequence_stats": Case(lambda r: (r.sequence,), writes=False),

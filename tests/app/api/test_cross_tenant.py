@@ -41,6 +41,8 @@ BODIES: dict[tuple[str, str], dict] = {
     ("POST", "/api/v1/enrollments/{enrollment_id}/skip"): {"position": 2},
     ("POST", "/api/v1/enrollments/{enrollment_id}/cancel"): {"reason": "test"},
     ("POST", "/api/v1/tasks/{task_id}/complete"): {"outcome": "done"},
+    ("POST", "/api/v1/enrollments/{enrollment_id}/reassign"): {"user_id": None},
+    ("POST", "/api/v1/tasks/{task_id}/reassign"): {"user_id": None},
     ("PUT", "/api/v1/sequences/{sequence_id}"): SMS_SEQUENCE,
     ("PATCH", "/api/v1/sequences/{sequence_id}"): {"name": "Renamed"},
     ("POST", "/api/v1/sequences/{sequence_id}/steps"): {"kind": "sms", "body": "Hi"},

@@ -656,3 +656,30 @@ def test_the_events_feed_pages_with_a_cursor(client, tenant: ApiTenant, mine: Co
     assert filtered["items"] == []
     bad = tenant.get("/events", params={"after": "yesterday"})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "after"
+
+
+def test_an_enrollment_and_a_task_are_reassigned_to_members_only(tenant, mine, db, db_url):
+    rep = str(uuid.uuid4())
+    added = tenant.client.post(
+        "/api/v1/members",
+        json={"user_id": rep, "role": "member"},
+        params={"workspace_id": tenant.workspace_id},
+        headers=tenant.headers,
+    )
+    assert added.status_code == 201, added.text
+    enrollment_id = enroll(tenant, mine.sequence(CALL_FIRST), mine.contact(), assigned_to=tenant.user_id)[
+        "id"
+    ]
+    dispatch(db_url)
+    [task] = tenant.get("/tasks").json()["items"]
+
+    moved = tenant.post(f"/enrollments/{enrollment_id}/reassign", {"user_id": rep})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["assigned_to"] == rep
+    assert tenant.get(f"/tasks/{task['id']}").json()["assigned_to"] == rep  # the task in hand went along
+
+    back = tenant.post(f"/tasks/{task['id']}/reassign", {"user_id": tenant.user_id})
+    assert (back.status_code, back.json()["assigned_to"]) == (200, tenant.user_id)
+    error_of(tenant.post(f"/tasks/{task['id']}/reassign", {"user_id": str(uuid.uuid4())}), 422, "user_id")
+    kinds = [e["kind"] for e in tenant.get(f"/enrollments/{enrollment_id}").json()["events"]]
+    assert kinds.count("enrollment_reassigned") == 1 and kinds.count("task_reassigned") == 2
