@@ -315,13 +315,16 @@ class Dispatcher:
         return row["rendered"]
 
     def _bodies_to_keep(self, chunk: list[dict[str, Any]]) -> list[str | None] | None:
-        """start_sending's p_bodies: the text of each message of a reconcilable channel (a worker killed
-        mid-send leaves no record, and reconciliation looks the message up by its text), else None."""
-        if not any(row["channel"] in self.reconcile_channels for row in chunk):
+        """start_sending's p_bodies: the text of each SMS, whose segments the workspace's credits must pay
+        before it starts (credits count segments, known only once rendered), and of each message of a
+        reconcilable channel (a worker killed mid-send leaves no record, and reconciliation looks the
+        message up by its text); None when the chunk has neither."""
+        kept = [row["channel"] == "sms" or row["channel"] in self.reconcile_channels for row in chunk]
+        if not any(kept):
             return None
         texts = []
-        for row in chunk:
-            rendered = self._rendered(row) if row["channel"] in self.reconcile_channels else None
+        for row, keep in zip(chunk, kept, strict=True):
+            rendered = self._rendered(row) if keep else None
             texts.append(rendered.text if isinstance(rendered, Rendered) else None)
         return texts
 

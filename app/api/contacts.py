@@ -122,7 +122,10 @@ class Contact(msgspec.Struct):
     tags: list[str]
     sms_opted_out_at: dt.datetime | None
     email_opted_out_at: dt.datetime | None
-    bounced_at: dt.datetime | None
+    bounced_at: Annotated[dt.datetime | None, msgspec.Meta(description="The email address bounced")]
+    phone_bounced_at: Annotated[
+        dt.datetime | None, msgspec.Meta(description="The number was refused for good (invalid, landline)")
+    ]
     created_at: dt.datetime
     updated_at: dt.datetime
 

@@ -332,6 +332,51 @@ class EnrollmentCounts(msgspec.Struct):
     total: int
 
 
+class ProportionTest(msgspec.Struct):
+    rate_difference: Annotated[float, msgspec.Meta(description="This variant's rate minus the control's")]
+    z: float
+    p_value: Annotated[
+        float,
+        msgspec.Meta(
+            description="Two-sided, two-proportion z-test: the chance of a difference this large if the "
+            "variants were alike (below 0.05: a difference to act on)"
+        ),
+    ]
+
+
+class VersusControl(msgspec.Struct):
+    control: Annotated[str, msgspec.Meta(description="The step's first variant")]
+    open_rate: ProportionTest | None
+    click_rate: ProportionTest | None
+    reply_rate: Annotated[
+        ProportionTest | None, msgspec.Meta(description="null until both have sends and some differ")
+    ]
+
+
+class VariantStats(msgspec.Struct):
+    key: str
+    sent: int
+    delivered: int
+    bounced: int
+    opened: Annotated[int, msgspec.Meta(description="Distinct enrollments that received this variant")]
+    clicked: int
+    replied: int
+    delivery_rate: float | None
+    open_rate: float | None
+    click_rate: float | None
+    reply_rate: float | None
+    bounce_rate: Annotated[float | None, msgspec.Meta(description="Of sent and bounced")]
+    versus_control: VersusControl | None
+
+
+class TaskStats(msgspec.Struct):
+    created: int
+    completed: int
+    cancelled: Annotated[int, msgspec.Meta(description="The enrollment ended before the task was done")]
+    pending: int
+    outcomes: Annotated[dict[str, int], msgspec.Meta(description="Completed tasks by logged outcome")]
+
+
 class StepStats(msgspec.Struct):
     step_id: UUID
     position: int
@@ -353,6 +398,8 @@ class StepStats(msgspec.Struct):
     open_rate: float | None
     click_rate: float | None
     reply_rate: float | None
+    variants: Annotated[list[VariantStats], msgspec.Meta(description="A/B results; empty without variants")]
+    tasks: Annotated[TaskStats | None, msgspec.Meta(description="Manual steps only")]
 
 
 class SequenceStats(msgspec.Struct):

@@ -155,7 +155,6 @@ async def builder(
     sequence = await visible_sequence(console.db, sequence_id)
     steps = with_days(await fetch_all(console.db, API["list_steps"], {"sequence_id": sequence_id}))
     stats = await fetch_value(console.db, API["sequence_stats"], {"id": sequence_id})
-    variants = await fetch_all(console.db, Q["variant_stats"], {"sequence_id": sequence_id})
     contacts = await fetch_all(
         console.db, Q["preview_contacts"], {"workspace_id": console.workspace_id, "sequence_id": sequence_id}
     )
@@ -168,7 +167,6 @@ async def builder(
         sequence=sequence,
         steps=steps,
         stats=stats,
-        variants=variants,
         contacts=contacts,
         errors=errors or FormErrors(),
         form=form or {},

@@ -51,7 +51,9 @@ END
 $$;
 
 -- Why: a holiday is a day in the workspace's own list or in the shared calendar the sequence names;
--- each look-up is one probe of a unique partial index (holidays_workspace_day_key, holidays_calendar_day_key).
+-- each look-up probes a unique partial index (holidays_workspace_day_key, holidays_calendar_day_key).
+-- Calendar names are case-insensitive: load_holidays stores them upper-case, so "us" finds "US"; the
+-- name as written still finds a calendar stored before that (validate_settings accepts the same names).
 CREATE OR REPLACE FUNCTION drumbeat.is_holiday(p_workspace_id uuid, p_calendar text, p_day date)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -61,7 +63,8 @@ AS $$
 BEGIN
     -- plpgsql rather than sql: the plan of this query is cached for the session
     RETURN EXISTS (SELECT 1 FROM drumbeat.holidays h WHERE h.workspace_id = p_workspace_id AND h.day = p_day)
-        OR EXISTS (SELECT 1 FROM drumbeat.holidays h WHERE h.calendar = p_calendar AND h.day = p_day);
+        OR EXISTS (SELECT 1 FROM drumbeat.holidays h
+                   WHERE h.calendar IN (p_calendar, pg_catalog.upper(p_calendar)) AND h.day = p_day);
 END
 $$;
 
@@ -173,6 +176,9 @@ $$;
 -- Why: the one scheduling rule (docs/ARCHITECTURE.md, "Scheduling calculus") used by enrollment, dispatch, resume,
 -- edits and preview: delay and send_at (delay_base), the p_not_before floor (resume/edit: never in the
 -- past), then the windows (first_allowed_instant). NULL when p_done is NULL. p_tz NULL/'' means UTC.
+-- A step with a send_at that the windows moved to a later local day (past a weekend, a holiday, the
+-- window's end) goes at its send_at on that day when that day's window allows it, not at the window's
+-- start: "Friday 10:00" past the weekend is Monday 10:00.
 CREATE OR REPLACE FUNCTION drumbeat.next_action_at(p_done timestamptz, p_delay interval, p_send_at time, p_kind text,
                                         p_tz text, p_settings jsonb, p_workspace_id uuid,
                                         p_not_before timestamptz DEFAULT NULL)
@@ -183,13 +189,28 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_tz text := COALESCE(NULLIF(p_tz, ''), 'UTC');
+    v_base timestamptz;
+    v_at timestamptz;
+    v_day date;
+    v_send timestamptz;
+    w record;
 BEGIN
     IF p_done IS NULL THEN
         RETURN NULL;
     END IF;
-    RETURN drumbeat.first_allowed_instant(
-        GREATEST(drumbeat.delay_base(p_done, p_delay, p_send_at, v_tz), p_not_before),
-        p_kind, v_tz, COALESCE(p_settings, '{}'), p_workspace_id);
+    v_base := GREATEST(drumbeat.delay_base(p_done, p_delay, p_send_at, v_tz), p_not_before);
+    v_at := drumbeat.first_allowed_instant(v_base, p_kind, v_tz, COALESCE(p_settings, '{}'), p_workspace_id);
+    v_day := (v_at AT TIME ZONE v_tz)::date;
+    IF p_send_at IS NULL OR v_day <= (v_base AT TIME ZONE v_tz)::date THEN
+        RETURN v_at;  -- no send_at, or not moved to another day: the window's own answer
+    END IF;
+    -- moved to a later day, so v_at is that day's window start: send_at instead when inside the window
+    v_send := (v_day + p_send_at) AT TIME ZONE v_tz;
+    w := drumbeat.weekday_window(COALESCE(p_settings, '{}'), p_kind, EXTRACT(ISODOW FROM v_day)::integer);
+    IF v_send > v_at AND v_send < (v_day + w.window_end) AT TIME ZONE v_tz THEN
+        RETURN v_send;
+    END IF;
+    RETURN v_at;
 END
 $$;
 

@@ -170,6 +170,8 @@ BEGIN
             -- An opt-out belongs to the address: an opted-out contact keeps its number or email, so that
             -- moving it away cannot free the address for a new, subscribed contact.
             phone = CASE WHEN m.obj ? 'phone' AND c.sms_opted_out_at IS NULL THEN m.phone ELSE c.phone END,
+            phone_bounced_at = CASE WHEN m.obj ? 'phone' AND c.sms_opted_out_at IS NULL AND m.phone IS DISTINCT FROM c.phone
+                                    THEN NULL ELSE c.phone_bounced_at END,  -- a new number has not bounced
             email = CASE WHEN m.obj ? 'email' AND c.email_opted_out_at IS NULL THEN m.email ELSE c.email END,
             first_name = CASE WHEN m.obj ? 'first_name' THEN m.obj ->> 'first_name' ELSE c.first_name END,
             last_name = CASE WHEN m.obj ? 'last_name' THEN m.obj ->> 'last_name' ELSE c.last_name END,
@@ -307,6 +309,7 @@ BEGIN
     END;
     UPDATE drumbeat.contacts c SET
         phone = v_phone,
+        phone_bounced_at = CASE WHEN v_phone IS DISTINCT FROM c.phone THEN NULL ELSE c.phone_bounced_at END,
         email = v_email,
         first_name = CASE WHEN p_changes ? 'first_name' THEN p_changes ->> 'first_name' ELSE c.first_name END,
         last_name = CASE WHEN p_changes ? 'last_name' THEN p_changes ->> 'last_name' ELSE c.last_name END,

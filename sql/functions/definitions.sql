@@ -206,7 +206,8 @@ END
 $$;
 
 -- Why: sequence settings drive the calculus; each one is checked here so that scheduling never
--- meets a malformed value. The tracking switches (track_opens, track_clicks) are booleans.
+-- meets a malformed value. The tracking switches (track_opens, track_clicks) are booleans; a
+-- holiday_calendar must name a loaded calendar (in any case), never silently meaning "no holidays".
 CREATE OR REPLACE FUNCTION drumbeat.validate_settings(p_settings jsonb, p_workspace_id uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -215,6 +216,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_day text;
+    v_calendar text;
 BEGIN
     PERFORM drumbeat.check_object(p_settings, 'settings', ARRAY['timezone', 'business_hours', 'exclude_weekends',
         'exclude_holidays', 'holiday_calendar', 'quiet_hours', 'max_per_day', 'sms_sender_id', 'email_sender_id',
@@ -237,8 +239,15 @@ BEGIN
     PERFORM drumbeat.json_bool(p_settings -> 'exclude_weekends', 'settings.exclude_weekends'),
             drumbeat.json_bool(p_settings -> 'exclude_holidays', 'settings.exclude_holidays'),
             drumbeat.json_bool(p_settings -> 'track_opens', 'settings.track_opens'),
-            drumbeat.json_bool(p_settings -> 'track_clicks', 'settings.track_clicks'),
-            drumbeat.json_text(p_settings -> 'holiday_calendar', 'settings.holiday_calendar', false, 40);
+            drumbeat.json_bool(p_settings -> 'track_clicks', 'settings.track_clicks');
+    -- a calendar exists once the operator has loaded it (load_holidays): known by a name is_holiday finds
+    v_calendar := drumbeat.json_text(p_settings -> 'holiday_calendar', 'settings.holiday_calendar', false, 40);
+    IF v_calendar IS NOT NULL AND NOT EXISTS (SELECT 1 FROM drumbeat.holidays h
+            WHERE h.calendar IN (v_calendar, pg_catalog.upper(v_calendar))) THEN
+        PERFORM drumbeat.raise_error('PT422', pg_catalog.format('unknown holiday calendar %s: use the name of a calendar '
+            'the operator loaded (drumbeat holidays load --calendar)', p_settings -> 'holiday_calendar'),
+            'settings.holiday_calendar');
+    END IF;
     IF p_settings ? 'max_per_day' THEN
         PERFORM drumbeat.json_int(p_settings -> 'max_per_day', 'settings.max_per_day', 1, 1000000);
     END IF;

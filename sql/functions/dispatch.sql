@@ -121,8 +121,39 @@ AS $$
     SELECT CASE WHEN p_condition ->> 'if' LIKE 'not\_%' THEN NOT happened ELSE happened END FROM seen
 $$;
 
--- Why: an action step changes the contact (tag, untag, set_field), enrolls it in another active
--- sequence of the workspace, or sends a webhook (an event the webhook worker delivers: sql/functions/webhooks.sql).
+-- Why: an enroll action is an API enrollment (drumbeat_api.enroll_contacts) made by the engine: the same
+-- shared function decides it (drumbeat.enroll_into), so the target's rules hold exactly as they do for the
+-- API: a future scheduled start makes the enrollment 'scheduled', a contact opted out of (or unreachable
+-- on) the target's channel is not enrolled, a paused target takes the enrollment (it waits until the
+-- target is resumed), and each enrollment gets its 'enrolled' event. The API refuses a draft or archived
+-- target with an error; an action cannot raise in the middle of a claim, so it answers sequence_<status>
+-- instead. Returns the outcome (enrolled | already_enrolled | opted_out | unreachable | not_found |
+-- sequence_draft | sequence_archived | sequence_not_found | no_active_step), which run_flow_step logs on
+-- the step's step_executed event. The target starts at its first live step, as the definition names none.
+CREATE OR REPLACE FUNCTION drumbeat.enroll_by_action(p_enrollment drumbeat.enrollments, p_sequence_id uuid)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_sequence drumbeat.sequences;
+    v_step drumbeat.sequence_steps;
+BEGIN
+    SELECT * INTO v_sequence FROM drumbeat.sequences s WHERE s.id = p_sequence_id AND s.workspace_id = p_enrollment.workspace_id;
+    IF NOT FOUND OR v_sequence.status NOT IN ('active', 'paused') THEN
+        RETURN 'sequence_' || COALESCE(v_sequence.status, 'not_found');
+    END IF;
+    SELECT * INTO v_step FROM drumbeat.sequence_steps st WHERE st.id = drumbeat.next_live_step(p_sequence_id, 0);
+    IF NOT FOUND THEN
+        RETURN 'no_active_step';
+    END IF;
+    RETURN (SELECT x.outcome FROM drumbeat.enroll_into(v_sequence, v_step, ARRAY[p_enrollment.contact_id], NULL, NULL,
+                pg_catalog.jsonb_build_object('enrolled_by_enrollment', p_enrollment.id)) AS x);
+END
+$$;
+
+-- Why: an action step changes the contact (tag, untag, set_field), enrolls it in another sequence of the
+-- workspace (enroll_by_action), or sends a webhook (an event the webhook worker delivers: sql/functions/webhooks.sql).
 CREATE OR REPLACE FUNCTION drumbeat.apply_action(p_enrollment drumbeat.enrollments, p_action jsonb, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -136,16 +167,7 @@ BEGIN
                             WHERE c.id = p_enrollment.contact_id;
         WHEN 'set_field' THEN UPDATE drumbeat.contacts c SET fields = c.fields || pg_catalog.jsonb_build_object(p_action ->> 'field', p_action -> 'value'),
                             updated_at = pg_catalog.now() WHERE c.id = p_enrollment.contact_id;
-        WHEN 'enroll' THEN
-            INSERT INTO drumbeat.enrollments (workspace_id, sequence_id, contact_id, status, current_step_id, step_done_at,
-                                              next_action_at, enrolled_at, started_at, metadata)
-            SELECT s.workspace_id, s.id, p_enrollment.contact_id, 'active', st.id, p_now,
-                   drumbeat.planned_at(st.id, p_enrollment.contact_id, p_now), p_now, p_now,
-                   pg_catalog.jsonb_build_object('enrolled_by_enrollment', p_enrollment.id)
-            FROM drumbeat.sequences s JOIN drumbeat.sequence_steps st ON st.sequence_id = s.id
-                 AND st.id = drumbeat.next_live_step(s.id, 0)
-            WHERE s.id = (p_action ->> 'sequence_id')::uuid AND s.workspace_id = p_enrollment.workspace_id AND s.status = 'active'
-            ON CONFLICT (sequence_id, contact_id) WHERE status IN ('scheduled', 'active', 'paused') DO NOTHING;
+        WHEN 'enroll' THEN PERFORM drumbeat.enroll_by_action(p_enrollment, (p_action ->> 'sequence_id')::uuid);
         WHEN 'webhook' THEN  -- sent to the workspace's endpoints (or the one named) by the webhook worker
             INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, occurred_at, payload)
             VALUES (p_enrollment.workspace_id, 'webhook', p_enrollment.contact_id, p_enrollment.sequence_id, p_enrollment.id,
@@ -156,7 +178,8 @@ END
 $$;
 
 -- Why: condition and action steps run inside the claim, in SQL, at their planned instant (no window).
--- A condition continues, exits (the enrollment completes: its goal logic said stop) or jumps forward.
+-- A condition continues, exits (the enrollment completes: its goal logic said stop) or jumps forward; an
+-- enroll action's outcome (enroll_by_action) is logged with the step.
 CREATE OR REPLACE FUNCTION drumbeat.run_flow_step(p_enrollment_id uuid, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql
@@ -168,10 +191,13 @@ DECLARE
     v_branch jsonb;
     v_result boolean;
     v_target uuid;
+    v_outcome text;
 BEGIN
     SELECT * INTO v_enrollment FROM drumbeat.enrollments e WHERE e.id = p_enrollment_id;
     SELECT * INTO v_step FROM drumbeat.sequence_steps st WHERE st.id = v_enrollment.current_step_id;
-    IF v_step.kind = 'action' THEN
+    IF v_step.action ->> 'type' = 'enroll' THEN  -- the one action with an outcome worth logging
+        v_outcome := drumbeat.enroll_by_action(v_enrollment, (v_step.action ->> 'sequence_id')::uuid);
+    ELSIF v_step.kind = 'action' THEN
         PERFORM drumbeat.apply_action(v_enrollment, v_step.action, p_now);
     ELSE
         v_result := drumbeat.condition_holds(v_enrollment, v_step.condition);
@@ -180,7 +206,7 @@ BEGIN
     INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, occurred_at, payload)
     VALUES (v_enrollment.workspace_id, 'step_executed', v_enrollment.contact_id, v_enrollment.sequence_id, v_enrollment.id, v_step.id, p_now,
             pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('kind', v_step.kind, 'action', v_step.action,
-                'result', v_result, 'branch', v_branch)));
+                'result', v_result, 'branch', v_branch, 'outcome', v_outcome)));
     IF v_branch = '"exit"' THEN
         UPDATE drumbeat.enrollments e SET status = 'completed', exit_reason = 'condition_exit', completed_at = p_now,
             next_action_at = NULL, updated_at = pg_catalog.now() WHERE e.id = p_enrollment_id;
@@ -213,7 +239,9 @@ BEGIN
     FOR v_row IN
         SELECT e.id, e.workspace_id, e.contact_id, e.sequence_id, st.id AS step_id, st.kind,
                CASE WHEN (st.kind = 'sms' AND c.sms_opted_out_at IS NOT NULL) OR (st.kind = 'email' AND c.email_opted_out_at IS NOT NULL)
-                    THEN 'opted_out' WHEN st.kind = 'email' AND c.bounced_at IS NOT NULL THEN 'bounced' ELSE 'no_address' END AS reason
+                    THEN 'opted_out'
+                    WHEN (st.kind = 'email' AND c.bounced_at IS NOT NULL) OR (st.kind = 'sms' AND c.phone_bounced_at IS NOT NULL)
+                    THEN 'bounced' ELSE 'no_address' END AS reason
         FROM drumbeat.enrollments e JOIN drumbeat.sequence_steps st ON st.id = e.current_step_id
         JOIN drumbeat.contacts c ON c.id = e.contact_id
         WHERE e.id = ANY (p_ids) AND e.status = 'active' AND e.next_action_at <= p_now
@@ -289,7 +317,10 @@ AS $$
              'sender_daily_cap'),
             (CASE WHEN r.sequence_today + r.sequence_rank > r.max_per_day THEN drumbeat.local_day_start(p_now, r.sequence_tz, 1) END,
              'max_per_day'),
-            (CASE WHEN r.kind = 'sms' AND r.channel_rank > r.sms_credits THEN p_now + '1 hour'::interval END,
+            -- Credits count segments, but the claim cannot know them: the text is rendered by the worker. Every
+            -- text costs at least one, so the claim reserves no more texts than the credits pay one segment
+            -- each; start_sending holds those whose rendered segments the credits cannot pay (sms_over_credits).
+            (CASE WHEN r.kind = 'sms' AND r.channel_rank > r.sms_credits THEN p_now + drumbeat.sms_credits_recheck() END,
              'no_sms_credits'),
             -- Claimed well after it came due (workers down, a backlog) and its window has closed since:
             -- held to the next allowed instant (hold_capped re-plans from p_now through the windows).
@@ -703,15 +734,117 @@ AS $$
     SELECT pg_catalog.count(*)::integer FROM released
 $$;
 
+-- Why: how long an SMS the credits cannot pay waits before it is tried again (at the claim or at its start).
+CREATE OR REPLACE FUNCTION drumbeat.sms_credits_recheck()
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT interval '1 hour' $$;
+
+-- Why: how many segments an SMS text costs, counted exactly as app/core/templates.py's sms_segments counts
+-- them (a test keeps the two equal): GSM-7 when every character is in its basic or extension set (160
+-- septets for a single message, 153 per part of a long one; an extension character takes two), else UCS-2
+-- (70 UTF-16 units, then 67 per part; a character beyond the BMP takes two). SQL needs it because credits,
+-- which count segments, are decided here (sms_over_credits).
+CREATE OR REPLACE FUNCTION drumbeat.sms_segments(p_text text)
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH sets (basic, extension) AS (VALUES (
+        '@£$¥èéùìòÇ' || pg_catalog.chr(10) || 'Øø' || pg_catalog.chr(13) || 'ÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !"#¤%&''()*+,-./0123456789:;<=>?'
+            || '¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà',
+        '^{}\[~]|€' || pg_catalog.chr(12))
+    ), counted AS (
+        SELECT pg_catalog.translate(p_text, s.basic || s.extension, '') = '' AS gsm7,
+               2 * pg_catalog.length(p_text) - pg_catalog.length(pg_catalog.translate(p_text, s.extension, '')) AS septets,
+               pg_catalog.length(p_text) + pg_catalog.length(pg_catalog.regexp_replace(p_text, '[^\U00010000-\U0010FFFF]', '', 'g')) AS units
+        FROM sets s
+    )
+    SELECT CASE WHEN c.gsm7 THEN CASE WHEN c.septets <= 160 THEN 1 ELSE pg_catalog.ceil(c.septets / 153.0)::integer END
+                ELSE CASE WHEN c.units <= 70 THEN 1 ELSE pg_catalog.ceil(c.units / 67.0)::integer END END
+    FROM counted c
+$$;
+
+-- Why: the SMS of a chunk about to start (p_start, with p_bodies as start_sending takes them) that the
+-- workspace's credits cannot pay: credits count segments, and only here is the rendered text known. Credits
+-- are charged when a send is recorded, so the texts still in flight ('sending', their segments counted at
+-- start) are owed already; the chunk's texts are paid in order, a text without a body counted as one segment.
+-- The credit-limited workspaces are locked first (in id order: no deadlock), so that two workers starting
+-- texts of one workspace at once count each other's; the count is a separate statement, taken after the lock.
+CREATE OR REPLACE FUNCTION drumbeat.sms_over_credits(p_start uuid[], p_bodies text[])
+RETURNS uuid[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_over uuid[];
+BEGIN
+    PERFORM 1 FROM drumbeat.workspaces w
+    WHERE w.sms_credits IS NOT NULL
+      AND w.id IN (SELECT d.workspace_id FROM drumbeat.deliveries d
+                   WHERE d.id = ANY (p_start) AND d.channel = 'sms' AND d.status = 'reserved')
+    ORDER BY w.id
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- no SMS, or unlimited credits: nothing to count
+    END IF;
+    WITH chunk AS (
+        SELECT d.id, d.workspace_id, w.sms_credits,
+               pg_catalog.sum(COALESCE(drumbeat.sms_segments(b.body), 1)) OVER (PARTITION BY d.workspace_id ORDER BY b.n) AS upto
+        FROM ROWS FROM (pg_catalog.unnest(p_start), pg_catalog.unnest(COALESCE(p_bodies, '{}'))) WITH ORDINALITY AS b(id, body, n)
+        JOIN drumbeat.deliveries d ON d.id = b.id AND d.channel = 'sms' AND d.status = 'reserved'
+        JOIN drumbeat.workspaces w ON w.id = d.workspace_id AND w.sms_credits IS NOT NULL
+    ), owed AS (
+        SELECT x.workspace_id, pg_catalog.sum(COALESCE(x.segments, 1)) AS segments FROM drumbeat.deliveries x
+        WHERE x.status = 'sending' AND x.channel = 'sms' AND x.workspace_id IN (SELECT c.workspace_id FROM chunk c)
+        GROUP BY x.workspace_id
+    )
+    SELECT pg_catalog.array_agg(c.id) INTO v_over
+    FROM chunk c LEFT JOIN owed o ON o.workspace_id = c.workspace_id
+    WHERE c.upto + COALESCE(o.segments, 0) > c.sms_credits;
+    RETURN v_over;
+END
+$$;
+
+-- Why: texts the credits cannot pay (sms_over_credits) go back unsent: the reservation goes (no attempt
+-- used, caps no longer count it) and the enrollment waits sms_credits_recheck(), then for its first allowed
+-- instant, logged as the claim logs the same hold ('held', reason no_sms_credits).
+CREATE OR REPLACE FUNCTION drumbeat.hold_for_credits(p_ids uuid[], p_now timestamptz)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH given_back AS (
+        DELETE FROM drumbeat.deliveries d WHERE d.id = ANY (p_ids) AND d.status = 'reserved'
+        RETURNING d.enrollment_id, d.step_id
+    ), held AS (
+        UPDATE drumbeat.enrollments e
+        SET next_action_at = drumbeat.planned_at(e.current_step_id, e.contact_id, p_now + drumbeat.sms_credits_recheck(), NULL, true),
+            updated_at = pg_catalog.now()
+        FROM given_back x
+        WHERE e.id = x.enrollment_id AND e.status = 'active' AND e.current_step_id = x.step_id AND e.next_action_at IS NULL
+        RETURNING e.id, e.workspace_id, e.contact_id, e.sequence_id, e.current_step_id, e.next_action_at
+    )
+    INSERT INTO drumbeat.events (workspace_id, kind, contact_id, sequence_id, enrollment_id, step_id, occurred_at, payload)
+    SELECT h.workspace_id, 'held', h.contact_id, h.sequence_id, h.id, h.current_step_id, p_now,
+           pg_catalog.jsonb_build_object('reason', 'no_sms_credits', 'until', h.next_action_at)
+    FROM held h
+$$;
+
 -- Why: right before its provider calls, the worker starts a chunk of its reservations (no larger than its
 -- send concurrency): reserved -> sending, so a worker that dies costs at most the messages it had in
 -- flight. Only reservations still held are started (one that lapsed may have been claimed by another
 -- worker, which now owns the step), and only while the enrollment still waits on this step and the
 -- contact can still receive it: a reply, a pause or an opt-out that came in meanwhile stops the message
--- (the reservation is released and the claim decides again). p_keep: the reservations the worker still
--- holds for later, extended. p_bodies (parallel to p_start, NULL where not given): the text about to be
--- sent, kept on the delivery at once where reconciliation will need it to find the message at the provider
--- should the worker die before recording it. Returns the ids it started; the worker sends exactly those.
+-- (the reservation is released and the claim decides again), and an SMS only while the workspace's credits
+-- pay its segments (else held: sms_over_credits). p_keep: the reservations the worker still holds for later,
+-- extended. p_bodies (parallel to p_start, NULL where not given): the text about to be sent, kept on the
+-- delivery at once (with an SMS's segments) where reconciliation will need it to find the message at the
+-- provider should the worker die before recording it, and what an SMS's segments are counted from.
+-- Returns the ids it started; the worker sends exactly those.
 CREATE OR REPLACE FUNCTION drumbeat.start_sending(p_start uuid[], p_keep uuid[] DEFAULT '{}', p_bodies text[] DEFAULT NULL)
 RETURNS uuid[]
 LANGUAGE plpgsql
@@ -723,9 +856,11 @@ DECLARE
 BEGIN
     UPDATE drumbeat.deliveries d SET reserved_until = v_now + drumbeat.reservation_lease()
     WHERE d.id = ANY (p_keep) AND d.status = 'reserved';
+    PERFORM drumbeat.hold_for_credits(drumbeat.sms_over_credits(p_start, p_bodies), v_now);
     WITH started AS (
         UPDATE drumbeat.deliveries d SET status = 'sending', started_at = v_now, reserved_until = NULL,
-            body = COALESCE(b.body, d.body)
+            body = COALESCE(b.body, d.body),
+            segments = CASE WHEN d.channel = 'sms' AND b.body IS NOT NULL THEN drumbeat.sms_segments(b.body) END
         FROM ROWS FROM (pg_catalog.unnest(p_start), pg_catalog.unnest(COALESCE(p_bodies, '{}'))) AS b(id, body),
              drumbeat.enrollments e, drumbeat.contacts c
         WHERE d.id = b.id AND d.status = 'reserved'
@@ -767,7 +902,7 @@ BEGIN
     ), updated AS (
         UPDATE drumbeat.deliveries d SET status = CASE WHEN r.outcome IN ('sent', 'unknown') THEN r.outcome ELSE 'failed' END,
             sent_at = CASE WHEN r.outcome = 'sent' THEN v_now END, provider_message_id = r.provider_message_id,
-            error_code = r.error_code, error_message = pg_catalog.left(r.error_message, 1000), segments = r.segments,
+            error_code = r.error_code, error_message = pg_catalog.left(r.error_message, 1000), segments = COALESCE(r.segments, d.segments),
             subject = r.subject, body = r.body,
             reconcile_after = CASE WHEN r.outcome = 'unknown' AND r.reconcile THEN v_now + drumbeat.reconcile_delay() END
         FROM results r WHERE d.id = r.delivery_id AND d.status = 'sending'
@@ -992,7 +1127,7 @@ STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE p_channel
-        WHEN 'sms' THEN p_contact.sms_opted_out_at IS NULL AND p_contact.phone IS NOT NULL
+        WHEN 'sms' THEN p_contact.sms_opted_out_at IS NULL AND p_contact.phone_bounced_at IS NULL AND p_contact.phone IS NOT NULL
         WHEN 'email' THEN p_contact.email_opted_out_at IS NULL AND p_contact.bounced_at IS NULL AND p_contact.email IS NOT NULL
         ELSE false
     END

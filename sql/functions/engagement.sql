@@ -45,7 +45,8 @@ END
 $$;
 
 -- Why: an unsubscribe opts the contact out of the channel it came from ("sms", "email", or "all", the
--- default when the source does not say); a bounce marks the email address bad.
+-- default when the source does not say); a bounce marks the address of its channel bad (the email
+-- address, or the phone number for an SMS to a dead or landline number).
 CREATE OR REPLACE FUNCTION drumbeat.apply_contact_event(p_contact_id uuid, p_kind text, p_channel text)
 RETURNS void
 LANGUAGE sql
@@ -58,6 +59,8 @@ AS $$
                                   THEN COALESCE(c.email_opted_out_at, drumbeat.clock_now()) ELSE c.email_opted_out_at END,
         bounced_at = CASE WHEN p_kind = 'bounced' AND p_channel IN ('email', 'all')
                           THEN COALESCE(c.bounced_at, drumbeat.clock_now()) ELSE c.bounced_at END,
+        phone_bounced_at = CASE WHEN p_kind = 'bounced' AND p_channel IN ('sms', 'all')
+                                THEN COALESCE(c.phone_bounced_at, drumbeat.clock_now()) ELSE c.phone_bounced_at END,
         updated_at = pg_catalog.now()
     WHERE c.id = p_contact_id AND p_kind IN ('unsubscribed', 'bounced')
 $$;

@@ -102,6 +102,10 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_after_send(p_delivery_ids uuid[], p_n
     p_channel text, p_sender_id uuid, p_reason text, p_error_code text, p_error_message text, p_seconds double precision),
     drumbeat.clear_holds(p_channel text, p_sender_id uuid), drumbeat.start_sending(p_start uuid[],
     p_keep uuid[], p_bodies text[]),
+    drumbeat.enroll_by_action(p_enrollment drumbeat.enrollments, p_sequence_id uuid),
+    drumbeat.sms_credits_recheck(), drumbeat.sms_segments(p_text text),
+    drumbeat.sms_over_credits(p_start uuid[], p_bodies text[]),
+    drumbeat.hold_for_credits(p_ids uuid[], p_now timestamp with time zone),
     drumbeat.run_flow_step(p_enrollment_id uuid, p_now timestamp with time zone),
     drumbeat.settle_already_claimed(p_ids uuid[], p_now timestamp with time zone),
     drumbeat.settle_enrollment(p_delivery drumbeat.deliveries, p_result jsonb, p_now timestamp with time
@@ -118,6 +122,8 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_do
     drumbeat.check_condition(p_step jsonb, p_field text, p_position integer, p_steps jsonb),
     drumbeat.check_enroll_arguments(p_sequence drumbeat.sequences, p_contact_ids uuid[], p_assigned_to uuid,
     p_metadata jsonb), drumbeat.check_message(p_step jsonb, p_field text, p_kind text),
+    drumbeat.enroll_into(p_sequence drumbeat.sequences, p_step drumbeat.sequence_steps, p_contact_ids uuid[],
+    p_start_at timestamp with time zone, p_assigned_to uuid, p_metadata jsonb),
     drumbeat.check_object(p_value jsonb, p_field text, p_allowed text[]),
     drumbeat.check_sender_setting(p_settings jsonb, p_key text, p_channel text, p_workspace_id uuid),
     drumbeat.check_senders(p_sequence_id uuid), drumbeat.check_step(p_steps jsonb, p_index integer, p_channel
@@ -145,11 +151,16 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_do
     drumbeat.planned_at(p_step_id uuid, p_contact_id uuid, p_done timestamp with time zone, p_not_before
     timestamp with time zone, p_skip_delay boolean), drumbeat.preview_branch(p_condition jsonb, p_position
     integer), drumbeat.recipient_timezone(p_contact_tz text, p_sequence_settings jsonb, p_workspace_tz text),
-    drumbeat.replan_enrollments(p_sequence_id uuid, p_only_overdue boolean), drumbeat.require_caller(),
+    drumbeat.replan_enrollments(p_sequence_id uuid, p_only_overdue boolean), drumbeat.replan_retimed(p_sequence_id
+    uuid, p_timings_before jsonb), drumbeat.replanned_at(p_enrollment drumbeat.enrollments, p_not_before timestamp
+    with time zone), drumbeat.step_timings(p_sequence_id uuid), drumbeat.require_caller(),
     drumbeat.require_enrollment_status(p_enrollment_id uuid, p_from text[], p_action text),
     drumbeat.require_role(p_workspace_id uuid, p_min_role text), drumbeat.role_rank(p_role text),
     drumbeat.save_steps(p_sequence_id uuid, p_workspace_id uuid, p_steps jsonb),
-    drumbeat.step_stats(p_sequence_id uuid), drumbeat.transition_allowed(p_from text, p_to text, p_exit_reason
+    drumbeat.step_stats(p_sequence_id uuid), drumbeat.variant_stats(p_sequence_id uuid),
+    drumbeat.task_stats(p_step_id uuid), drumbeat.normal_p_value(p_z double precision),
+    drumbeat.proportion_test(p_hits_a bigint, p_n_a bigint, p_hits_b bigint, p_n_b bigint),
+    drumbeat.transition_allowed(p_from text, p_to text, p_exit_reason
     text), drumbeat.transition_event_kind(p_from text, p_to text), drumbeat.transition_sequence(p_sequence_id
     uuid, p_from text[], p_to text, p_start_at timestamp with time zone),
     drumbeat.validate_definition(p_definition jsonb, p_workspace_id uuid, p_sequence_id uuid),

@@ -26,7 +26,9 @@ AS $$
 $$;
 
 -- Why: when an enrollment's step is due, in its contact's time zone (contact -> sequence -> workspace
--- -> UTC), with the calculus (calculus.sql); never before p_not_before (resume and edits: not in the past).
+-- -> UTC), with the calculus (calculus.sql); never before p_not_before (resume and edits: not in the past),
+-- nor before the sequence's scheduled start: a sequence scheduled to start next week holds every step
+-- until then, whichever path plans it (an edit, a move off a removed step, a skip, a resume).
 -- p_skip_delay: the step runs as soon as its window allows (skip_to_step), ignoring delay and send_at.
 CREATE OR REPLACE FUNCTION drumbeat.planned_at(p_step_id uuid, p_contact_id uuid, p_done timestamptz,
                                     p_not_before timestamptz DEFAULT NULL, p_skip_delay boolean DEFAULT false)
@@ -37,7 +39,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT drumbeat.next_action_at(p_done, CASE WHEN p_skip_delay THEN '0' ELSE st.delay END,
                CASE WHEN p_skip_delay THEN NULL ELSE st.send_at END, st.kind,
-               drumbeat.recipient_timezone(c.timezone, s.settings, w.timezone), s.settings, s.workspace_id, p_not_before)
+               drumbeat.recipient_timezone(c.timezone, s.settings, w.timezone), s.settings, s.workspace_id,
+               GREATEST(p_not_before, s.scheduled_start_at))
     FROM drumbeat.sequence_steps st
     JOIN drumbeat.sequences s ON s.id = st.sequence_id
     JOIN drumbeat.workspaces w ON w.id = s.workspace_id
@@ -161,8 +164,33 @@ BEGIN
 END
 $$;
 
--- Why: live enrollments waiting on a step get a fresh next_action_at from their "done" instant,
--- never in the past (due now at the earliest, inside the allowed window). Returns how many moved.
+-- Why: the one re-planning rule (edits, resume, a future start): a step is planned from the enrollment's
+-- "done" instant, except when something other than the step's delay set its time: a step being retried
+-- (its backoff, dispatch.sql's settle_enrollment) or a step the enrollment was skipped to (skip_to_step:
+-- as soon as the window allows). Such a pinned time is kept, moved only forward into the step's window
+-- (which an edit may have changed); the step's delay and send_at never apply to it again: a skip skipped
+-- them and a retry is past them. Without a time (paused) it runs from its "done" instant as soon as the
+-- window allows. The skip is read back from its 'skipped' event: steps only move forward, so an
+-- enrollment that was skipped to its current step is still on it from that skip.
+CREATE OR REPLACE FUNCTION drumbeat.replanned_at(p_enrollment drumbeat.enrollments, p_not_before timestamptz)
+RETURNS timestamptz
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN p_enrollment.step_attempt > 1 OR EXISTS (
+                    SELECT 1 FROM drumbeat.events ev
+                    WHERE ev.enrollment_id = p_enrollment.id AND ev.kind = 'skipped'
+                      AND ev.step_id = p_enrollment.current_step_id)
+           THEN drumbeat.planned_at(p_enrollment.current_step_id, p_enrollment.contact_id,
+                    COALESCE(p_enrollment.next_action_at, p_enrollment.step_done_at), p_not_before, true)
+           ELSE drumbeat.planned_at(p_enrollment.current_step_id, p_enrollment.contact_id, p_enrollment.step_done_at,
+                    p_not_before)
+           END
+$$;
+
+-- Why: live enrollments waiting on a step get a fresh next_action_at (replanned_at), never in the past
+-- (due now at the earliest, inside the allowed window). Returns how many moved.
 CREATE OR REPLACE FUNCTION drumbeat.replan_enrollments(p_sequence_id uuid, p_only_overdue boolean)
 RETURNS integer
 LANGUAGE plpgsql
@@ -172,10 +200,47 @@ DECLARE
     v_count integer;
 BEGIN
     UPDATE drumbeat.enrollments e
-    SET next_action_at = drumbeat.planned_at(e.current_step_id, e.contact_id, e.step_done_at, drumbeat.clock_now()),
-        updated_at = pg_catalog.now()
+    SET next_action_at = drumbeat.replanned_at(e, drumbeat.clock_now()), updated_at = pg_catalog.now()
     WHERE e.sequence_id = p_sequence_id AND e.status IN ('scheduled', 'active') AND e.next_action_at IS NOT NULL
       AND (NOT p_only_overdue OR e.next_action_at < drumbeat.clock_now());
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+
+-- Why: what the planned time of each live step depends on (its delay, send_at and kind, and the sequence's
+-- settings: windows, zone, holidays), so that an edit can tell which steps it re-timed.
+CREATE OR REPLACE FUNCTION drumbeat.step_timings(p_sequence_id uuid)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(pg_catalog.jsonb_object_agg(st.id, pg_catalog.jsonb_build_array(st.delay, st.send_at, st.kind,
+               s.settings)), '{}')
+    FROM drumbeat.sequence_steps st JOIN drumbeat.sequences s ON s.id = st.sequence_id
+    WHERE st.sequence_id = p_sequence_id AND st.removed_at IS NULL
+$$;
+
+-- Why: an edit re-plans (replanned_at) the waiting enrollments whose step it re-timed, p_timings_before
+-- being step_timings before the edit. The others keep their time, whatever set it: their delay, a skip, a
+-- retry's backoff, a hold, a future start; re-planning them from their "done" instant would undo that.
+-- Returns how many were re-planned.
+CREATE OR REPLACE FUNCTION drumbeat.replan_retimed(p_sequence_id uuid, p_timings_before jsonb)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_after jsonb := drumbeat.step_timings(p_sequence_id);
+    v_retimed uuid[] := ARRAY(SELECT k::uuid FROM pg_catalog.jsonb_object_keys(v_after) AS k
+                              WHERE (p_timings_before -> k) IS DISTINCT FROM (v_after -> k));
+    v_count integer;
+BEGIN
+    UPDATE drumbeat.enrollments e
+    SET next_action_at = drumbeat.replanned_at(e, drumbeat.clock_now()), updated_at = pg_catalog.now()
+    WHERE e.sequence_id = p_sequence_id AND e.current_step_id = ANY (v_retimed)
+      AND e.status IN ('scheduled', 'active') AND e.next_action_at IS NOT NULL;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
 END
@@ -196,9 +261,7 @@ BEGIN
     PERFORM drumbeat.workspace_of('sequences', p_sequence_id, 'p_sequence_id', 'member');
     PERFORM drumbeat.check_senders(p_sequence_id);
     PERFORM drumbeat.transition_sequence(p_sequence_id, ARRAY['draft', 'paused'], 'active', p_start_at);
-    UPDATE drumbeat.enrollments e
-    SET next_action_at = drumbeat.planned_at(e.current_step_id, e.contact_id, e.step_done_at, v_start),
-        updated_at = pg_catalog.now()
+    UPDATE drumbeat.enrollments e SET next_action_at = drumbeat.replanned_at(e, v_start), updated_at = pg_catalog.now()
     WHERE e.sequence_id = p_sequence_id AND e.status IN ('scheduled', 'active') AND e.next_action_at < v_start;
 END
 $$;
@@ -213,7 +276,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT drumbeat.transition_sequence(p_sequence_id, ARRAY['active'], 'paused') $$;
 
 -- Why: steps that fell due while paused are re-planned from now into their allowed window, rather than
--- all firing at the moment of resume (possibly at night).
+-- all firing at the moment of resume (possibly at night). Resuming undoes a pause only: a start still to
+-- come stays (activate_sequence is what changes it).
 CREATE OR REPLACE FUNCTION drumbeat_api.resume_sequence(p_sequence_id uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -221,7 +285,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM drumbeat.transition_sequence(p_sequence_id, ARRAY['paused'], 'active');
+    PERFORM drumbeat.transition_sequence(p_sequence_id, ARRAY['paused'], 'active', (SELECT s.scheduled_start_at
+        FROM drumbeat.sequences s WHERE s.id = p_sequence_id AND s.scheduled_start_at > drumbeat.clock_now()));
     PERFORM drumbeat.replan_enrollments(p_sequence_id, true);
 END
 $$;
@@ -312,8 +377,8 @@ END
 $$;
 
 -- Why: editing a live sequence: every enrollment follows the edited sequence from where it is (steps
--- already executed are never re-run), waiting enrollments are re-planned from their "done" instant,
--- and the edit is recorded with its new version and how many enrollments it moved.
+-- already executed are never re-run), enrollments waiting on a step the edit re-timed are re-planned
+-- (replan_retimed), and the edit is recorded with its new version and how many enrollments it moved.
 CREATE OR REPLACE FUNCTION drumbeat_api.update_sequence(p_sequence_id uuid, p_definition jsonb)
 RETURNS void
 LANGUAGE plpgsql
@@ -325,6 +390,7 @@ DECLARE
     v_status text;
     v_version integer;
     v_old_positions jsonb;
+    v_timings jsonb;
     v_moved integer;
 BEGIN
     PERFORM drumbeat.lock_sequence_edits(p_sequence_id);
@@ -335,6 +401,7 @@ BEGIN
     PERFORM drumbeat.validate_definition(p_definition, v_workspace_id, p_sequence_id);
     SELECT pg_catalog.jsonb_object_agg(st.id, st.position) INTO v_old_positions
     FROM drumbeat.sequence_steps st WHERE st.sequence_id = p_sequence_id AND st.removed_at IS NULL;
+    v_timings := drumbeat.step_timings(p_sequence_id);
     UPDATE drumbeat.sequences s SET name = pg_catalog.btrim(p_definition ->> 'name'), description = p_definition ->> 'description',
         channel = p_definition ->> 'channel', settings = COALESCE(p_definition -> 'settings', '{}'),
         exit_conditions = drumbeat.normalize_exit_conditions(p_definition -> 'exit_conditions'),
@@ -347,7 +414,7 @@ BEGIN
     v_moved := drumbeat.move_off_removed_steps(p_sequence_id, COALESCE(v_old_positions, '{}'));
     PERFORM drumbeat.log_sequence_event(p_sequence_id, 'sequence_updated', pg_catalog.jsonb_build_object(
         'version', v_version, 'enrollments_moved', v_moved,
-        'enrollments_replanned', drumbeat.replan_enrollments(p_sequence_id, false)));
+        'enrollments_replanned', drumbeat.replan_retimed(p_sequence_id, v_timings)));
 END
 $$;
 

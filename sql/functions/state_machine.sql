@@ -2,6 +2,7 @@
 -- (whoever issues it) and log every transition in events.
 
 -- Why: the transition table of docs/ARCHITECTURE.md ("State machine") in one place, shared by the trigger and the tests.
+-- paused -> scheduled is the resume of an enrollment paused before it started (resume_enrollment).
 CREATE OR REPLACE FUNCTION drumbeat.transition_allowed(p_from text, p_to text, p_exit_reason text)
 RETURNS boolean
 LANGUAGE sql
@@ -11,7 +12,7 @@ AS $$
     SELECT CASE
         WHEN p_from = 'scheduled' THEN p_to IN ('active', 'paused', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')
         WHEN p_from = 'active' THEN p_to IN ('completed', 'paused', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')
-        WHEN p_from = 'paused' THEN p_to IN ('active', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')
+        WHEN p_from = 'paused' THEN p_to IN ('scheduled', 'active', 'replied', 'bounced', 'unsubscribed', 'cancelled', 'failed')
         ELSE false
     END
     OR (p_from IN ('scheduled', 'active', 'paused') AND p_to = 'completed' AND p_exit_reason = 'meeting_booked')
@@ -28,7 +29,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE
         WHEN p_to = 'active' AND p_from = 'scheduled' THEN 'started'
-        WHEN p_to = 'active' THEN 'resumed'
+        WHEN p_to IN ('active', 'scheduled') THEN 'resumed'
         WHEN p_to = 'paused' THEN 'paused'
         WHEN p_to = 'completed' THEN 'completed'
         ELSE 'exited'

@@ -19,7 +19,7 @@ SELECT drumbeat_api.resubscribe_contact(%(id)s, %(channel)s, %(reason)s)
 
 -- name: get_contact
 SELECT c.id, c.workspace_id, c.phone, c.email, c.first_name, c.last_name, c.company, c.title, c.timezone,
-       c.fields, c.tags, c.sms_opted_out_at, c.email_opted_out_at, c.bounced_at, c.created_at, c.updated_at
+       c.fields, c.tags, c.sms_opted_out_at, c.email_opted_out_at, c.bounced_at, c.phone_bounced_at, c.created_at, c.updated_at
 FROM drumbeat.contacts c
 WHERE c.id = %(id)s AND c.deleted_at IS NULL
 
@@ -27,7 +27,7 @@ WHERE c.id = %(id)s AND c.deleted_at IS NULL
 -- q: a case-insensitive substring of the name ("first last"), email or phone; tag: contacts carrying it;
 -- opted_out: true = opted out of SMS or email, false = of neither. NULL filters match everything.
 SELECT c.id, c.workspace_id, c.phone, c.email, c.first_name, c.last_name, c.company, c.title, c.timezone,
-       c.fields, c.tags, c.sms_opted_out_at, c.email_opted_out_at, c.bounced_at, c.created_at, c.updated_at
+       c.fields, c.tags, c.sms_opted_out_at, c.email_opted_out_at, c.bounced_at, c.phone_bounced_at, c.created_at, c.updated_at
 FROM drumbeat.contacts c
 WHERE c.workspace_id = %(workspace_id)s AND c.deleted_at IS NULL
   AND (%(q)s::text IS NULL

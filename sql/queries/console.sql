@@ -136,7 +136,7 @@ WHERE d.workspace_id = %(workspace_id)s::uuid
 
 -- name: contacts_page
 SELECT c.id, c.first_name, c.last_name, c.email, c.phone, c.company, c.timezone, c.created_at,
-       c.sms_opted_out_at, c.email_opted_out_at, c.bounced_at
+       c.sms_opted_out_at, c.email_opted_out_at, c.bounced_at, c.phone_bounced_at
 FROM drumbeat.contacts c
 WHERE c.workspace_id = %(workspace_id)s::uuid AND c.deleted_at IS NULL
   AND (%(q)s::text IS NULL OR c.email ILIKE '%%' || %(q)s || '%%' OR c.phone LIKE '%%' || %(q)s || '%%'
@@ -153,7 +153,7 @@ WHERE c.workspace_id = %(workspace_id)s::uuid AND c.deleted_at IS NULL
 
 -- name: contact
 SELECT c.id, c.first_name, c.last_name, c.email, c.phone, c.company, c.title, c.timezone, c.fields, c.tags,
-       c.sms_opted_out_at, c.email_opted_out_at, c.bounced_at, c.created_at
+       c.sms_opted_out_at, c.email_opted_out_at, c.bounced_at, c.phone_bounced_at, c.created_at
 FROM drumbeat.contacts c
 WHERE c.id = %(id)s::uuid AND c.deleted_at IS NULL
 
@@ -197,19 +197,6 @@ WHERE c.workspace_id = %(workspace_id)s::uuid AND c.deleted_at IS NULL
 ORDER BY EXISTS (SELECT 1 FROM drumbeat.enrollments e WHERE e.contact_id = c.id AND e.sequence_id = %(sequence_id)s::uuid) DESC,
          c.created_at DESC
 LIMIT 25
-
--- name: variant_stats
--- A/B results of a sequence's steps, per variant (deliveries_sequence_claimed_idx): sent, delivered, and
--- the enrollments that received the variant and then replied.
-SELECT d.step_id, d.variant,
-       pg_catalog.count(*) FILTER (WHERE d.status IN ('sent', 'delivered')) AS sent,
-       pg_catalog.count(*) FILTER (WHERE d.status = 'delivered') AS delivered,
-       pg_catalog.count(DISTINCT d.enrollment_id) FILTER (WHERE e.status = 'replied') AS replied
-FROM drumbeat.deliveries d
-JOIN drumbeat.enrollments e ON e.id = d.enrollment_id
-WHERE d.sequence_id = %(sequence_id)s::uuid AND d.variant IS NOT NULL
-GROUP BY d.step_id, d.variant
-ORDER BY d.step_id, d.variant
 
 -- name: getting_started
 -- What a new workspace has done yet (the sequences page's first steps): each an existence check.

@@ -11,11 +11,11 @@ SELECT drumbeat.load_holidays(%(workspace_id)s, %(calendar)s, %(holidays)s::json
 
 -- name: holiday_count
 SELECT pg_catalog.count(*) FROM drumbeat.holidays h
-WHERE h.workspace_id = %(workspace_id)s OR h.calendar = %(calendar)s
+WHERE h.workspace_id = %(workspace_id)s OR h.calendar = pg_catalog.upper(%(calendar)s)
 
 -- name: holidays
 SELECT h.day, h.name FROM drumbeat.holidays h
-WHERE h.workspace_id = %(workspace_id)s OR h.calendar = %(calendar)s ORDER BY h.day
+WHERE h.workspace_id = %(workspace_id)s OR h.calendar = pg_catalog.upper(%(calendar)s) ORDER BY h.day
 
 -- name: procrastinate_installed
 -- procrastinate's tables live in their own schema (app/core/migrate.py), applied by `drumbeat migrate`. Read from

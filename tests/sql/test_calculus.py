@@ -443,6 +443,82 @@ CASES = [
         kind="action",
         not_before="2026-03-02 11:00",
     ),
+    # send_at survives a move to a later day (issue 21, item 8): at send_at there when the window allows.
+    Case(
+        "send-at-past-weekend",  # and past New York's spring-forward: 10:00 EDT
+        NY,
+        "2026-03-05 15:00",
+        "2 days",
+        "2026-03-09 10:00",
+        send_at="10:00",
+        settings={"business_hours": NINE_TO_FIVE},
+        utc="2026-03-09 14:00",
+    ),
+    Case(
+        "send-at-past-excluded-weekend",
+        NY,
+        "2026-03-05 15:00",
+        "2 days",
+        "2026-03-09 10:00",
+        send_at="10:00",
+        settings={"exclude_weekends": True},
+    ),
+    Case(
+        "send-at-past-holidays",
+        NY,
+        "2026-03-02 15:00",
+        "1 day",
+        "2026-03-05 10:00",
+        send_at="10:00",
+        settings={"business_hours": NINE_TO_FIVE, "exclude_holidays": True, "holiday_calendar": "test-cal"},
+    ),
+    Case(
+        "send-at-past-weekend-sms",
+        NY,
+        "2026-03-05 15:00",
+        "2 days",
+        "2026-03-09 20:30",
+        send_at="20:30",
+        kind="sms",
+        settings={"exclude_weekends": True},
+    ),
+    Case(
+        "send-at-floor-past-weekend",
+        NY,
+        "2026-03-05 15:00",
+        "1 day",
+        "2026-03-09 10:00",
+        send_at="10:00",
+        settings={"business_hours": NINE_TO_FIVE},
+        not_before="2026-03-06 18:00",
+    ),
+    Case(
+        "send-at-before-moved-day-window",
+        NY,
+        "2026-03-05 15:00",
+        "2 days",
+        "2026-03-09 09:00",
+        send_at="08:00",
+        settings={"business_hours": NINE_TO_FIVE},
+    ),
+    Case(
+        "send-at-after-moved-day-window",
+        NY,
+        "2026-03-05 15:00",
+        "2 days",
+        "2026-03-09 11:00",
+        send_at="18:00",
+        settings={"business_hours": NINE_TO_FIVE | {"monday": {"start": "11:00", "end": "17:00"}}},
+    ),
+    Case(
+        "send-at-same-day-before-window",
+        NY,
+        "2026-03-05 15:00",
+        "1 day",
+        "2026-03-06 09:00",
+        send_at="08:00",
+        settings={"business_hours": NINE_TO_FIVE},
+    ),
     # condition/action steps run at base, whatever the windows.
     Case(
         "condition-ignores-windows",
@@ -649,7 +725,8 @@ class NoWindow(Exception):
 
 
 def reference(done, days, elapsed, send_at, kind, tz, settings, holidays, not_before=None) -> datetime:
-    """docs/ARCHITECTURE.md's rule, written from the prose: what next_action_at must return."""
+    """docs/ARCHITECTURE.md's rule, written from the prose: what next_action_at must return. A step with
+    a send_at that the windows move to a later day goes at send_at there when that day's window allows."""
     zone = ZoneInfo(tz)
     base = from_local(to_local(done, zone) + timedelta(days=days), zone) if days else done
     base += elapsed
@@ -674,7 +751,8 @@ def reference(done, days, elapsed, send_at, kind, tz, settings, holidays, not_be
         midnight = datetime.combine(day, time())
         start, end = (from_local(midnight + w, zone) for w in window)
         if base < end and start < end:
-            return max(base, start)
+            at = None if send_at is None or day == first else from_local(midnight + send_at, zone)
+            return at if at is not None and start < at < end else max(base, start)
     raise NoWindow
 
 

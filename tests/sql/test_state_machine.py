@@ -7,7 +7,8 @@ import itertools
 import pytest
 
 from tests.sql.factories import new_tenant
-from tests.support import sql_error
+from tests.sql.worker_calls import at, claim, set_clock
+from tests.support import call, sql_error
 
 LIVE = ["scheduled", "active", "paused"]
 TERMINAL = ["completed", "replied", "bounced", "unsubscribed", "cancelled", "failed"]
@@ -18,6 +19,7 @@ ALLOWED = {
     ("active", "completed"),
     ("active", "paused"),
     ("paused", "active"),
+    ("paused", "scheduled"),  # resuming an enrollment paused before it started
 } | {
     (source, target)
     for source in LIVE
@@ -79,6 +81,7 @@ def test_allowed_transition_is_applied_and_recorded(conn, enrollment, source, ta
     assert payload["from"] == source and payload["to"] == target
     expected_kind = {
         "active": "resumed" if source == "paused" else "started",
+        "scheduled": "resumed",
         "paused": "paused",
         "completed": "completed",
     }.get(target, "exited")
@@ -205,3 +208,39 @@ def test_sql_transition_table_is_the_designed_one(conn):
         (STATUSES, STATUSES),
     ).fetchall()
     assert set(rows) == ALLOWED
+
+
+def _status_times(conn, enrollment_id):
+    conn.execute("RESET ROLE")
+    return conn.execute(
+        "SELECT status, next_action_at, started_at FROM drumbeat.enrollments WHERE id = %s", (enrollment_id,)
+    ).fetchone()
+
+
+def test_resuming_an_enrollment_paused_before_its_start_schedules_it_again(tenant):
+    """Not active before its start: it goes back to scheduled, due at its start."""
+    start = at("2026-11-30 14:00Z")  # a week after the tenant's clock
+    sequence = tenant.sequence()
+    [(_, enrollment_id, _)] = tenant.enroll(sequence, [tenant.contact()], start_at=start)
+    call(tenant.conn, "pause_enrollment", enrollment_id)
+    call(tenant.conn, "resume_enrollment", enrollment_id)
+
+    assert _status_times(tenant.conn, enrollment_id) == ("scheduled", start, None)
+    kind, payload = _events(tenant.conn, enrollment_id)[-1]
+    assert (kind, payload["from"], payload["to"]) == ("resumed", "paused", "scheduled")
+
+
+def test_an_enrollment_resumed_after_its_start_passed_starts_when_claimed(tenant):
+    sequence = tenant.sequence()
+    [(_, enrollment_id, _)] = tenant.enroll(sequence, [tenant.contact()], start_at=at("2026-11-24 14:00Z"))
+    call(tenant.conn, "pause_enrollment", enrollment_id)
+    set_clock(tenant.conn, "2026-11-25 14:00Z")
+    tenant.as_owner()
+    call(tenant.conn, "resume_enrollment", enrollment_id)
+    assert _status_times(tenant.conn, enrollment_id) == ("scheduled", at("2026-11-25 14:00Z"), None)
+
+    [delivery] = claim(tenant.conn)
+
+    assert delivery["enrollment_id"] == enrollment_id
+    assert _status_times(tenant.conn, enrollment_id)[::2] == ("active", at("2026-11-25 14:00Z"))
+    assert [kind for kind, _ in _events(tenant.conn, enrollment_id)][-2:] == ["resumed", "started"]

@@ -6,6 +6,7 @@ conftest.py files that use them: the API tests' and the end-to-end tests'."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ from app.api.app import create_app
 from app.core.settings import Settings
 from tests.sql.factories import SMS_SEQUENCE
 from tests.support import act_as
+from workers.dispatcher import Dispatcher
+from workers.transports import OutboxTransport
 
 JWT_SECRET = "test-jwt-secret-with-at-least-32-characters!"
 LINK_SECRET = b"test-link-secret-with-at-least-32-characters"
@@ -170,3 +173,21 @@ def tenant(client: TestClient) -> ApiTenant:
 @pytest.fixture
 def other_tenant(client: TestClient) -> ApiTenant:
     return new_api_tenant(client, "Globex")
+
+
+def dispatch(db_url: str, rounds: int = 3) -> None:
+    """A real dispatcher run to the outbox, its clock at the latest due step (so quiet hours never get in
+    the way)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        due = conn.execute(
+            "SELECT max(next_action_at) FROM drumbeat.enrollments WHERE status IN ('scheduled', 'active')"
+        ).fetchone()[0]
+        clock = max(due or dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC))
+        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (clock.isoformat(),))
+        outbox = OutboxTransport(db_url)
+        try:
+            dispatcher = Dispatcher(conn, {"sms": outbox, "email": outbox})
+            for _ in range(rounds):
+                dispatcher.run_once()
+        finally:
+            outbox.close()

@@ -15,9 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.support.api import ApiTenant, Contract
-from workers.dispatcher import Dispatcher
-from workers.transports import OutboxTransport
+from tests.support.api import ApiTenant, Contract, dispatch
 
 CALL_FIRST = {
     "name": "Calls first",
@@ -106,23 +104,6 @@ def snapshot(db: psycopg.Connection, workspace_id: str) -> dict:
             (workspace_id,),
         ).fetchall(),
     }
-
-
-def dispatch(db_url: str, rounds: int = 3) -> None:
-    """A real dispatcher run, its clock at the latest due step (so quiet hours never get in the way)."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        due = conn.execute(
-            "SELECT max(next_action_at) FROM drumbeat.enrollments WHERE status IN ('scheduled', 'active')"
-        ).fetchone()[0]
-        clock = max(due or dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC))
-        conn.execute("SELECT set_config('drumbeat.clock', %s, false)", (clock.isoformat(),))
-        outbox = OutboxTransport(db_url)
-        try:
-            dispatcher = Dispatcher(conn, {"sms": outbox, "email": outbox})
-            for _ in range(rounds):
-                dispatcher.run_once()
-        finally:
-            outbox.close()
 
 
 # ---------------------------------------------------------------------------------------------- enroll one

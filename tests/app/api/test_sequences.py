@@ -654,6 +654,8 @@ def test_stats_shape(tenant: ApiTenant, db_url: str) -> None:
         "open_rate": None,
         "click_rate": None,
         "reply_rate": None,
+        "variants": [],
+        "tasks": None,
     }
 
 

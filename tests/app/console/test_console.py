@@ -11,7 +11,7 @@ import uuid
 import psycopg
 import pytest
 
-from tests.support.api import ApiTenant
+from tests.support.api import ApiTenant, dispatch
 
 CSRF = re.compile(r'name="_csrf" value="([^"]+)"')
 
@@ -323,3 +323,29 @@ def test_bulk_actions_pause_resume_and_skip_the_ticked_enrollments(client, tenan
     assert "Skip%3A+2+of+2+done" in act("skip", position="3")
     assert {tenant.get(f"/enrollments/{e}").json()["current_step_position"] for e in enrollments} == {3}
     assert "skip+to+which+step%3F+give+its+number" in act("skip")
+
+
+def test_the_builder_shows_each_variant_against_the_control_and_a_manual_step_s_tasks(
+    client, tenant: ApiTenant, db_url
+):
+    tenant.sender("sms")
+    variants = [{"key": "A", "weight": 1, "body": "Hi"}, {"key": "B", "weight": 1, "body": "Hey"}]
+    steps = [
+        {"kind": "sms", "name": "Opener", "body": "Hi", "variants": variants},
+        {"kind": "call", "name": "Ring", "task_description": "Call them"},
+    ]
+    sequence = tenant.post("/sequences", {"name": "AB", "channel": "sms", "steps": steps}).json()["id"]
+    assert tenant.post(f"/sequences/{sequence}/activate").status_code == 200
+    for n in range(6):
+        contact = tenant.post("/contacts", {"phone": f"+1212555016{n}"}).json()["id"]
+        assert (
+            tenant.post("/enrollments", {"sequence_id": sequence, "contact_id": contact}).status_code == 201
+        )
+    dispatch(db_url)
+    sign_in(client, tenant.key)
+    page = client.get(f"/console/sequences/{sequence}")
+    assert page.status_code == 200
+    table = page.text[page.text.index("A/B variants") :]
+    assert re.search(r"<td>#1</td><td>A</td>.*?<td>control</td>", table)
+    assert re.search(r"<td>#1</td><td>B</td>.*?<td>not enough data</td>", table)  # no replies yet
+    assert "Ring: 0 of 6 done, 6 waiting" in page.text
