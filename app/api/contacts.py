@@ -28,7 +28,7 @@ from app.core.csv_import import (
     import_contacts,
     multipart_file,
 )
-from app.core.db import fetch_all, fetch_one, require_row
+from app.core.db import fetch_all, fetch_one, fetch_value, require_row
 from app.core.queries import queries
 from app.core.validation import clean_contact, require_reachable
 
@@ -131,6 +131,19 @@ class Contact(msgspec.Struct):
 
 
 ContactPage = page_of(Contact)  # the response of the list endpoint: Page[Contact]
+
+
+class Erasure(msgspec.Struct):
+    contact_id: UUID
+    erased_at: dt.datetime
+    already_erased: Annotated[bool, msgspec.Meta(description="Erased before: nothing was done this time")]
+    addresses_suppressed: int | None = None
+    messages_wiped: int | None = None
+    outbox_rows_deleted: int | None = None
+    events_wiped: int | None = None
+    webhook_messages_wiped: int | None = None
+    tasks_wiped: int | None = None
+    enrollments_wiped: int | None = None
 
 
 class ContactEnrollment(msgspec.Struct):
@@ -281,6 +294,31 @@ class ContactController(Controller):
                 {"id": contact_id, "channel": data.channel, "reason": data.reason},
             )
         return msgspec.convert(await visible_contact(db, contact_id), Contact)
+
+    @post(
+        "/{contact_id:uuid}/erase",
+        summary="Erase a person's data on request (GDPR; admins and owners): irreversible",
+        description="Live enrollments end (cancelled, contact_erased); the name, addresses, fields and tags, "
+        "every message's text and address, what the person wrote back, task notes and enrollment metadata "
+        "are wiped everywhere, while anonymous counts stay. The phone and email are kept only as digests, so "
+        "a later import or edit that adds them again is refused (422). Works on deleted contacts too; "
+        "erasing twice changes nothing (`already_erased`). Published as `contact.erased`.",
+        status_code=200,
+    )
+    async def erase(self, db: Db, contact_id: FromPath[UUID]) -> Erasure:
+        async with contract_fields():
+            result = await fetch_value(db, Q["erase_contact"], {"id": contact_id})
+        return msgspec.convert(result, Erasure)
+
+    @get(
+        "/{contact_id:uuid}/export",
+        summary="Everything held about a contact (GDPR access request; admins and owners)",
+        description="The contact, its enrollments, every message sent to it with its text, its tasks and its "
+        "events (what it wrote back included), as one JSON document. Logged as `contact_exported`.",
+    )
+    async def export(self, db: Db, contact_id: FromPath[UUID]) -> dict[str, Any]:
+        async with contract_fields():
+            return await fetch_value(db, Q["export_contact"], {"id": contact_id})
 
     @get("/{contact_id:uuid}/enrollments", summary="A contact's enrollments, newest first")
     async def enrollments(self, db: Db, contact_id: FromPath[UUID]) -> list[ContactEnrollment]:

@@ -600,7 +600,8 @@ class EventController(Controller):
         ".replied, .exited, .paused, .resumed, .reassigned, sequence.step.executed, "
         "sequence.step.pending_manual, task.reassigned, "
         "task.completed, message.sent, .delivered, .failed, .bounced, .unknown, .opened, .clicked, "
-        "contact.opted_out, contact.opted_in, contact.bounced, sequence.step.webhook, webhook_endpoint.disabled.",
+        "contact.opted_out, contact.opted_in, contact.bounced, contact.erased, sequence.step.webhook, "
+        "webhook_endpoint.disabled.",
     )
     async def feed(
         self,

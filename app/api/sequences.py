@@ -116,6 +116,17 @@ class Condition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, 
     if_: ConditionIf = msgspec.field(name="if")
     step: Annotated[int, msgspec.Meta(ge=1, description="Position of an earlier sms/email step")]
     within: Delay | None = None
+    link: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=2000,
+                description="clicked / not_clicked only: a link of that message; a click on a URL that "
+                "starts with it counts (https://acme.example/pricing matches its ?utm_source=... variants)",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class Goto(msgspec.Struct, forbid_unknown_fields=True):

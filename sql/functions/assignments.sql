@@ -1,7 +1,8 @@
 -- Who works an enrollment and its tasks: reassign either to another member (or to no one), logged.
 
--- Why: the member an enrollment or task goes to must belong to its workspace; null unassigns.
-CREATE OR REPLACE FUNCTION drumbeat.check_assignee(p_workspace_id uuid, p_user_id uuid)
+-- Why: the member an enrollment or task goes to (when enrolled or reassigned) must belong to its
+-- workspace; null leaves it unassigned. PT422 naming p_field.
+CREATE OR REPLACE FUNCTION drumbeat.check_assignee(p_workspace_id uuid, p_user_id uuid, p_field text)
 RETURNS void
 LANGUAGE plpgsql
 STABLE
@@ -10,7 +11,7 @@ AS $$
 BEGIN
     IF p_user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM drumbeat.workspace_members m
             WHERE m.workspace_id = p_workspace_id AND m.user_id = p_user_id) THEN
-        PERFORM drumbeat.raise_error('PT422', 'is not a member of this workspace', 'p_user_id');
+        PERFORM drumbeat.raise_error('PT422', 'is not a member of this workspace', p_field);
     END IF;
 END
 $$;
@@ -30,7 +31,7 @@ DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('enrollments', p_enrollment_id, 'p_enrollment_id', 'member');
     v_row drumbeat.enrollments;
 BEGIN
-    PERFORM drumbeat.check_assignee(v_workspace_id, p_user_id);
+    PERFORM drumbeat.check_assignee(v_workspace_id, p_user_id, 'p_user_id');
     SELECT * INTO v_row FROM drumbeat.enrollments e WHERE e.id = p_enrollment_id FOR UPDATE;
     IF v_row.assigned_to IS NOT DISTINCT FROM p_user_id THEN
         RETURN false;
@@ -56,7 +57,7 @@ DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('tasks', p_task_id, 'p_task_id', 'member');
     v_task drumbeat.tasks;
 BEGIN
-    PERFORM drumbeat.check_assignee(v_workspace_id, p_user_id);
+    PERFORM drumbeat.check_assignee(v_workspace_id, p_user_id, 'p_user_id');
     SELECT * INTO v_task FROM drumbeat.tasks t WHERE t.id = p_task_id FOR UPDATE;
     IF v_task.status <> 'pending' THEN
         PERFORM drumbeat.raise_error('PT409', pg_catalog.format('the task is %s: only a pending task can be reassigned', v_task.status), 'status');

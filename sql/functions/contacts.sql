@@ -41,6 +41,10 @@ AS $$
     FROM input WHERE obj ->> 'timezone' IS NOT NULL
         AND NOT EXISTS (SELECT 1 FROM drumbeat.timezones z WHERE z.name = obj ->> 'timezone')
     UNION ALL
+    SELECT i, path || '.' || k.kind, 'was erased at the person''s request: it cannot be added again'
+    FROM input, LATERAL (VALUES ('phone', input.phone), ('email', input.email)) AS k(kind, address)
+    WHERE drumbeat.is_erased_identity(p_workspace_id, k.kind, k.address)
+    UNION ALL
     SELECT i, path || '.fields', 'must be a JSON object' FROM input WHERE pg_catalog.jsonb_typeof(obj -> 'fields') NOT IN ('object', 'null')
     UNION ALL
     SELECT i, path || '.tags', 'must be an array of strings' FROM input
@@ -291,6 +295,12 @@ BEGIN
     END IF;
     IF v_email IS DISTINCT FROM v_row.email AND v_row.email_opted_out_at IS NOT NULL THEN
         PERFORM drumbeat.raise_error('PT409', 'this contact opted out of email at its address, which stays with it: add the new address as a new contact', 'p_changes.email');
+    END IF;
+    IF v_phone IS DISTINCT FROM v_row.phone AND drumbeat.is_erased_identity(v_workspace_id, 'phone', v_phone) THEN
+        PERFORM drumbeat.raise_error('PT422', 'was erased at the person''s request: it cannot be added again', 'p_changes.phone');
+    END IF;
+    IF v_email IS DISTINCT FROM v_row.email AND drumbeat.is_erased_identity(v_workspace_id, 'email', v_email) THEN
+        PERFORM drumbeat.raise_error('PT422', 'was erased at the person''s request: it cannot be added again', 'p_changes.email');
     END IF;
     -- Deleted contacts count: they keep their phone and email (and opt-outs) until re-imported.
     IF v_phone IS DISTINCT FROM v_row.phone AND EXISTS (SELECT 1 FROM drumbeat.contacts c

@@ -311,7 +311,7 @@ DECLARE
     v_if text;
     v_target_kind text;
 BEGIN
-    PERFORM drumbeat.check_object(v_condition, p_field || '.condition', ARRAY['if', 'step', 'within']);
+    PERFORM drumbeat.check_object(v_condition, p_field || '.condition', ARRAY['if', 'step', 'within', 'link']);
     v_if := drumbeat.json_text(v_condition -> 'if', p_field || '.condition.if', true);
     IF v_if NOT IN ('replied', 'opened', 'clicked', 'not_replied', 'not_opened', 'not_clicked') THEN
         PERFORM drumbeat.raise_error('PT422', 'must be one of replied, opened, clicked, not_replied, not_opened, not_clicked',
@@ -327,6 +327,11 @@ BEGIN
             p_field || '.condition.step');
     END IF;
     PERFORM drumbeat.parse_delay(v_condition -> 'within', p_field || '.condition.within');
+    IF v_condition ? 'link' AND (v_if NOT LIKE '%clicked'
+            OR drumbeat.json_text(v_condition -> 'link', p_field || '.condition.link', true, 2000) !~* '^https?://[^\s/]+') THEN
+        PERFORM drumbeat.raise_error('PT422', CASE WHEN v_if NOT LIKE '%clicked' THEN 'only clicked and not_clicked look at a link'
+            ELSE 'must be an http(s) URL, e.g. https://acme.example/pricing' END, p_field || '.condition.link');
+    END IF;
     PERFORM drumbeat.check_branch(p_step -> 'then', p_field || '.then', p_position, pg_catalog.jsonb_array_length(p_steps)),
             drumbeat.check_branch(p_step -> 'else', p_field || '.else', p_position, pg_catalog.jsonb_array_length(p_steps));
 END

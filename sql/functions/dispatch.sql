@@ -96,8 +96,8 @@ AS $$
 $$;
 
 -- Why: did an earlier step see this engagement? A reply counts whichever step it names (replies often
--- cannot be tied to a message); opens and clicks count on the step itself. `within` limits the look
--- to that long after the step was sent.
+-- cannot be tied to a message); opens and clicks count on the step itself, a click only on the link the
+-- condition names when it names one. `within` limits the look to that long after the step was sent.
 CREATE OR REPLACE FUNCTION drumbeat.condition_holds(p_enrollment drumbeat.enrollments, p_condition jsonb)
 RETURNS boolean
 LANGUAGE sql
@@ -115,6 +115,8 @@ AS $$
             WHERE ev.enrollment_id = p_enrollment.id
               AND ev.kind = pg_catalog.replace(p_condition ->> 'if', 'not_', '')
               AND (ev.step_id = t.id OR (ev.kind = 'replied' AND ev.step_id IS NULL))
+              -- "clicked link X": the clicked URL starts with it (the same page with its own UTM tags counts)
+              AND (p_condition ->> 'link' IS NULL OR pg_catalog.starts_with(ev.payload ->> 'url', p_condition ->> 'link'))
               AND (p_condition -> 'within' IS NULL OR t.sent_at IS NULL
                    OR ev.occurred_at <= t.sent_at + drumbeat.parse_delay(p_condition -> 'within', 'within'))) AS happened
     )

@@ -17,10 +17,7 @@ BEGIN
     IF p_contact_ids IS NULL OR pg_catalog.array_position(p_contact_ids, NULL) IS NOT NULL THEN
         PERFORM drumbeat.raise_error('PT422', 'must be an array of contact ids without nulls', 'p_contact_ids');
     END IF;
-    IF p_assigned_to IS NOT NULL AND NOT EXISTS (SELECT 1 FROM drumbeat.workspace_members m
-            WHERE m.workspace_id = p_sequence.workspace_id AND m.user_id = p_assigned_to) THEN
-        PERFORM drumbeat.raise_error('PT422', 'is not a member of this workspace', 'p_assigned_to');
-    END IF;
+    PERFORM drumbeat.check_assignee(p_sequence.workspace_id, p_assigned_to, 'p_assigned_to');
     IF pg_catalog.jsonb_typeof(p_metadata) IS DISTINCT FROM 'object' THEN
         PERFORM drumbeat.raise_error('PT422', 'must be a JSON object', 'p_metadata');
     END IF;

@@ -46,6 +46,14 @@ GRANT SELECT (sender_id, workspace_id, host, port, security, username, folder, u
 GRANT SELECT ON TABLE drumbeat.channel_holds, drumbeat.deliveries, drumbeat.outbox, drumbeat.timezones TO
     drumbeat_contract;
 GRANT SELECT, INSERT ON TABLE drumbeat.events TO drumbeat_contract;
+-- Erasure on request (drumbeat_api.erase_contact) is the one exception to append-only events and to the
+-- worker's own deliveries and outbox: it wipes the person's texts and addresses (event payloads, a
+-- message's address and text, the outbox copy); the rows, their kinds, statuses and times stay.
+GRANT UPDATE (payload) ON TABLE drumbeat.events TO drumbeat_contract;
+GRANT UPDATE (to_address, subject, body, error_message) ON TABLE drumbeat.deliveries TO drumbeat_contract;
+GRANT DELETE ON TABLE drumbeat.outbox TO drumbeat_contract;
+GRANT SELECT, INSERT ON TABLE drumbeat.erased_identities TO drumbeat_contract;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.erased_identities TO service_role;
 GRANT SELECT, INSERT, DELETE ON TABLE drumbeat.holidays TO drumbeat_contract;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.api_keys, drumbeat.contacts, drumbeat.enrollments,
     drumbeat.sender_mailboxes, drumbeat.senders, drumbeat.sequence_steps, drumbeat.sequences, drumbeat.tasks,
@@ -256,8 +264,10 @@ GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name tex
     drumbeat.renumber_step_references(p_steps jsonb, p_old_positions jsonb), drumbeat.lock_steps(p_sequence_id
     uuid), drumbeat.save_step_edit(p_sequence_id uuid, p_before jsonb, p_steps jsonb),
     drumbeat.step_index(p_steps jsonb, p_step_id uuid), drumbeat.lock_sequence_edits(p_sequence_id uuid),
-    drumbeat.check_assignee(p_workspace_id uuid, p_user_id uuid), drumbeat.move_tasks(p_task_ids uuid[],
-    p_user_id uuid) TO drumbeat_contract, service_role;
+    drumbeat.check_assignee(p_workspace_id uuid, p_user_id uuid, p_field text), drumbeat.move_tasks(p_task_ids uuid[],
+    p_user_id uuid), drumbeat.identity_digest(p_workspace_id uuid, p_kind text, p_address text),
+    drumbeat.is_erased_identity(p_workspace_id uuid, p_kind text, p_address text),
+    drumbeat.scrubbed_payload(p_kind text, p_payload jsonb) TO drumbeat_contract, service_role;
 
 -- What tenants call outside the contract: the look-up in their read policies, the read-only helpers the
 -- API's queries use (sql/queries/api_*.sql) and the lock its read-modify-write edits take. Nothing here writes.

@@ -160,7 +160,7 @@ BEGIN
     FOREACH v_table IN ARRAY ARRAY['timezones', 'workspaces', 'workspace_members', 'api_keys', 'senders',
         'contacts', 'sequences', 'sequence_steps', 'enrollments', 'deliveries', 'tasks', 'events', 'holidays',
         'outbox', 'channel_holds', 'sender_mailboxes', 'event_types', 'webhook_endpoints', 'webhook_messages',
-        'webhook_attempts', 'phone_timezones', 'phone_number_plans']
+        'webhook_attempts', 'phone_timezones', 'phone_number_plans', 'erased_identities']
     LOOP
         EXECUTE pg_catalog.format(
             'CREATE POLICY %I ON drumbeat.%I TO service_role USING (true) WITH CHECK (true)',
@@ -192,13 +192,14 @@ END
 $workspace_tables$;
 
 -- Webhook endpoints, their messages and delivery log: an endpoint's URL can carry the receiver's own token,
--- so tenants reach them only through the contract, whose functions let admins alone in.
+-- so tenants reach them only through the contract, whose functions let admins alone in. So does the
+-- suppression list of erased contacts (digests of addresses: nothing for a tenant to browse).
 DO $admin_tables$
 DECLARE
     v_table text;
     v_contract text := '(SELECT drumbeat.is_trusted_caller()) OR workspace_id = ANY ((SELECT drumbeat.member_workspace_ids())::uuid[])';
 BEGIN
-    FOREACH v_table IN ARRAY ARRAY['webhook_endpoints', 'webhook_messages', 'webhook_attempts']
+    FOREACH v_table IN ARRAY ARRAY['webhook_endpoints', 'webhook_messages', 'webhook_attempts', 'erased_identities']
     LOOP
         EXECUTE pg_catalog.format('CREATE POLICY %I ON drumbeat.%I TO drumbeat_contract USING (%s) WITH CHECK (%s)',
             v_table || '_contract', v_table, v_contract, v_contract);

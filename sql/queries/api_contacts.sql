@@ -14,6 +14,12 @@ SELECT drumbeat_api.update_contact(%(id)s, %(changes)s)
 -- name: delete_contact
 SELECT drumbeat_api.delete_contact(%(id)s) AS enrollments_ended
 
+-- name: erase_contact
+SELECT drumbeat_api.erase_contact(%(id)s) AS erasure
+
+-- name: export_contact
+SELECT drumbeat_api.export_contact(%(id)s) AS export
+
 -- name: resubscribe_contact
 SELECT drumbeat_api.resubscribe_contact(%(id)s, %(channel)s, %(reason)s)
 

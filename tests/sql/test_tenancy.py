@@ -91,6 +91,8 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
     call(conn, "set_holidays", tenant.workspace_id, [date(2026, 12, 25)])
     call(conn, "record_event", contacts[0], "opened", Jsonb({}))
     call(conn, "record_event", contacts[4], "unsubscribed", Jsonb({"channel": "sms"}))
+    call(conn, "erase_contact", tenant.contacts({"phone": phone()})[0])  # a digest on the suppression list
+    tenant.as_owner()
     member = uuid.uuid4()
     call(conn, "add_member", tenant.workspace_id, member, "member")
     mailbox = {"host": "imap.example.com", "username": f"{name}@example.com", "password_sealed": "v1:sealed"}
@@ -213,7 +215,7 @@ TABLES = {
     "tasks": Table(),
     "events": Table(writes=()),
     "holidays": Table(shared="calendar IS NOT NULL", writes=("DELETE",)),
-    "outbox": Table(writes=()),
+    "outbox": Table(writes=("DELETE",)),  # erasure deletes a person's copies
     # A sender's hold belongs to the sender's workspace; a whole channel's hold (the operator's shared
     # credentials) is seen by every tenant. Only the dispatcher writes them.
     # The IMAP password stays the API's and the worker's.
@@ -223,6 +225,8 @@ TABLES = {
     "webhook_endpoints": Table(readable=False, rewritten="url"),
     "webhook_messages": Table(readable=False, writes=("UPDATE",)),
     "webhook_attempts": Table(readable=False, writes=()),
+    # Digests of erased contacts' addresses: the contract checks and adds them, nobody browses them.
+    "erased_identities": Table(readable=False, writes=()),
     "channel_holds": Table(
         tenant="(SELECT se.workspace_id FROM drumbeat.senders se WHERE se.id = sender_id)",
         shared="sender_id IS NULL",
@@ -322,6 +326,10 @@ INSERT_INTO_B: dict[str, Callable[[World], tuple[str, tuple]]] = {
         "INSERT INTO drumbeat.webhook_messages (workspace_id, endpoint_id, msg_id, type, payload) "
         "VALUES (%s, %s, 'msg_evil', 'ping', '{}')",
         (w.b.workspace_id, w.b.webhook_endpoint),
+    ),
+    "erased_identities": lambda w: (
+        "INSERT INTO drumbeat.erased_identities (workspace_id, kind, digest) VALUES (%s, 'phone', repeat('a', 64))",
+        (w.b.workspace_id,),
     ),
     "webhook_attempts": lambda w: (
         "INSERT INTO drumbeat.webhook_attempts (workspace_id, endpoint_id, message_id, attempt, attempted_at, "
@@ -628,6 +636,8 @@ CASES = {
     "complete_task": Case(lambda r: (r.task, "connected", None)),
     "reassign_enrollment": Case(lambda r: (r.enrollment, r.member)),
     "reassign_task": Case(lambda r: (r.task, r.member)),
+    "erase_contact": Case(lambda r: (r.contacts[3],), min_role="admin"),
+    "export_contact": Case(lambda r: (r.contacts[0],), min_role="admin"),
     "record_event": Case(lambda r: (r.contacts[0], "replied", Jsonb({}))),
     "preview_schedule": Case(lambda r: (r.sequence, r.contacts[0], None), writes=False),
     "sequence_stats": Case(lambda r: (r.sequence,), writes=False),

@@ -347,3 +347,23 @@ def test_another_tenants_contact_is_404_everywhere_and_unchanged(tenant, other_t
     mine = tenant.post("/contacts", {"phone": "+12125550170"})
     assert mine.status_code == 201 and mine.json()["id"] != theirs["id"]
     assert stored(db, theirs["id"]) == before
+
+
+def test_a_deleted_contact_is_exported_then_erased_and_cannot_come_back(tenant, db, db_url):
+    ada = create(tenant, phone="+12125550170", email="ada@example.com", first_name="Ada")
+    enroll(db_url, tenant, [ada["id"]])
+    assert tenant.delete(f"/contacts/{ada['id']}").status_code == 204  # deleted first: still erasable
+
+    export = tenant.get(f"/contacts/{ada['id']}/export")
+    assert export.status_code == 200, export.text
+    assert export.json()["contact"]["first_name"] == "Ada" and len(export.json()["enrollments"]) == 1
+
+    erased = tenant.post(f"/contacts/{ada['id']}/erase")
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["already_erased"] is False and erased.json()["addresses_suppressed"] == 2
+    assert stored(db, ada["id"])["phone"] is None and stored(db, ada["id"])["first_name"] is None
+    assert tenant.post(f"/contacts/{ada['id']}/erase").json()["already_erased"] is True
+
+    back = tenant.post("/contacts", {"phone": "(212) 555-0170"})
+    assert back.status_code == 422, back.text
+    assert back.json()["error"]["field"] == "phone" and "erased" in back.json()["error"]["message"]

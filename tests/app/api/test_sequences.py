@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from tests.support import act_as
-from tests.support.api import ApiTenant
+from tests.support.api import ApiTenant, dispatch
 
 DEFINITION = {
     "name": "Cold outreach",
@@ -808,3 +808,33 @@ def test_nul_characters_and_far_future_instants_are_not_server_errors(
     assert far.status_code == 200, far.text
     assert far.json()["steps"][-1]["planned_at"] is None  # past the year 9999
     assert tenant.get(f"/sequences/{created['id']}").json()["version"] == 1
+
+
+def test_an_ab_test_and_a_link_condition_over_http(tenant: ApiTenant, db_url: str) -> None:
+    tenant.sender("sms")
+    opener = {
+        "kind": "sms",
+        "name": "Opener",
+        "body": "Hi",
+        "variants": [{"key": "A", "weight": 1, "body": "Hi"}, {"key": "B", "weight": 1, "body": "Hey"}],
+    }
+    clicked = {"if": "clicked", "step": 1, "link": "https://acme.example/pricing"}
+    body = {
+        "name": "AB",
+        "channel": "sms",
+        "steps": [opener, {"kind": "condition", "condition": clicked, "then": "exit", "else": "continue"}],
+    }
+    bad = copy.deepcopy(body)
+    bad["steps"][1]["condition"]["link"] = "pricing"
+    error = tenant.post("/sequences", bad)
+    assert (error.status_code, error.json()["error"]["field"]) == (422, "steps[1].condition.link"), error.text
+    created = create(tenant, body)
+    assert created["steps"][1]["condition"]["link"] == "https://acme.example/pricing"
+    tenant.post(f"/sequences/{created['id']}/activate")
+    for _ in range(6):
+        enroll(db_url, tenant, created["id"], contact(db_url, tenant))
+    dispatch(db_url)
+    stats = tenant.get(f"/sequences/{created['id']}/stats").json()
+    variants = stats["steps"][0]["variants"]
+    assert [v["key"] for v in variants] == ["A", "B"] and sum(v["sent"] for v in variants) == 6
+    assert variants[0]["versus_control"] is None and variants[1]["versus_control"]["control"] == "A"
