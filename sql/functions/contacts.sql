@@ -41,9 +41,13 @@ AS $$
     FROM input WHERE obj ->> 'timezone' IS NOT NULL
         AND NOT EXISTS (SELECT 1 FROM drumbeat.timezones z WHERE z.name = obj ->> 'timezone')
     UNION ALL
+    -- An address an erased person had, unless a stored contact has it now (a number given to someone new):
+    -- its digest is on the suppression list. Checked only when the workspace has erased anyone.
     SELECT i, path || '.' || k.kind, 'was erased at the person''s request: it cannot be added again'
-    FROM input, LATERAL (VALUES ('phone', input.phone), ('email', input.email)) AS k(kind, address)
-    WHERE drumbeat.is_erased_identity(p_workspace_id, k.kind, k.address)
+    FROM matched, LATERAL (VALUES ('phone', matched.phone, matched.by_phone), ('email', matched.email, matched.by_email))
+                  AS k(kind, address, stored)
+    WHERE EXISTS (SELECT 1 FROM drumbeat.erased_identities x WHERE x.workspace_id = p_workspace_id)
+      AND k.stored IS NULL AND drumbeat.is_erased_identity(p_workspace_id, k.kind, k.address)
     UNION ALL
     SELECT i, path || '.fields', 'must be a JSON object' FROM input WHERE pg_catalog.jsonb_typeof(obj -> 'fields') NOT IN ('object', 'null')
     UNION ALL

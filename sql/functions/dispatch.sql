@@ -95,6 +95,20 @@ AS $$
     FROM manual m WHERE e.id = m.id
 $$;
 
+-- Why: does a clicked URL count as a click on the link a condition names? The same URL, or one that goes
+-- on from it at a boundary: a query (?utm_source=...), an anchor (#plans) or a path below it (/pricing/eu).
+CREATE OR REPLACE FUNCTION drumbeat.url_within(p_url text, p_link text)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_url = p_link
+        OR (pg_catalog.starts_with(p_url, p_link)
+            AND (pg_catalog.right(p_link, 1) IN ('/', '?', '#', '&')
+                 OR pg_catalog.substr(p_url, pg_catalog.length(p_link) + 1, 1) IN ('/', '?', '#')))
+$$;
+
 -- Why: did an earlier step see this engagement? A reply counts whichever step it names (replies often
 -- cannot be tied to a message); opens and clicks count on the step itself, a click only on the link the
 -- condition names when it names one. `within` limits the look to that long after the step was sent.
@@ -115,8 +129,9 @@ AS $$
             WHERE ev.enrollment_id = p_enrollment.id
               AND ev.kind = pg_catalog.replace(p_condition ->> 'if', 'not_', '')
               AND (ev.step_id = t.id OR (ev.kind = 'replied' AND ev.step_id IS NULL))
-              -- "clicked link X": the clicked URL starts with it (the same page with its own UTM tags counts)
-              AND (p_condition ->> 'link' IS NULL OR pg_catalog.starts_with(ev.payload ->> 'url', p_condition ->> 'link'))
+              -- "clicked link X": that URL, or one that goes on from it past a boundary (its ?utm_... variants,
+              -- its #anchors, pages below it), never merely a longer name (/pricing is not /pricing-old)
+              AND (p_condition ->> 'link' IS NULL OR drumbeat.url_within(ev.payload ->> 'url', p_condition ->> 'link'))
               AND (p_condition -> 'within' IS NULL OR t.sent_at IS NULL
                    OR ev.occurred_at <= t.sent_at + drumbeat.parse_delay(p_condition -> 'within', 'within'))) AS happened
     )
@@ -784,12 +799,14 @@ AS $$
 DECLARE
     v_over uuid[];
 BEGIN
+    -- NO KEY UPDATE: it serialises the credit count without blocking the foreign-key checks (KEY SHARE) of
+    -- every insert that names the workspace (claims, enrollments, events) meanwhile.
     PERFORM 1 FROM drumbeat.workspaces w
     WHERE w.sms_credits IS NOT NULL
       AND w.id IN (SELECT d.workspace_id FROM drumbeat.deliveries d
                    WHERE d.id = ANY (p_start) AND d.channel = 'sms' AND d.status = 'reserved')
     ORDER BY w.id
-    FOR UPDATE;
+    FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;  -- no SMS, or unlimited credits: nothing to count
     END IF;
@@ -904,8 +921,11 @@ BEGIN
     ), updated AS (
         UPDATE drumbeat.deliveries d SET status = CASE WHEN r.outcome IN ('sent', 'unknown') THEN r.outcome ELSE 'failed' END,
             sent_at = CASE WHEN r.outcome = 'sent' THEN v_now END, provider_message_id = r.provider_message_id,
-            error_code = r.error_code, error_message = pg_catalog.left(r.error_message, 1000), segments = COALESCE(r.segments, d.segments),
-            subject = r.subject, body = r.body,
+            error_code = r.error_code, segments = COALESCE(r.segments, d.segments),
+            -- A delivery whose address is gone was erased while in flight (erase_contact): its texts stay wiped.
+            error_message = CASE WHEN d.to_address IS NOT NULL THEN pg_catalog.left(r.error_message, 1000) END,
+            subject = CASE WHEN d.to_address IS NOT NULL THEN r.subject END,
+            body = CASE WHEN d.to_address IS NOT NULL THEN r.body END,
             reconcile_after = CASE WHEN r.outcome = 'unknown' AND r.reconcile THEN v_now + drumbeat.reconcile_delay() END
         FROM results r WHERE d.id = r.delivery_id AND d.status = 'sending'
         RETURNING d.*, r.transient

@@ -29,18 +29,26 @@ AS $$
           AND x.digest = drumbeat.identity_digest(p_workspace_id, p_kind, p_address))
 $$;
 
--- Why: what of an event's payload is the person's: message texts, subjects, addresses, their Message-IDs
--- and bounce reports. A state transition's "from" and "to" are statuses, not addresses, and stay.
+-- Why: what of an event's payload may stay once its person is erased: an allow-list of the engine's own
+-- keys (ids, statuses, codes, outcomes), because integrations put anything in payloads (record_event takes
+-- free-form JSON: an attendee's email, a note) and inbound ones carry texts, subjects, addresses, URLs. A
+-- transition's or reassignment's "from" and "to" are statuses or member ids, not addresses, and stay; a
+-- resubscription's reason is free text and goes.
 CREATE OR REPLACE FUNCTION drumbeat.scrubbed_payload(p_kind text, p_payload jsonb)
 RETURNS jsonb
 LANGUAGE sql
 IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN p_kind IN ('started', 'resumed', 'paused', 'completed', 'exited',
-                                'enrollment_reassigned', 'task_reassigned')
-                THEN p_payload - ARRAY['body', 'text', 'subject', 'message_id', 'bounce', 'return_date']
-                ELSE p_payload - ARRAY['body', 'text', 'subject', 'from', 'to', 'message_id', 'bounce', 'return_date'] END
+    SELECT COALESCE(pg_catalog.jsonb_object_agg(k.key, k.value), '{}')
+    FROM pg_catalog.jsonb_each(p_payload) AS k
+    WHERE k.key IN ('channel', 'status', 'outcome', 'error_code', 'exit_reason', 'task_id', 'delivery_id',
+                    'via_delivery_id', 'enrollment_id', 'step_id', 'kind', 'result', 'branch', 'action', 'event',
+                    'endpoint_id', 'until', 'attempt', 'transient', 'message_sid', 'email_key', 'version',
+                    'enrollments_replanned')
+       OR (k.key IN ('from', 'to') AND p_kind IN ('started', 'resumed', 'paused', 'completed', 'exited',
+                                                  'enrollment_reassigned', 'task_reassigned'))
+       OR (k.key = 'reason' AND p_kind <> 'resubscribed')
 $$;
 
 -- Why: erasure on request (admins). The contact's live enrollments end (cancelled, contact_erased); its
@@ -60,6 +68,7 @@ AS $$
 DECLARE
     v_workspace_id uuid := drumbeat.workspace_of('contacts', p_contact_id, 'p_contact_id', 'admin');
     v_contact drumbeat.contacts;
+    v_addresses text[];  -- every phone and email the person had here: the contact's and its messages'
     v_counts jsonb;
 BEGIN
     SELECT * INTO v_contact FROM drumbeat.contacts c WHERE c.id = p_contact_id FOR UPDATE;
@@ -68,16 +77,17 @@ BEGIN
     END IF;
     PERFORM drumbeat.exit_enrollments(ARRAY(SELECT e.id FROM drumbeat.enrollments e WHERE e.contact_id = p_contact_id),
                                       'cancelled', 'contact_erased');
-    WITH addresses AS (
-        SELECT 'phone' AS kind, v_contact.phone AS address
-        UNION SELECT 'email', v_contact.email
-        UNION SELECT CASE d.channel WHEN 'sms' THEN 'phone' ELSE 'email' END, d.to_address
-        FROM drumbeat.enrollments e JOIN drumbeat.deliveries d ON d.enrollment_id = e.id
-        WHERE e.contact_id = p_contact_id
-    ), suppressed AS (
+    SELECT pg_catalog.array_agg(DISTINCT a.address) INTO v_addresses
+    FROM (SELECT v_contact.phone UNION SELECT v_contact.email
+          UNION SELECT pg_catalog.lower(d.to_address)
+          FROM drumbeat.enrollments e JOIN drumbeat.deliveries d ON d.enrollment_id = e.id
+          WHERE e.contact_id = p_contact_id) AS a(address)
+    WHERE a.address IS NOT NULL;
+    WITH suppressed AS (
         INSERT INTO drumbeat.erased_identities (workspace_id, kind, digest)
-        SELECT DISTINCT v_workspace_id, a.kind, drumbeat.identity_digest(v_workspace_id, a.kind, a.address)
-        FROM addresses a WHERE a.address IS NOT NULL
+        SELECT DISTINCT v_workspace_id, k.kind, drumbeat.identity_digest(v_workspace_id, k.kind, a.address)
+        FROM pg_catalog.unnest(v_addresses) AS a(address),
+             LATERAL (SELECT CASE WHEN a.address LIKE '%@%' THEN 'email' ELSE 'phone' END AS kind) AS k
         ON CONFLICT DO NOTHING
         RETURNING 1
     ), messages AS (  -- through the enrollments: deliveries have no index on contact_id
@@ -90,10 +100,11 @@ BEGIN
         UPDATE drumbeat.events ev SET payload = drumbeat.scrubbed_payload(ev.kind, ev.payload)
         WHERE ev.contact_id = p_contact_id AND ev.payload <> drumbeat.scrubbed_payload(ev.kind, ev.payload)
         RETURNING 1
-    ), unmatched AS (  -- messages from its number or address that matched no contact at the time
+    ), unmatched AS (  -- messages from (or bounces about) any of its addresses that matched no contact then
         UPDATE drumbeat.events ev SET payload = drumbeat.scrubbed_payload(ev.kind, ev.payload)
         WHERE ev.workspace_id = v_workspace_id AND ev.kind = 'inbound_unmatched'
-          AND ev.payload ->> 'from' IN (v_contact.phone, v_contact.email)
+          AND (pg_catalog.lower(ev.payload ->> 'from') = ANY (v_addresses)
+               OR COALESCE(ev.payload #> '{bounce,recipients}', '[]') ?| v_addresses)
         RETURNING 1
     ), webhook_texts AS (
         UPDATE drumbeat.webhook_messages m SET payload = m.payload #- '{data,message}' #- '{data,inbound}'

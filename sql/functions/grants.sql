@@ -94,7 +94,8 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_after_send(p_delivery_ids uuid[], p_n
     drumbeat.claim_messages(p_ids uuid[], p_now timestamp with time
     zone), drumbeat.classify_due(p_ids uuid[], p_now timestamp with time zone, OUT flow uuid[], OUT manual
     uuid[], OUT unreachable uuid[], OUT no_sender uuid[], OUT messages uuid[]),
-    drumbeat.condition_holds(p_enrollment drumbeat.enrollments, p_condition jsonb), drumbeat.hold_capped(p_ids
+    drumbeat.condition_holds(p_enrollment drumbeat.enrollments, p_condition jsonb), drumbeat.url_within(p_url text,
+    p_link text), drumbeat.hold_capped(p_ids
     uuid[], p_now timestamp with time zone), drumbeat.is_hard_bounce(p_channel text, p_error_code text,
     p_error_message text), drumbeat.late_claim_tolerance(), drumbeat.local_day_start(p_at timestamp with time
     zone, p_tz text, p_days_ahead integer), drumbeat.lock_daily_caps(p_ids uuid[]), drumbeat.lock_due(p_limit

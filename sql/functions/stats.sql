@@ -120,7 +120,7 @@ STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     WITH sends AS (
-        SELECT d.step_id, d.variant, d.enrollment_id, d.status
+        SELECT d.id, d.step_id, d.variant, d.enrollment_id, d.status
         FROM drumbeat.deliveries d
         WHERE d.sequence_id = p_sequence_id AND d.variant IS NOT NULL
     ), engaged AS (
@@ -130,8 +130,9 @@ AS $$
         WHERE ev.sequence_id = p_sequence_id AND ev.kind IN ('opened', 'clicked', 'replied', 'bounced')
     ), counts AS (
         SELECT s.step_id, s.variant,
-               pg_catalog.count(*) FILTER (WHERE s.status IN ('sent', 'delivered')) AS sent,
-               pg_catalog.count(*) FILTER (WHERE s.status = 'delivered') AS delivered,
+               -- distinct: a send appears once per kind of engagement it had (the join below)
+               pg_catalog.count(DISTINCT s.id) FILTER (WHERE s.status IN ('sent', 'delivered')) AS sent,
+               pg_catalog.count(DISTINCT s.id) FILTER (WHERE s.status = 'delivered') AS delivered,
                pg_catalog.count(DISTINCT g.enrollment_id) FILTER (WHERE g.kind = 'opened') AS opened,
                pg_catalog.count(DISTINCT g.enrollment_id) FILTER (WHERE g.kind = 'clicked') AS clicked,
                pg_catalog.count(DISTINCT g.enrollment_id) FILTER (WHERE g.kind = 'replied') AS replied,

@@ -38,10 +38,12 @@ SELECT drumbeat.hold_deliveries(%(ids)s, %(channel)s, %(sender_id)s, %(reason)s,
 SELECT * FROM drumbeat.clear_holds(%(channel)s, %(sender_id)s)
 
 -- name: outbox_insert
+-- Not for a delivery erased while it was in flight (erase_contact wiped its address): no copy of the text.
 INSERT INTO drumbeat.outbox (workspace_id, delivery_id, channel, to_address, from_address, subject, text_body,
                              html_body, headers)
-VALUES (%(workspace_id)s, %(delivery_id)s, %(channel)s, %(to_address)s, %(from_address)s, %(subject)s,
-        %(text)s, %(html)s, %(headers)s)
+SELECT %(workspace_id)s, %(delivery_id)s, %(channel)s, %(to_address)s, %(from_address)s, %(subject)s,
+       %(text)s, %(html)s, %(headers)s
+WHERE EXISTS (SELECT 1 FROM drumbeat.deliveries d WHERE d.id = %(delivery_id)s AND d.to_address IS NOT NULL)
 ON CONFLICT (delivery_id) DO NOTHING
 
 -- name: due_backlog

@@ -141,3 +141,51 @@ def test_only_admins_of_the_workspace(conn, tenant, history):
     for function in ("erase_contact", "export_contact"):
         with sql_error(conn, "PT404", field="p_contact_id"):
             call(conn, function, ada)
+
+
+def test_erasure_reaches_what_integrations_and_strangers_wrote_and_a_send_in_flight(conn, tenant):
+    """A CRM's free-form payload, an email from the person's address in capitals before they were a contact,
+    a bounce report naming them, and a text whose provider call returns after the erasure."""
+    ada = tenant.contact(phone=ADA, email="ada@example.com")
+    tenant.enroll(tenant.sequence(), [ada])
+    [in_flight] = claim(conn)  # started: the worker is calling the provider
+    tenant.as_owner()
+    call(
+        conn, "record_event", ada, "meeting_booked", Jsonb({"note": "Ada prefers mornings", "channel": "all"})
+    )
+    act_as_owner(conn)
+    strangers = [
+        {"channel": "email", "from": "ADA@Example.com", "subject": "Hello", "text": "It's Ada"},
+        {"channel": "email", "bounce": {"recipients": ["ada@example.com"], "diagnostic": "mailbox full"}},
+    ]
+    for payload in strangers:
+        conn.execute(
+            "INSERT INTO drumbeat.events (workspace_id, kind, payload) VALUES (%s, 'inbound_unmatched', %s)",
+            (tenant.workspace_id, Jsonb(payload)),
+        )
+    tenant.as_owner()
+    call(conn, "erase_contact", ada)
+    record(conn, {"delivery_id": str(in_flight["delivery_id"]), "outcome": "sent", "provider_message_id": "SMlate",
+                  "body": "Hi Ada", "error_message": "ada@example.com"})  # fmt: skip
+    act_as_owner(conn)
+    assert conn.execute("SELECT status, body, error_message FROM drumbeat.deliveries").fetchall() == [
+        ("sent", None, None)
+    ]
+    left = conn.execute(
+        "SELECT count(*) FROM drumbeat.events WHERE lower(payload::text) LIKE '%ada%'"
+    ).fetchone()
+    assert left == (0,)
+
+
+def test_a_number_now_someone_else_s_is_not_refused_for_them(conn, tenant):
+    """The erased person's old number was reissued to Bea, who is a contact now: her updates still go through."""
+    bea = tenant.contact(phone=ADA, first_name="Bea")
+    act_as_owner(conn)
+    conn.execute(
+        "INSERT INTO drumbeat.erased_identities (workspace_id, kind, digest) "
+        "SELECT %s, 'phone', drumbeat.identity_digest(%s, 'phone', %s)",
+        (tenant.workspace_id, tenant.workspace_id, ADA),
+    )
+    tenant.as_owner()
+    rows = call(conn, "upsert_contacts", tenant.workspace_id, Jsonb([{"phone": ADA, "title": "CEO"}]))
+    assert rows == [(bea, False)]

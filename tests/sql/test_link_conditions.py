@@ -40,6 +40,12 @@ def tenant(conn):
     [
         ([PRICING + "?utm_source=drumbeat"], {"if": "clicked", "step": 1, "link": PRICING}, True),
         (["https://acme.example/blog"], {"if": "clicked", "step": 1, "link": PRICING}, False),
+        (
+            [PRICING + "-old", PRICING + "s"],
+            {"if": "clicked", "step": 1, "link": PRICING},
+            False,
+        ),  # not a boundary
+        ([PRICING + "/eu#plans"], {"if": "clicked", "step": 1, "link": PRICING}, True),
         (["https://acme.example/blog"], {"if": "clicked", "step": 1}, True),  # any link, as before
         ([], {"if": "not_clicked", "step": 1, "link": PRICING}, True),
         ([PRICING], {"if": "not_clicked", "step": 1, "link": PRICING}, False),

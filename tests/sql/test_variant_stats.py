@@ -75,6 +75,10 @@ def test_variants_are_counted_rated_and_tested_against_the_control(tenant):
     for delivery in replies:
         payload = Jsonb({"delivery_id": str(delivery["delivery_id"])})
         call(conn, "record_event", contact_of[delivery["delivery_id"]], "replied", payload)
+    for delivery in by_variant["B"][:3]:  # engaged three ways (replied, opened, clicked): still one send
+        for kind in ("opened", "clicked"):
+            payload = Jsonb({"delivery_id": str(delivery["delivery_id"])})
+            call(conn, "record_event", contact_of[delivery["delivery_id"]], kind, payload)
     as_worker(conn)
     conn.execute(
         "SELECT drumbeat.delivery_status('SM' || %s, 'undelivered', '30005')",
@@ -92,7 +96,8 @@ def test_variants_are_counted_rated_and_tested_against_the_control(tenant):
     versus = b["versus_control"]
     assert versus["control"] == "A"
     assert versus["reply_rate"] == pytest.approx(expected_test(2, n_a - 1, 9, n_b), abs=1e-4)
-    assert versus["open_rate"] is None  # nobody opened an SMS: nothing to test
+    assert (b["opened"], b["clicked"], a["opened"]) == (3, 3, 0)
+    assert versus["open_rate"] == pytest.approx(expected_test(0, n_a - 1, 3, n_b), abs=1e-4)
     assert opener["replied"] == 11
 
 

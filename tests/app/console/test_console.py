@@ -336,8 +336,8 @@ def test_the_builder_shows_each_variant_against_the_control_and_a_manual_step_s_
     ]
     sequence = tenant.post("/sequences", {"name": "AB", "channel": "sms", "steps": steps}).json()["id"]
     assert tenant.post(f"/sequences/{sequence}/activate").status_code == 200
-    for n in range(6):
-        contact = tenant.post("/contacts", {"phone": f"+1212555016{n}"}).json()["id"]
+    for n in range(24):  # variants are drawn by weight: 24 make a run without a B a one-in-8-million event
+        contact = tenant.post("/contacts", {"phone": f"+1212555{100 + n:04d}"}).json()["id"]
         assert (
             tenant.post("/enrollments", {"sequence_id": sequence, "contact_id": contact}).status_code == 201
         )
@@ -348,4 +348,33 @@ def test_the_builder_shows_each_variant_against_the_control_and_a_manual_step_s_
     table = page.text[page.text.index("A/B variants") :]
     assert re.search(r"<td>#1</td><td>A</td>.*?<td>control</td>", table)
     assert re.search(r"<td>#1</td><td>B</td>.*?<td>not enough data</td>", table)  # no replies yet
-    assert "Ring: 0 of 6 done, 6 waiting" in page.text
+    assert "Ring: 0 of 24 done, 24 waiting" in page.text
+
+
+def test_a_condition_on_a_link_is_built_in_the_console(client, tenant: ApiTenant):
+    csrf = sign_in(client, tenant.key)
+    tenant.sender("sms")
+    builder = new_sequence(client, csrf)
+    condition = {
+        "_csrf": csrf,
+        "kind": "condition",
+        "condition_if": "clicked",
+        "condition_step": "1",
+        "then": "exit",
+        "else": "continue",
+    }
+    bad = client.post(
+        f"{builder}/steps",
+        data=condition | {"condition_if": "replied", "condition_link": "https://x.example"},
+    )
+    assert bad.status_code == 422 and "only clicked and not_clicked" in field_errors(bad)["condition"]
+    made = client.post(
+        f"{builder}/steps",
+        data=condition | {"condition_link": "https://acme.example/pricing"},
+        follow_redirects=False,
+    )
+    assert made.status_code == 303, banner(made)
+    sequence_id = builder.rsplit("/", 1)[1]
+    steps = tenant.get(f"/sequences/{sequence_id}").json()["steps"]
+    assert steps[1]["condition"] == {"if": "clicked", "step": 1, "link": "https://acme.example/pricing"}
+    assert 'value="https://acme.example/pricing"' in client.get(builder).text  # shown back for editing
