@@ -12,9 +12,10 @@ import html
 import logging
 from html.parser import HTMLParser
 
-from app.core.links import LinkSigner, clean_url, is_web_url
+from app.core.links import LinkSigner, clean_url, is_link_name, is_web_url
 
 log = logging.getLogger("drumbeat.tracking")
+LINK_NAME_ATTRIBUTE = "data-link-name"
 
 
 def pixel_tag(url: str) -> str:
@@ -91,7 +92,7 @@ def track_html(
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement), in document order
     if track_clicks:
         for offset, raw, attrs, closed in locator.anchors:
-            rewritten = [(n, _tracked(signer, delivery_id, v) if n == "href" else v) for n, v in attrs]
+            rewritten = _tracked_anchor(signer, delivery_id, attrs)
             if rewritten != attrs and source.startswith(raw, offset):
                 edits.append((offset, offset + len(raw), _start_tag(rewritten, closed)))
     pixel_url = signer.open_url(delivery_id)
@@ -108,7 +109,24 @@ def track_html(
     return "".join(out)
 
 
-def _tracked(signer: LinkSigner, delivery_id: str, value: str | None) -> str | None:
+def _tracked_anchor(
+    signer: LinkSigner, delivery_id: str, attrs: list[tuple[str, str | None]]
+) -> list[tuple[str, str | None]]:
+    """An <a>'s attributes with its href tracked. A data-link-name="pricing" names the link for conditions
+    ("clicked the pricing link"): it goes into the signed click URL and, once there, out of the tag, where
+    the recipient has no use for it. An unusable name is logged and the link tracked by its URL alone."""
+    name = next((v for n, v in attrs if n == LINK_NAME_ATTRIBUTE), None)
+    if name is not None and not is_link_name(name.strip()):
+        log.warning("link name ignored for delivery %s: %r is not a link name", delivery_id, name[:100])
+        name = None
+    href = next((v for n, v in attrs if n == "href"), None)
+    tracked = _tracked(signer, delivery_id, href, name.strip() if name else None)
+    if tracked == href:
+        return attrs
+    return [(n, tracked if n == "href" else v) for n, v in attrs if n != LINK_NAME_ATTRIBUTE]
+
+
+def _tracked(signer: LinkSigner, delivery_id: str, value: str | None, name: str | None) -> str | None:
     """The click URL for an href value, or the value itself when it must not be tracked."""
     if value is None:
         return None
@@ -117,6 +135,6 @@ def _tracked(signer: LinkSigner, delivery_id: str, value: str | None) -> str | N
     if not is_web_url(url) or url.startswith((f"{base}/u/", f"{base}/t/")):
         return value
     try:
-        return signer.click_url(delivery_id, url)
+        return signer.click_url(delivery_id, url, name)
     except ValueError:  # too long to carry in a link: sent as written
         return value

@@ -121,8 +121,20 @@ class Condition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, 
             str,
             msgspec.Meta(
                 max_length=2000,
-                description="clicked / not_clicked only: a link of that message; a click on a URL that "
-                "starts with it counts (https://acme.example/pricing matches its ?utm_source=... variants)",
+                description="clicked / not_clicked only: a link of that message; a click on it or on a URL "
+                "that goes on from it past /, ? or # counts (https://acme.example/pricing matches its "
+                "?utm_source=... variants and /pricing/eu, not /pricing-old)",
+            ),
+        ]
+        | None
+    ) = None
+    link_name: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=64,
+                description="clicked / not_clicked only, instead of link: the name the email's HTML gives a link, "
+                '<a href="..." data-link-name="pricing">; letters, digits, spaces, _ - and ., matched in any case',
             ),
         ]
         | None

@@ -258,9 +258,10 @@ async def click_redirect(request: Request, token: FromPath[str]) -> Response[Any
     verified = signer.verify_click(token)
     if verified is None:
         return error_response(404, "not_found", "unknown link")
-    delivery_id, url = verified
+    delivery_id, url, link_name = verified
+    clicked = {"url": url} if link_name is None else {"url": url, "link_name": link_name}
     try:
-        await record_engagement(request, delivery_id, "clicked", {"url": url})
+        await record_engagement(request, delivery_id, "clicked", clicked)
     except Exception:  # the reader still gets where the link points
         log.exception("engagement_not_recorded", extra={"delivery_id": delivery_id, "kind": "clicked"})
     headers = {"Location": location(url), "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}

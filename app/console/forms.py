@@ -139,13 +139,16 @@ def variants(form: dict[str, Any], kind: str) -> list[dict[str, Any]] | None:
 
 
 def condition(form: dict[str, Any]) -> dict[str, Any]:
-    """if <event> of step N [within D days] [on link L]: then / else continue, exit or go to a later step."""
+    """if <event> of step N [within D days] [on link L, or the link named L]: then / else continue, exit or go
+    to a later step."""
     check = {"if": text(form, "condition_if"), "step": whole_number(form, "condition_step", "condition")}
     within = whole_number(form, "condition_within_days", "condition")
     if within:
         check["within"] = {"value": within, "unit": "days"}
     if link := text(form, "condition_link"):
         check["link"] = link
+    if link_name := text(form, "condition_link_name"):
+        check["link_name"] = link_name
     return {"condition": check, "then": outcome(form, "then"), "else": outcome(form, "else")}
 
 

@@ -3,8 +3,9 @@ A token is the delivery id and a purpose (and, for a click, the exact target URL
 DRUMBEAT_SECRET_KEY: the webhook that receives it trusts nothing else.
 
 The HTTP side calls `verify_unsubscribe`, `verify_open` and `verify_click`; each returns None for anything
-forged, altered, truncated or made for another purpose. A click token carries its target URL inside the
-MACed blob, so the redirect can only go where the sent message pointed (no open redirect)."""
+forged, altered, truncated or made for another purpose. A click token carries its target URL (and the
+link's name, when the template named it) inside the MACed blob, so the redirect can only go where the sent
+message pointed (no open redirect) and a click is counted for the link the author meant."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ MAC_BYTES = 16
 ID_BYTES = 16
 MAX_CLICK_URL_BYTES = 4096  # longer targets are left untracked: the tracked URL must fit a request line
 MAX_TOKEN_CHARS = 8192  # refuse to even decode anything longer
+# A link's name, as a template gives it (<a data-link-name="pricing">) and a condition names it: a short
+# label, so it fits one length byte and reads well in a builder.
+LINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
 
 # Browsers drop leading/trailing C0 controls and spaces and every tab/newline inside a URL (WHATWG URL).
 _EDGE_JUNK = "".join(chr(c) for c in range(0x21))
@@ -111,32 +115,44 @@ class LinkSigner:
 
     # --- clicks: the delivery and the exact target URL, bound together ---------------------------------
 
-    def click_token(self, delivery_id: str, url: str) -> str:
-        """Raises ValueError for a URL we must never redirect to (not absolute http(s), or too long)."""
+    def click_token(self, delivery_id: str, url: str, name: str | None = None) -> str:
+        """Raises ValueError for a URL we must never redirect to (not absolute http(s), or too long) and
+        for a name that is not a link name."""
         target = url.encode()
         if not is_web_url(url) or len(target) > MAX_CLICK_URL_BYTES:
             raise ValueError(f"not a trackable link: {url[:100]!r}")
         raw = uuid.UUID(delivery_id).bytes
-        return _b64(raw + self._mac("click", raw + target) + target)
+        if name is None:
+            return _b64(raw + self._mac("click", raw + target) + target)
+        if not is_link_name(name):
+            raise ValueError(f"not a link name: {name[:100]!r}")
+        # Why a second purpose rather than a new layout for every click: links in mail already sent carry
+        # the unnamed layout and must keep working; the purpose tells the two apart without a version byte.
+        labelled = bytes([len(name)]) + name.encode() + target
+        return _b64(raw + self._mac("named_click", raw + labelled) + labelled)
 
-    def click_url(self, delivery_id: str, url: str) -> str:
-        return f"{self.base_url}/t/c/{self.click_token(delivery_id, url)}"
+    def click_url(self, delivery_id: str, url: str, name: str | None = None) -> str:
+        return f"{self.base_url}/t/c/{self.click_token(delivery_id, url, name)}"
 
-    def verify_click(self, token: str) -> tuple[str, str] | None:
-        """For GET /t/c/{token}: (delivery id, target URL) when the token is untampered, else None.
-        The target is always an absolute http(s) URL that was in the message sent for that delivery."""
+    def verify_click(self, token: str) -> tuple[str, str, str | None] | None:
+        """For GET /t/c/{token}: (delivery id, target URL, link name or None) when the token is untampered,
+        else None. The target is always an absolute http(s) URL that was in the message sent for that delivery."""
         blob = _unb64(token)
         if blob is None or len(blob) <= ID_BYTES + MAC_BYTES:
             return None
-        raw, mac, target = (
-            blob[:ID_BYTES],
-            blob[ID_BYTES : ID_BYTES + MAC_BYTES],
-            blob[ID_BYTES + MAC_BYTES :],
-        )
-        if not hmac.compare_digest(self._mac("click", raw + target), mac):
+        raw, mac, rest = blob[:ID_BYTES], blob[ID_BYTES : ID_BYTES + MAC_BYTES], blob[ID_BYTES + MAC_BYTES :]
+        if hmac.compare_digest(self._mac("click", raw + rest), mac):
+            name, target = None, rest
+        elif hmac.compare_digest(self._mac("named_click", raw + rest), mac) and len(rest) > rest[0] + 1:
+            name, target = rest[1 : rest[0] + 1].decode("ascii", "replace"), rest[rest[0] + 1 :]
+        else:
             return None
         try:
             url = target.decode()
         except UnicodeDecodeError:
             return None
-        return (str(uuid.UUID(bytes=raw)), url) if is_web_url(url) else None
+        return (str(uuid.UUID(bytes=raw)), url, name) if is_web_url(url) else None
+
+
+def is_link_name(name: str) -> bool:
+    return LINK_NAME.fullmatch(name) is not None

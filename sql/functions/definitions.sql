@@ -311,7 +311,7 @@ DECLARE
     v_if text;
     v_target_kind text;
 BEGIN
-    PERFORM drumbeat.check_object(v_condition, p_field || '.condition', ARRAY['if', 'step', 'within', 'link']);
+    PERFORM drumbeat.check_object(v_condition, p_field || '.condition', ARRAY['if', 'step', 'within', 'link', 'link_name']);
     v_if := drumbeat.json_text(v_condition -> 'if', p_field || '.condition.if', true);
     IF v_if NOT IN ('replied', 'opened', 'clicked', 'not_replied', 'not_opened', 'not_clicked') THEN
         PERFORM drumbeat.raise_error('PT422', 'must be one of replied, opened, clicked, not_replied, not_opened, not_clicked',
@@ -331,6 +331,15 @@ BEGIN
             OR drumbeat.json_text(v_condition -> 'link', p_field || '.condition.link', true, 2000) !~* '^https?://[^\s/]+') THEN
         PERFORM drumbeat.raise_error('PT422', CASE WHEN v_if NOT LIKE '%clicked' THEN 'only clicked and not_clicked look at a link'
             ELSE 'must be an http(s) URL, e.g. https://acme.example/pricing' END, p_field || '.condition.link');
+    END IF;
+    -- A link's name is what a template wrote in <a data-link-name="...">: the pattern the sender accepts.
+    IF v_condition ? 'link_name' AND (v_if NOT LIKE '%clicked' OR v_condition ? 'link'
+            OR drumbeat.json_text(v_condition -> 'link_name', p_field || '.condition.link_name', true, 64)
+               !~ '^[A-Za-z0-9]([A-Za-z0-9 _.-]*[A-Za-z0-9_.-])?$') THEN
+        PERFORM drumbeat.raise_error('PT422', CASE WHEN v_if NOT LIKE '%clicked' THEN 'only clicked and not_clicked look at a link'
+            WHEN v_condition ? 'link' THEN 'name the link by its URL (link) or its name (link_name), not both'
+            ELSE 'must be a link name: letters, digits, spaces, "_", "-" and "." (as in <a data-link-name="pricing">)' END,
+            p_field || '.condition.link_name');
     END IF;
     PERFORM drumbeat.check_branch(p_step -> 'then', p_field || '.then', p_position, pg_catalog.jsonb_array_length(p_steps)),
             drumbeat.check_branch(p_step -> 'else', p_field || '.else', p_position, pg_catalog.jsonb_array_length(p_steps));

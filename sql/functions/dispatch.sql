@@ -111,7 +111,7 @@ $$;
 
 -- Why: did an earlier step see this engagement? A reply counts whichever step it names (replies often
 -- cannot be tied to a message); opens and clicks count on the step itself, a click only on the link the
--- condition names when it names one. `within` limits the look to that long after the step was sent.
+-- condition names (by URL or by the name its template gave it) when it names one. `within` limits the look to that long after the step was sent.
 CREATE OR REPLACE FUNCTION drumbeat.condition_holds(p_enrollment drumbeat.enrollments, p_condition jsonb)
 RETURNS boolean
 LANGUAGE sql
@@ -132,6 +132,9 @@ AS $$
               -- "clicked link X": that URL, or one that goes on from it past a boundary (its ?utm_... variants,
               -- its #anchors, pages below it), never merely a longer name (/pricing is not /pricing-old)
               AND (p_condition ->> 'link' IS NULL OR drumbeat.url_within(ev.payload ->> 'url', p_condition ->> 'link'))
+              -- "clicked the link named X": the name its template gave it, whatever its case
+              AND (p_condition ->> 'link_name' IS NULL
+                   OR pg_catalog.lower(ev.payload ->> 'link_name') = pg_catalog.lower(p_condition ->> 'link_name'))
               AND (p_condition -> 'within' IS NULL OR t.sent_at IS NULL
                    OR ev.occurred_at <= t.sent_at + drumbeat.parse_delay(p_condition -> 'within', 'within'))) AS happened
     )

@@ -45,7 +45,7 @@ AS $$
     WHERE k.key IN ('channel', 'status', 'outcome', 'error_code', 'exit_reason', 'task_id', 'delivery_id',
                     'via_delivery_id', 'enrollment_id', 'step_id', 'kind', 'result', 'branch', 'action', 'event',
                     'endpoint_id', 'until', 'attempt', 'transient', 'message_sid', 'email_key', 'version',
-                    'enrollments_replanned')
+                    'enrollments_replanned', 'link_name')
        OR (k.key IN ('from', 'to') AND p_kind IN ('started', 'resumed', 'paused', 'completed', 'exited',
                                                   'enrollment_reassigned', 'task_reassigned'))
        OR (k.key = 'reason' AND p_kind <> 'resubscribed')

@@ -49,6 +49,10 @@ def tenant(conn):
         (["https://acme.example/blog"], {"if": "clicked", "step": 1}, True),  # any link, as before
         ([], {"if": "not_clicked", "step": 1, "link": PRICING}, True),
         ([PRICING], {"if": "not_clicked", "step": 1, "link": PRICING}, False),
+        # By the name a template gave the link (<a data-link-name="Pricing">), in any case
+        ([(PRICING, "Pricing")], {"if": "clicked", "step": 1, "link_name": "pricing"}, True),
+        ([(PRICING, "Pricing"), PRICING], {"if": "clicked", "step": 1, "link_name": "careers"}, False),
+        ([PRICING], {"if": "not_clicked", "step": 1, "link_name": "Pricing"}, True),  # clicked unnamed
     ],
 )
 def test_a_condition_on_a_link_counts_clicks_on_that_link_only(conn, tenant, clicked, condition, exits):
@@ -57,10 +61,11 @@ def test_a_condition_on_a_link_counts_clicks_on_that_link_only(conn, tenant, cli
     [delivery] = claim(conn)
     record(conn, {"delivery_id": str(delivery["delivery_id"]), "outcome": "sent"})
     as_worker(conn)
-    for url in clicked:
+    for click in clicked:
+        url, name = click if isinstance(click, tuple) else (click, None)
         conn.execute(
             "SELECT drumbeat.record_delivery_engagement(%s, 'clicked', %s)",
-            (delivery["delivery_id"], Jsonb({"url": url})),
+            (delivery["delivery_id"], Jsonb({"url": url} | ({"link_name": name} if name else {}))),
         )
     assert claim(conn) == []  # the condition ran inside the claim; the last email waits a day
     state = enrollment(conn, enrollment_id)
@@ -78,4 +83,21 @@ def test_a_condition_on_a_link_counts_clicks_on_that_link_only(conn, tenant, cli
 def test_a_bad_link_condition_is_refused_naming_the_field(conn, tenant, condition, message):
     tenant.as_owner()
     with sql_error(conn, "PT422", field="steps[1].condition.link", match=message):
+        call_one(conn, "create_sequence", tenant.workspace_id, Jsonb(branching(condition)))
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ({"if": "opened", "step": 1, "link_name": "pricing"}, "only clicked and not_clicked look at a link"),
+        ({"if": "clicked", "step": 1, "link": PRICING, "link_name": "pricing"}, "not both"),
+        ({"if": "clicked", "step": 1, "link_name": "pricing/eu"}, "must be a link name"),
+        ({"if": "clicked", "step": 1, "link_name": "pricing "}, "must be a link name"),
+        ({"if": "clicked", "step": 1, "link_name": "x" * 65}, "at most 64"),
+        ({"if": "clicked", "step": 1, "link_name": ""}, "must not be empty"),
+    ],
+)
+def test_a_bad_link_name_condition_is_refused_naming_the_field(conn, tenant, condition, message):
+    tenant.as_owner()
+    with sql_error(conn, "PT422", field="steps[1].condition.link_name", match=message):
         call_one(conn, "create_sequence", tenant.workspace_id, Jsonb(branching(condition)))

@@ -22,7 +22,7 @@ SIGNER = LinkSigner(PUBLIC_URL, LINK_SECRET)
 
 TRACKED_HTML = (
     "<html><body><p>Hi {{ contact.first_name }}</p>"
-    '<a href="https://shop.example.com/pricing?plan=pro">Pricing</a> '
+    '<a href="https://shop.example.com/pricing?plan=pro" data-link-name="pricing">Pricing</a> '
     '<a href="https://shop.example.com/café?q=ü">Café</a>'
     '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>'
 )

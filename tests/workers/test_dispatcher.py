@@ -262,7 +262,7 @@ class CapturingTransport:
 
 TRACKED_HTML = (
     "<html><body><p>Hi {{ contact.first_name }},</p>"
-    '<p><a href="https://shop.example.com/pricing?plan=pro&amp;ref=mail">See pricing</a> or '
+    '<p><a href="https://shop.example.com/pricing?plan=pro&amp;ref=mail" data-link-name="Pricing">See pricing</a> or '
     "<A HREF='mailto:sales@example.com'>write to us</A>.</p>"
     '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>'
 )
@@ -311,7 +311,9 @@ def test_email_html_gets_an_open_pixel_and_signed_click_links(db_url):
     assert signer.verify_click(pricing.rsplit("/", 1)[1]) == (
         delivery_id,
         "https://shop.example.com/pricing?plan=pro&ref=mail",
+        "Pricing",  # the template's data-link-name, carried for "clicked the link named Pricing"
     )
+    assert "data-link-name" not in message.html
     assert mailto == "mailto:sales@example.com"
     assert unsubscribe == signer.unsubscribe_url(delivery_id)
     assert "<p>Hi Ada,</p>" in message.html

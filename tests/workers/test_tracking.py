@@ -48,7 +48,7 @@ def target_of(href: str | None) -> str:
     assert href is not None and href.startswith(CLICK), href
     verified = SIGNER.verify_click(href.removeprefix(CLICK))
     assert verified is not None, href
-    delivery, target = verified
+    delivery, target, _ = verified
     assert delivery == DELIVERY
     return target
 
@@ -82,6 +82,29 @@ def test_other_attributes_are_kept():
     [(tag, attrs)] = Tags(tracked).tags
     assert tag == "a" and attrs.pop("href", "").startswith(CLICK)
     assert attrs == {"class": "btn", "download": None, "style": "color:red"}
+
+
+def test_a_link_name_goes_into_the_signed_click_and_out_of_the_tag():
+    tracked = clicks_only('<a data-link-name=" Pricing " class="btn" href="https://example.com/p">Go</a>')
+    [(tag, attrs)] = Tags(tracked).tags
+    assert tag == "a" and attrs.keys() == {"class", "href"}
+    assert SIGNER.verify_click(attrs["href"].removeprefix(CLICK)) == (
+        DELIVERY,
+        "https://example.com/p",
+        "Pricing",
+    )
+
+
+def test_an_unusable_link_name_is_logged_and_the_link_tracked_by_url(caplog):
+    tracked = clicks_only('<a data-link-name="pricing/eu" href="https://example.com/p">Go</a>')
+    [href] = Tags(tracked).hrefs()
+    assert SIGNER.verify_click(href.removeprefix(CLICK)) == (DELIVERY, "https://example.com/p", None)
+    assert "'pricing/eu' is not a link name" in caplog.text
+
+
+def test_a_link_name_on_an_untracked_link_is_left_alone():
+    source = '<a data-link-name="mail" href="mailto:sales@example.com">Write</a>'
+    assert clicks_only(source) == source
 
 
 def test_a_self_closing_anchor_stays_self_closing():

@@ -828,6 +828,14 @@ def test_an_ab_test_and_a_link_condition_over_http(tenant: ApiTenant, db_url: st
     bad["steps"][1]["condition"]["link"] = "pricing"
     error = tenant.post("/sequences", bad)
     assert (error.status_code, error.json()["error"]["field"]) == (422, "steps[1].condition.link"), error.text
+    by_name = copy.deepcopy(body)
+    by_name["steps"][1]["condition"] = {"if": "clicked", "step": 1, "link_name": "pricing page"}
+    assert create(tenant, by_name)["steps"][1]["condition"]["link_name"] == "pricing page"
+    by_name["steps"][1]["condition"]["link_name"] = "pricing/page"
+    error = tenant.post("/sequences", by_name)
+    assert (error.status_code, error.json()["error"]["field"]) == (422, "steps[1].condition.link_name"), (
+        error.text
+    )
     created = create(tenant, body)
     assert created["steps"][1]["condition"]["link"] == "https://acme.example/pricing"
     tenant.post(f"/sequences/{created['id']}/activate")

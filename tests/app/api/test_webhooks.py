@@ -12,6 +12,7 @@ import struct
 import psycopg
 import pytest
 from litestar.testing import TestClient
+from psycopg.types.json import Jsonb
 from twilio.request_validator import RequestValidator
 
 from app.api.app import create_app
@@ -336,6 +337,7 @@ def test_a_click_redirects_to_the_signed_url_and_records_it_once(client, db_url,
     assert str(delivery) == email["message"].delivery_id
     assert (contact, enrollment, step) == (email["contact"], email["enrollment"], email["step"])
     assert payload["url"] == "https://shop.example.com/pricing?plan=pro"
+    assert payload["link_name"] == "pricing"  # the template's <a data-link-name="pricing">
     # Another link of the same message is another click; non-ASCII is percent-encoded for the header.
     response = client.get(email["cafe"], follow_redirects=False)
     assert response.headers["location"] == "https://shop.example.com/caf%C3%A9?q=%C3%BC"
@@ -343,6 +345,25 @@ def test_a_click_redirects_to_the_signed_url_and_records_it_once(client, db_url,
         "https://shop.example.com/pricing?plan=pro",
         "https://shop.example.com/café?q=ü",
     ]
+
+
+@pytest.mark.parametrize(
+    ("condition", "holds"),
+    [
+        ({"if": "clicked", "step": 1, "link_name": "Pricing"}, True),  # names match whatever their case
+        ({"if": "clicked", "step": 1, "link_name": "cafe"}, False),  # that link has no name
+        ({"if": "not_clicked", "step": 1, "link_name": "pricing"}, False),
+    ],
+)
+def test_a_click_on_a_named_link_counts_for_a_condition_on_that_name(client, db_url, email, condition, holds):
+    assert client.get(email["pricing"], follow_redirects=False).status_code == 302
+    assert client.get(email["cafe"], follow_redirects=False).status_code == 302
+    seen = value(
+        db_url,
+        "SELECT drumbeat.condition_holds(e, %s) FROM drumbeat.enrollments e WHERE e.id = %s",
+        (Jsonb(condition), email["enrollment"]),
+    )
+    assert seen is holds
 
 
 def test_a_tampered_click_token_is_404_and_never_a_redirect(client, db_url, email):

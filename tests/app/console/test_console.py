@@ -378,3 +378,10 @@ def test_a_condition_on_a_link_is_built_in_the_console(client, tenant: ApiTenant
     steps = tenant.get(f"/sequences/{sequence_id}").json()["steps"]
     assert steps[1]["condition"] == {"if": "clicked", "step": 1, "link": "https://acme.example/pricing"}
     assert 'value="https://acme.example/pricing"' in client.get(builder).text  # shown back for editing
+    by_name = client.post(
+        f"{builder}/steps", data=condition | {"condition_link_name": "Pricing"}, follow_redirects=False
+    )
+    assert by_name.status_code == 303, banner(by_name)
+    steps = tenant.get(f"/sequences/{sequence_id}").json()["steps"]
+    assert steps[2]["condition"] == {"if": "clicked", "step": 1, "link_name": "Pricing"}
+    assert 'value="Pricing"' in client.get(builder).text

@@ -89,13 +89,43 @@ def _decode(token: str) -> bytes:
 
 def test_a_click_token_gives_back_its_delivery_and_exact_target():
     token = _click_token()
-    assert SIGNER.verify_click(token) == (DELIVERY, TARGET)
+    assert SIGNER.verify_click(token) == (DELIVERY, TARGET, None)
     assert re.fullmatch(r"[A-Za-z0-9_-]+", token)  # one URL-safe path segment, nothing to escape
 
 
 def test_a_click_token_binds_non_ascii_targets_too():
     url = "https://example.com/café?q=ü"
-    assert SIGNER.verify_click(_click_token(url=url)) == (DELIVERY, url)
+    assert SIGNER.verify_click(_click_token(url=url)) == (DELIVERY, url, None)
+
+
+def test_a_named_click_token_gives_back_its_link_name_too():
+    token = SIGNER.click_token(DELIVERY, TARGET, "Pricing page")
+    assert SIGNER.verify_click(token) == (DELIVERY, TARGET, "Pricing page")
+
+
+def test_a_named_click_token_with_its_name_or_target_changed_is_refused():
+    blob = _decode(SIGNER.click_token(DELIVERY, TARGET, "pricing"))
+    head, labelled = blob[:32], blob[32:]
+    assert labelled == bytes([7]) + b"pricing" + TARGET.encode()
+    for forged in (
+        bytes([7]) + b"careers" + TARGET.encode(),
+        labelled[:1] + b"pricing" + b"https://evil.example/",
+    ):
+        assert SIGNER.verify_click(_encode(head + forged)) is None
+    # Nor does dropping the name make an unnamed token of it: each layout has its own MAC purpose.
+    assert SIGNER.verify_click(_encode(head + TARGET.encode())) is None
+
+
+def test_a_name_length_byte_past_the_end_is_refused_not_crashed():
+    raw = uuid.UUID(DELIVERY).bytes
+    labelled = bytes([200]) + b"pricing"
+    assert SIGNER.verify_click(_encode(raw + SIGNER._mac("named_click", raw + labelled) + labelled)) is None
+
+
+@pytest.mark.parametrize("name", ["", " pricing", "pricing/eu", "<b>", "x" * 65, "prix-été"])
+def test_only_link_names_can_be_signed(name):
+    with pytest.raises(ValueError, match="not a link name"):
+        SIGNER.click_token(DELIVERY, TARGET, name)
 
 
 def test_a_click_token_is_no_other_token():
