@@ -16,6 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from app.api import (
     contacts,
     enrollments,
+    idempotency,
     inbound_email,
     ops,
     sequences,
@@ -74,14 +75,19 @@ def create_app(settings: Settings) -> Litestar:
 
     api_v1 = Router(
         path="/api/v1",
-        route_handlers=[
-            *workspaces.route_handlers,
-            *sequences.route_handlers,
-            *enrollments.route_handlers,
-            *contacts.route_handlers,
-            *webhook_endpoints.route_handlers,
-        ],
+        route_handlers=idempotency.document_keys(
+            [
+                *workspaces.route_handlers,
+                *sequences.route_handlers,
+                *enrollments.route_handlers,
+                *contacts.route_handlers,
+                *webhook_endpoints.route_handlers,
+            ]
+        ),
         dependencies={"db": Provide(provide_db)},
+        # A POST's Idempotency-Key: its response is stored before the request's transaction commits.
+        before_request=idempotency.before_request,
+        after_request=idempotency.after_request,
     )
     app = Litestar(
         route_handlers=[
@@ -107,7 +113,8 @@ def create_app(settings: Settings) -> Litestar:
         # Litestar counts the bytes it reads, so a body sent without Content-Length (chunked) is cut off
         # at the limit too; a route may set its own (the CSV import does).
         request_max_body_size=settings.max_body_bytes,
-        exception_handlers=EXCEPTION_HANDLERS,
+        # (a replay is no error: an Idempotency-Key's stored answer, app/api/idempotency.py)
+        exception_handlers={**EXCEPTION_HANDLERS, idempotency.Replay: idempotency.on_replay},
         openapi_config=openapi_config(),
         on_app_init=[ops.install],  # the HTTP latency histogram of /metrics
         # Not Litestar's: by default it replaces the root logger's handlers with its own plain-text one,

@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import Body, QueryParameter
 
+from app.api import idempotency
 from app.api.db import act_as
 from app.core.db import fetch_one, fetch_value, require_row
 from app.core.errors import Invalid
@@ -25,13 +26,15 @@ WorkspaceId = NamedDependency[UUID]
 async def provide_db(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
     """One transaction per request acting as the caller; commits when the handler returns, rolls back
     when it raises (Litestar throws the handler's exception into this generator). A caller over its rate
-    limit (app/api/ratelimit.py) is refused here, before any work is done as it."""
+    limit (app/api/ratelimit.py) is refused here, before any work is done as it; a POST's Idempotency-Key
+    is taken here, or its earlier answer replayed (app/api/idempotency.py)."""
     state = request.app.state
     async with state.pool.connection() as conn, conn.transaction():
         caller = await state.authenticator.caller(conn, request.headers.get("authorization"))
         state.rate_limiter.admit(caller)
         await act_as(conn, caller.claims)
         request.state.caller = caller
+        await idempotency.begin(conn, request)  # a retried POST's answer is replayed from here
         yield conn
 
 

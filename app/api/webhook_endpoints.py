@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from app.api.deps import Db, WorkspaceId, provide_workspace_id
 from app.api.errors import contract_fields
+from app.api.idempotency import SHOWS_SECRET
 from app.core.db import fetch_all, fetch_value
 from app.core.errors import Invalid
 from app.core.queries import queries
@@ -130,6 +131,7 @@ class WebhookEndpointController(Controller):
         "endpoint off; anything else is retried (30 s, 2 min, 10 min, ... for about three days). The URL must "
         "resolve to public addresses only, and be https in production.",
         status_code=201,
+        opt=SHOWS_SECRET,
     )
     async def create(
         self, request: Request, db: Db, workspace: WorkspaceId, data: JSONBody[EndpointCreate]
@@ -172,6 +174,7 @@ class WebhookEndpointController(Controller):
         "/{endpoint_id:uuid}/rotate-secret",
         summary="A new signing secret; the old one keeps signing beside it for 24 hours",
         status_code=200,
+        opt=SHOWS_SECRET,
     )
     async def rotate_secret(self, db: Db, endpoint_id: FromPath[UUID]) -> EndpointWithSecret:
         return await contract_call(

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.errors import contract_fields
+from app.api.idempotency import SHOWS_SECRET
 from app.core.db import fetch_all, fetch_one, fetch_value, require_row
 from app.core.errors import NotConfigured
 from app.core.queries import queries
@@ -232,6 +233,7 @@ class WorkspaceController(Controller):
         description="Replaces the previous one, which stops working at once. Paste `url` into the provider "
         "(SendGrid Inbound Parse with raw MIME, Mailgun's store/forward to a /mime URL): it can post inbound "
         "email for this workspace and do nothing else.",
+        opt=SHOWS_SECRET,
     )
     async def inbound_secret(self, request: Request, db: Db, workspace_id: FromPath[UUID]) -> InboundSecret:
         secret = await fetch_value(db, Q["rotate_inbound_secret"], {"id": workspace_id})
@@ -335,7 +337,7 @@ class ApiKeyController(Controller):
     tags = ["api keys"]
     dependencies = {"workspace": Provide(provide_workspace_id)}
 
-    @post("/", summary="Create an API key (admins and owners); the token is shown once")
+    @post("/", summary="Create an API key (admins and owners); the token is shown once", opt=SHOWS_SECRET)
     async def create(self, db: Db, workspace: WorkspaceId, data: JSONBody[ApiKeyCreate]) -> ApiKeyCreated:
         created = await fetch_one(
             db, Q["create_api_key"], {"workspace_id": workspace, "name": data.name, "role": data.role}

@@ -54,6 +54,8 @@ GRANT UPDATE (to_address, subject, body, error_message) ON TABLE drumbeat.delive
 GRANT DELETE ON TABLE drumbeat.outbox TO drumbeat_contract;
 GRANT SELECT, INSERT ON TABLE drumbeat.erased_identities TO drumbeat_contract;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.erased_identities TO service_role;
+-- The HTTP API's idempotency keys: only its two functions touch them, as the contract, for the caller's own.
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.idempotency_keys TO drumbeat_contract, service_role;
 GRANT SELECT, INSERT, DELETE ON TABLE drumbeat.holidays TO drumbeat_contract;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.api_keys, drumbeat.contacts, drumbeat.enrollments,
     drumbeat.sender_mailboxes, drumbeat.senders, drumbeat.sequence_steps, drumbeat.sequences, drumbeat.tasks,
@@ -268,7 +270,8 @@ GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name tex
     drumbeat.check_assignee(p_workspace_id uuid, p_user_id uuid, p_field text), drumbeat.move_tasks(p_task_ids uuid[],
     p_user_id uuid), drumbeat.identity_digest(p_workspace_id uuid, p_kind text, p_address text),
     drumbeat.is_erased_identity(p_workspace_id uuid, p_kind text, p_address text),
-    drumbeat.scrubbed_payload(p_kind text, p_payload jsonb) TO drumbeat_contract, service_role;
+    drumbeat.scrubbed_payload(p_kind text, p_payload jsonb), drumbeat.idempotency_caller(p_key text, p_fingerprint
+    text) TO drumbeat_contract, service_role;
 
 -- What tenants call outside the contract: the look-up in their read policies, the read-only helpers the
 -- API's queries use (sql/queries/api_*.sql) and the lock its read-modify-write edits take. Nothing here writes.

@@ -160,7 +160,7 @@ BEGIN
     FOREACH v_table IN ARRAY ARRAY['timezones', 'workspaces', 'workspace_members', 'api_keys', 'senders',
         'contacts', 'sequences', 'sequence_steps', 'enrollments', 'deliveries', 'tasks', 'events', 'holidays',
         'outbox', 'channel_holds', 'sender_mailboxes', 'event_types', 'webhook_endpoints', 'webhook_messages',
-        'webhook_attempts', 'phone_timezones', 'phone_number_plans', 'erased_identities']
+        'webhook_attempts', 'phone_timezones', 'phone_number_plans', 'erased_identities', 'idempotency_keys']
     LOOP
         EXECUTE pg_catalog.format(
             'CREATE POLICY %I ON drumbeat.%I TO service_role USING (true) WITH CHECK (true)',
@@ -206,6 +206,10 @@ BEGIN
     END LOOP;
 END
 $admin_tables$;
+
+-- An idempotency key is its caller's alone (an API key or a JWT user), whatever the workspace.
+CREATE POLICY idempotency_keys_own ON drumbeat.idempotency_keys TO drumbeat_contract
+    USING (caller_id = (SELECT drumbeat.current_user_id())) WITH CHECK (caller_id = (SELECT drumbeat.current_user_id()));
 
 CREATE POLICY timezones_read ON drumbeat.timezones FOR SELECT TO authenticated, drumbeat_contract USING (true);
 

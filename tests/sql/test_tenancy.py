@@ -105,6 +105,9 @@ def populate(conn: psycopg.Connection, name: str) -> Rows:
     )[0][0]["id"]
     call(conn, "test_webhook_endpoint", webhook_endpoint)
 
+    act_as(conn, member)  # a key of the member's (a person in this workspace alone)
+    call(conn, "begin_idempotent_request", f"{name}-retry", "f" * 64)
+
     superuser(conn)
     steps = [
         r[0]
@@ -227,6 +230,13 @@ TABLES = {
     "webhook_attempts": Table(readable=False, writes=()),
     # Digests of erased contacts' addresses: the contract checks and adds them, nobody browses them.
     "erased_identities": Table(readable=False, writes=()),
+    # The HTTP API's Idempotency-Key rows are their caller's (here: each workspace's plain member), read and written
+    # only by its two functions.
+    "idempotency_keys": Table(
+        tenant="(SELECT m.workspace_id FROM drumbeat.workspace_members m WHERE m.user_id = caller_id)",
+        readable=False,
+        rewritten="key",
+    ),
     "channel_holds": Table(
         tenant="(SELECT se.workspace_id FROM drumbeat.senders se WHERE se.id = sender_id)",
         shared="sender_id IS NULL",
@@ -330,6 +340,10 @@ INSERT_INTO_B: dict[str, Callable[[World], tuple[str, tuple]]] = {
     "erased_identities": lambda w: (
         "INSERT INTO drumbeat.erased_identities (workspace_id, kind, digest) VALUES (%s, 'phone', repeat('a', 64))",
         (w.b.workspace_id,),
+    ),
+    "idempotency_keys": lambda w: (
+        "INSERT INTO drumbeat.idempotency_keys (caller_id, key, fingerprint) VALUES (%s, 'evil', repeat('a', 64))",
+        (w.b.member,),
     ),
     "webhook_attempts": lambda w: (
         "INSERT INTO drumbeat.webhook_attempts (workspace_id, endpoint_id, message_id, attempt, attempted_at, "
@@ -451,7 +465,14 @@ def test_a_cannot_update_or_delete_b_rows(world, table, verb):
     assert rows_as_text(superuser(conn), table, where, params) == before
 
 
-@pytest.mark.parametrize("table", [name for name in TENANT_TABLES if "UPDATE" in TABLES[name].writes])
+@pytest.mark.parametrize(
+    "table",
+    [
+        name
+        for name in TENANT_TABLES
+        if "UPDATE" in TABLES[name].writes and TABLES[name].tenant.isidentifier()
+    ],
+)
 def test_a_updates_its_own_rows_but_cannot_move_them_to_b(world, table):
     conn = superuser(world.conn)
     where, params = rows_of(table, world.a.workspace_id)
@@ -676,6 +697,11 @@ CASES = {
     "test_webhook_endpoint": Case(lambda r: (r.webhook_endpoint,), min_role="admin"),
     "list_webhook_deliveries": Case(lambda r: (r.webhook_endpoint, None, 10), min_role="admin", writes=False),
     "resend_webhook_message": Case(lambda r: (r.webhook_endpoint, r.webhook_message), min_role="admin"),
+    # The HTTP API's Idempotency-Key: the caller's own keys, in no workspace's name (each test user is in A only).
+    "begin_idempotent_request": Case(lambda r: (f"key-{uuid.uuid4()}", "a" * 64), scoped=False),
+    "finish_idempotent_request": Case(
+        lambda r: (f"key-{uuid.uuid4()}", "a" * 64, 201, "application/json", None, b"{}"), scoped=False
+    ),
     # Its events are the test transaction's own, not yet in the feed: it answers {"queued": 0, ...}.
     "resend_webhook_messages": Case(
         lambda r: (r.webhook_endpoint, "2026-01-01T00:00:00Z"), min_role="admin", writes=False
