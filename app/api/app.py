@@ -101,8 +101,9 @@ def create_app(settings: Settings) -> Litestar:
                 "settings": settings,
                 "authenticator": Authenticator(settings),
                 "rate_limiter": RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
-                # Without DRUMBEAT_SECRET_KEY, console sessions are sealed with a key of this process's own
-                # (they end when it restarts).
+                # load_settings always has a key (development keeps one in the data directory); settings
+                # made in code may not, and then sessions are sealed with a key of this process's own (they
+                # end when it restarts).
                 "console_sessions": Sessions(settings.secret_key or secrets.token_bytes(32)),
             }
         ),

@@ -101,6 +101,19 @@ def database_url(command: str) -> str:
         ) from error
 
 
+def settings_for_server(command: str, args: argparse.Namespace):
+    """settings_for(command) for a process that serves the API on --host / --port: there, DRUMBEAT_PUBLIC_URL's
+    development default is the address this process listens on (links it signs then lead back to it)."""
+    import dataclasses
+
+    from app.core.settings import local_server_url
+
+    settings = settings_for(command)
+    if not settings.public_url_defaulted:
+        return settings
+    return dataclasses.replace(settings, public_url=local_server_url(args.host, args.port))
+
+
 def settings_for(command: str):
     """Validated settings (with the embedded database standing in for an unset DATABASE_URL);
     CommandError(EXIT_USAGE) naming the variable when the configuration is wrong."""

@@ -117,7 +117,7 @@ def test_up_against_database_url_migrates_it_and_mints_the_first_key(db_url, tmp
         assert running.interrupt() == 0
     finally:
         running.kill()
-    assert not (tmp_path / "unused").exists()
+    assert not (tmp_path / "unused" / "pgdata").exists()  # no embedded server (the dev key may live there)
 
 
 def test_up_on_a_port_in_use_exits_1_saying_so_before_starting_anything(tmp_path):
