@@ -21,6 +21,7 @@ from app.commands import (
     CommandError,
     add_listen_arguments,
     fail,
+    program,
     settings_for_server,
 )
 
@@ -195,7 +196,9 @@ def _banner(
             f'  try        curl -H "Authorization: Bearer {first_run.token}" {base}/api/v1/workspaces',
         ]
     else:
-        lines.append(f"  API key    drumbeat keys create --workspace {first_run.workspace_id} --role admin")
+        # A command that runs as printed, even when `drumbeat` is not on PATH (after scripts/run).
+        create = f"{program()} keys create --workspace {first_run.workspace_id} --role admin"
+        lines.append(f"  API key    {create}")
     lines += [f"  sending    {_describe_sending(settings)}", "Ctrl-C stops everything."]
     print("\n".join(lines), flush=True)
 
