@@ -55,6 +55,17 @@ def _cluster_from(url: str) -> Cluster:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_data_home(tmp_path_factory) -> Iterator[Path]:
+    """The user's data directory (XDG_DATA_HOME), for this process and every `drumbeat` it starts, is the
+    run's own: development keeps its secret key there (and the embedded Postgres, for a command with
+    neither DATABASE_URL nor DRUMBEAT_DATA_DIR), never in the ~/.local/share of whoever runs the tests."""
+    home = tmp_path_factory.mktemp("xdg-data-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(home))
+        yield home
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """DATABASE_URL, else 127.0.0.1:5432, else an embedded server (DRUMBEAT_TEST_EMBEDDED=1 forces it)."""

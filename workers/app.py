@@ -94,7 +94,10 @@ def transports_for(settings: Settings) -> dict[str, Transport]:
     if settings.transport == "outbox":
         return chosen
     if settings.has_credentials("sms"):
-        callback = f"{settings.public_url}/webhooks/twilio/status" if settings.public_url else None
+        # Not to the development default (this machine's API): Twilio cannot reach it, and would only log a
+        # failed callback for every message.
+        reachable = settings.public_url and not settings.public_url_defaulted
+        callback = f"{settings.public_url}/webhooks/twilio/status" if reachable else None
         chosen["sms"] = TwilioTransport(
             settings.twilio_account_sid,
             settings.twilio_auth_token,

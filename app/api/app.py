@@ -1,6 +1,7 @@
 """The Litestar application: routes under /api/v1 (authenticated, rate-limited per caller, one transaction
-per request acting as the caller), the operator console under /console (app/console), webhooks and operations endpoints outside it, OpenAPI at /docs (Scalar,
-and /docs/swagger). Request bodies are limited to DRUMBEAT_MAX_BODY_BYTES (413 past it)."""
+per request acting as the caller), the operator console under /console (app/console), webhooks and operations endpoints outside it, the OpenAPI document at
+/docs/openapi.json and its documentation at /docs (Swagger UI from this server's own files, app/api/docs.py).
+Request bodies are limited to DRUMBEAT_MAX_BODY_BYTES (413 past it)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from app.api import (
@@ -28,6 +28,7 @@ from app.api.access import with_request_context
 from app.api.auth import Authenticator
 from app.api.db import make_pool
 from app.api.deps import provide_db
+from app.api.docs import OfflineSwaggerPlugin, docs_router
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.ratelimit import RateLimiter
 from app.console import console_router
@@ -46,8 +47,9 @@ def openapi_config() -> OpenAPIConfig:
         "Each API key (and each JWT user) is rate-limited: past the limit a request is refused with 429 and a "
         "`Retry-After` header (seconds). Request bodies are limited in size (413; 1 MiB unless the operator "
         "changed it).",
-        path="/docs",
-        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        # /docs and /docs/swagger: one page, working offline (app/api/docs.py).
+        openapi_router=docs_router(),
+        render_plugins=[OfflineSwaggerPlugin(path="/swagger")],
         components=Components(
             security_schemes={
                 "BearerAuth": SecurityScheme(
@@ -105,8 +107,9 @@ def create_app(settings: Settings) -> Litestar:
                 "settings": settings,
                 "authenticator": Authenticator(settings),
                 "rate_limiter": RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
-                # Without DRUMBEAT_SECRET_KEY, console sessions are sealed with a key of this process's own
-                # (they end when it restarts).
+                # load_settings always has a key (development keeps one in the data directory); settings
+                # made in code may not, and then sessions are sealed with a key of this process's own (they
+                # end when it restarts).
                 "console_sessions": Sessions(settings.secret_key or secrets.token_bytes(32)),
             }
         ),

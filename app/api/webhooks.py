@@ -92,9 +92,11 @@ def _settings(request: Request) -> Settings:
 
 async def verified_twilio_form(request: Request) -> Any:
     """The POSTed form when X-Twilio-Signature is right for it; else Forbidden (403), or NotConfigured
-    (503) when this server cannot verify anything (TWILIO_AUTH_TOKEN or DRUMBEAT_PUBLIC_URL not set)."""
+    (503) when this server cannot verify anything (TWILIO_AUTH_TOKEN or DRUMBEAT_PUBLIC_URL not set).
+    DRUMBEAT_PUBLIC_URL's development default counts as not set: Twilio signs the URL it called, which is
+    never this machine's own address (a tunnel's, at best)."""
     settings = _settings(request)
-    if not settings.twilio_auth_token or not settings.public_url:
+    if not settings.twilio_auth_token or not settings.public_url or settings.public_url_defaulted:
         missing = "TWILIO_AUTH_TOKEN" if not settings.twilio_auth_token else "DRUMBEAT_PUBLIC_URL"
         log.error(
             "webhook_not_configured", extra={"missing": missing, "route": request.scope.get("path_template")}

@@ -61,6 +61,24 @@ def workspace_name(conn, workspace: uuid.UUID) -> str:
         raise CommandError(str(error)) from None
 
 
+def program() -> str:
+    """How to run this `drumbeat` again from a shell, for commands we print: `drumbeat` only when that name
+    on PATH is this very program; else its absolute path (`scripts/run` starts .venv/bin/drumbeat, which
+    no PATH names, and from the repository root, which need not be the shell's directory), or
+    `python -m app.cli` when it was started that way."""
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    started = Path(sys.argv[0]).absolute()
+    if started.name != "drumbeat":
+        return f"{shlex.quote(sys.executable)} -m app.cli"
+    on_path = shutil.which("drumbeat")
+    if on_path and Path(on_path).resolve() == started.resolve():
+        return "drumbeat"
+    return shlex.quote(str(started))
+
+
 def fail(command: str, message: str, code: int = EXIT_FAILED) -> int:
     print(f"drumbeat {command}: {message}".rstrip(), file=sys.stderr)
     return code
@@ -99,6 +117,19 @@ def database_url(command: str) -> str:
         raise CommandError(
             f"DATABASE_URL is not set and the embedded Postgres could not start: {error}"
         ) from error
+
+
+def settings_for_server(command: str, args: argparse.Namespace):
+    """settings_for(command) for a process that serves the API on --host / --port: there, DRUMBEAT_PUBLIC_URL's
+    development default is the address this process listens on (links it signs then lead back to it)."""
+    import dataclasses
+
+    from app.core.settings import local_server_url
+
+    settings = settings_for(command)
+    if not settings.public_url_defaulted:
+        return settings
+    return dataclasses.replace(settings, public_url=local_server_url(args.host, args.port))
 
 
 def settings_for(command: str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.commands import EXIT_OK, add_listen_arguments, settings_for
+from app.commands import EXIT_OK, add_listen_arguments, settings_for_server
 
 HELP = "serve the HTTP API (OpenAPI docs at /docs) until Ctrl-C"
 
@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
 
     from app.api.app import create_app
 
-    settings = settings_for("api")
+    settings = settings_for_server("api", args)
     uvicorn.run(
         create_app(settings),
         host=args.host,

@@ -404,11 +404,22 @@ def public_url(production: bool) -> Finding:
         if production and url.startswith("http://"):
             return warn("public url", f"{url} is plain http: providers and mail clients should reach https")
         return ok("public url", url)
-    problem = (
-        "DRUMBEAT_PUBLIC_URL is not set: Twilio webhooks cannot be verified, messages with tracking or "
-        "unsubscribe links fail; set it to this server's https:// address"
+    if production:
+        return failed(
+            "public url",
+            "DRUMBEAT_PUBLIC_URL is not set: Twilio webhooks cannot be verified, messages with tracking or "
+            "unsubscribe links fail; set it to this server's https:// address",
+        )
+    from app.core.settings import DEFAULT_HOST, DEFAULT_PORT, local_server_url
+
+    local = local_server_url(
+        os.environ.get("DRUMBEAT_HOST") or DEFAULT_HOST, os.environ.get("DRUMBEAT_PORT") or DEFAULT_PORT
     )
-    return failed("public url", problem) if production else warn("public url", problem)
+    return warn(
+        "public url",
+        f"DRUMBEAT_PUBLIC_URL is not set: development uses {local} (links work on this machine only, Twilio "
+        "webhooks are not verified); set it to this server's https:// address",
+    )
 
 
 def secret_key(production: bool) -> Finding:
@@ -418,8 +429,17 @@ def secret_key(production: bool) -> Finding:
     generate = "generate one with `openssl rand -hex 32`"
     if secret:
         return failed("secret key", f"DRUMBEAT_SECRET_KEY is shorter than 32 characters: {generate}")
-    problem = f"DRUMBEAT_SECRET_KEY is not set: links cannot be signed (unsubscribe, tracking); {generate}"
-    return failed("secret key", problem) if production else warn("secret key", problem)
+    if production:
+        problem = (
+            f"DRUMBEAT_SECRET_KEY is not set: links cannot be signed (unsubscribe, tracking); {generate}"
+        )
+        return failed("secret key", problem)
+    from app.core.settings import development_key_path
+
+    return ok(
+        "secret key",
+        f"DRUMBEAT_SECRET_KEY is not set: development uses the key kept in {development_key_path()}",
+    )
 
 
 def _some(names: list[str], separator: str = ", ") -> str:

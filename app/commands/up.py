@@ -15,7 +15,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.commands import EXIT_FAILED, EXIT_OK, CommandError, add_listen_arguments, fail, settings_for
+from app.commands import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandError,
+    add_listen_arguments,
+    fail,
+    program,
+    settings_for_server,
+)
 
 HELP = "run everything (embedded Postgres unless DATABASE_URL, migrations, API + worker) until Ctrl-C"
 DEFAULT_WORKSPACE = "Default workspace"
@@ -41,7 +49,7 @@ class FirstRun:
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     listener = _listen(args.host, args.port)  # fail fast, before starting anything, when the port is taken
-    settings = settings_for("up")
+    settings = settings_for_server("up", args)
     applied = _migrate(settings.database_url)
     first_run = _default_workspace(settings.database_url)
     try:
@@ -168,8 +176,9 @@ def _banner(
 ) -> None:
     from app.core.embedded import describe
     from app.core.migrate import describe_applied
+    from app.core.settings import local_server_url
 
-    base = f"http://{_display_host(args.host)}:{args.port}"
+    base = local_server_url(args.host, args.port)
     lines = [
         f"Drumbeat is up (ready in {time.monotonic() - started:.1f} s)",
         f"  database   {describe(settings.database_url)}"
@@ -187,13 +196,11 @@ def _banner(
             f'  try        curl -H "Authorization: Bearer {first_run.token}" {base}/api/v1/workspaces',
         ]
     else:
-        lines.append(f"  API key    drumbeat keys create --workspace {first_run.workspace_id} --role admin")
+        # A command that runs as printed, even when `drumbeat` is not on PATH (after scripts/run).
+        create = f"{program()} keys create --workspace {first_run.workspace_id} --role admin"
+        lines.append(f"  API key    {create}")
     lines += [f"  sending    {_describe_sending(settings)}", "Ctrl-C stops everything."]
     print("\n".join(lines), flush=True)
-
-
-def _display_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
 
 
 def _describe_sending(settings) -> str:

@@ -1,13 +1,20 @@
 """Process configuration from the environment and a `.env` file (docs/ARCHITECTURE.md, "The contract":
 process configuration), validated at start with messages that say which variable is wrong and why.
-README: "Configuration" has the table of every variable."""
+README: "Configuration" has the table of every variable.
+
+Development just works: without DRUMBEAT_SECRET_KEY a key is made once and kept in the data directory
+(development_secret_key), and DRUMBEAT_PUBLIC_URL defaults to the local server's address. Production
+requires the key and has no public URL default."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-from dataclasses import dataclass
+import secrets
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 TWILIO_API = "https://api.twilio.com"
@@ -69,6 +76,8 @@ class Settings:
     smtp_password: str | None = None
     smtp_starttls: bool = True
     public_url: str | None = None
+    # True when public_url is the development default (this machine's API, which no provider can reach).
+    public_url_defaulted: bool = False
     secret_key: bytes | None = None
     # A 'sending' delivery older than this was lost with its worker. Why 120 s: a live worker never keeps one
     # that long (a send is bounded by its transport's timeout, 30 s at most, and a record call retries for
@@ -130,6 +139,71 @@ def load_dotenv(path: Path | None = None) -> Path | None:
     return path
 
 
+SECRET_KEY_FILE = "secret_key"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def development_key_path() -> Path:
+    """Where development keeps the DRUMBEAT_SECRET_KEY it made: beside the embedded Postgres's data."""
+    from app.core.embedded import data_dir
+
+    return data_dir() / SECRET_KEY_FILE
+
+
+def development_secret_key(path: Path) -> bytes:
+    """The key kept in `path`, made on first use. Kept rather than made per process, so that links the
+    worker signs verify in the API, links sent before a restart still work after it, and console sessions
+    survive restarts. ConfigError naming the file when it cannot be read or made, or holds no usable key."""
+    try:
+        if not path.exists():
+            _publish_new_key(path)
+        key = path.read_text().strip()
+    except OSError as error:
+        raise ConfigError(
+            f"DRUMBEAT_SECRET_KEY is not set and the development key cannot be kept in {path} "
+            f"({error.strerror or error}): set DRUMBEAT_SECRET_KEY, or DRUMBEAT_DATA_DIR to a writable directory"
+        ) from error
+    if len(key) < 32:
+        raise ConfigError(
+            f"{path} (the development DRUMBEAT_SECRET_KEY) holds fewer than 32 characters: delete it to "
+            "have a new one made, or set DRUMBEAT_SECRET_KEY"
+        )
+    return key.encode()
+
+
+def _publish_new_key(path: Path) -> None:
+    """Write a new key to a private draft (mkstemp makes it mode 0600), then hard-link it into place: the
+    key appears whole or not at all, and when two processes start together the first link wins and both
+    read that one key (the loser's draft is dropped)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{SECRET_KEY_FILE}.")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(secrets.token_hex(32) + "\n")
+        with contextlib.suppress(FileExistsError):  # another process's key is in place: that one is the key
+            os.link(draft, path)
+    finally:
+        os.unlink(draft)
+
+
+def local_server_url(host: str, port: int) -> str:
+    """The URL of an API listening on host:port, as a browser on this machine reaches it (an API listening
+    on every address is reached at 127.0.0.1)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = DEFAULT_HOST
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _tcp_port(name: str, default: int) -> int:
+    value = os.environ.get(name) or str(default)
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(f"{name} must be a TCP port number, got {value!r}")
+    return int(value)
+
+
 # Each in-flight message holds a thread and, with SMTP, a connection to the relay.
 MAX_SEND_CONCURRENCY = 64
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -161,7 +235,8 @@ def _rate_per_second(name: str, default: float) -> float:
 
 def load_settings(database_url: str | None = None) -> Settings:
     """Settings from the environment; database_url (the embedded server's, say) stands in for an unset
-    DATABASE_URL."""
+    DATABASE_URL. In development, an unset DRUMBEAT_SECRET_KEY is the key kept in the data directory (made
+    on the first load) and an unset DRUMBEAT_PUBLIC_URL is the local server's URL."""
     env = os.environ
     database_url = env.get("DATABASE_URL") or database_url
     if not database_url:
@@ -194,13 +269,11 @@ def load_settings(database_url: str | None = None) -> Settings:
     public_url = (env.get("DRUMBEAT_PUBLIC_URL") or "").rstrip("/") or None
     if public_url and not public_url.startswith(("https://", "http://")):
         raise ConfigError("DRUMBEAT_PUBLIC_URL must start with https:// (or http:// for local testing)")
-    secret = env.get("DRUMBEAT_SECRET_KEY") or None
-    if secret is not None and len(secret) < 32:
-        raise ConfigError("DRUMBEAT_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
-    if mode == "production" and secret is None:
-        raise ConfigError(
-            "DRUMBEAT_SECRET_KEY is required in production: it signs unsubscribe and tracking links"
-        )
+    # `drumbeat api` / `up` listen there unless told otherwise (their --host / --port move the default along).
+    local_url = local_server_url(
+        env.get("DRUMBEAT_HOST") or DEFAULT_HOST, _tcp_port("DRUMBEAT_PORT", DEFAULT_PORT)
+    )
+    secret_key = _configured_secret(mode)
     lease = env.get("DRUMBEAT_DELIVERY_LEASE") or str(Settings.delivery_lease_seconds)
     if not lease.isdigit() or int(lease) < 1:
         raise ConfigError(f"DRUMBEAT_DELIVERY_LEASE must be a whole number of seconds >= 1, got {lease!r}")
@@ -227,7 +300,7 @@ def load_settings(database_url: str | None = None) -> Settings:
     log_level = (env.get("DRUMBEAT_LOG_LEVEL") or "INFO").upper()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"DRUMBEAT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
-    return Settings(
+    settings = Settings(
         database_url=database_url,
         env=mode,
         transport=transport,
@@ -239,8 +312,9 @@ def load_settings(database_url: str | None = None) -> Settings:
         smtp_username=env.get("SMTP_USERNAME") or None,
         smtp_password=env.get("SMTP_PASSWORD") or None,
         smtp_starttls=_flag("SMTP_STARTTLS", True),
-        public_url=public_url,
-        secret_key=secret.encode() if secret else None,
+        public_url=public_url or (local_url if mode == "development" else None),
+        public_url_defaulted=public_url is None and mode == "development",
+        secret_key=secret_key,
         delivery_lease_seconds=int(lease),
         jwt_secret=jwt_secret.encode() if jwt_secret else None,
         jwks_url=jwks_url,
@@ -255,3 +329,19 @@ def load_settings(database_url: str | None = None) -> Settings:
         webhook_allow_private=_flag("DRUMBEAT_WEBHOOK_ALLOW_PRIVATE", False),
         webhook_concurrency=_whole_number("DRUMBEAT_WEBHOOK_CONCURRENCY", Settings.webhook_concurrency, 1),
     )
+    if secret_key is not None:
+        return settings
+    # Made last, once everything else is valid: a configuration refused above leaves no file behind.
+    return replace(settings, secret_key=development_secret_key(development_key_path()))
+
+
+def _configured_secret(mode: str) -> bytes | None:
+    """DRUMBEAT_SECRET_KEY, checked; None in development without it (a key is made then: load_settings)."""
+    secret = os.environ.get("DRUMBEAT_SECRET_KEY") or None
+    if secret is not None and len(secret) < 32:
+        raise ConfigError("DRUMBEAT_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+    if secret is None and mode == "production":
+        raise ConfigError(
+            "DRUMBEAT_SECRET_KEY is required in production: it signs unsubscribe and tracking links"
+        )
+    return secret.encode() if secret else None

@@ -156,6 +156,22 @@ def test_a_workspace_without_the_sender_its_sequence_needs_fails(db_url, tmp_pat
     }
 
 
+def test_development_without_a_key_or_public_url_says_what_it_uses_instead(db_url, tmp_path):
+    """Development just works: the key made in the data directory, the local server as the public URL."""
+    code, findings = doctor(tmp_path, DATABASE_URL=db_url, DRUMBEAT_DATA_DIR=str(tmp_path / "data"))
+    assert code == 0, findings
+    kept = tmp_path / "data" / "secret_key"
+    assert findings["secret key"] == (
+        "ok",
+        f"DRUMBEAT_SECRET_KEY is not set: development uses the key kept in {kept}",
+    )
+    status, detail = findings["public url"]
+    assert status == "warn" and detail.startswith(
+        "DRUMBEAT_PUBLIC_URL is not set: development uses http://127.0.0.1:8000"
+    )
+    assert kept.read_text().strip() not in detail
+
+
 def test_a_configuration_error_fails_and_the_other_checks_still_run(db_url, tmp_path):
     code, findings = doctor(tmp_path, DATABASE_URL=db_url, DRUMBEAT_LOG_LEVEL="loud", **TWILIO, **LINKS)
     assert code == 1

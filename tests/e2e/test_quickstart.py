@@ -4,6 +4,7 @@ API key that works; Ctrl-C stops it cleanly; the second run reuses the data (sam
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -12,11 +13,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.e2e import fresh_laptop
 from tests.e2e.fresh_laptop import RUN_COMMAND
-from tests.support.processes import DRUMBEAT, drumbeat, drumbeat_environment, free_port
+from tests.support.processes import DRUMBEAT, committed_tenant, drumbeat, drumbeat_environment, free_port
 
 
 class Running:
@@ -117,7 +119,7 @@ def test_up_against_database_url_migrates_it_and_mints_the_first_key(db_url, tmp
         assert running.interrupt() == 0
     finally:
         running.kill()
-    assert not (tmp_path / "unused").exists()
+    assert not (tmp_path / "unused" / "pgdata").exists()  # no embedded server (the dev key may live there)
 
 
 def test_up_on_a_port_in_use_exits_1_saying_so_before_starting_anything(tmp_path):
@@ -129,3 +131,39 @@ def test_up_on_a_port_in_use_exits_1_saying_so_before_starting_anything(tmp_path
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
     assert not (tmp_path / "data").exists()  # no embedded server was started
+
+
+def search_path(*, with_venv: bool) -> str:
+    """This machine's PATH without the virtualenv that holds `drumbeat` (as in a shell after scripts/run),
+    or with it first (an activated virtualenv, a pip install into the system)."""
+    venv_bin = os.path.dirname(DRUMBEAT)
+    rest = [entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry and entry != venv_bin]
+    return os.pathsep.join([venv_bin, *rest] if with_venv else rest)
+
+
+@pytest.mark.parametrize("on_path", [False, True], ids=["drumbeat-not-on-path", "drumbeat-on-path"])
+def test_the_banner_prints_a_key_command_that_runs_as_printed(db_url, tmp_path, on_path):
+    """Once the first run's key has been shown, the banner says how to make another: a command that works
+    when pasted into the operator's shell, wherever it is, `drumbeat` on PATH or not."""
+    tenant = committed_tenant(db_url)  # an existing workspace: no key is minted, the command is printed
+    path = search_path(with_venv=on_path)
+    environment = drumbeat_environment(
+        DATABASE_URL=db_url, DRUMBEAT_DATA_DIR=str(tmp_path / "data"), PATH=path
+    )
+    running = Running(environment, tmp_path, (DRUMBEAT, "up", "--port", str(free_port())))
+    try:
+        running.wait_for_banner()
+        [line] = [line for line in running.banner if re.match(r"\s+API key\s", line)]
+        assert running.interrupt() == 0
+    finally:
+        running.kill()
+    command = line.split("API key", 1)[1].strip()
+    assert command.startswith("drumbeat keys create " if on_path else f"{DRUMBEAT} keys create ")
+    assert f"--workspace {tenant.workspace_id}" in command
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        command, shell=True, cwd=elsewhere, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^token:  dbk_", result.stdout, re.MULTILINE)

@@ -20,9 +20,11 @@ def browser_available() -> bool:
 
 
 @contextmanager
-def chromium(width: int = 1280, height: int = 900) -> Iterator:
+def chromium(width: int = 1280, height: int = 900, *, offline: bool = False) -> Iterator:
     """A headless Chromium window of `width` x `height`; skipped (with the reason) where none is installed
-    (CI installs it: there the test always runs)."""
+    (CI installs it: there the test always runs). `offline`: no host name but localhost resolves, as on a
+    machine without a network (a page that needs a CDN breaks, and says so in its log), and every request
+    is logged for requested_urls."""
     if not browser_available():
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
     from selenium import webdriver
@@ -43,7 +45,11 @@ def chromium(width: int = 1280, height: int = 900) -> Iterator:
         "--disable-sync",
     ):
         options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    logs = {"browser": "ALL"}
+    if offline:
+        options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1")
+        logs["performance"] = "ALL"  # the DevTools network events: every request the page made
+    options.set_capability("goog:loggingPrefs", logs)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     try:
@@ -63,3 +69,17 @@ def foreign_requests(driver, origin: str) -> list[str]:
         "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href]);"
     )
     return [name for name in names if not name.startswith(origin + "/") and not name.startswith("data:")]
+
+
+def requested_urls(driver) -> list[str]:
+    """Every URL the page asked for since the last call, whether it loaded, failed or was refused (the
+    DevTools network events of a chromium(offline=True) session; the Performance API lists only what
+    loaded)."""
+    import json
+
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls

@@ -16,9 +16,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from app.core.settings import Settings
 from tests.support.processes import free_port
 from tests.support.smtp import Inbox
 from tests.support.twilio import ACCOUNT_SID, Answer
+from workers.app import transports_for
 from workers.transports import Hold, Lookup, Message, SmtpTransport, TwilioTransport
 
 
@@ -49,6 +51,24 @@ def test_twilio_send_goes_through_the_sdk(twilio):
         "StatusCallback": "https://hooks.test/status",
     }
     assert base64.b64decode(request["auth"].split()[1]).decode() == f"{ACCOUNT_SID}:secret"
+
+
+@pytest.mark.parametrize(
+    ("defaulted", "callback"), [(False, "http://127.0.0.1:8000/webhooks/twilio/status"), (True, None)]
+)
+def test_twilio_is_never_asked_to_call_the_development_default_public_url(twilio, defaulted, callback):
+    """An explicit DRUMBEAT_PUBLIC_URL is passed on whatever it is; the development default (this machine,
+    which Twilio cannot reach) is not."""
+    settings = Settings(
+        database_url="postgresql://unused",
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token="secret",
+        twilio_base_url=twilio.url,
+        public_url="http://127.0.0.1:8000",
+        public_url_defaulted=defaulted,
+    )
+    transports_for(settings)["sms"].send(sms())
+    assert twilio.requests[0]["form"].get("StatusCallback") == callback
 
 
 def test_twilio_messaging_service_sender(twilio):

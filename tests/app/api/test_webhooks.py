@@ -192,6 +192,17 @@ def test_without_an_auth_token_twilio_webhooks_are_503_not_500(api_settings):
     assert "TWILIO_AUTH_TOKEN" in assert_error(response, 503, "not_configured")["message"]
 
 
+def test_the_development_default_public_url_does_not_verify_twilio_webhooks(api_settings):
+    """Twilio signs the URL it called, never this machine's own address: 503 naming the variable to set,
+    rather than a 403 for every request that came through a tunnel."""
+    settings = dataclasses.replace(
+        api_settings, public_url="http://127.0.0.1:8000", public_url_defaulted=True
+    )
+    with TestClient(create_app(settings), base_url=PUBLIC_URL) as defaulted:
+        response = twilio_post(defaulted, "/webhooks/twilio/inbound", inbound("STOP"))
+    assert "DRUMBEAT_PUBLIC_URL" in assert_error(response, 503, "not_configured")["message"]
+
+
 # --- Twilio: status callbacks ------------------------------------------------------------------------
 
 
