@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -29,8 +29,9 @@ from app.api.auth import Authenticator
 from app.api.db import make_pool
 from app.api.deps import provide_db
 from app.api.docs import OfflineSwaggerPlugin, docs_router
-from app.api.errors import EXCEPTION_HANDLERS
+from app.api.errors import EXCEPTION_HANDLERS, ErrorBody
 from app.api.ratelimit import RateLimiter
+from app.api.strict_query import refuse_unknown_query, remember_query_parameters
 from app.console import console_router
 from app.console.session import Sessions
 from app.core.settings import Settings
@@ -87,8 +88,9 @@ def create_app(settings: Settings) -> Litestar:
             ]
         ),
         dependencies={"db": Provide(provide_db)},
-        # A POST's Idempotency-Key: its response is stored before the request's transaction commits.
-        before_request=idempotency.before_request,
+        # Unknown query parameters are refused; a POST's Idempotency-Key is noted (its response is stored
+        # before the request's transaction commits).
+        before_request=before_api_request,
         after_request=idempotency.after_request,
     )
     app = Litestar(
@@ -128,4 +130,14 @@ def create_app(settings: Settings) -> Litestar:
     # Around the whole app, not as route middleware (which only runs for matched routes): request ids
     # and the access line for every request, 404s included (app/api/access.py).
     app.asgi_handler = with_request_context(app.asgi_handler)
+    remember_query_parameters(app)
     return app
+
+
+async def before_api_request(request: Request) -> Response[ErrorBody] | None:
+    """Every /api/v1 request, before its dependencies: a 400 for an unknown query parameter (the handler
+    does not run), else the idempotency holder."""
+    if refused := refuse_unknown_query(request):
+        return refused
+    await idempotency.before_request(request)
+    return None
