@@ -25,6 +25,8 @@ COMMANDS = {
     "senders": "senders",
     "import-contacts": "import_contacts",
     "holidays": "holidays",
+    "outbox": "outbox",
+    "psql": "psql",
 }
 
 EPILOG = """\
@@ -45,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"app.commands.{module_name}")
         sub = commands.add_parser(name, help=module.HELP, description=module.__doc__)
         module.add_arguments(sub)
-        sub.set_defaults(handler=module.run, command_name=name)
+        passes_on = getattr(module, "PASSES_ON_ARGUMENTS", False)
+        sub.set_defaults(handler=module.run, command_name=name, passes_on=passes_on)
     return parser
 
 
@@ -53,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     from app.core.logs import configure_logging
     from app.core.settings import ConfigError, load_dotenv
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # A command that hands its arguments to another program (`drumbeat psql -At -c ...`) takes the ones it
+    # does not know; every other command refuses them, as parse_args would.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not args.passes_on:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra[1:] if extra[:1] == ["--"] else extra
     try:
         load_dotenv()
     except ConfigError as error:

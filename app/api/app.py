@@ -18,6 +18,7 @@ from app.api import (
     enrollments,
     idempotency,
     inbound_email,
+    messages,
     ops,
     sequences,
     webhook_endpoints,
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> Litestar:
                 *enrollments.route_handlers,
                 *contacts.route_handlers,
                 *webhook_endpoints.route_handlers,
+                *messages.route_handlers,
             ]
         ),
         dependencies={"db": Provide(provide_db)},

@@ -107,6 +107,9 @@ def _other_tenant(db_url: str) -> Others:
         task = conn.execute(
             "SELECT id FROM drumbeat.tasks WHERE workspace_id = %s", (other.workspace_id,)
         ).fetchone()[0]
+        delivery = conn.execute(
+            "SELECT id FROM drumbeat.deliveries WHERE workspace_id = %s LIMIT 1", (other.workspace_id,)
+        ).fetchone()[0]
     ids = {
         "workspaces": other.workspace_id,
         "contacts": contact,
@@ -118,7 +121,8 @@ def _other_tenant(db_url: str) -> Others:
         "senders": sender,
         "members": other.owner,
         "webhook-endpoints": endpoint,
-        "messages": message["message_id"],
+        "messages": message["message_id"],  # a webhook message, under /webhook-endpoints/{id}/messages
+        "/api/v1/messages": delivery,  # a message sent: GET /api/v1/messages/{id}
     }
     return Others(str(other.workspace_id), {k: str(v) for k, v in ids.items()})
 
@@ -149,11 +153,12 @@ def _routes_with_ids(app) -> list[tuple[str, str]]:
 
 
 def _concrete(path: str, ids: dict[str, str]) -> str:
-    """Each {param} takes the other tenant's id of the collection named just before it."""
+    """Each {param} takes the other tenant's id of the collection named just before it (or of the whole
+    path before it, where two collections share a name)."""
     segments = path.split("/")
     for index, segment in enumerate(segments):
         if segment.startswith("{"):
-            segments[index] = ids[segments[index - 1]]
+            segments[index] = ids.get("/".join(segments[:index])) or ids[segments[index - 1]]
     return "/".join(segments)
 
 
