@@ -141,6 +141,25 @@ class Condition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, 
     ) = None
 
 
+class PreviewRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    contact_id: UUID
+    variant: Annotated[str, msgspec.Meta(min_length=1, max_length=20)] | None = None
+
+
+class SmsCost(msgspec.Struct):
+    encoding: Literal["GSM-7", "UCS-2"]
+    segments: int
+    characters: int
+
+
+class MessagePreview(msgspec.Struct):
+    variant: str | None
+    subject: str | None
+    body: str
+    html_body: str | None
+    sms: SmsCost | None  # an SMS step's encoding and segment count (what Twilio bills)
+
+
 class Goto(msgspec.Struct, forbid_unknown_fields=True):
     goto: Annotated[int, msgspec.Meta(ge=2, description="A later step's position (forward only)")]
 
@@ -550,6 +569,19 @@ async def save(db: Db, sequence_id: UUID, definition: dict[str, Any]) -> None:
     await fetch_one(db, Q["update_sequence"], {"id": sequence_id, "definition": Jsonb(checked(definition))})
 
 
+def message_parts(step: dict[str, Any], variant: str | None) -> dict[str, Any]:
+    """The step's subject, body and html_body, or those of its A/B variant (what the variant leaves out is the
+    step's); 422 naming `variant` when the step has no such variant."""
+    parts = {key: step.get(key) for key in ("subject", "body", "html_body")}
+    if variant is None:
+        return parts
+    for candidate in step.get("variants") or []:
+        if candidate.get("key") == variant:
+            return parts | {key: candidate[key] for key in parts if candidate.get(key) is not None}
+    keys = ", ".join(v["key"] for v in step.get("variants") or []) or "none"
+    raise Invalid(f"the step has no variant {variant!r} (its variants: {keys})", "variant")
+
+
 def find_step(rows: list[dict[str, Any]], step_id: UUID) -> dict[str, Any]:
     for row in rows:
         if row["id"] == step_id:
@@ -798,6 +830,44 @@ class StepController(Controller):
     )
     async def remove(self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID]) -> None:
         await fetch_one(db, Q["remove_step"], {"id": sequence_id, "step_id": step_id})
+
+    @post(
+        "/{step_id:uuid}/preview",
+        summary="A message step rendered for one contact, as the worker would send it",
+        description="With the worker's own sandbox and context (contact, sender, sequence, workspace, the "
+        "contact's enrollment in this sequence, unsubscribe_url as a placeholder): subject, text, HTML, and "
+        "for SMS the encoding and segment count. `variant` renders an A/B variant. Nothing is sent or saved. A "
+        "template that cannot be rendered for this contact is a 422 naming the part (subject, body, html_body).",
+        status_code=200,
+    )
+    async def preview(
+        self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID], data: JSONBody[PreviewRequest]
+    ) -> MessagePreview:
+        await visible_sequence(db, sequence_id)
+        step = find_step(await step_rows(db, sequence_id), step_id)
+        if step["kind"] not in ("sms", "email"):
+            raise Invalid(
+                f"a {step['kind']} step sends no message: only sms and email steps render", "step_id"
+            )
+        parts = message_parts(step, data.variant)
+        params = {"sequence_id": sequence_id, "contact_id": data.contact_id, "channel": step["kind"]}
+        row = require_row(await fetch_one(db, Q["preview_context"], params), "contact", "contact_id")
+        context = row["context"] | {"unsubscribe_url": templates.PREVIEW_UNSUBSCRIBE_URL}
+        try:
+            rendered = templates.render_message(
+                parts["subject"], parts["body"] or "", parts["html_body"], context
+            )
+        except templates.RenderError as error:
+            part, _, reason = str(error).partition(": ")
+            raise Invalid(reason or str(error), part) from None
+        sms = None
+        if step["kind"] == "sms":
+            sms = SmsCost(
+                templates.sms_encoding(rendered.text),
+                templates.sms_segments(rendered.text),
+                len(rendered.text),
+            )
+        return MessagePreview(data.variant, rendered.subject, rendered.text, rendered.html, sms)
 
     @post(
         "/reorder",

@@ -32,7 +32,7 @@ from app.console.render import html
 from app.core.db import fetch_all, fetch_one, fetch_value
 from app.core.errors import DrumbeatError, Invalid
 from app.core.queries import queries
-from app.core.templates import RenderError, render_message, sms_segments
+from app.core.templates import PREVIEW_UNSUBSCRIBE_URL, RenderError, render_message, sms_segments
 
 Q = queries("console")
 API = queries("api_sequences")
@@ -51,6 +51,8 @@ SAMPLE_CONTEXT = {
         "tags": [],
     },
     "sequence": {"name": "Sample"},
+    "sender": {"name": "Sample Sender", "address": "+12025550199"},
+    "enrollment": {"id": None, "metadata": {}, "enrolled_at": None, "assigned_to": None},
 }
 MINUTES_PER_UNIT = {"minutes": 1, "hours": 60, "days": 1440, "weeks": 10080}
 # action: (the contract's statement, what the page says once done)
@@ -391,11 +393,11 @@ async def preview(console: ConsoleDep, sequence_id: FromPath[UUID]) -> Response:
     contact_id = uuid_or_none(form.get("contact_id"))
     row = None
     if contact_id:
-        params = {"sequence_id": sequence_id, "contact_id": contact_id}
-        row = await fetch_one(console.db, Q["preview_context"], params)
+        params = {"sequence_id": sequence_id, "contact_id": contact_id, "channel": form.get("kind")}
+        row = await fetch_one(console.db, API["preview_context"], params)
     # No contact chosen (or none yet): sample values, said so under the preview.
     context = row["context"] if row else SAMPLE_CONTEXT | {"workspace": {"name": console.workspace["name"]}}
-    context = context | {"unsubscribe_url": "https://example.invalid/unsubscribe"}
+    context = context | {"unsubscribe_url": PREVIEW_UNSUBSCRIBE_URL}
     kind = form.get("kind")
     try:
         rendered = render_message(text(form, "subject"), text(form, "body") or "", None, context)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # GSM 03.38: the basic set (one septet each) and the extension set (escape + septet: two each).
@@ -20,6 +20,7 @@ GSM7_BASIC = set(
 )
 GSM7_EXTENSION = set("^{}\\[~]|€\f")
 
+PREVIEW_UNSUBSCRIBE_URL = "https://example.invalid/unsubscribe"  # a preview has no delivery to sign one for
 MAX_REPEAT = 10_000  # "x" * n and n ** m beyond this are refused: a template must not eat the worker's memory
 
 
@@ -61,6 +62,20 @@ _environment = _environment_for(autoescape=False)
 _html_environment = _environment_for(autoescape=True)
 
 
+# What a message template may name: the dispatcher's context (claim_messages, sql/functions/dispatch.sql)
+# and the worker's unsubscribe_url. For each, the members it has; None: not checked (a plain value).
+TEMPLATE_VARIABLES: dict[str, frozenset[str] | None] = {
+    "contact": frozenset(
+        {"id", "phone", "email", "first_name", "last_name", "company", "title", "timezone", "fields", "tags"}
+    ),
+    "sender": frozenset({"id", "address", "name"}),
+    "sequence": frozenset({"id", "name"}),
+    "workspace": frozenset({"id", "name"}),
+    "enrollment": frozenset({"id", "metadata", "enrolled_at", "assigned_to"}),
+    "unsubscribe_url": None,
+}
+
+
 class RenderError(ValueError):
     """A template that cannot be rendered for this recipient; the message says which part and why."""
 
@@ -79,8 +94,9 @@ def _compiled(template: str, html: bool):
 
 
 def compile_template(template: str, *, html: bool = False) -> None:
-    """Check that a template compiles in the sandbox the worker renders with (at save, before any send);
-    RenderError says why not. Compiled templates stay cached for the worker."""
+    """Check that a template compiles in the sandbox the worker renders with (at save, before any send) and
+    names only variables a message has (a typo such as contact.frist_name would fail every send); RenderError
+    says why not, with the line. Compiled templates stay cached for the worker."""
     try:
         _compiled(template, html)
     except Exception as error:  # user input: a syntax error, or anything the compiler meets (deep nesting)
@@ -89,6 +105,36 @@ def compile_template(template: str, *, html: bool = False) -> None:
         raise RenderError(
             f"template does not compile: {message}" + (f" (line {line})" if line else "")
         ) from None
+    check_variables((_html_environment if html else _environment).parse(template))
+
+
+def check_variables(template: nodes.Template) -> None:
+    """Every name the template reads from the message's context is one of TEMPLATE_VARIABLES, and every
+    member it reads of one (contact.first_name, contact["email"]) is one that variable has. Names the
+    template sets itself ({% set %}, {% for %}) are its own; members of free-form values (contact.fields,
+    enrollment.metadata) are not checked."""
+    context_names = meta.find_undeclared_variables(template)
+    for name in sorted(context_names - TEMPLATE_VARIABLES.keys()):
+        line = next(n.lineno for n in template.find_all(nodes.Name) if n.name == name)
+        known = ", ".join(sorted(TEMPLATE_VARIABLES))
+        raise RenderError(f"unknown variable {name!r} (line {line}): a message template may use {known}")
+    for node in template.find_all((nodes.Getattr, nodes.Getitem)):
+        root, member = node.node, _member_name(node)
+        if not (isinstance(root, nodes.Name) and root.name in context_names and member is not None):
+            continue
+        members = TEMPLATE_VARIABLES[root.name]
+        if members is not None and member not in members:
+            raise RenderError(
+                f"unknown variable {root.name}.{member} (line {node.lineno}): {root.name} has "
+                + ", ".join(sorted(members))
+            )
+
+
+def _member_name(node: nodes.Getattr | nodes.Getitem) -> str | None:
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    key = node.arg
+    return key.value if isinstance(key, nodes.Const) and isinstance(key.value, str) else None
 
 
 def _render(template: str | None, context: dict[str, Any], part: str, *, html: bool = False) -> str | None:
@@ -115,10 +161,15 @@ def render_message(
     )
 
 
+def sms_encoding(text: str) -> str:
+    """ "GSM-7" when every character is in the GSM 03.38 sets, else "UCS-2" (one emoji or curly quote does it)."""
+    return "GSM-7" if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text) else "UCS-2"
+
+
 def sms_segments(text: str) -> int:
     """How many SMS segments a text costs: GSM-7 when every character fits (160 per single message,
     153 per part of a long one; extension characters count twice), else UCS-2 (70, then 67 UTF-16 units)."""
-    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text):
+    if sms_encoding(text) == "GSM-7":
         septets = sum(2 if ch in GSM7_EXTENSION else 1 for ch in text)
         return 1 if septets <= 160 else math.ceil(septets / 153)
     units = len(text.encode("utf-16-le")) // 2

@@ -150,9 +150,11 @@ BEGIN
 END
 $$;
 
--- Why: templates are user input. The full Jinja2 sandbox compile happens in the API (issue 4); here
--- every {{ }} and {% %} must be closed and every {{ expression }} must start from a known variable,
--- so a typo is a 422 at save rather than a failed delivery at 3 a.m.
+-- Why: templates are user input. The full Jinja2 sandbox compile happens in the API (app/core/templates.py,
+-- which also checks every member named); here, for RPC callers, every {{ }} and {% %} must be closed and
+-- every {{ expression }} that starts with a name must start from a variable a message has (the context of
+-- claim_messages), one the template itself sets ({% set x %}, {% for x, y in %}, loop) or one of Jinja's
+-- own (range, namespace, ...), so a typo is a 422 at save rather than a failed delivery at 3 a.m.
 CREATE OR REPLACE FUNCTION drumbeat.check_template(p_template text, p_field text)
 RETURNS void
 LANGUAGE plpgsql
@@ -161,6 +163,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_expression text;
+    v_known text[] := ARRAY['contact', 'sender', 'sequence', 'workspace', 'enrollment', 'unsubscribe_url', 'loop',
+                            'range', 'namespace', 'dict', 'lipsum', 'cycler', 'joiner', 'true', 'false', 'none',
+                            'True', 'False', 'None'];
 BEGIN
     IF p_template IS NULL THEN
         RETURN;
@@ -171,14 +176,19 @@ BEGIN
        <> (SELECT pg_catalog.count(*) FROM pg_catalog.regexp_matches(p_template, '\{%.*?%\}', 'g')) THEN
         PERFORM drumbeat.raise_error('PT422', 'template has an unclosed {{ or {%', p_field);
     END IF;
+    -- The template's own names: {% set a = %}, {% for a in %} and {% for a, b in %}.
+    v_known := v_known || ARRAY(
+        SELECT pg_catalog.unnest(pg_catalog.regexp_split_to_array(m[2], '\s*,\s*'))
+        FROM pg_catalog.regexp_matches(p_template, '\{%-?\s*(set|for)\s+([A-Za-z_]\w*(\s*,\s*[A-Za-z_]\w*)*)', 'g') AS m);
     -- [^}]* rather than .*?: in PostgreSQL a regex takes the greediness of its first quantifier.
-    SELECT pg_catalog.btrim(m[1], E' \t\n-') INTO v_expression
-    FROM pg_catalog.regexp_matches(p_template, '\{\{([^}]*)\}\}', 'g') AS m
-    WHERE pg_catalog.btrim(m[1], E' \t\n-') !~ '^(contact|sender|sequence|workspace|unsubscribe_url)\M'
+    SELECT x.expression INTO v_expression
+    FROM (SELECT pg_catalog.btrim(m[1], E' \t\n-') AS expression
+          FROM pg_catalog.regexp_matches(p_template, '\{\{([^}]*)\}\}', 'g') AS m) AS x
+    WHERE pg_catalog.substring(x.expression, '^[A-Za-z_]\w*') <> ALL (v_known)
     LIMIT 1;
     IF FOUND THEN
         PERFORM drumbeat.raise_error('PT422', pg_catalog.format('unknown template variable in {{ %s }}: use contact.*, '
-            'sender.*, sequence.*, workspace.* or unsubscribe_url', v_expression), p_field);
+            'sender.*, sequence.*, workspace.*, enrollment.* or unsubscribe_url', v_expression), p_field);
     END IF;
 END
 $$;

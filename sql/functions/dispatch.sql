@@ -542,6 +542,8 @@ AS $$
                    'track_clicks', COALESCE((s.settings ->> 'track_clicks')::boolean, true)),
                'workspace', pg_catalog.jsonb_build_object('id', w.id, 'name', w.name),
                'sender', pg_catalog.jsonb_build_object('id', se.id, 'address', se.address, 'name', se.name),
+               'enrollment', pg_catalog.jsonb_build_object('id', en.id, 'metadata', en.metadata, 'enrolled_at', en.enrolled_at,
+                   'assigned_to', en.assigned_to),
                'thread', CASE WHEN i.channel = 'email' AND COALESCE(v.value ->> 'subject', st.subject) IS NULL
                               THEN drumbeat.email_thread(i.enrollment_id, st.position) END)
     FROM inserted i
@@ -550,6 +552,7 @@ AS $$
     JOIN drumbeat.workspaces w ON w.id = i.workspace_id
     JOIN drumbeat.contacts c ON c.id = i.contact_id
     JOIN drumbeat.senders se ON se.id = i.sender_id
+    JOIN drumbeat.enrollments en ON en.id = i.enrollment_id
     LEFT JOIN LATERAL (SELECT vv.value FROM pg_catalog.jsonb_array_elements(st.variants) AS vv WHERE vv.value ->> 'key' = i.variant) AS v ON true
 $$;
 

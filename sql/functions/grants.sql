@@ -185,6 +185,10 @@ GRANT EXECUTE ON FUNCTION drumbeat.advance_enrollment(p_enrollment_id uuid, p_do
 GRANT EXECUTE ON FUNCTION drumbeat.api_key_hash(p_token text) TO drumbeat_contract, drumbeat_definer,
     drumbeat_worker, service_role;
 
+-- A template preview (the API's and the console's) shows the sender a step would use: an invoker's
+-- look-up, under the caller's RLS.
+GRANT EXECUTE ON FUNCTION drumbeat.step_sender(p_workspace_id uuid, p_settings jsonb, p_channel text) TO authenticated;
+
 -- The API's login role looks a key up before any user is known.
 GRANT EXECUTE ON FUNCTION drumbeat.authenticate_api_key(p_token text) TO drumbeat_authenticator;
 

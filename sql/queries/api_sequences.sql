@@ -102,3 +102,27 @@ SELECT st.id, st.sequence_id, st.position, st.kind, st.name,
 FROM drumbeat.sequence_steps st
 WHERE st.sequence_id = %(sequence_id)s::uuid AND st.removed_at IS NULL
 ORDER BY st.position
+
+-- name: preview_context
+-- What a message template sees when rendered for this contact (the dispatcher's context, claim_messages in
+-- sql/functions/dispatch.sql, less the thread, which exists only at send time): the sender the step would
+-- use on `channel` (none: null), and the contact's latest enrollment in the sequence, else a new one's.
+SELECT pg_catalog.jsonb_build_object(
+    'contact', pg_catalog.jsonb_build_object('id', c.id, 'phone', c.phone, 'email', c.email, 'first_name', c.first_name,
+        'last_name', c.last_name, 'company', c.company, 'title', c.title, 'timezone', c.timezone, 'fields', c.fields, 'tags', c.tags),
+    'sequence', pg_catalog.jsonb_build_object('id', s.id, 'name', s.name),
+    'workspace', pg_catalog.jsonb_build_object('id', w.id, 'name', w.name),
+    'sender', (SELECT pg_catalog.jsonb_build_object('id', se.id, 'address', se.address, 'name', se.name)
+               FROM drumbeat.senders se
+               WHERE se.id = drumbeat.step_sender(s.workspace_id, s.settings, %(channel)s::text)),
+    'enrollment', COALESCE(
+        (SELECT pg_catalog.jsonb_build_object('id', e.id, 'metadata', e.metadata, 'enrolled_at', e.enrolled_at,
+                                              'assigned_to', e.assigned_to)
+         FROM drumbeat.enrollments e WHERE e.contact_id = c.id AND e.sequence_id = s.id
+         ORDER BY e.enrolled_at DESC LIMIT 1),
+        pg_catalog.jsonb_build_object('id', NULL, 'metadata', '{}'::jsonb, 'enrolled_at', pg_catalog.now(),
+                                      'assigned_to', NULL))) AS context
+FROM drumbeat.contacts c
+JOIN drumbeat.sequences s ON s.id = %(sequence_id)s::uuid AND s.workspace_id = c.workspace_id
+JOIN drumbeat.workspaces w ON w.id = c.workspace_id
+WHERE c.id = %(contact_id)s::uuid

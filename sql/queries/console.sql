@@ -176,19 +176,6 @@ WHERE c.workspace_id = %(workspace_id)s::uuid AND c.deleted_at IS NULL
   AND (c.email = pg_catalog.lower(%(who)s) OR c.phone = %(who)s)
 LIMIT 1
 
--- name: preview_context
--- What a template sees when rendered for this contact (the dispatcher's context, sql/functions/dispatch.sql,
--- less the sender and the thread, which exist only at send time).
-SELECT pg_catalog.jsonb_build_object(
-    'contact', pg_catalog.jsonb_build_object('id', c.id, 'phone', c.phone, 'email', c.email, 'first_name', c.first_name,
-        'last_name', c.last_name, 'company', c.company, 'title', c.title, 'timezone', c.timezone, 'fields', c.fields, 'tags', c.tags),
-    'sequence', pg_catalog.jsonb_build_object('id', s.id, 'name', s.name),
-    'workspace', pg_catalog.jsonb_build_object('id', w.id, 'name', w.name)) AS context
-FROM drumbeat.contacts c
-JOIN drumbeat.sequences s ON s.id = %(sequence_id)s::uuid AND s.workspace_id = c.workspace_id
-JOIN drumbeat.workspaces w ON w.id = c.workspace_id
-WHERE c.id = %(contact_id)s::uuid
-
 -- name: preview_contacts
 -- The contacts a builder can preview with: the sequence's latest enrollees, else the workspace's newest.
 SELECT c.id, c.first_name, c.last_name, c.email, c.phone

@@ -268,6 +268,11 @@ BAD_DEFINITIONS = [
     (_mutated("steps[0].body", None), "steps[0].body", "required"),
     (_mutated("steps[0].body", "Hi {{ contact.first_name"), "steps[0].body", "unclosed"),
     (_mutated("steps[0].body", "Hi {{ password }}"), "steps[0].body", "unknown template variable"),
+    (
+        _mutated("steps[0].body", "{% for t in contact.tags %}{{ tg }}{% endfor %}"),
+        "steps[0].body",
+        "{{ tg }}",
+    ),
     (_mutated("settings.timezone", "Mars/Base"), "settings.timezone", "IANA"),
     (
         _mutated("settings.business_hours", {"funday": {"start": "09:00", "end": "17:00"}}),
@@ -382,6 +387,21 @@ def test_create_sequence_rejects_bad_definitions(tenant, definition, field, mess
     with sql_error(tenant.conn, "PT422", field=field, match=message):
         call(tenant.conn, "create_sequence", tenant.workspace_id, Jsonb(definition))
     assert tenant.conn.execute("SELECT count(*) FROM drumbeat.sequences").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{% for tag in contact.tags %}#{{ tag }}{% if not loop.last %} {% endif %}{% endfor %}",
+        "{% set name = contact.first_name | default('there') %}Hi {{ name }}",
+        "{% for key, value in contact.fields.items() %}{{ key }}={{ value }}{% endfor %}",
+        "Re: {{ enrollment.metadata.deal }} {{ 'x' | upper }} {{ range(2) | list }}",
+    ],
+)
+def test_create_sequence_accepts_loops_sets_and_the_enrollment_over_rpc(tenant, body):
+    """The RPC path's own check (no Jinja in SQL) knows what a template declares itself."""
+    definition = sms_sequence(steps=[{"kind": "sms", "body": body}])
+    assert call(tenant.conn, "create_sequence", tenant.workspace_id, Jsonb(definition))
 
 
 def test_call_step_accepts_business_hours_that_exclude_sms(tenant):

@@ -48,6 +48,7 @@ BODIES: dict[tuple[str, str], dict] = {
     ("POST", "/api/v1/sequences/{sequence_id}/steps"): {"kind": "sms", "body": "Hi"},
     ("PATCH", "/api/v1/sequences/{sequence_id}/steps/{step_id}"): {"name": "Renamed"},
     ("POST", "/api/v1/sequences/{sequence_id}/steps/reorder"): {"step_ids": [str(uuid.uuid4())]},
+    ("POST", "/api/v1/sequences/{sequence_id}/steps/{step_id}/preview"): {"contact_id": str(uuid.uuid4())},
     ("PATCH", "/api/v1/contacts/{contact_id}"): {"first_name": "Renamed"},
     ("POST", "/api/v1/contacts/{contact_id}/resubscribe"): {"channel": "sms", "reason": "test"},
     ("PATCH", "/api/v1/members/{user_id}"): {"role": "member"},

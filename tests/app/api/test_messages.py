@@ -15,7 +15,12 @@ SMS = {
     "name": "Texts",
     "channel": "sms",
     "steps": [
-        {"kind": "sms", "name": "Hello", "body": "Hi {{ contact.first_name }}, it's {{ sender.name }}"}
+        {
+            "kind": "sms",
+            "name": "Hello",
+            "body": "Hi {{ contact.first_name }}, it's {{ sender.name }}"
+            "{% if enrollment.metadata.deal is defined %} about {{ enrollment.metadata.deal }}{% endif %}",
+        }
     ],
 }
 EMAIL = {
@@ -57,9 +62,9 @@ def sent(tenant: ApiTenant, db_url) -> dict:
     enrollments = {}
     for sequence, contacts in ((texts, [ada, bob]), (mails, [ada])):
         for contact in contacts:
-            enrolled = created(
-                tenant.post("/enrollments", {"sequence_id": sequence, "contact_id": contact["id"]})
-            )
+            metadata = {"deal": "the renewal"} if contact is bob else {}
+            body = {"sequence_id": sequence, "contact_id": contact["id"], "metadata": metadata}
+            enrolled = created(tenant.post("/enrollments", body))
             enrollments[(sequence, contact["id"])] = enrolled["id"]
     dispatch(db_url)
     return {"sms_sender": sms_sender, "ada": ada["id"], "bob": bob["id"], "texts": texts, "mails": mails} | {
@@ -78,7 +83,7 @@ def test_messages_show_the_text_as_sent_with_its_sender_and_status(tenant: ApiTe
     assert len(messages) == 3
     assert [m["created_at"] for m in messages] == sorted((m["created_at"] for m in messages), reverse=True)
     [to_bob] = [m for m in messages if m["contact_id"] == sent["bob"]]
-    assert to_bob["body"] == "Hi Bob, it's Acme"
+    assert to_bob["body"] == "Hi Bob, it's Acme about the renewal"  # the worker's context has the enrollment
     assert (to_bob["channel"], to_bob["status"], to_bob["in_outbox"]) == ("sms", "sent", True)
     assert (to_bob["from_address"], to_bob["to_address"]) == ("+15550109999", "+12125550172")
     assert to_bob["sender_id"] == sent["sms_sender"]["id"]

@@ -1,6 +1,8 @@
+import re
+
 import pytest
 
-from app.core.templates import RenderError, render_message, sms_segments
+from app.core.templates import RenderError, compile_template, render_message, sms_encoding, sms_segments
 
 CONTEXT = {
     "contact": {"first_name": "Ada", "fields": {"plan": "pro"}},
@@ -85,3 +87,45 @@ def test_bad_templates_fail_with_a_reason(body, reason):
 )
 def test_sms_segments(text, segments):
     assert sms_segments(text) == segments
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% for tag in contact.tags %}{{ tag }}{% if not loop.last %}, {% endif %}{% endfor %}",
+        "{% set greeting = contact.first_name | default('there') %}Hi {{ greeting }}",
+        "{{ contact['email'] }} {{ contact.fields.plan }} {{ enrollment.metadata.deal.stage }}",
+        "{{ sender.name }} at {{ workspace.name }}, {{ sequence.name }}: {{ unsubscribe_url }}",
+        "{% for i in range(3) %}{{ i }}{% endfor %}{% set ns = namespace(n=0) %}{{ ns.n }}",
+    ],
+)
+def test_loops_sets_and_every_context_variable_are_accepted_at_save(template):
+    compile_template(template)
+    compile_template(template, html=True)
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        (
+            "Hi {{ contact.frist_name }}",
+            "unknown variable contact.frist_name (line 1): contact has company, email",
+        ),
+        ("Hi\n\n{{ contact['emial'] }}", "unknown variable contact.emial (line 3)"),
+        ("{{ first_name }}", "unknown variable 'first_name' (line 1): a message template may use contact,"),
+        ("{{ sender.phone }}", "unknown variable sender.phone (line 1): sender has address, id, name"),
+        ("{% if x %}{% endif %}", "unknown variable 'x'"),
+        ("{{ contact.first_name", "template does not compile: unexpected end of template"),
+        ("{{ contact.first_name | shout }}", "template does not compile: No filter named 'shout'"),
+    ],
+)
+def test_unknown_variables_and_broken_syntax_are_refused_at_save_with_the_line(template, message):
+    with pytest.raises(RenderError, match=re.escape(message)):
+        compile_template(template)
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"), [("Hi Ada, 20€ off", "GSM-7"), ("Hi Ada \u2019s", "UCS-2"), ("👋", "UCS-2")]
+)
+def test_sms_encoding(text, encoding):
+    assert sms_encoding(text) == encoding
