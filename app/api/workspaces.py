@@ -76,6 +76,20 @@ class Sender(msgspec.Struct):
     created_at: dt.datetime
 
 
+class SenderPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The fields to change (the contract checks each: rate_per_second 1-1000, daily_cap 1-10,000,000)."""
+
+    name: str | msgspec.UnsetType | None = msgspec.UNSET
+    rate_per_second: float | msgspec.UnsetType = msgspec.UNSET
+    daily_cap: int | msgspec.UnsetType | None = msgspec.UNSET
+    user_id: UUID | msgspec.UnsetType | None = msgspec.UNSET
+
+
+async def visible_sender(db: Db, sender_id: UUID) -> Sender:
+    row = require_row(await fetch_one(db, Q["get_sender"], {"id": sender_id}), "sender", "sender_id")
+    return msgspec.convert(row, Sender)
+
+
 class MailboxSet(msgspec.Struct, forbid_unknown_fields=True):
     host: Annotated[str, msgspec.Meta(min_length=1, max_length=255, examples=["imap.gmail.com"])]
     username: Annotated[str, msgspec.Meta(min_length=1, max_length=320)]
@@ -279,6 +293,34 @@ class SenderController(Controller):
         return msgspec.convert(
             await fetch_all(db, Q["list_senders"], {"workspace_id": workspace}), list[Sender]
         )
+
+    @get("/{sender_id:uuid}", summary="One sender")
+    async def detail(self, db: Db, sender_id: FromPath[UUID]) -> Sender:
+        return await visible_sender(db, sender_id)
+
+    @patch(
+        "/{sender_id:uuid}",
+        summary="Change a sender (admins): name, pace, whose own it is",
+        description="The fields given change; `daily_cap` and `user_id` take null (no cap; a shared sender). "
+        "Channel and address stay: another number or address is another sender.",
+    )
+    async def change(self, db: Db, sender_id: FromPath[UUID], data: JSONBody[SenderPatch]) -> Sender:
+        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        async with contract_fields(body="changes"):
+            await fetch_one(
+                db, Q["update_sender"], {"id": sender_id, "changes": Jsonb(msgspec.to_builtins(changes))}
+            )
+        return await visible_sender(db, sender_id)
+
+    @delete(
+        "/{sender_id:uuid}",
+        summary="Remove a sender nothing depends on (admins)",
+        description="409 when it has sent messages (they keep pointing at it), when a sequence's settings name "
+        "it, or when it is the last sender of its channel and an active sequence has steps on that channel.",
+    )
+    async def remove(self, db: Db, sender_id: FromPath[UUID]) -> None:
+        async with contract_fields():
+            await fetch_one(db, Q["delete_sender"], {"id": sender_id})
 
     @put(
         "/{sender_id:uuid}/mailbox",

@@ -130,12 +130,7 @@ BEGIN
         PERFORM drumbeat.raise_error('PT422', 'an email sender is an address such as sales@example.com', 'p_address');
     END IF;
     PERFORM drumbeat.check_object(v_settings, 'p_settings', ARRAY['name', 'rate_per_second', 'daily_cap', 'user_id']);
-    IF v_settings ? 'user_id' AND NOT EXISTS (
-            SELECT 1 FROM drumbeat.workspace_members m
-            WHERE m.workspace_id = p_workspace_id AND m.user_id::text = pg_catalog.lower(v_settings ->> 'user_id')
-              AND NOT EXISTS (SELECT 1 FROM drumbeat.api_keys k WHERE k.id = m.user_id)) THEN
-        PERFORM drumbeat.raise_error('PT422', 'must be the user id of a member of this workspace (whose own sender this is)', 'p_settings.user_id');
-    END IF;
+    PERFORM drumbeat.check_sender_owner(p_workspace_id, v_settings -> 'user_id', 'p_settings.user_id');
     BEGIN
         INSERT INTO drumbeat.senders (id, workspace_id, channel, address, name, rate_per_second, daily_cap, user_id)
         VALUES (v_id, p_workspace_id, p_channel, v_address,
@@ -160,6 +155,117 @@ BEGIN
         PERFORM drumbeat.raise_error('PT409', pg_catalog.format('this workspace already has %s sender %s', p_channel, v_address), 'p_address');
     END IF;
     RETURN v_id;
+END
+$$;
+
+-- Why: a member's own sender (settings.user_id) must belong to a person of the workspace, not an API key;
+-- null (or no value) is a shared sender.
+CREATE OR REPLACE FUNCTION drumbeat.check_sender_owner(p_workspace_id uuid, p_user_id jsonb, p_field text)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_user_id IS NOT NULL AND p_user_id <> 'null'::jsonb AND NOT EXISTS (
+            SELECT 1 FROM drumbeat.workspace_members m
+            WHERE m.workspace_id = p_workspace_id AND m.user_id::text = pg_catalog.lower(p_user_id #>> '{}')
+              AND NOT EXISTS (SELECT 1 FROM drumbeat.api_keys k WHERE k.id = m.user_id)) THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be the user id of a member of this workspace (whose own sender this is)', p_field);
+    END IF;
+END
+$$;
+
+-- Why: admins rename a sender, change its pace (rate_per_second, daily_cap: null lifts the cap) or whose own
+-- it is (user_id; null: shared). Its channel and address stay: another number is another sender, because
+-- deliveries and replies are tied to the address they used. Returns nothing; 404 for another tenant's.
+CREATE OR REPLACE FUNCTION drumbeat_api.update_sender(p_sender_id uuid, p_changes jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_sender drumbeat.senders := drumbeat.administered_sender(p_sender_id);
+    v_changes jsonb := COALESCE(p_changes, '{}');
+BEGIN
+    PERFORM drumbeat.check_object(v_changes, 'p_changes', ARRAY['name', 'rate_per_second', 'daily_cap', 'user_id']);
+    PERFORM drumbeat.check_sender_owner(v_sender.workspace_id, v_changes -> 'user_id', 'p_changes.user_id');
+    UPDATE drumbeat.senders se SET
+        name = CASE WHEN v_changes ? 'name' THEN drumbeat.json_text(v_changes -> 'name', 'p_changes.name', false, 200)
+                    ELSE se.name END,
+        rate_per_second = CASE WHEN v_changes ? 'rate_per_second'
+                               THEN drumbeat.json_int(v_changes -> 'rate_per_second', 'p_changes.rate_per_second', 1, 1000)
+                               ELSE se.rate_per_second END,
+        daily_cap = CASE WHEN NOT v_changes ? 'daily_cap' THEN se.daily_cap
+                         WHEN v_changes -> 'daily_cap' = 'null'::jsonb THEN NULL
+                         ELSE drumbeat.json_int(v_changes -> 'daily_cap', 'p_changes.daily_cap', 1, 10000000) END,
+        user_id = CASE WHEN v_changes ? 'user_id' THEN pg_catalog.lower(v_changes ->> 'user_id')::uuid ELSE se.user_id END
+    WHERE se.id = p_sender_id;
+END
+$$;
+
+-- Why: admins remove a sender nothing depends on. One that has sent keeps its deliveries pointing at it (the
+-- record of who sent what), one a sequence's settings name would leave that sequence without its sender, and
+-- the last sender of a channel would leave an active sequence's steps on that channel with none: each is a
+-- PT409 saying so. Its inbox watch and holds go with it.
+CREATE OR REPLACE FUNCTION drumbeat_api.delete_sender(p_sender_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_sender drumbeat.senders := drumbeat.administered_sender(p_sender_id);
+    v_sequence text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM drumbeat.deliveries d WHERE d.sender_id = p_sender_id) THEN
+        PERFORM drumbeat.raise_error('PT409', 'this sender has sent messages, which keep pointing at it: it stays '
+            '(rename it, or name another sender in the sequences'' settings)', 'p_sender_id');
+    END IF;
+    SELECT s.name INTO v_sequence FROM drumbeat.sequences s
+    WHERE s.workspace_id = v_sender.workspace_id AND s.status <> 'archived'
+      AND s.settings ->> (v_sender.channel || '_sender_id') = p_sender_id::text
+    ORDER BY s.created_at LIMIT 1;
+    IF FOUND THEN
+        PERFORM drumbeat.raise_error('PT409', pg_catalog.format('sequence %L sends from this sender (its settings '
+            'name it): name another one there first', v_sequence), 'p_sender_id');
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM drumbeat.senders se WHERE se.workspace_id = v_sender.workspace_id
+                     AND se.channel = v_sender.channel AND se.id <> p_sender_id) THEN
+        SELECT s.name INTO v_sequence FROM drumbeat.sequences s
+        WHERE s.workspace_id = v_sender.workspace_id AND s.status = 'active'
+          AND EXISTS (SELECT 1 FROM drumbeat.sequence_steps st
+                      WHERE st.sequence_id = s.id AND st.kind = v_sender.channel AND st.removed_at IS NULL)
+        ORDER BY s.created_at LIMIT 1;
+        IF FOUND THEN
+            PERFORM drumbeat.raise_error('PT409', pg_catalog.format('this is the workspace''s last %s sender and '
+                'active sequence %L has %s steps: add another sender first', v_sender.channel, v_sequence,
+                v_sender.channel), 'p_sender_id');
+        END IF;
+    END IF;
+    DELETE FROM drumbeat.senders se WHERE se.id = p_sender_id;
+END
+$$;
+
+-- Why: the sender a contract function changes: the caller's to see (RLS: PT404 otherwise, as for any
+-- other tenant's id) and an admin's to change (PT403).
+CREATE OR REPLACE FUNCTION drumbeat.administered_sender(p_sender_id uuid)
+RETURNS drumbeat.senders
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_sender drumbeat.senders;
+BEGIN
+    PERFORM drumbeat.require_caller();
+    SELECT * INTO v_sender FROM drumbeat.senders se WHERE se.id = p_sender_id;
+    IF NOT FOUND THEN
+        PERFORM drumbeat.raise_error('PT404', 'sender not found', 'p_sender_id');
+    END IF;
+    PERFORM drumbeat.require_role(v_sender.workspace_id, 'admin');
+    RETURN v_sender;
 END
 $$;
 

@@ -37,6 +37,12 @@ ORDER BY se.created_at, se.id
 SELECT se.id, se.workspace_id, se.channel, se.address, se.name, se.rate_per_second, se.daily_cap, se.user_id, se.created_at
 FROM drumbeat.senders se WHERE se.id = %(id)s
 
+-- name: update_sender
+SELECT drumbeat_api.update_sender(%(id)s, %(changes)s)
+
+-- name: delete_sender
+SELECT drumbeat_api.delete_sender(%(id)s)
+
 -- name: list_channel_holds
 -- RLS shows whole-channel holds and the caller's senders' holds; the filter keeps this workspace's.
 SELECT h.channel, h.sender_id, se.address AS sender_address, h.reason, h.error_code, h.held_since,

@@ -637,6 +637,12 @@ CASES = {
     "set_holidays": Case(lambda r: (r.workspace_id, [date(2027, 1, 1)]), min_role="admin"),
     "update_workspace": Case(lambda r: (r.workspace_id, "Renamed", "Europe/Paris"), min_role="admin"),
     "create_sender": Case(lambda r: (r.workspace_id, "sms", phone(), Jsonb({})), min_role="admin"),
+    "update_sender": Case(
+        lambda r: (r.sms_sender, Jsonb({"name": "Renamed", "daily_cap": None})), min_role="admin"
+    ),
+    "delete_sender": Case(
+        lambda r: (r.email_sender,), min_role="admin"
+    ),  # unused: no send, no sequence names it
     "upsert_contacts": Case(lambda r: (r.workspace_id, Jsonb([{"phone": phone()}]))),
     "create_sequence": Case(lambda r: (r.workspace_id, Jsonb(SMS_SEQUENCE))),
     "update_sequence": Case(lambda r: (r.sequence, Jsonb(sms_sequence(name="Renamed")))),

@@ -53,6 +53,7 @@ BODIES: dict[tuple[str, str], dict] = {
     ("POST", "/api/v1/contacts/{contact_id}/resubscribe"): {"channel": "sms", "reason": "test"},
     ("PATCH", "/api/v1/members/{user_id}"): {"role": "member"},
     ("PATCH", "/api/v1/webhook-endpoints/{endpoint_id}"): {"description": "Renamed"},
+    ("PATCH", "/api/v1/senders/{sender_id}"): {"name": "Renamed"},
     ("POST", "/api/v1/webhook-endpoints/{endpoint_id}/resend"): {"since": "2026-01-01T00:00:00Z"},
     ("PUT", "/api/v1/senders/{sender_id}/mailbox"): {
         "host": "imap.example.com",
