@@ -30,7 +30,7 @@ from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core import templates  # the worker's own sandbox and cache: templates compile here as they will run
 from app.core.db import fetch_all, fetch_one, fetch_value, require_row
-from app.core.errors import Invalid, NotFound
+from app.core.errors import Conflict, Invalid, NotFound
 from app.core.queries import queries
 
 Q = queries("api_sequences")
@@ -235,6 +235,41 @@ EXAMPLE_DEFINITION = {
     ],
 }
 SequenceDefinitionBody = Annotated[SequenceDefinition, msgspec.Meta(examples=[EXAMPLE_DEFINITION])]
+
+
+class StepReplacement(StepDefinition, kw_only=True):
+    """A step as PUT takes it: a definition, or the step as GET returned it. `position` is ignored (the order
+    of `steps` sets it, so a GET's steps may be reordered as they are); its times must be the step's own."""
+
+    position: int | UnsetType = UNSET
+    created_at: dt.datetime | UnsetType = UNSET
+    updated_at: dt.datetime | UnsetType = UNSET
+
+
+class SequenceReplacement(SequenceDefinition, kw_only=True):
+    """What PUT takes: a definition, or the sequence as GET returned it, edited. Its read-only fields are
+    ignored when they are what the sequence has; `version` is the one read (409 when it moved on since: an
+    edit made meanwhile would be lost)."""
+
+    steps: Annotated[list[StepReplacement], msgspec.Meta(min_length=1, max_length=MAX_STEPS)]
+    id: UUID | UnsetType = UNSET
+    workspace_id: UUID | UnsetType = UNSET
+    status: SequenceStatus | UnsetType = UNSET
+    version: int | UnsetType = UNSET
+    scheduled_start_at: dt.datetime | UnsetType | None = UNSET
+    created_by: UUID | UnsetType | None = UNSET
+    created_at: dt.datetime | UnsetType = UNSET
+    updated_at: dt.datetime | UnsetType = UNSET
+    activated_at: dt.datetime | UnsetType | None = UNSET
+    archived_at: dt.datetime | UnsetType | None = UNSET
+    step_count: int | UnsetType = UNSET
+
+
+SEQUENCE_READ_ONLY = tuple(
+    set(SequenceReplacement.__struct_fields__) - set(SequenceDefinition.__struct_fields__)
+)
+STEP_READ_ONLY = ("position", "created_at", "updated_at")
+SequenceReplacementBody = Annotated[SequenceReplacement, msgspec.Meta(examples=[EXAMPLE_DEFINITION])]
 
 
 class SequencePatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -569,6 +604,27 @@ async def save(db: Db, sequence_id: UUID, definition: dict[str, Any]) -> None:
     await fetch_one(db, Q["update_sequence"], {"id": sequence_id, "definition": Jsonb(checked(definition))})
 
 
+def without_read_only(body: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """A PUT's definition with the read-only fields of a GET taken out, once each was checked to be what
+    the sequence (and each kept step) has: 409 for a stale `version`, 422 naming any other that differs."""
+    if "version" in body and body["version"] != current["version"]:
+        raise Conflict(
+            f"the sequence changed since it was read (version {body['version']}, now {current['version']}): "
+            "read it again and re-apply the edit",
+            "version",
+        )
+    for field in SEQUENCE_READ_ONLY:
+        if field in body and body.pop(field) != current[field]:
+            raise Invalid(f"read-only: this sequence's is {current[field]!r}", field)
+    steps_now = {step["id"]: step for step in current["steps"]}
+    for index, step in enumerate(body["steps"]):
+        step.pop("position", None)
+        for field in ("created_at", "updated_at"):
+            if field in step and step.pop(field) != steps_now.get(step.get("id"), {}).get(field):
+                raise Invalid("read-only: it must be the step's own (or left out)", f"steps[{index}].{field}")
+    return body
+
+
 def message_parts(step: dict[str, Any], variant: str | None) -> dict[str, Any]:
     """The step's subject, body and html_body, or those of its A/B variant (what the variant leaves out is the
     step's); 422 naming `variant` when the step has no such variant."""
@@ -652,10 +708,11 @@ class SequenceController(Controller):
         "past. `version` goes up by one. 409 for an archived sequence.",
     )
     async def replace(
-        self, db: Db, sequence_id: FromPath[UUID], data: example_body(SequenceDefinitionBody)
+        self, db: Db, sequence_id: FromPath[UUID], data: example_body(SequenceReplacementBody)
     ) -> SequenceDetail:
         await locked_sequence(db, sequence_id)
-        await save(db, sequence_id, msgspec.to_builtins(data))
+        current = msgspec.to_builtins(await detail_of(db, sequence_id))
+        await save(db, sequence_id, without_read_only(msgspec.to_builtins(data), current))
         return await detail_of(db, sequence_id)
 
     @patch(
