@@ -23,6 +23,7 @@ from app.core.db import fetch_all, fetch_one, fetch_value, require_row
 from app.core.errors import DrumbeatError, NotFound
 from app.core.event_log import message_for
 from app.core.queries import queries
+from app.core.templates import render_text
 
 Q = queries("api_enrollments")
 log = logging.getLogger("drumbeat.enrollments")
@@ -206,16 +207,37 @@ class Reassignment(msgspec.Struct, forbid_unknown_fields=True):
     ]
 
 
+class TaskContact(msgspec.Struct):
+    """Who the task is about, as a rep needs it to call or write."""
+
+    first_name: str | None
+    last_name: str | None
+    phone: str | None
+    email: str | None
+    company: str | None
+    title: str | None
+    timezone: str | None
+
+
 class Task(msgspec.Struct):
     id: UUID
     workspace_id: UUID
     enrollment_id: UUID
     sequence_id: UUID
+    sequence_name: str
     step_id: UUID
+    step_name: str | None
     contact_id: UUID
+    contact: TaskContact
     kind: str
     title: str
-    description: str | None
+    description: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="The step's task text rendered for this contact (as written if it cannot be)"
+        ),
+    ]
+    description_template: str | None
     assigned_to: UUID | None
     status: TaskStatus
     due_at: dt.datetime
@@ -524,14 +546,12 @@ class TaskController(Controller):
             "limit": page_size,
             "offset": (page - 1) * page_size,
         }
-        rows, total = await paged(db, Q["list_tasks"], Q["count_tasks"], params)
-        return Page(msgspec.convert(rows, list[Task]), total, page, page_size)
+        rows, total = await paged(db, Q["list_tasks"], Q["count_tasks"], params | {"id": None})
+        return Page([task_of(row) for row in rows], total, page, page_size)
 
     @get("/{task_id:uuid}", summary="One task")
     async def detail(self, db: Db, task_id: FromPath[UUID]) -> Task:
-        return msgspec.convert(
-            require_row(await fetch_one(db, Q["get_task"], {"id": task_id}), "task", "task_id"), Task
-        )
+        return await visible_task(db, task_id)
 
     @post(
         "/{task_id:uuid}/complete",
@@ -545,8 +565,7 @@ class TaskController(Controller):
     ) -> Task:
         data = data or TaskComplete()
         await fetch_one(db, Q["complete_task"], {"id": task_id, "outcome": data.outcome, "notes": data.notes})
-        row = require_row(await fetch_one(db, Q["get_task"], {"id": task_id}), "task", "task_id")
-        return msgspec.convert(row, Task)
+        return await visible_task(db, task_id)
 
     @post(
         "/{task_id:uuid}/reassign",
@@ -557,8 +576,24 @@ class TaskController(Controller):
     async def reassign(self, db: Db, task_id: FromPath[UUID], data: JSONBody[Reassignment]) -> Task:
         async with contract_fields():
             await fetch_one(db, Q["reassign_task"], {"id": task_id, "user_id": data.user_id})
-        row = require_row(await fetch_one(db, Q["get_task"], {"id": task_id}), "task", "task_id")
-        return msgspec.convert(row, Task)
+        return await visible_task(db, task_id)
+
+
+TASK_FILTERS = ("workspace_id", "assigned_to", "status", "due_before", "due_after")
+
+
+async def visible_task(db: Db, task_id: UUID) -> Task:
+    """One task (list_tasks by id, every filter off); 404 when RLS hides it."""
+    params = dict.fromkeys(TASK_FILTERS) | {"id": task_id, "limit": 1, "offset": 0}
+    return task_of(require_row(await fetch_one(db, Q["list_tasks"], params), "task", "task_id"))
+
+
+def task_of(row: dict[str, Any]) -> Task:
+    """A task row with its description rendered for its contact (the template kept beside it)."""
+    context = row.pop("template_context")
+    template = row.pop("description")
+    rendered = {"description": render_text(template, context), "description_template": template}
+    return msgspec.convert(row | rendered, Task)
 
 
 class FeedEvent(msgspec.Struct):

@@ -1,6 +1,6 @@
-"""`drumbeat demo`: a guided tour on a throwaway database. It creates a demo workspace with outbox senders, a
-four-step sequence (a text, a wait, an email, a call task) kept to business hours, and twenty contacts in nine
-time zones; prints the planned timeline (drumbeat_api.preview_schedule); then runs the real worker against a
+"""`drumbeat demo`: a guided tour on a throwaway database. It creates a demo workspace with outbox senders,
+a three-step sequence (a text, an email two days later, a call task the day after) kept to business hours,
+and twenty contacts in nine time zones; prints the planned timeline (drumbeat_api.preview_schedule); then runs the real worker against a
 fast-forwarded SQL clock, so that days of outreach play out in well under a minute, printing each send as it
 happens, two contacts replying (the sequence stops for them) and a rep completing the call tasks; it ends
 with the sequence's stats.
@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from app.commands import EXIT_OK, EXIT_USAGE, CommandError, fail, settings_for
 
-HELP = "a guided tour: twenty contacts, a four-step sequence played out in under a minute (outbox only)"
+HELP = "a guided tour: twenty contacts, a three-step sequence (text, email, call) played out in a minute (outbox)"
 
 DEMO_DATABASE = "drumbeat_demo"
 WORKSPACE = "Drumbeat Demo Co."

@@ -19,7 +19,7 @@ from app.console.render import html
 from app.core.db import fetch_all, fetch_one
 from app.core.errors import Invalid
 from app.core.queries import queries
-from app.core.templates import RenderError, render_message
+from app.core.templates import render_text
 
 Q = queries("console")
 ENROLLMENTS = queries("api_enrollments")
@@ -184,10 +184,7 @@ def task_description(task: dict[str, Any]) -> str | None:
         "sequence": {"name": task["sequence_name"]},
         "workspace": {"name": task["workspace_name"]},
     }
-    try:
-        return render_message(None, task["description"], None, context).text
-    except RenderError:
-        return task["description"]
+    return render_text(task["description"], context)
 
 
 @post("/tasks/{task_id:uuid}/complete", name="console:complete-task")

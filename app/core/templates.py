@@ -161,6 +161,17 @@ def render_message(
     )
 
 
+def render_text(template: str | None, context: dict[str, Any]) -> str | None:
+    """A text for a person (a task's description) rendered like a message, or as written when it does not
+    render: the rep had better see the template than nothing."""
+    if not template:
+        return template
+    try:
+        return _render(template, context, "text")
+    except RenderError:
+        return template
+
+
 def sms_encoding(text: str) -> str:
     """ "GSM-7" when every character is in the GSM 03.38 sets, else "UCS-2" (one emoji or curly quote does it)."""
     return "GSM-7" if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text) else "UCS-2"

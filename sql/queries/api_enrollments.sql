@@ -133,22 +133,31 @@ SELECT drumbeat_api.reassign_enrollment(%(id)s, %(user_id)s::uuid)
 -- name: reassign_task
 SELECT drumbeat_api.reassign_task(%(id)s, %(user_id)s::uuid)
 
--- name: get_task
-SELECT t.id, t.workspace_id, t.enrollment_id, e.sequence_id, t.step_id, t.contact_id, t.kind, t.title,
-       t.description, t.assigned_to, t.status, t.due_at, t.completed_at, t.completed_by, t.outcome, t.notes,
-       t.created_at
-FROM drumbeat.tasks t
-JOIN drumbeat.enrollments e ON e.id = t.enrollment_id
-WHERE t.id = %(id)s
-
 -- name: list_tasks
--- Served by tasks_assignee_idx (workspace_id, assigned_to, status, due_at); soonest due first.
-SELECT t.id, t.workspace_id, t.enrollment_id, e.sequence_id, t.step_id, t.contact_id, t.kind, t.title,
-       t.description, t.assigned_to, t.status, t.due_at, t.completed_at, t.completed_by, t.outcome, t.notes,
-       t.created_at
+-- Served by tasks_assignee_idx (workspace_id, assigned_to, status, due_at); soonest due first; and one task by
+-- its id (the workspace then left out: RLS decides). With the contact, step and sequence a rep needs, and the
+-- context its description renders in (a message template's: app/core/templates.py).
+SELECT t.id, t.workspace_id, t.enrollment_id, e.sequence_id, s.name AS sequence_name, t.step_id, st.name AS step_name,
+       t.contact_id, t.kind, t.title, t.description, t.assigned_to, t.status, t.due_at, t.completed_at, t.completed_by,
+       t.outcome, t.notes, t.created_at,
+       pg_catalog.jsonb_build_object('first_name', c.first_name, 'last_name', c.last_name, 'phone', c.phone,
+           'email', c.email, 'company', c.company, 'title', c.title, 'timezone', c.timezone) AS contact,
+       pg_catalog.jsonb_build_object(
+           'contact', pg_catalog.jsonb_build_object('id', c.id, 'phone', c.phone, 'email', c.email,
+               'first_name', c.first_name, 'last_name', c.last_name, 'company', c.company, 'title', c.title,
+               'timezone', c.timezone, 'fields', c.fields, 'tags', c.tags),
+           'sequence', pg_catalog.jsonb_build_object('id', s.id, 'name', s.name),
+           'workspace', pg_catalog.jsonb_build_object('id', w.id, 'name', w.name),
+           'enrollment', pg_catalog.jsonb_build_object('id', e.id, 'metadata', e.metadata, 'enrolled_at', e.enrolled_at,
+               'assigned_to', e.assigned_to)) AS template_context
 FROM drumbeat.tasks t
 JOIN drumbeat.enrollments e ON e.id = t.enrollment_id
-WHERE t.workspace_id = %(workspace_id)s
+JOIN drumbeat.sequences s ON s.id = e.sequence_id
+JOIN drumbeat.sequence_steps st ON st.id = t.step_id
+JOIN drumbeat.contacts c ON c.id = t.contact_id
+JOIN drumbeat.workspaces w ON w.id = t.workspace_id
+WHERE (%(workspace_id)s::uuid IS NULL OR t.workspace_id = %(workspace_id)s::uuid)
+  AND (%(id)s::uuid IS NULL OR t.id = %(id)s::uuid)
   AND (%(assigned_to)s::uuid IS NULL OR t.assigned_to = %(assigned_to)s::uuid)
   AND (%(status)s::text IS NULL OR t.status = %(status)s::text)
   AND (%(due_before)s::timestamptz IS NULL OR t.due_at < %(due_before)s::timestamptz)

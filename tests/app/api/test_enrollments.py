@@ -25,7 +25,8 @@ CALL_FIRST = {
             "kind": "call",
             "name": "Intro call",
             "delay": {"value": 0, "unit": "minutes"},
-            "task_description": "Ring",
+            "task_description": "Ring {{ contact.first_name }}{% if enrollment.metadata.deal is defined %}"
+            " about {{ enrollment.metadata.deal }}{% endif %}",
         },
         {"kind": "sms", "name": "Thanks", "delay": {"value": 1, "unit": "days"}, "body": "Thanks!"},
     ],
@@ -437,8 +438,11 @@ def test_another_tenants_enrollment_is_404_everywhere_and_unchanged(tenant, othe
 
 def test_tasks_from_a_call_step_are_listed_and_completed(tenant, mine, db, db_url):
     sequence_id = mine.sequence(CALL_FIRST)
-    ada, bo = mine.contact(first_name="Ada"), mine.contact(first_name="Bo")
-    ada_enrollment = enroll(tenant, sequence_id, ada, assigned_to=tenant.user_id)["id"]
+    ada = mine.contact(first_name="Ada", last_name="Lovelace", email="ada@example.com", company="Analytical")
+    bo = mine.contact(first_name="Bo")
+    ada_enrollment = enroll(
+        tenant, sequence_id, ada, assigned_to=tenant.user_id, metadata={"deal": "the renewal"}
+    )["id"]
     bo_enrollment = enroll(tenant, sequence_id, bo)["id"]
     dispatch(db_url)
 
@@ -451,9 +455,20 @@ def test_tasks_from_a_call_step_are_listed_and_completed(tenant, mine, db, db_ur
     assert (task["kind"], task["title"], task["description"], task["status"]) == (
         "call",
         "Intro call",
-        "Ring",
+        "Ring Ada about the renewal",  # rendered for the contact, as a message would be
         "pending",
     )
+    assert task["description_template"].startswith("Ring {{ contact.first_name }}")
+    assert (task["sequence_name"], task["step_name"]) == ("Calls first", "Intro call")
+    contact = task["contact"]
+    assert (contact["first_name"], contact["last_name"], contact["email"], contact["company"]) == (
+        "Ada",
+        "Lovelace",
+        "ada@example.com",
+        "Analytical",
+    )
+    assert contact["phone"].startswith("+1555")
+    assert tenant.get(f"/tasks/{task['id']}").json() == task
     assert task["sequence_id"] == sequence_id and task["contact_id"] == ada
     assert task["assigned_to"] == tenant.user_id
 
