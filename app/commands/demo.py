@@ -1,8 +1,8 @@
 """`drumbeat demo`: a guided tour on a throwaway database. It creates a demo workspace with outbox senders,
 a three-step sequence (a text, an email two days later, a call task the day after) kept to business hours,
-and twenty contacts in nine time zones; prints the planned timeline (drumbeat_api.preview_schedule); then runs the real worker against a
-fast-forwarded SQL clock, so that days of outreach play out in well under a minute, printing each send as it
-happens, two contacts replying (the sequence stops for them) and a rep completing the call tasks; it ends
+and twenty contacts in nine time zones; prints the planned timeline (drumbeat_api.preview_schedule); then
+runs the real worker against a fast-forwarded SQL clock, so that days of outreach play out in well under a
+minute, printing each send as it happens, two contacts replying (the sequence stops for them) and a rep completing the call tasks; it ends
 with the sequence's stats.
 
 No scheduling rule is bypassed: the clock is the only thing that differs (drumbeat.clock_now(), which every
