@@ -276,7 +276,8 @@ GRANT EXECUTE ON FUNCTION drumbeat.issue_api_key(p_workspace_id uuid, p_name tex
     drumbeat.is_erased_identity(p_workspace_id uuid, p_kind text, p_address text),
     drumbeat.scrubbed_payload(p_kind text, p_payload jsonb), drumbeat.idempotency_caller(p_key text, p_fingerprint
     text), drumbeat.check_sender_owner(p_workspace_id uuid, p_user_id jsonb, p_field text),
-    drumbeat.administered_sender(p_sender_id uuid) TO drumbeat_contract, service_role;
+    drumbeat.administered_sender(p_sender_id uuid), drumbeat.check_page(p_limit integer, p_offset integer) TO
+    drumbeat_contract, service_role;
 
 -- What tenants call outside the contract: the look-up in their read policies, the read-only helpers the
 -- API's queries use (sql/queries/api_*.sql) and the lock its read-modify-write edits take. Nothing here writes.

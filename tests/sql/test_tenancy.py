@@ -637,6 +637,12 @@ CASES = {
     "set_holidays": Case(lambda r: (r.workspace_id, [date(2027, 1, 1)]), min_role="admin"),
     "update_workspace": Case(lambda r: (r.workspace_id, "Renamed", "Europe/Paris"), min_role="admin"),
     "create_sender": Case(lambda r: (r.workspace_id, "sms", phone(), Jsonb({})), min_role="admin"),
+    # Reads over RPC: each answers something (writes nothing) for its own tenant, PT404 for another's ids.
+    "get_sequence": Case(lambda r: (r.sequence,), writes=False),
+    "get_enrollment": Case(lambda r: (r.enrollment,), writes=False),
+    "list_enrollments": Case(lambda r: (r.workspace_id,), writes=False),
+    "list_tasks": Case(lambda r: (r.workspace_id,), writes=False),
+    "list_messages": Case(lambda r: (r.workspace_id,), writes=False),
     "update_sender": Case(
         lambda r: (r.sms_sender, Jsonb({"name": "Renamed", "daily_cap": None})), min_role="admin"
     ),
