@@ -4,6 +4,7 @@ API key that works; Ctrl-C stops it cleanly; the second run reuses the data (sam
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -120,6 +121,43 @@ def test_up_against_database_url_migrates_it_and_mints_the_first_key(db_url, tmp
     finally:
         running.kill()
     assert not (tmp_path / "unused" / "pgdata").exists()  # no embedded server (the dev key may live there)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_block(marker: str) -> str:
+    """The shell block of the README that follows the comment `<!-- marker ... -->`."""
+    after = README.read_text().split(f"<!-- {marker}", 1)[1]
+    return after.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_first_sequence_runs_as_written(db_url, tmp_path):
+    """Sender, contact, sequence, activation, an enrollment with an Idempotency-Key, then GET /messages: the
+    README's own commands, with curl, against `drumbeat up` and its worker."""
+    port = free_port()
+    environment = drumbeat_environment(DATABASE_URL=db_url, DRUMBEAT_DATA_DIR=str(tmp_path / "data"))
+    running = Running(environment, tmp_path, (DRUMBEAT, "up", "--port", str(port)))
+    try:
+        running.wait_for_banner()
+        shell = os.environ | {"API": f"http://127.0.0.1:{port}/api/v1", "KEY": running.field("API key")}
+        done = subprocess.run(
+            ["bash", "-eu", "-c", readme_block("first-sequence")],
+            env=shell,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        [message] = answer["items"]
+        assert (message["status"], message["subject"]) == ("sent", "Welcome, Ada")
+        assert message["body"] == "Hi Ada, glad you are here. Sam at Acme"
+        assert (message["to_address"], message["in_outbox"]) == ("ada@example.com", True)
+        assert running.interrupt() == 0
+    finally:
+        running.kill()
 
 
 def test_up_on_a_port_in_use_exits_1_saying_so_before_starting_anything(tmp_path):
