@@ -5,14 +5,12 @@ screenshot of the page is kept in the test's directory (its path is printed, and
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.support.browser import browser_errors, chromium, foreign_requests, requested_urls
-from tests.support.processes import DRUMBEAT, drumbeat_environment, free_port, wait_until_serving
+from tests.support.processes import api_server, drumbeat_environment
 
 # Operations the page must show: paths Swagger UI renders once it has read the OpenAPI document.
 KNOWN_PATHS = ("/api/v1/sequences", "/api/v1/enrollments", "/api/v1/contacts/import")
@@ -20,20 +18,8 @@ KNOWN_PATHS = ("/api/v1/sequences", "/api/v1/enrollments", "/api/v1/contacts/imp
 
 @pytest.fixture
 def server(db_url) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [DRUMBEAT, "api", "--port", str(port)],
-        env=drumbeat_environment(DATABASE_URL=db_url, DRUMBEAT_LOG_FORMAT="json"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(httpx.Client(base_url=base), process)
+    with api_server(drumbeat_environment(DATABASE_URL=db_url, DRUMBEAT_LOG_FORMAT="json")) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def shown_paths(driver) -> list[str]:

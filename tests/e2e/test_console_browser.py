@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
@@ -22,10 +21,10 @@ from tests.sql.factories import new_tenant
 from tests.support.browser import browser_errors, chromium, foreign_requests
 from tests.support.processes import (
     DRUMBEAT,
+    api_server,
     drumbeat_environment,
     free_port,
     midday_timezone,
-    wait_until_serving,
 )
 
 
@@ -35,20 +34,8 @@ def environment(db_url: str) -> dict[str, str]:
 
 @pytest.fixture
 def server(db_url) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [DRUMBEAT, "api", "--port", str(port)],
-        env=environment(db_url),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(httpx.Client(base_url=base), process)
+    with api_server(environment(db_url)) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 @pytest.fixture

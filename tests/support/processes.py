@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,6 +116,25 @@ def run_worker_until_sent(db_url: str, expected: int, login: str | None = None, 
         _, stderr = worker.communicate(timeout=30)
     assert worker.returncode == 0, stderr
     return stderr
+
+
+@contextmanager
+def api_server(environment: dict[str, str]) -> Iterator[str]:
+    """`drumbeat api` on a free port, in the background: its base URL once it serves; stopped after."""
+    port = free_port()
+    process = subprocess.Popen(
+        [DRUMBEAT, "api", "--port", str(port)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(httpx.Client(base_url=base), process)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def wait_until_serving(http: httpx.Client, server: subprocess.Popen) -> None:
