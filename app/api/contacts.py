@@ -15,12 +15,13 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.types.json import Jsonb
 
 from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
 from app.api.errors import contract_fields
+from app.api.idempotency import KeyedOperation
 from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core.csv_import import (
     ImportSummary,
@@ -173,10 +174,12 @@ class Resubscribe(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @dataclass
-class CsvUploadOperation(Operation):
-    """The import reads its body as a stream (no `data` parameter), so the document says what it takes."""
+class CsvUploadOperation(KeyedOperation):
+    """The import reads its body as a stream (no `data` parameter), so the document says what it takes
+    (and, a POST, the Idempotency-Key header)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         csv_file = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
         self.request_body = RequestBody(
             required=True,

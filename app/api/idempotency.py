@@ -149,10 +149,15 @@ KEY_PARAMETER = Parameter(
 
 
 def document_keys(route_handlers: list[Any]) -> list[Any]:
-    """The handlers (functions or controllers), each POST one documenting the Idempotency-Key header."""
+    """The handlers (functions or controllers), each POST one documenting the Idempotency-Key header (a
+    handler's own KeyedOperation subclass, which documents more, is kept)."""
     for item in route_handlers:
         members = vars(item).values() if isinstance(item, type) and issubclass(item, Controller) else [item]
         for handler in members:
-            if isinstance(handler, HTTPRouteHandler) and "POST" in handler.http_methods:
+            if (
+                isinstance(handler, HTTPRouteHandler)
+                and "POST" in handler.http_methods
+                and not issubclass(handler.operation_class, KeyedOperation)
+            ):
                 handler.operation_class = KeyedOperation
     return route_handlers
