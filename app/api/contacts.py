@@ -15,12 +15,14 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, RequestBody, Schema
+from litestar.params import FromPath, QueryParameter
 from psycopg.types.json import Jsonb
 
-from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.api import examples as ex
+from app.api.deps import Db, WorkspaceId, example_body, example_response, provide_workspace_id
 from app.api.errors import contract_fields
+from app.api.idempotency import KeyedOperation
 from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core.csv_import import (
     ImportSummary,
@@ -172,11 +174,19 @@ class Resubscribe(msgspec.Struct, forbid_unknown_fields=True):
     ]
 
 
+ResubscribeBody = Annotated[
+    Resubscribe,
+    msgspec.Meta(examples=[{"channel": "sms", "reason": "Asked by email to get our texts again"}]),
+]
+
+
 @dataclass
-class CsvUploadOperation(Operation):
-    """The import reads its body as a stream (no `data` parameter), so the document says what it takes."""
+class CsvUploadOperation(KeyedOperation):
+    """The import reads its body as a stream (no `data` parameter), so the document says what it takes
+    (and, a POST, the Idempotency-Key header)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         csv_file = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
         self.request_body = RequestBody(
             required=True,
@@ -184,7 +194,7 @@ class CsvUploadOperation(Operation):
             content={
                 "text/csv": OpenAPIMediaType(
                     schema=Schema(type=OpenAPIType.STRING),
-                    example="phone,email,first_name,plan\n(212) 555-0100,ada@example.com,Ada,pro\n",
+                    example=ex.CONTACTS_CSV,
                 ),
                 "multipart/form-data": OpenAPIMediaType(
                     schema=Schema(type=OpenAPIType.OBJECT, properties={"file": csv_file}, required=["file"])
@@ -202,6 +212,7 @@ class ContactController(Controller):
     tags = ["contacts"]
     dependencies = {"workspace": Provide(provide_workspace_id)}
 
+    @example_response(ex.CONTACT)
     @post(
         "/",
         summary="Create a contact (or update the one with the same phone, then email)",
@@ -219,6 +230,7 @@ class ContactController(Controller):
         row = await fetch_one(db, Q["get_contact"], {"id": written["contact_id"]})
         return Response(msgspec.convert(row, Contact), status_code=201 if written["created"] else 200)
 
+    @example_response(ex.page(ex.CONTACT))
     @get("/", summary="List contacts, oldest first; search and filter")
     async def index(
         self,
@@ -247,10 +259,12 @@ class ContactController(Controller):
         rows, total = await paged(db, Q["list_contacts"], Q["count_contacts"], params)
         return Page(msgspec.convert(rows, list[Contact]), total, page, page_size)
 
+    @example_response(ex.CONTACT)
     @get("/{contact_id:uuid}", summary="One contact")
     async def detail(self, db: Db, contact_id: FromPath[UUID]) -> Contact:
         return msgspec.convert(await visible_contact(db, contact_id), Contact)
 
+    @example_response(ex.EDITED_CONTACT)
     @patch(
         "/{contact_id:uuid}",
         summary="Change some of a contact's values (null clears one)",
@@ -277,6 +291,7 @@ class ContactController(Controller):
         await visible_contact(db, contact_id)
         await fetch_one(db, Q["delete_contact"], {"id": contact_id})
 
+    @example_response(ex.CONTACT)
     @post(
         "/{contact_id:uuid}/resubscribe",
         summary="Clear an opt-out (admins and owners), with the reason on the record",
@@ -285,7 +300,9 @@ class ContactController(Controller):
         "`resubscribed` event. 409 when the contact is not opted out of that channel.",
         status_code=200,
     )
-    async def resubscribe(self, db: Db, contact_id: FromPath[UUID], data: JSONBody[Resubscribe]) -> Contact:
+    async def resubscribe(
+        self, db: Db, contact_id: FromPath[UUID], data: example_body(ResubscribeBody)
+    ) -> Contact:
         await visible_contact(db, contact_id)
         async with contract_fields():
             await fetch_one(
@@ -295,6 +312,7 @@ class ContactController(Controller):
             )
         return msgspec.convert(await visible_contact(db, contact_id), Contact)
 
+    @example_response(ex.ERASURE)
     @post(
         "/{contact_id:uuid}/erase",
         summary="Erase a person's data on request (GDPR; admins and owners): irreversible",
@@ -310,6 +328,7 @@ class ContactController(Controller):
             result = await fetch_value(db, Q["erase_contact"], {"id": contact_id})
         return msgspec.convert(result, Erasure)
 
+    @example_response(ex.CONTACT_EXPORT)
     @get(
         "/{contact_id:uuid}/export",
         summary="Everything held about a contact (GDPR access request; admins and owners)",
@@ -320,12 +339,14 @@ class ContactController(Controller):
         async with contract_fields():
             return await fetch_value(db, Q["export_contact"], {"id": contact_id})
 
+    @example_response(ex.listed(ex.CONTACT_ENROLLMENT))
     @get("/{contact_id:uuid}/enrollments", summary="A contact's enrollments, newest first")
     async def enrollments(self, db: Db, contact_id: FromPath[UUID]) -> list[ContactEnrollment]:
         await visible_contact(db, contact_id)
         rows = await fetch_all(db, Q["contact_enrollments"], {"contact_id": contact_id})
         return msgspec.convert(rows, list[ContactEnrollment])
 
+    @example_response(ex.IMPORT_SUMMARY)
     @post(
         "/import",
         summary="Import contacts from a CSV file (streamed; upsert on phone, then email)",

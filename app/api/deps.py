@@ -1,15 +1,20 @@
 """Request dependencies shared by the controllers: the caller's transaction (`db`) and the workspace a
-request is about (`workspace_id`)."""
+request is about (`workspace_id`); and how they show examples in the OpenAPI document (`example_body` for
+a request body, `example_response` for the success response; the values are in app/api/examples.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, get_args
+from collections.abc import AsyncIterator, Callable
+from enum import Enum
+from http import HTTPStatus
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 from uuid import UUID
 
 import psycopg
-from litestar import Request
+from litestar import Request, Response
 from litestar.di import NamedDependency
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, QueryParameter
 
@@ -70,7 +75,52 @@ def example_body(annotated: Any) -> Any:
     alias) are also shown in the OpenAPI document: Litestar takes body examples from Body(examples=...)."""
     _, *metadata = get_args(annotated)
     examples = [example for meta in metadata for example in (getattr(meta, "examples", None) or [])]
-    return Annotated[
-        annotated,
-        Body(examples=[Example(summary=f"example {n}", value=v) for n, v in enumerate(examples, 1)]),
-    ]
+    return Annotated[annotated, Body(examples=numbered(examples))]
+
+
+def example_response(*examples: Any, shape: Any = None) -> Callable[[HTTPRouteHandler], HTTPRouteHandler]:
+    """A decorator (above the route decorator) that shows `examples` for the handler's success response in
+    the OpenAPI document. Litestar takes response examples from a ResponseSpec of that status, which
+    replaces the response it would describe: so this one describes the same, the type the handler returns
+    (the T of a Response[T]), or `shape` for a handler that returns a bare Response."""
+
+    def attach(handler: HTTPRouteHandler) -> HTTPRouteHandler:
+        status = handler.status_code
+        described = ResponseSpec(
+            data_container=shape or returned_type(handler.fn),
+            description=handler.response_description or HTTPStatus(status).description,
+            generate_examples=False,
+            examples=numbered(examples),
+        )
+        handler.responses = {**(handler.responses or {}), status: described}
+        return handler
+
+    return attach
+
+
+def returned_type(fn: Callable[..., Any]) -> Any:
+    returned = get_type_hints(fn, include_extras=True)["return"]
+    return get_args(returned)[0] if get_origin(returned) is Response else returned
+
+
+def numbered(examples: list[Any] | tuple[Any, ...]) -> list[Example]:
+    return [Example(summary=f"example {n}", value=with_nulls(value)) for n, value in enumerate(examples, 1)]
+
+
+class Null(Enum):
+    """null in an OpenAPI example. Litestar leaves out every None as it writes the document
+    (BaseSchemaObject.to_schema), the members of an example's objects included, so `"user_id": null` would
+    vanish from it; an Enum member is kept, and written as its value."""
+
+    NULL = None
+
+
+def with_nulls(value: Any) -> Any:
+    """An example's value with each None replaced by Null.NULL, so that the document shows it."""
+    if value is None:
+        return Null.NULL
+    if isinstance(value, dict):
+        return {key: with_nulls(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_nulls(item) for item in value]
+    return value

@@ -13,10 +13,11 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, QueryParameter
 from psycopg.types.json import Jsonb
 
-from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.api import examples as ex
+from app.api.deps import Db, WorkspaceId, example_body, example_response, provide_workspace_id
 from app.api.errors import contract_fields
 from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core.db import fetch_all, fetch_one, fetch_value, require_row
@@ -65,9 +66,9 @@ EnrollmentCreateBody = Annotated[
     msgspec.Meta(
         examples=[
             {
-                "sequence_id": "0195f3a0-6c1e-7a4b-9d2e-1f2a3b4c5d6e",
-                "contact_id": "4b1d2c3e-5f60-4718-9a0b-c1d2e3f40516",
-                "start_at": "2026-03-02T14:00:00Z",
+                "sequence_id": ex.SEQUENCE_ID,
+                "contact_id": ex.CONTACT_ID,
+                "start_at": ex.ENROLL_AT,
                 "metadata": {"source": "crm"},
             }
         ]
@@ -87,15 +88,7 @@ class BulkEnrollmentCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
 BulkEnrollmentCreateBody = Annotated[
     BulkEnrollmentCreate,
     msgspec.Meta(
-        examples=[
-            {
-                "sequence_id": "0195f3a0-6c1e-7a4b-9d2e-1f2a3b4c5d6e",
-                "contact_ids": [
-                    "4b1d2c3e-5f60-4718-9a0b-c1d2e3f40516",
-                    "8c9d0e1f-2a3b-4c5d-8e7f-90a1b2c3d4e5",
-                ],
-            }
-        ]
+        examples=[{"sequence_id": ex.SEQUENCE_ID, "contact_ids": [ex.CONTACT_ID, ex.OTHER_CONTACT_ID]}]
     ),
 ]
 
@@ -195,16 +188,29 @@ class EnrollmentCancel(msgspec.Struct, forbid_unknown_fields=True):
     ) = None
 
 
+EnrollmentCancelBody = Annotated[
+    EnrollmentCancel | None, msgspec.Meta(examples=[{"reason": ex.CANCEL_REASON}])
+]
+
+
 class EnrollmentSkip(msgspec.Struct, forbid_unknown_fields=True):
     position: Annotated[
         int, msgspec.Meta(ge=1, description="A later active step's position; it runs as soon as allowed")
     ]
 
 
+EnrollmentSkipBody = Annotated[EnrollmentSkip, msgspec.Meta(examples=[{"position": 3}])]
+
+
 class Reassignment(msgspec.Struct, forbid_unknown_fields=True):
     user_id: Annotated[
         UUID | None, msgspec.Meta(description="A member of the workspace; null leaves it unassigned")
     ]
+
+
+ReassignmentBody = Annotated[
+    Reassignment, msgspec.Meta(examples=[{"user_id": ex.USER_ID}, {"user_id": None}])
+]
 
 
 class TaskContact(msgspec.Struct):
@@ -256,6 +262,9 @@ class TaskComplete(msgspec.Struct, forbid_unknown_fields=True):
     notes: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
 
 
+TaskCompleteBody = Annotated[TaskComplete | None, msgspec.Meta(examples=[ex.CALL_OUTCOME])]
+
+
 class EventCreate(msgspec.Struct, forbid_unknown_fields=True):
     contact_id: UUID
     kind: EventKind
@@ -274,7 +283,7 @@ EventCreateBody = Annotated[
     msgspec.Meta(
         examples=[
             {
-                "contact_id": "4b1d2c3e-5f60-4718-9a0b-c1d2e3f40516",
+                "contact_id": ex.CONTACT_ID,
                 "kind": "replied",
                 "payload": {"channel": "email", "source": "gmail"},
             }
@@ -358,6 +367,7 @@ class EnrollmentController(Controller):
     path = "/enrollments"
     tags = ["enrollments"]
 
+    @example_response(ex.NEW_ENROLLMENT)
     @post(
         "/",
         summary="Enroll one contact in a sequence",
@@ -390,6 +400,7 @@ class EnrollmentController(Controller):
         )
         return enrollment
 
+    @example_response(ex.BULK_ENROLLMENT)
     @post(
         "/bulk",
         summary="Enroll many contacts in a sequence (up to 10,000)",
@@ -408,6 +419,7 @@ class EnrollmentController(Controller):
         await log_bulk_enrollment(db, data.sequence_id, counts)
         return BulkEnrollmentResult(OutcomeSummary(**counts), results)
 
+    @example_response(ex.page(ex.ENROLLMENT))
     @get(
         "/",
         summary="List enrollments, newest first",
@@ -445,6 +457,7 @@ class EnrollmentController(Controller):
         rows, total = await paged(db, Q[f"list_{name}"], Q[f"count_{name}"], params)
         return Page(msgspec.convert(rows, list[Enrollment]), total, page, page_size)
 
+    @example_response(ex.ENROLLMENT_DETAIL)
     @get("/{enrollment_id:uuid}", summary="One enrollment, with its deliveries and its timeline of events")
     async def detail(self, db: Db, enrollment_id: FromPath[UUID]) -> EnrollmentDetail:
         row = await visible_enrollment(db, enrollment_id)
@@ -452,6 +465,7 @@ class EnrollmentController(Controller):
         events = await fetch_all(db, Q["enrollment_events"], {"id": enrollment_id, "limit": MAX_TIMELINE})
         return msgspec.convert(row | {"deliveries": deliveries, "events": events}, EnrollmentDetail)
 
+    @example_response(ex.PAUSED_ENROLLMENT)
     @post(
         "/{enrollment_id:uuid}/pause",
         summary="Pause an enrollment (scheduled or active): nothing moves until it is resumed",
@@ -461,6 +475,7 @@ class EnrollmentController(Controller):
     async def pause(self, db: Db, enrollment_id: FromPath[UUID]) -> Enrollment:
         return await transition(db, "pause_enrollment", {"id": enrollment_id})
 
+    @example_response(ex.ENROLLMENT)
     @post(
         "/{enrollment_id:uuid}/resume",
         summary="Resume a paused enrollment",
@@ -471,6 +486,7 @@ class EnrollmentController(Controller):
     async def resume(self, db: Db, enrollment_id: FromPath[UUID]) -> Enrollment:
         return await transition(db, "resume_enrollment", {"id": enrollment_id})
 
+    @example_response(ex.CANCELLED_ENROLLMENT)
     @post(
         "/{enrollment_id:uuid}/cancel",
         summary="Cancel a live enrollment (optional reason)",
@@ -479,11 +495,12 @@ class EnrollmentController(Controller):
         status_code=200,
     )
     async def cancel(
-        self, db: Db, enrollment_id: FromPath[UUID], data: JSONBody[EnrollmentCancel | None] = None
+        self, db: Db, enrollment_id: FromPath[UUID], data: example_body(EnrollmentCancelBody) = None
     ) -> Enrollment:
         reason = data.reason.strip() if data and data.reason else None
         return await transition(db, "cancel_enrollment", {"id": enrollment_id, "reason": reason})
 
+    @example_response(ex.SKIPPED_ENROLLMENT)
     @post(
         "/{enrollment_id:uuid}/skip",
         summary="Skip forward to a later step",
@@ -492,9 +509,12 @@ class EnrollmentController(Controller):
         "earlier step; 409 when the enrollment has ended.",
         status_code=200,
     )
-    async def skip(self, db: Db, enrollment_id: FromPath[UUID], data: JSONBody[EnrollmentSkip]) -> Enrollment:
+    async def skip(
+        self, db: Db, enrollment_id: FromPath[UUID], data: example_body(EnrollmentSkipBody)
+    ) -> Enrollment:
         return await transition(db, "skip_to_step", {"id": enrollment_id, "position": data.position})
 
+    @example_response(ex.REASSIGNED_ENROLLMENT)
     @post(
         "/{enrollment_id:uuid}/reassign",
         summary="Give the enrollment to another member (its pending task goes along)",
@@ -504,7 +524,7 @@ class EnrollmentController(Controller):
         status_code=200,
     )
     async def reassign(
-        self, db: Db, enrollment_id: FromPath[UUID], data: JSONBody[Reassignment]
+        self, db: Db, enrollment_id: FromPath[UUID], data: example_body(ReassignmentBody)
     ) -> Enrollment:
         params = {"id": enrollment_id, "user_id": data.user_id}
         async with contract_fields():
@@ -515,6 +535,7 @@ class TaskController(Controller):
     path = "/tasks"
     tags = ["tasks"]
 
+    @example_response(ex.page(ex.TASK))
     @get(
         "/",
         summary="List tasks (manual steps: calls, LinkedIn, manual emails), soonest due first",
@@ -549,10 +570,12 @@ class TaskController(Controller):
         rows, total = await paged(db, Q["list_tasks"], Q["count_tasks"], params | {"id": None})
         return Page([task_of(row) for row in rows], total, page, page_size)
 
+    @example_response(ex.TASK)
     @get("/{task_id:uuid}", summary="One task")
     async def detail(self, db: Db, task_id: FromPath[UUID]) -> Task:
         return await visible_task(db, task_id)
 
+    @example_response(ex.COMPLETED_TASK)
     @post(
         "/{task_id:uuid}/complete",
         summary="Complete a task: its enrollment moves on to the next step",
@@ -561,19 +584,20 @@ class TaskController(Controller):
         status_code=200,
     )
     async def complete(
-        self, db: Db, task_id: FromPath[UUID], data: JSONBody[TaskComplete | None] = None
+        self, db: Db, task_id: FromPath[UUID], data: example_body(TaskCompleteBody) = None
     ) -> Task:
         data = data or TaskComplete()
         await fetch_one(db, Q["complete_task"], {"id": task_id, "outcome": data.outcome, "notes": data.notes})
         return await visible_task(db, task_id)
 
+    @example_response(ex.REASSIGNED_TASK)
     @post(
         "/{task_id:uuid}/reassign",
         summary="Give a pending task to another member (the enrollment stays with its assignee)",
         description="Logged (`task.reassigned`). 409 when the task is not pending; 422 on user_id for a non-member.",
         status_code=200,
     )
-    async def reassign(self, db: Db, task_id: FromPath[UUID], data: JSONBody[Reassignment]) -> Task:
+    async def reassign(self, db: Db, task_id: FromPath[UUID], data: example_body(ReassignmentBody)) -> Task:
         async with contract_fields():
             await fetch_one(db, Q["reassign_task"], {"id": task_id, "user_id": data.user_id})
         return await visible_task(db, task_id)
@@ -625,6 +649,7 @@ class EventController(Controller):
     tags = ["events"]
     dependencies = {"workspace": Provide(provide_workspace_id)}
 
+    @example_response(ex.EVENT_FEED)
     @get(
         "/",
         summary="The workspace's events after a cursor, oldest first: a feed that never skips one",
@@ -653,6 +678,7 @@ class EventController(Controller):
         items = msgspec.convert(rows, list[FeedEvent])
         return EventFeed(items, items[-1].cursor if items else after)
 
+    @example_response(ex.EVENT_RECORDED)
     @post(
         "/",
         summary="Report engagement from an integration (reply, open, click, bounce, unsubscribe, meeting)",

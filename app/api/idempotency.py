@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from litestar import Controller, Request, Response
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi.spec import OpenAPIType, Operation, Parameter, Schema
+from litestar.openapi.spec import Example, OpenAPIType, Operation, Parameter, Schema
 from litestar.response.base import ASGIResponse
 
 from app.api.errors import error_response
@@ -145,14 +145,22 @@ KEY_PARAMETER = Parameter(
     "hours gets the first one's response again, with `Idempotent-Replayed: true`, and changes nothing. The "
     "same key with another request is a 422. A UUID per request is a good key.",
     schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
+    examples={
+        "uuid": Example(summary="a UUID made for this request", value="5f0e3c1a-8b2d-4e6f-9a7c-1d3b5e7f9a2c")
+    },
 )
 
 
 def document_keys(route_handlers: list[Any]) -> list[Any]:
-    """The handlers (functions or controllers), each POST one documenting the Idempotency-Key header."""
+    """The handlers (functions or controllers), each POST one documenting the Idempotency-Key header (a
+    handler's own KeyedOperation subclass, which documents more, is kept)."""
     for item in route_handlers:
         members = vars(item).values() if isinstance(item, type) and issubclass(item, Controller) else [item]
         for handler in members:
-            if isinstance(handler, HTTPRouteHandler) and "POST" in handler.http_methods:
+            if (
+                isinstance(handler, HTTPRouteHandler)
+                and "POST" in handler.http_methods
+                and not issubclass(handler.operation_class, KeyedOperation)
+            ):
                 handler.operation_class = KeyedOperation
     return route_handlers

@@ -26,6 +26,8 @@ from litestar import Request, post
 from litestar.datastructures import UploadFile
 from psycopg.types.json import Jsonb
 
+from app.api import examples as ex
+from app.api.deps import example_response
 from app.api.webhooks import as_webhook
 from app.core.db import fetch_value
 from app.core.errors import Invalid, Unauthenticated
@@ -47,6 +49,7 @@ class InboundResult(msgspec.Struct):
     outcome: str
 
 
+@example_response(ex.INBOUND_RESULT)
 @post(
     # Mailgun posts the raw message (field body-mime) only to a URL ending in "mime".
     ["/api/v1/webhooks/email/inbound", "/api/v1/webhooks/email/inbound/mime"],

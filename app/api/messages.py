@@ -14,7 +14,8 @@ from litestar import Controller, get
 from litestar.di import Provide
 from litestar.params import FromPath, QueryParameter
 
-from app.api.deps import Db, WorkspaceId, provide_workspace_id
+from app.api import examples as ex
+from app.api.deps import Db, WorkspaceId, example_response, provide_workspace_id
 from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core.db import fetch_all, fetch_one, require_row
 from app.core.queries import queries
@@ -76,6 +77,7 @@ class MessageController(Controller):
     path = "/messages"
     tags = ["messages"]
 
+    @example_response(ex.page(ex.MESSAGE))
     @get(
         "/",
         summary="What was sent, newest first: the text as sent, sender, provider id and status",
@@ -117,6 +119,7 @@ class MessageController(Controller):
         rows, total = await paged(db, Q["list_messages"], Q["count_messages"], params)
         return Page(msgspec.convert(rows, list[Message]), total, page, page_size)
 
+    @example_response(ex.MESSAGE_DETAIL)
     @get("/{message_id:uuid}", summary="One message, with its history (sent, delivered, opened, ...)")
     async def detail(self, db: Db, message_id: FromPath[UUID]) -> MessageDetail:
         one = list_params(1, 0, id=message_id)  # (RLS keeps another tenant's out: a 404)

@@ -25,6 +25,8 @@ from litestar.config.app import AppConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from psycopg_pool import PoolTimeout
 
+from app.api import examples as ex
+from app.api.deps import example_response
 from app.api.errors import error_response
 from app.core.migrate import not_current, shipped_checksums
 from app.core.queries import queries
@@ -257,11 +259,13 @@ async def database_metrics(conn: psycopg.AsyncConnection) -> list[str]:
 # --- Endpoints ---------------------------------------------------------------------------------------
 
 
+@example_response(ex.HEALTH)
 @get("/healthz", summary="Liveness: the process answers", tags=["ops"], security=NO_AUTH)
 async def healthz() -> Health:
     return Health(status="ok")
 
 
+@example_response(ex.READY, shape=Ready)
 @get(
     "/readyz",
     summary="Readiness: the database answers and its schema is current",

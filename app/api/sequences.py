@@ -22,11 +22,12 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, delete, get, patch, post, put
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, QueryParameter
 from msgspec import UNSET, UnsetType
 from psycopg.types.json import Jsonb
 
-from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.api import examples as ex
+from app.api.deps import Db, WorkspaceId, example_body, example_response, provide_workspace_id
 from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core import templates  # the worker's own sandbox and cache: templates compile here as they will run
 from app.core.db import fetch_all, fetch_one, fetch_value, require_row
@@ -146,6 +147,9 @@ class PreviewRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     variant: Annotated[str, msgspec.Meta(min_length=1, max_length=20)] | None = None
 
 
+PreviewRequestBody = Annotated[PreviewRequest, msgspec.Meta(examples=[{"contact_id": ex.CONTACT_ID}])]
+
+
 class SmsCost(msgspec.Struct):
     encoding: Literal["GSM-7", "UCS-2"]
     segments: int
@@ -230,7 +234,7 @@ EXAMPLE_DEFINITION = {
             "kind": "call",
             "name": "Call",
             "delay": {"value": 1, "unit": "days"},
-            "task_description": "Call them",
+            "task_description": ex.CALL_TEMPLATE,
         },
     ],
 }
@@ -286,6 +290,24 @@ class SequencePatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     )
 
 
+SequencePatchBody = Annotated[
+    SequencePatch,
+    msgspec.Meta(
+        examples=[
+            {"name": "Cold outreach (spring)"},
+            {
+                "settings": {
+                    "timezone": "America/New_York",
+                    "exclude_weekends": True,
+                    "quiet_hours": {"start": "09:00", "end": "20:00"},
+                    "max_per_day": 200,
+                }
+            },
+        ]
+    ),
+]
+
+
 class StepCreate(StepFields, kw_only=True):
     position: (
         Annotated[
@@ -324,6 +346,9 @@ class StepPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     is_active: bool | UnsetType = UNSET
 
 
+StepPatchBody = Annotated[StepPatch, msgspec.Meta(examples=[{"body": ex.EDITED_INTRO, "send_at": "09:30"}])]
+
+
 class StepReorder(msgspec.Struct, forbid_unknown_fields=True):
     step_ids: Annotated[
         list[UUID],
@@ -335,6 +360,11 @@ class StepReorder(msgspec.Struct, forbid_unknown_fields=True):
     ]
 
 
+StepReorderBody = Annotated[
+    StepReorder, msgspec.Meta(examples=[{"step_ids": [ex.STEP_IDS[1], ex.STEP_IDS[0], ex.STEP_IDS[2]]}])
+]
+
+
 class SequenceActivate(msgspec.Struct, forbid_unknown_fields=True):
     scheduled_start_at: Annotated[
         AwareDatetime | None,
@@ -342,8 +372,18 @@ class SequenceActivate(msgspec.Struct, forbid_unknown_fields=True):
     ] = None
 
 
+SequenceActivateBody = Annotated[
+    SequenceActivate | None, msgspec.Meta(examples=[{"scheduled_start_at": ex.START_AT}])
+]
+
+
 class SequenceDuplicate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[Name | None, msgspec.Meta(description='Default: the name + " (copy)"')] = None
+
+
+SequenceDuplicateBody = Annotated[
+    SequenceDuplicate | None, msgspec.Meta(examples=[{"name": "Cold outreach (EMEA)"}])
+]
 
 
 # ---------------------------------------------------------------------------------------------- responses
@@ -654,6 +694,7 @@ class SequenceController(Controller):
     path = "/sequences"
     tags = ["sequences"]
 
+    @example_response(ex.DRAFT_SEQUENCE)
     @post(
         "/",
         summary="Create a sequence (a draft) from its definition",
@@ -673,6 +714,7 @@ class SequenceController(Controller):
         )
         return await detail_of(db, sequence_id)
 
+    @example_response(ex.page(ex.SEQUENCE))
     @get(
         "/",
         summary="List the workspace's sequences, newest first",
@@ -695,10 +737,12 @@ class SequenceController(Controller):
         rows, total = await paged(db, Q["list_sequences"], Q["count_sequences"], params)
         return Page(msgspec.convert(rows, list[Sequence]), total, page, page_size)
 
+    @example_response(ex.SEQUENCE_DETAIL)
     @get(SEQUENCE_PATH, summary="One sequence with its steps")
     async def detail(self, db: Db, sequence_id: FromPath[UUID]) -> SequenceDetail:
         return await detail_of(db, sequence_id)
 
+    @example_response(ex.REPLACED_SEQUENCE)
     @put(
         SEQUENCE_PATH,
         summary="Replace a sequence's definition (live enrollments follow the edit)",
@@ -715,13 +759,14 @@ class SequenceController(Controller):
         await save(db, sequence_id, without_read_only(msgspec.to_builtins(data), current))
         return await detail_of(db, sequence_id)
 
+    @example_response(ex.EDITED_SEQUENCE)
     @patch(
         SEQUENCE_PATH,
         summary="Change some of a sequence's fields (live enrollments follow the edit)",
         description="As PUT, for the fields given only; `settings` and `exit_conditions` are replaced whole.",
     )
     async def change(
-        self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[SequencePatch]
+        self, db: Db, sequence_id: FromPath[UUID], data: example_body(SequencePatchBody)
     ) -> SequenceDetail:
         definition = base_definition(await locked_sequence(db, sequence_id))
         definition["steps"] = (await fetch_one(db, Q["step_definitions"], {"id": sequence_id}))["steps"]
@@ -745,6 +790,7 @@ class SequenceController(Controller):
         if (await locked_sequence(db, sequence_id))["status"] != "archived":
             await fetch_one(db, Q["archive_sequence"], {"id": sequence_id})
 
+    @example_response(ex.SCHEDULED_SEQUENCE)
     @post(
         SEQUENCE_PATH + "/activate",
         summary="Activate a draft or paused sequence (optionally from a start time)",
@@ -753,12 +799,13 @@ class SequenceController(Controller):
         status_code=200,
     )
     async def activate(
-        self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[SequenceActivate | None] = None
+        self, db: Db, sequence_id: FromPath[UUID], data: example_body(SequenceActivateBody) = None
     ) -> SequenceDetail:
         start_at = data.scheduled_start_at if data else None
         await fetch_one(db, Q["activate_sequence"], {"id": sequence_id, "start_at": start_at})
         return await detail_of(db, sequence_id)
 
+    @example_response(ex.PAUSED_SEQUENCE)
     @post(
         SEQUENCE_PATH + "/pause",
         summary="Pause an active sequence: every enrollment holds where it is",
@@ -769,6 +816,7 @@ class SequenceController(Controller):
         await fetch_one(db, Q["pause_sequence"], {"id": sequence_id})
         return await detail_of(db, sequence_id)
 
+    @example_response(ex.SEQUENCE_DETAIL)
     @post(
         SEQUENCE_PATH + "/resume",
         summary="Resume a paused sequence",
@@ -780,6 +828,7 @@ class SequenceController(Controller):
         await fetch_one(db, Q["resume_sequence"], {"id": sequence_id})
         return await detail_of(db, sequence_id)
 
+    @example_response(ex.ARCHIVED_SEQUENCE)
     @post(
         SEQUENCE_PATH + "/archive",
         summary="Archive a sequence: live enrollments are cancelled, every record is kept",
@@ -790,19 +839,21 @@ class SequenceController(Controller):
         await fetch_one(db, Q["archive_sequence"], {"id": sequence_id})
         return await detail_of(db, sequence_id)
 
+    @example_response(ex.SEQUENCE_COPY)
     @post(
         SEQUENCE_PATH + "/duplicate",
         summary="Copy a sequence as a new draft (same settings and steps, new step ids)",
         status_code=201,
     )
     async def duplicate(
-        self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[SequenceDuplicate | None] = None
+        self, db: Db, sequence_id: FromPath[UUID], data: example_body(SequenceDuplicateBody) = None
     ) -> SequenceDetail:
         name = data.name if data else None
         check_text(name, "name")
         copy_id = await fetch_value(db, Q["duplicate_sequence"], {"id": sequence_id, "name": name})
         return await detail_of(db, copy_id)
 
+    @example_response(ex.SEQUENCE_STATS)
     @get(
         SEQUENCE_PATH + "/stats", summary="Enrollments by status and per-step sends, failures and engagement"
     )
@@ -810,6 +861,7 @@ class SequenceController(Controller):
         stats = await fetch_value(db, Q["sequence_stats"], {"id": sequence_id})
         return msgspec.convert(stats, SequenceStats)
 
+    @example_response(ex.SCHEDULE_PREVIEW)
     @get(
         SEQUENCE_PATH + "/preview",
         summary="When each step would run for one contact (a dry run)",
@@ -834,16 +886,19 @@ class StepController(Controller):
     path = "/sequences/{sequence_id:uuid}/steps"
     tags = ["sequences"]
 
+    @example_response(ex.STEPS)
     @get("/", summary="A sequence's steps in order")
     async def index(self, db: Db, sequence_id: FromPath[UUID]) -> list[Step]:
         await visible_sequence(db, sequence_id)
         return msgspec.convert(await step_rows(db, sequence_id), list[Step])
 
+    @example_response(ex.STEPS[0])
     @get("/{step_id:uuid}", summary="One step")
     async def detail(self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID]) -> Step:
         await visible_sequence(db, sequence_id)
         return msgspec.convert(find_step(await step_rows(db, sequence_id), step_id), Step)
 
+    @example_response(ex.NEW_STEP)
     @post(
         "/",
         summary="Add a step (at the end, or at `position`)",
@@ -860,13 +915,14 @@ class StepController(Controller):
         added = await fetch_one(db, Q["add_step"], params)
         return msgspec.convert(find_step(await step_rows(db, sequence_id), added["id"]), Step)
 
+    @example_response(ex.EDITED_STEP)
     @patch(
         "/{step_id:uuid}",
         summary="Change a step (the fields given; null clears one)",
         description="Enrollments waiting on this step are re-planned with its new delay, send_at or window.",
     )
     async def change(
-        self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID], data: JSONBody[StepPatch]
+        self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID], data: example_body(StepPatchBody)
     ) -> Step:
         changes = {
             "else" if attribute == "else_" else attribute: msgspec.to_builtins(value)
@@ -888,6 +944,7 @@ class StepController(Controller):
     async def remove(self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID]) -> None:
         await fetch_one(db, Q["remove_step"], {"id": sequence_id, "step_id": step_id})
 
+    @example_response(ex.MESSAGE_PREVIEW)
     @post(
         "/{step_id:uuid}/preview",
         summary="A message step rendered for one contact, as the worker would send it",
@@ -898,7 +955,11 @@ class StepController(Controller):
         status_code=200,
     )
     async def preview(
-        self, db: Db, sequence_id: FromPath[UUID], step_id: FromPath[UUID], data: JSONBody[PreviewRequest]
+        self,
+        db: Db,
+        sequence_id: FromPath[UUID],
+        step_id: FromPath[UUID],
+        data: example_body(PreviewRequestBody),
     ) -> MessagePreview:
         await visible_sequence(db, sequence_id)
         step = find_step(await step_rows(db, sequence_id), step_id)
@@ -926,6 +987,7 @@ class StepController(Controller):
             )
         return MessagePreview(data.variant, rendered.subject, rendered.text, rendered.html, sms)
 
+    @example_response(ex.REORDERED_STEPS)
     @post(
         "/reorder",
         summary="Put the steps in a new order",
@@ -933,7 +995,9 @@ class StepController(Controller):
         "their place; conditions follow the steps they look at (422 when one would now look forward).",
         status_code=200,
     )
-    async def reorder(self, db: Db, sequence_id: FromPath[UUID], data: JSONBody[StepReorder]) -> list[Step]:
+    async def reorder(
+        self, db: Db, sequence_id: FromPath[UUID], data: example_body(StepReorderBody)
+    ) -> list[Step]:
         await fetch_one(db, Q["reorder_steps"], {"id": sequence_id, "step_ids": data.step_ids})
         return msgspec.convert(await step_rows(db, sequence_id), list[Step])
 

@@ -14,10 +14,11 @@ import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, QueryParameter
 from psycopg.types.json import Jsonb
 
-from app.api.deps import Db, WorkspaceId, provide_workspace_id
+from app.api import examples as ex
+from app.api.deps import Db, WorkspaceId, example_body, example_response, provide_workspace_id
 from app.api.errors import contract_fields
 from app.api.idempotency import SHOWS_SECRET
 from app.core.db import fetch_all, fetch_value
@@ -48,12 +49,25 @@ class EndpointCreate(msgspec.Struct, forbid_unknown_fields=True):
     include_bodies: bool = False  # message.* events carry the text sent, replies the text received
 
 
+EndpointCreateBody = Annotated[
+    EndpointCreate,
+    msgspec.Meta(
+        examples=[{key: ex.ENDPOINT[key] for key in ("url", "event_types", "description", "include_bodies")}]
+    ),
+]
+
+
 class EndpointUpdate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     url: Url | None = None
     event_types: EventTypes | None = None
     description: Description | None = None
     include_bodies: bool | None = None
     enabled: bool | None = None
+
+
+EndpointUpdateBody = Annotated[
+    EndpointUpdate, msgspec.Meta(examples=[{"include_bodies": True}, {"enabled": True}])
+]
 
 
 class Endpoint(msgspec.Struct):
@@ -108,6 +122,17 @@ class ResendSince(msgspec.Struct, forbid_unknown_fields=True):
     after_event_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None  # from `next`, to carry on
 
 
+ResendSinceBody = Annotated[
+    ResendSince,
+    msgspec.Meta(
+        examples=[
+            {"since": "2026-03-01T00:00:00Z"},
+            {"since": "2026-03-01T00:00:00Z", "after_event_id": 10412},
+        ]
+    ),
+]
+
+
 class ResendPosition(msgspec.Struct):
     since: dt.datetime
     after_event_id: int
@@ -123,6 +148,7 @@ class WebhookEndpointController(Controller):
     tags = ["webhook endpoints"]
     dependencies = {"workspace": Provide(provide_workspace_id)}
 
+    @example_response(ex.ENDPOINT_WITH_SECRET)
     @post(
         "/",
         summary="Register a webhook endpoint (admins); its signing secret is shown once",
@@ -134,22 +160,25 @@ class WebhookEndpointController(Controller):
         opt=SHOWS_SECRET,
     )
     async def create(
-        self, request: Request, db: Db, workspace: WorkspaceId, data: JSONBody[EndpointCreate]
+        self, request: Request, db: Db, workspace: WorkspaceId, data: example_body(EndpointCreateBody)
     ) -> EndpointWithSecret:
         endpoint = msgspec.to_builtins(data) | {"url": await checked_url(request, db, data.url)}
         params = {"workspace_id": workspace, "endpoint": Jsonb(endpoint)}
         return await contract_call(db, "create_webhook_endpoint", params, EndpointWithSecret)
 
+    @example_response(ex.listed(ex.ENDPOINT))
     @get("/", summary="The workspace's webhook endpoints (admins; never their secrets)")
     async def index(self, db: Db, workspace: WorkspaceId) -> list[Endpoint]:
         async with contract_fields():
             rows = await fetch_all(db, Q["list_webhook_endpoints"], {"workspace_id": workspace})
         return msgspec.convert([row["endpoint"] for row in rows], list[Endpoint])
 
+    @example_response(ex.ENDPOINT)
     @get("/{endpoint_id:uuid}", summary="One webhook endpoint")
     async def detail(self, db: Db, endpoint_id: FromPath[UUID]) -> Endpoint:
         return await contract_call(db, "get_webhook_endpoint", {"endpoint_id": endpoint_id}, Endpoint)
 
+    @example_response(ex.EDITED_ENDPOINT)
     @patch(
         "/{endpoint_id:uuid}",
         summary="Change a webhook endpoint: url, event_types, description, include_bodies, enabled",
@@ -157,7 +186,7 @@ class WebhookEndpointController(Controller):
         "follows the events from now on (POST /{id}/resend sends what happened while it was off).",
     )
     async def update(
-        self, request: Request, db: Db, endpoint_id: FromPath[UUID], data: JSONBody[EndpointUpdate]
+        self, request: Request, db: Db, endpoint_id: FromPath[UUID], data: example_body(EndpointUpdateBody)
     ) -> Endpoint:
         changes = msgspec.to_builtins(data)
         if data.url is not None:
@@ -170,6 +199,7 @@ class WebhookEndpointController(Controller):
         async with contract_fields():
             await fetch_value(db, Q["delete_webhook_endpoint"], {"endpoint_id": endpoint_id})
 
+    @example_response(ex.ROTATED_ENDPOINT)
     @post(
         "/{endpoint_id:uuid}/rotate-secret",
         summary="A new signing secret; the old one keeps signing beside it for 24 hours",
@@ -181,6 +211,7 @@ class WebhookEndpointController(Controller):
             db, "rotate_webhook_secret", {"endpoint_id": endpoint_id}, EndpointWithSecret
         )
 
+    @example_response(ex.WEBHOOK_MESSAGE)
     @post(
         "/{endpoint_id:uuid}/test",
         summary="Send a `ping` event to the endpoint (see its deliveries for the answer)",
@@ -189,6 +220,7 @@ class WebhookEndpointController(Controller):
     async def test(self, db: Db, endpoint_id: FromPath[UUID]) -> Message:
         return await contract_call(db, "test_webhook_endpoint", {"endpoint_id": endpoint_id}, Message)
 
+    @example_response(ex.listed(ex.WEBHOOK_DELIVERY))
     @get(
         "/{endpoint_id:uuid}/deliveries",
         summary="The endpoint's delivery log, newest first: every attempt",
@@ -209,6 +241,7 @@ class WebhookEndpointController(Controller):
             rows = await fetch_all(db, Q["list_webhook_deliveries"], params)
         return msgspec.convert([row["delivery"] for row in rows], list[Delivery])
 
+    @example_response(ex.RESENT_MESSAGE)
     @post(
         "/{endpoint_id:uuid}/messages/{message_id:str}/resend",
         summary="Send one message again now (same webhook-id), with a fresh run of retries",
@@ -218,6 +251,7 @@ class WebhookEndpointController(Controller):
         params = {"endpoint_id": endpoint_id, "message_id": message_id}
         return await contract_call(db, "resend_webhook_message", params, Message)
 
+    @example_response(ex.RESENT)
     @post(
         "/{endpoint_id:uuid}/resend",
         summary="Send again every event the endpoint takes since a time",
@@ -226,7 +260,9 @@ class WebhookEndpointController(Controller):
         "where to go on: post it back as the body).",
         status_code=202,
     )
-    async def resend_since(self, db: Db, endpoint_id: FromPath[UUID], data: JSONBody[ResendSince]) -> Resent:
+    async def resend_since(
+        self, db: Db, endpoint_id: FromPath[UUID], data: example_body(ResendSinceBody)
+    ) -> Resent:
         params = {"endpoint_id": endpoint_id, "since": data.since, "after_event_id": data.after_event_id}
         return await contract_call(db, "resend_webhook_messages", params, Resent)
 

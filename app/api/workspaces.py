@@ -9,10 +9,11 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 from psycopg.types.json import Jsonb
 
-from app.api.deps import Db, WorkspaceId, example_body, provide_workspace_id
+from app.api import examples as ex
+from app.api.deps import Db, WorkspaceId, example_body, example_response, provide_workspace_id
 from app.api.errors import contract_fields
 from app.api.idempotency import SHOWS_SECRET
 from app.core.db import fetch_all, fetch_one, fetch_value, require_row
@@ -187,6 +188,13 @@ class HolidaysSet(msgspec.Struct, forbid_unknown_fields=True):
 WorkspaceCreateBody = Annotated[
     WorkspaceCreate, msgspec.Meta(examples=[{"name": "Acme Sales", "timezone": "America/New_York"}])
 ]
+WorkspaceChangeBody = Annotated[
+    WorkspaceChange,
+    msgspec.Meta(
+        examples=[{"timezone": "America/Chicago"}, {"name": "Acme Sales EMEA", "timezone": "Europe/London"}]
+    ),
+]
+HolidaysSetBody = Annotated[HolidaysSet, msgspec.Meta(examples=[{"dates": ["2026-12-25", "2027-01-01"]}])]
 SenderCreateBody = Annotated[
     SenderCreate,
     msgspec.Meta(
@@ -197,11 +205,40 @@ SenderCreateBody = Annotated[
     ),
 ]
 
+SenderPatchBody = Annotated[
+    SenderPatch,
+    msgspec.Meta(
+        examples=[
+            {"name": "Acme Sales", "rate_per_second": 1, "daily_cap": 300},
+            {"user_id": ex.USER_ID},
+        ]
+    ),
+]
+MailboxSetBody = Annotated[
+    MailboxSet,
+    msgspec.Meta(
+        examples=[
+            {
+                "host": "imap.gmail.com",
+                "port": 993,
+                "security": "ssl",
+                "username": "sales@acme.example",
+                "password": "an app password",
+                "folder": "INBOX",
+            }
+        ]
+    ),
+]
+ApiKeyCreateBody = Annotated[ApiKeyCreate, msgspec.Meta(examples=[{"name": "CRM sync", "role": "member"}])]
+MemberAddBody = Annotated[MemberAdd, msgspec.Meta(examples=[{"user_id": ex.USER_ID, "role": "member"}])]
+MemberUpdateBody = Annotated[MemberUpdate, msgspec.Meta(examples=[{"role": "admin"}])]
+
 
 class WorkspaceController(Controller):
     path = "/workspaces"
     tags = ["workspaces"]
 
+    @example_response(ex.WORKSPACE)
     @post("/", summary="Create a workspace (the caller becomes its owner)")
     async def create(self, db: Db, data: example_body(WorkspaceCreateBody)) -> Workspace:
         workspace_id = await fetch_value(
@@ -209,10 +246,12 @@ class WorkspaceController(Controller):
         )
         return msgspec.convert(await fetch_one(db, Q["get_workspace"], {"id": workspace_id}), Workspace)
 
+    @example_response(ex.listed(ex.WORKSPACE))
     @get("/", summary="The caller's workspaces")
     async def index(self, db: Db) -> list[Workspace]:
         return msgspec.convert(await fetch_all(db, Q["list_workspaces"]), list[Workspace])
 
+    @example_response(ex.WORKSPACE)
     @get("/{workspace_id:uuid}", summary="One workspace")
     async def detail(self, db: Db, workspace_id: FromPath[UUID]) -> Workspace:
         row = require_row(
@@ -220,13 +259,14 @@ class WorkspaceController(Controller):
         )
         return msgspec.convert(row, Workspace)
 
+    @example_response(ex.MOVED_WORKSPACE)
     @patch(
         "/{workspace_id:uuid}",
         summary="Rename the workspace or change its time zone (admins)",
         description="The time zone applies to steps planned from then on; a step already planned keeps its instant.",
     )
     async def change(
-        self, db: Db, workspace_id: FromPath[UUID], data: JSONBody[WorkspaceChange]
+        self, db: Db, workspace_id: FromPath[UUID], data: example_body(WorkspaceChangeBody)
     ) -> Workspace:
         params = {"id": workspace_id, "name": data.name, "timezone": data.timezone}
         async with contract_fields():
@@ -241,6 +281,7 @@ class WorkspaceController(Controller):
     async def remove(self, db: Db, workspace_id: FromPath[UUID]) -> None:
         await fetch_one(db, Q["delete_workspace"], {"id": workspace_id})
 
+    @example_response(ex.INBOUND_SECRET)
     @post(
         "/{workspace_id:uuid}/inbound-secret",
         summary="Create the workspace's inbound secret for inbound-parse services (admins; shown once)",
@@ -258,9 +299,10 @@ class WorkspaceController(Controller):
             url = f"{scheme}://{workspace_id}:{secret}@{host}/api/v1/webhooks/email/inbound"
         return InboundSecret(username=workspace_id, secret=secret, url=url)
 
+    @example_response(ex.HOLIDAYS_SET)
     @put("/{workspace_id:uuid}/holidays", summary="Replace the workspace's holiday list", status_code=200)
     async def holidays(
-        self, db: Db, workspace_id: FromPath[UUID], data: JSONBody[HolidaysSet]
+        self, db: Db, workspace_id: FromPath[UUID], data: example_body(HolidaysSetBody)
     ) -> dict[str, int]:
         await fetch_one(db, Q["set_holidays"], {"workspace_id": workspace_id, "dates": data.dates})
         return {"count": len(set(data.dates))}
@@ -271,6 +313,7 @@ class SenderController(Controller):
     tags = ["senders"]
     dependencies = {"workspace": Provide(provide_workspace_id)}
 
+    @example_response(ex.SMS_SENDER, ex.EMAIL_SENDER)
     @post("/", summary="Add a sender (an SMS number or Messaging Service, or a from address)")
     async def create(self, db: Db, workspace: WorkspaceId, data: example_body(SenderCreateBody)) -> Sender:
         settings = {
@@ -288,23 +331,26 @@ class SenderController(Controller):
             sender_id = await fetch_value(db, Q["create_sender"], params)
         return msgspec.convert(await fetch_one(db, Q["get_sender"], {"id": sender_id}), Sender)
 
+    @example_response([ex.SMS_SENDER, ex.EMAIL_SENDER])
     @get("/", summary="The workspace's senders")
     async def index(self, db: Db, workspace: WorkspaceId) -> list[Sender]:
         return msgspec.convert(
             await fetch_all(db, Q["list_senders"], {"workspace_id": workspace}), list[Sender]
         )
 
+    @example_response(ex.SMS_SENDER)
     @get("/{sender_id:uuid}", summary="One sender")
     async def detail(self, db: Db, sender_id: FromPath[UUID]) -> Sender:
         return await visible_sender(db, sender_id)
 
+    @example_response(ex.PACED_SENDER)
     @patch(
         "/{sender_id:uuid}",
         summary="Change a sender (admins): name, pace, whose own it is",
         description="The fields given change; `daily_cap` and `user_id` take null (no cap; a shared sender). "
         "Channel and address stay: another number or address is another sender.",
     )
-    async def change(self, db: Db, sender_id: FromPath[UUID], data: JSONBody[SenderPatch]) -> Sender:
+    async def change(self, db: Db, sender_id: FromPath[UUID], data: example_body(SenderPatchBody)) -> Sender:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         async with contract_fields(body="changes"):
             await fetch_one(
@@ -322,6 +368,7 @@ class SenderController(Controller):
         async with contract_fields():
             await fetch_one(db, Q["delete_sender"], {"id": sender_id})
 
+    @example_response(ex.NEW_MAILBOX)
     @put(
         "/{sender_id:uuid}/mailbox",
         summary="Watch an email sender's inbox over IMAP for replies (admins)",
@@ -331,7 +378,7 @@ class SenderController(Controller):
         status_code=200,
     )
     async def set_mailbox(
-        self, request: Request, db: Db, sender_id: FromPath[UUID], data: JSONBody[MailboxSet]
+        self, request: Request, db: Db, sender_id: FromPath[UUID], data: example_body(MailboxSetBody)
     ) -> Mailbox:
         try:
             box = SecretBox.from_settings(request.app.state.settings)
@@ -345,6 +392,7 @@ class SenderController(Controller):
             await fetch_one(db, Q["set_sender_mailbox"], {"sender_id": sender_id, "mailbox": Jsonb(mailbox)})
         return await sender_mailbox(db, sender_id)
 
+    @example_response(ex.MAILBOX)
     @get("/{sender_id:uuid}/mailbox", summary="The sender's watched inbox and how its last check went")
     async def mailbox(self, db: Db, sender_id: FromPath[UUID]) -> Mailbox:
         return await sender_mailbox(db, sender_id)
@@ -360,6 +408,7 @@ class ChannelHoldController(Controller):
     tags = ["senders"]
     dependencies = {"workspace": Provide(provide_workspace_id)}
 
+    @example_response(ex.listed(ex.CHANNEL_HOLD))
     @get(
         "/",
         summary="Held channels and senders (circuit breaker)",
@@ -379,14 +428,18 @@ class ApiKeyController(Controller):
     tags = ["api keys"]
     dependencies = {"workspace": Provide(provide_workspace_id)}
 
+    @example_response(ex.API_KEY_CREATED)
     @post("/", summary="Create an API key (admins and owners); the token is shown once", opt=SHOWS_SECRET)
-    async def create(self, db: Db, workspace: WorkspaceId, data: JSONBody[ApiKeyCreate]) -> ApiKeyCreated:
+    async def create(
+        self, db: Db, workspace: WorkspaceId, data: example_body(ApiKeyCreateBody)
+    ) -> ApiKeyCreated:
         created = await fetch_one(
             db, Q["create_api_key"], {"workspace_id": workspace, "name": data.name, "role": data.role}
         )
         key = await fetch_one(db, Q["get_api_key"], {"id": created["key_id"]})
         return ApiKeyCreated(key=msgspec.convert(key, ApiKey), token=created["token"])
 
+    @example_response(ex.listed(ex.API_KEY))
     @get("/", summary="The workspace's API keys (prefixes only, never secrets)")
     async def index(self, db: Db, workspace: WorkspaceId) -> list[ApiKey]:
         return msgspec.convert(
@@ -406,22 +459,25 @@ class MemberController(Controller):
     tags = ["members"]
     dependencies = {"workspace": Provide(provide_workspace_id)}
 
+    @example_response(ex.MEMBERS)
     @get("/", summary="The workspace's members (people, and API keys as members)")
     async def index(self, db: Db, workspace: WorkspaceId) -> list[Member]:
         return msgspec.convert(
             await fetch_all(db, Q["list_members"], {"workspace_id": workspace}), list[Member]
         )
 
+    @example_response(ex.MEMBER)
     @post("/", summary="Add a member (admins: members and admins; owners: any role)")
-    async def create(self, db: Db, workspace: WorkspaceId, data: JSONBody[MemberAdd]) -> Member:
+    async def create(self, db: Db, workspace: WorkspaceId, data: example_body(MemberAddBody)) -> Member:
         params = {"workspace_id": workspace, "user_id": data.user_id, "role": data.role}
         async with contract_fields():
             await fetch_one(db, Q["add_member"], params)
         return await member(db, workspace, data.user_id)
 
+    @example_response(ex.ADMIN)
     @patch("/{user_id:uuid}", summary="Change a member's role (only owners grant or take away owner)")
     async def update(
-        self, db: Db, workspace: WorkspaceId, user_id: FromPath[UUID], data: JSONBody[MemberUpdate]
+        self, db: Db, workspace: WorkspaceId, user_id: FromPath[UUID], data: example_body(MemberUpdateBody)
     ) -> Member:
         params = {"workspace_id": workspace, "user_id": user_id, "role": data.role}
         async with contract_fields():

@@ -27,6 +27,13 @@ def test_openapi_document_has_auth_and_examples(client):
     assert client.get("/docs").status_code == 200 and client.get("/docs/swagger").status_code == 200
 
 
+def test_the_csv_import_documents_its_body_and_the_idempotency_key(client):
+    """Its body is read as a stream (no `data` parameter), so its operation says what it takes."""
+    operation = client.get("/docs/openapi.json").json()["paths"]["/api/v1/contacts/import"]["post"]
+    assert set(operation["requestBody"]["content"]) == {"text/csv", "multipart/form-data"}
+    assert "Idempotency-Key" in [parameter["name"] for parameter in operation["parameters"]]
+
+
 def test_the_docs_page_loads_only_this_servers_files(client):
     for page in ("/docs", "/docs/swagger"):
         answer = client.get(page)
