@@ -65,6 +65,12 @@ DECLARE
     v_id uuid := pg_catalog.gen_random_uuid();
 BEGIN
     PERFORM drumbeat.require_caller();
+    -- An API key is a member of the one workspace it was made for, and every call it makes is about that
+    -- workspace; joining a second one would leave it unable to say which.
+    IF EXISTS (SELECT 1 FROM drumbeat.api_keys k WHERE k.id = drumbeat.current_user_id()) THEN
+        PERFORM drumbeat.raise_error('PT403', 'an API key belongs to its one workspace: create workspaces as a '
+            'signed-in user (a JWT) or with `drumbeat workspaces create`');
+    END IF;
     IF p_name IS NULL OR pg_catalog.length(pg_catalog.btrim(p_name)) NOT BETWEEN 1 AND 200 THEN
         PERFORM drumbeat.raise_error('PT422', 'must be 1 to 200 characters', 'p_name');
     END IF;

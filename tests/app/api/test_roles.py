@@ -154,3 +154,12 @@ def test_only_an_owner_deletes_the_workspace(tenant):
     assert tenant.delete(path).status_code == 204
     owner = {"Authorization": tenant.user_headers["Authorization"]}
     assert as_(tenant, owner, "GET", path).status_code == 404
+
+
+def test_an_api_key_cannot_create_a_second_workspace_for_itself(tenant):
+    """A key is a member of the workspace it was made for; joining another would leave every later call
+    unable to say which workspace it means (422 "you belong to several workspaces")."""
+    refused = tenant.post("/workspaces", {"name": "Side project", "timezone": "UTC"})
+    assert refused.status_code == 403, refused.text
+    assert "API key belongs to its one workspace" in refused.json()["error"]["message"]
+    assert tenant.get("/senders").status_code == 200  # still one workspace: no workspace_id needed
