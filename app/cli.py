@@ -45,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"app.commands.{module_name}")
-        sub = commands.add_parser(name, help=module.HELP, description=module.__doc__)
-        module.add_arguments(sub)
         passes_on = getattr(module, "PASSES_ON_ARGUMENTS", False)
+        # A command that hands its arguments on keeps none of its own, -h included (`drumbeat psql -h db`).
+        sub = commands.add_parser(name, help=module.HELP, description=module.__doc__, add_help=not passes_on)
+        module.add_arguments(sub)
         sub.set_defaults(handler=module.run, command_name=name, passes_on=passes_on)
     return parser
 

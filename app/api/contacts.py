@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 from app.api import examples as ex
 from app.api.deps import Db, WorkspaceId, example_body, example_response, provide_workspace_id
 from app.api.errors import contract_fields
-from app.api.idempotency import KeyedOperation
+from app.api.idempotency import TAKES_NO_KEY, KeyedOperation
 from app.api.paging import Page, PageNumber, PageSize, page_of, paged
 from app.core.csv_import import (
     ImportSummary,
@@ -359,6 +359,7 @@ class ContactController(Controller):
         status_code=200,
         request_max_body_size=MAX_IMPORT_BYTES,
         operation_class=CsvUploadOperation,
+        opt=TAKES_NO_KEY,  # a stream of upserts, safe to send again; a key would mean buffering up to 1 GiB
     )
     async def import_csv(
         self,

@@ -10,6 +10,7 @@ import logging
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import anyio.to_thread
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import Provide
@@ -568,7 +569,9 @@ class TaskController(Controller):
             "offset": (page - 1) * page_size,
         }
         rows, total = await paged(db, Q["list_tasks"], Q["count_tasks"], params | {"id": None})
-        return Page([task_of(row) for row in rows], total, page, page_size)
+        # (Rendering is user templates: off the event loop, so a costly one holds one thread, not the API.)
+        tasks = await anyio.to_thread.run_sync(lambda: [task_of(row) for row in rows])
+        return Page(tasks, total, page, page_size)
 
     @example_response(ex.TASK)
     @get("/{task_id:uuid}", summary="One task")
@@ -609,7 +612,8 @@ TASK_FILTERS = ("workspace_id", "assigned_to", "status", "due_before", "due_afte
 async def visible_task(db: Db, task_id: UUID) -> Task:
     """One task (list_tasks by id, every filter off); 404 when RLS hides it."""
     params = dict.fromkeys(TASK_FILTERS) | {"id": task_id, "limit": 1, "offset": 0}
-    return task_of(require_row(await fetch_one(db, Q["list_tasks"], params), "task", "task_id"))
+    row = require_row(await fetch_one(db, Q["list_tasks"], params), "task", "task_id")
+    return await anyio.to_thread.run_sync(task_of, row)
 
 
 def task_of(row: dict[str, Any]) -> Task:

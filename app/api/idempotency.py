@@ -37,6 +37,7 @@ from app.core.queries import queries
 
 HEADER = "idempotency-key"
 SHOWS_SECRET = {"shows_secret": True}  # a handler's opt: its response is never kept (see above)
+TAKES_NO_KEY = {"takes_no_key": True}  # a handler's opt: safe to repeat as it is, its key ignored
 REPLAYED_HEADER = "Idempotent-Replayed"
 Q = queries("idempotency")
 
@@ -47,6 +48,8 @@ class Pending:
 
     key: str
     withhold_body: bool  # the response shows a secret once: keep its status, never its body
+    default_status: int  # the handler's, for a Response that sets none
+    default_media_type: str  # likewise
     fingerprint: str = ""
     conn: psycopg.AsyncConnection | None = field(default=None, repr=False)
 
@@ -64,9 +67,14 @@ class Replay(Exception):
 
 async def before_request(request: Request) -> None:
     """Every /api/v1 request: a holder for a POST's key (or none), in this request's context."""
+    _pending.set(None)
+    handler = request.route_handler
     key = request.headers.get(HEADER) if request.method == "POST" else None
-    shows_secret = bool(request.route_handler.opt.get("shows_secret"))
-    _pending.set(Pending(key, shows_secret) if key is not None else None)
+    if key is None or handler.opt.get("takes_no_key"):
+        return
+    # A MediaType or a str; empty for a handler that returns a Response of its own (ours are JSON).
+    media_type = getattr(handler.media_type, "value", handler.media_type) or "application/json"
+    _pending.set(Pending(key, bool(handler.opt.get("shows_secret")), handler.status_code, media_type))
 
 
 async def begin(conn: psycopg.AsyncConnection, request: Request) -> None:
@@ -94,16 +102,19 @@ async def fingerprint(request: Request) -> str:
 async def after_request(response: Response[Any] | ASGIResponse) -> Response[Any] | ASGIResponse:
     """Store the response of the request that took a key, in its transaction (not yet committed)."""
     pending = _pending.get()
-    if pending is None or pending.conn is None or not isinstance(response, Response):
+    if pending is None or pending.conn is None:
         return response
-    media_type = getattr(response.media_type, "value", response.media_type)  # a MediaType or a str
+    if not isinstance(response, Response):  # (none of ours): fail, rather than commit a key with no answer
+        raise TypeError(f"{type(response).__name__} cannot be kept for an Idempotency-Key")
+    media_type = getattr(response.media_type, "value", response.media_type) or pending.default_media_type
     body = response.render(response.content, media_type)
+    location = next((v for k, v in response.headers.items() if k.lower() == "location"), None)
     params = {
         "key": pending.key,
         "fingerprint": pending.fingerprint,
-        "status": response.status_code,
+        "status": response.status_code or pending.default_status,
         "content_type": media_type,
-        "location": response.headers.get("location"),
+        "location": location,
         "body": None if pending.withhold_body else body,
     }
     await pending.conn.execute(Q["finish"], params)

@@ -19,6 +19,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import anyio.to_thread
 import msgspec
 from litestar import Controller, delete, get, patch, post, put
 from litestar.di import Provide
@@ -242,8 +243,8 @@ SequenceDefinitionBody = Annotated[SequenceDefinition, msgspec.Meta(examples=[EX
 
 
 class StepReplacement(StepDefinition, kw_only=True):
-    """A step as PUT takes it: a definition, or the step as GET returned it. `position` is ignored (the order
-    of `steps` sets it, so a GET's steps may be reordered as they are); its times must be the step's own."""
+    """A step as PUT takes it: a definition, or the step as GET returned it. `position` and the times are
+    ignored (the order of `steps` sets the position, so a GET's steps may be reordered as they are)."""
 
     position: int | UnsetType = UNSET
     created_at: dt.datetime | UnsetType = UNSET
@@ -272,7 +273,8 @@ class SequenceReplacement(SequenceDefinition, kw_only=True):
 SEQUENCE_READ_ONLY = tuple(
     set(SequenceReplacement.__struct_fields__) - set(SequenceDefinition.__struct_fields__)
 )
-STEP_READ_ONLY = ("position", "created_at", "updated_at")
+STEP_READ_ONLY = ("position", "created_at", "updated_at")  # a step's place is its index in `steps`
+SERVER_TIMES = ("created_at", "updated_at", "activated_at", "archived_at", "scheduled_start_at")
 SequenceReplacementBody = Annotated[SequenceReplacement, msgspec.Meta(examples=[EXAMPLE_DEFINITION])]
 
 
@@ -645,8 +647,10 @@ async def save(db: Db, sequence_id: UUID, definition: dict[str, Any]) -> None:
 
 
 def without_read_only(body: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
-    """A PUT's definition with the read-only fields of a GET taken out, once each was checked to be what
-    the sequence (and each kept step) has: 409 for a stale `version`, 422 naming any other that differs."""
+    """A PUT's definition with the read-only fields of a GET taken out: 409 for a stale `version`, 422 naming
+    an identity or state field that differs from the sequence's (id, workspace_id, status, ...). Times are
+    the server's and dropped whatever they say: a client may have re-written them (JavaScript keeps
+    milliseconds, another zone writes +02:00), and they change nothing either way."""
     if "version" in body and body["version"] != current["version"]:
         raise Conflict(
             f"the sequence changed since it was read (version {body['version']}, now {current['version']}): "
@@ -654,14 +658,11 @@ def without_read_only(body: dict[str, Any], current: dict[str, Any]) -> dict[str
             "version",
         )
     for field in SEQUENCE_READ_ONLY:
-        if field in body and body.pop(field) != current[field]:
+        if field in body and body.pop(field) != current[field] and field not in SERVER_TIMES:
             raise Invalid(f"read-only: this sequence's is {current[field]!r}", field)
-    steps_now = {step["id"]: step for step in current["steps"]}
-    for index, step in enumerate(body["steps"]):
-        step.pop("position", None)
-        for field in ("created_at", "updated_at"):
-            if field in step and step.pop(field) != steps_now.get(step.get("id"), {}).get(field):
-                raise Invalid("read-only: it must be the step's own (or left out)", f"steps[{index}].{field}")
+    for step in body["steps"]:
+        for field in STEP_READ_ONLY:
+            step.pop(field, None)
     return body
 
 
@@ -972,8 +973,8 @@ class StepController(Controller):
         row = require_row(await fetch_one(db, Q["preview_context"], params), "contact", "contact_id")
         context = row["context"] | {"unsubscribe_url": templates.PREVIEW_UNSUBSCRIBE_URL}
         try:
-            rendered = templates.render_message(
-                parts["subject"], parts["body"] or "", parts["html_body"], context
+            rendered = await anyio.to_thread.run_sync(  # user templates: off the event loop
+                templates.render_message, parts["subject"], parts["body"] or "", parts["html_body"], context
             )
         except templates.RenderError as error:
             part, _, reason = str(error).partition(": ")

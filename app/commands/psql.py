@@ -27,6 +27,21 @@ ENVIRONMENT = {
     "options": "PGOPTIONS",
     "application_name": "PGAPPNAME",
     "connect_timeout": "PGCONNECT_TIMEOUT",
+    "sslcrl": "PGSSLCRL",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "sslsni": "PGSSLSNI",
+    "requirepeer": "PGREQUIREPEER",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
+    "gsslib": "PGGSSLIB",
+    "channel_binding": "PGCHANNELBINDING",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+    "client_encoding": "PGCLIENTENCODING",
 }
 
 
@@ -34,23 +49,22 @@ PASSES_ON_ARGUMENTS = True  # every argument goes to psql (`drumbeat psql -At -c
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = (
-        "Any other arguments go to psql, e.g. drumbeat psql -At -c 'SELECT 1' (psql's own help: -- --help)."
-    )
+    parser.epilog = "Every argument goes to psql: drumbeat psql -At -c 'SELECT 1' (and psql's own --help)."
 
 
 def run(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    url = database_url("psql")
     program = psql_program()
     if program is None:
         return fail(
             "psql", "no psql found: install the PostgreSQL client (apt-get install postgresql-client)"
         )
+    if {"--help", "-?", "--version", "-V"} & set(args.extra):  # psql's own answer: no database needed
+        return subprocess.run([program, *args.extra], check=False).returncode
     try:
-        environment = os.environ | connection_environment(url)
+        environment = os.environ | connection_environment(database_url("psql"))
         return subprocess.run([program, *args.extra], env=environment, check=False).returncode
     except (ValueError, OSError) as error:
         return fail("psql", str(error))

@@ -10,6 +10,7 @@ import zoneinfo
 from typing import Any
 from uuid import UUID
 
+import anyio.to_thread
 from litestar import Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
@@ -400,7 +401,9 @@ async def preview(console: ConsoleDep, sequence_id: FromPath[UUID]) -> Response:
     context = context | {"unsubscribe_url": PREVIEW_UNSUBSCRIBE_URL}
     kind = form.get("kind")
     try:
-        rendered = render_message(text(form, "subject"), text(form, "body") or "", None, context)
+        rendered = await anyio.to_thread.run_sync(  # user templates: off the event loop
+            render_message, text(form, "subject"), text(form, "body") or "", None, context
+        )
     except RenderError as error:
         return html("_preview.html", rendered=None, error=str(error), segments=None, sample=row is None)
     segments = sms_segments(rendered.text) if kind == "sms" else None

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote_plus
 from uuid import UUID
 
+import anyio.to_thread
 from litestar import Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
@@ -145,7 +146,9 @@ async def tasks_page(
         console, page, tab=tab, assigned_to=uuid_or_none(console.caller.user_id) if mine else None
     )
     tasks, total = await paged(console.db, Q["tasks_page"], Q["count_tasks_page"], params)
-    rows = [task | {"description_rendered": task_description(task)} for task in tasks]
+    rows = await anyio.to_thread.run_sync(
+        lambda: [task | {"description_rendered": task_description(task)} for task in tasks]
+    )
     return html(
         "tasks.html",
         console=console,

@@ -6,6 +6,8 @@ compiles them when a sequence is saved (compile_template) and the worker renders
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -31,9 +33,11 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context, operator, left, right):
         if operator == "*" and any(isinstance(v, str | list | tuple) for v in (left, right)):
-            count = right if isinstance(left, str | list | tuple) else left
+            sequence, count = (left, right) if isinstance(left, str | list | tuple) else (right, left)
             if isinstance(count, int) and count > MAX_REPEAT:
                 raise RenderError(f"repeating a value {count} times is not allowed (at most {MAX_REPEAT})")
+            if isinstance(count, int) and len(sequence) * count > MAX_OUTPUT_CHARS:  # ('x' * 9999) * 9999
+                raise RenderError(f"a repeated value may not grow past {MAX_OUTPUT_CHARS} items")
         if operator == "**" and isinstance(right, int) and right > 64:
             raise RenderError("exponents above 64 are not allowed")
         return super().call_binop(context, operator, left, right)
@@ -52,9 +56,27 @@ def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
     return value
 
 
+# What one render may cost: range() items over all its loops (nested ones multiply: each inner range is
+# charged again), and characters of output. Past either, that message fails with the reason.
+MAX_RANGE_ITEMS = 100_000
+MAX_OUTPUT_CHARS = 1_000_000
+_range_left: ContextVar[int] = ContextVar("drumbeat_template_range_left", default=MAX_RANGE_ITEMS)
+
+
+def _charged_range(*args: int) -> range:
+    """Jinja's range(), charged to the render's budget."""
+    items = range(*args)
+    left = _range_left.get() - len(items)
+    if left < 0:
+        raise RenderError(f"loops may take at most {MAX_RANGE_ITEMS} range() items in one message")
+    _range_left.set(left)
+    return items
+
+
 def _environment_for(*, autoescape: bool) -> LimitedSandbox:
     environment = LimitedSandbox(undefined=StrictUndefined, autoescape=autoescape, finalize=_blank_for_none)
     environment.filters["default"] = environment.filters["d"] = _default
+    environment.globals["range"] = _charged_range
     return environment
 
 
@@ -118,9 +140,10 @@ def check_variables(template: nodes.Template) -> None:
         line = next(n.lineno for n in template.find_all(nodes.Name) if n.name == name)
         known = ", ".join(sorted(TEMPLATE_VARIABLES))
         raise RenderError(f"unknown variable {name!r} (line {line}): a message template may use {known}")
+    exempt = _exempt_lookups(template)
     for node in template.find_all((nodes.Getattr, nodes.Getitem)):
         root, member = node.node, _member_name(node)
-        if not (isinstance(root, nodes.Name) and root.name in context_names and member is not None):
+        if id(node) in exempt or not (isinstance(root, nodes.Name) and root.name in context_names and member):
             continue
         members = TEMPLATE_VARIABLES[root.name]
         if members is not None and member not in members:
@@ -128,6 +151,31 @@ def check_variables(template: nodes.Template) -> None:
                 f"unknown variable {root.name}.{member} (line {node.lineno}): {root.name} has "
                 + ", ".join(sorted(members))
             )
+
+
+def _exempt_lookups(template: nodes.Template) -> set[int]:
+    """Member look-ups that may name what a variable lacks: every look-up of a member the template tests
+    (`{% if contact.nickname is defined %}{{ contact.nickname }}`), and the mapping methods it calls
+    (`contact.get("nickname", "")`)."""
+    lookups = list(template.find_all((nodes.Getattr, nodes.Getitem)))
+    tested = {
+        _lookup_key(t.node) for t in template.find_all(nodes.Test) if t.name in ("defined", "undefined")
+    }
+    exempt = {id(node) for node in lookups if _lookup_key(node) in tested - {None}}
+    exempt |= {
+        id(call.node)
+        for call in template.find_all(nodes.Call)
+        if isinstance(call.node, nodes.Getattr) and call.node.attr in ("get", "items", "keys", "values")
+    }
+    return exempt
+
+
+def _lookup_key(node: nodes.Node) -> tuple[str, str] | None:
+    """(variable, member) of a look-up such as contact.nickname or contact["nickname"]; None for others."""
+    if isinstance(node, nodes.Getattr | nodes.Getitem) and isinstance(node.node, nodes.Name):
+        member = _member_name(node)
+        return (node.node.name, member) if member else None
+    return None
 
 
 def _member_name(node: nodes.Getattr | nodes.Getitem) -> str | None:
@@ -140,14 +188,28 @@ def _member_name(node: nodes.Getattr | nodes.Getitem) -> str | None:
 def _render(template: str | None, context: dict[str, Any], part: str, *, html: bool = False) -> str | None:
     if template is None:
         return None
+    budget = _range_left.set(MAX_RANGE_ITEMS)
     try:
-        return _compiled(template, html).render(context)
+        return _bounded_output(_compiled(template, html).generate(context))
     except TemplateError as error:
         raise RenderError(f"{part}: {error.message or error}") from error
     except (
         Exception
     ) as error:  # user input: anything it raises (1/0, a too-big range) fails this message only
         raise RenderError(f"{part}: {error}") from error
+    finally:
+        _range_left.reset(budget)
+
+
+def _bounded_output(pieces: Iterator[str]) -> str:
+    """The rendered pieces joined, or RenderError once they pass MAX_OUTPUT_CHARS (the render stops there)."""
+    out, size = [], 0
+    for piece in pieces:
+        size += len(piece)
+        if size > MAX_OUTPUT_CHARS:
+            raise RenderError(f"the rendered text is longer than {MAX_OUTPUT_CHARS} characters")
+        out.append(piece)
+    return "".join(out)
 
 
 def render_message(

@@ -165,7 +165,7 @@ DECLARE
     v_expression text;
     v_known text[] := ARRAY['contact', 'sender', 'sequence', 'workspace', 'enrollment', 'unsubscribe_url', 'loop',
                             'range', 'namespace', 'dict', 'lipsum', 'cycler', 'joiner', 'true', 'false', 'none',
-                            'True', 'False', 'None'];
+                            'True', 'False', 'None', 'not', 'caller', 'varargs', 'kwargs', 'self', 'super'];
 BEGIN
     IF p_template IS NULL THEN
         RETURN;
@@ -176,10 +176,22 @@ BEGIN
        <> (SELECT pg_catalog.count(*) FROM pg_catalog.regexp_matches(p_template, '\{%.*?%\}', 'g')) THEN
         PERFORM drumbeat.raise_error('PT422', 'template has an unclosed {{ or {%', p_field);
     END IF;
-    -- The template's own names: {% set a = %}, {% for a in %} and {% for a, b in %}.
+    -- The template's own names: {% set a = %}, {% for a in %}, {% for a, b in %}, {% for (a, b) in %},
+    -- {% with a = 1, b = 2 %}, and a macro's name and parameters, {% macro m(a, b=1) %}.
     v_known := v_known || ARRAY(
-        SELECT pg_catalog.unnest(pg_catalog.regexp_split_to_array(m[2], '\s*,\s*'))
-        FROM pg_catalog.regexp_matches(p_template, '\{%-?\s*(set|for)\s+([A-Za-z_]\w*(\s*,\s*[A-Za-z_]\w*)*)', 'g') AS m);
+        SELECT pg_catalog.unnest(pg_catalog.regexp_split_to_array(pg_catalog.btrim(m[2], '() '), '\s*,\s*'))
+        FROM pg_catalog.regexp_matches(p_template,
+            '\{%-?\s*(set|for)\s+(\(?\s*[A-Za-z_]\w*(\s*,\s*[A-Za-z_]\w*)*\s*\)?)', 'g') AS m)
+    || ARRAY(
+        SELECT a[1]
+        FROM pg_catalog.regexp_matches(p_template, '\{%-?\s*with\s+([^%]*)%\}', 'g') AS w,
+             pg_catalog.regexp_matches(w[1], '([A-Za-z_]\w*)\s*=', 'g') AS a)
+    || ARRAY(
+        SELECT m[1] FROM pg_catalog.regexp_matches(p_template, '\{%-?\s*macro\s+([A-Za-z_]\w*)', 'g') AS m)
+    || ARRAY(
+        SELECT a[1]
+        FROM pg_catalog.regexp_matches(p_template, '\{%-?\s*macro\s+[A-Za-z_]\w*\s*\(([^)]*)\)', 'g') AS m,
+             pg_catalog.regexp_matches(m[1], '([A-Za-z_]\w*)\s*(=|,|$)', 'g') AS a);
     -- [^}]* rather than .*?: in PostgreSQL a regex takes the greediness of its first quantifier.
     SELECT x.expression INTO v_expression
     FROM (SELECT pg_catalog.btrim(m[1], E' \t\n-') AS expression

@@ -20,8 +20,12 @@ DECLARE
     v_caller uuid := drumbeat.idempotency_caller(p_key, p_fingerprint);
     v_row drumbeat.idempotency_keys;
 BEGIN
+    -- SKIP LOCKED: an expired key another of this caller's requests is deleting (or re-taking) right now
+    -- is that request's to clean; waiting for it would make the caller's requests take turns.
     DELETE FROM drumbeat.idempotency_keys k
-    WHERE k.caller_id = v_caller AND k.created_at < pg_catalog.now() - interval '24 hours';
+    WHERE k.ctid IN (SELECT x.ctid FROM drumbeat.idempotency_keys x
+                     WHERE x.caller_id = v_caller AND x.created_at < pg_catalog.now() - interval '24 hours'
+                     FOR UPDATE SKIP LOCKED);
     INSERT INTO drumbeat.idempotency_keys (caller_id, key, fingerprint) VALUES (v_caller, p_key, p_fingerprint)
     ON CONFLICT (caller_id, key) DO NOTHING;
     IF FOUND THEN

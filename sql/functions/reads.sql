@@ -50,7 +50,7 @@ BEGIN
                                'delivery_id', ev.delivery_id, 'actor_id', ev.actor_id, 'payload', ev.payload)
                                ORDER BY ev.occurred_at, ev.id), '[]')
                            FROM (SELECT * FROM drumbeat.events x WHERE x.enrollment_id = e.id
-                                 ORDER BY x.occurred_at, x.id LIMIT 500) AS ev))
+                                 ORDER BY x.occurred_at DESC, x.id DESC LIMIT 500) AS ev))
             FROM drumbeat.enrollments e WHERE e.id = p_enrollment_id);
 END
 $$;

@@ -225,6 +225,11 @@ DECLARE
     v_sender drumbeat.senders := drumbeat.administered_sender(p_sender_id);
     v_sequence text;
 BEGIN
+    -- The workspace's senders of that channel, locked: two admins removing its last two at once take turns,
+    -- and the second sees that only one is left.
+    PERFORM 1 FROM drumbeat.senders se
+    WHERE se.workspace_id = v_sender.workspace_id AND se.channel = v_sender.channel
+    ORDER BY se.id FOR UPDATE;
     IF EXISTS (SELECT 1 FROM drumbeat.deliveries d WHERE d.sender_id = p_sender_id) THEN
         PERFORM drumbeat.raise_error('PT409', 'this sender has sent messages, which keep pointing at it: it stays '
             '(rename it, or name another sender in the sequences'' settings)', 'p_sender_id');

@@ -1,7 +1,8 @@
 -- GET /api/v1/messages (app/api/messages.py): what was sent, as the caller may see it (RLS).
 
 -- name: list_messages
--- Newest first (deliveries_workspace_created_idx); every filter optional, and one message by its id (the
+-- Newest first (deliveries_workspace_created_idx, or deliveries_contact_created_idx for one contact's, or
+-- deliveries_sequence_claimed_idx for one sequence's); every filter optional, and one message by its id (the
 -- workspace then left out: RLS decides). The text is as sent: the outbox's copy (with its HTML part) when
 -- the outbox transport recorded the message instead of sending it.
 SELECT d.id, d.channel, d.status, d.contact_id, d.enrollment_id, e.sequence_id, s.name AS sequence_name,
@@ -20,7 +21,7 @@ WHERE (%(workspace_id)s::uuid IS NULL OR d.workspace_id = %(workspace_id)s::uuid
   AND (%(id)s::uuid IS NULL OR d.id = %(id)s::uuid)
   AND (%(contact_id)s::uuid IS NULL OR d.contact_id = %(contact_id)s::uuid)
   AND (%(enrollment_id)s::uuid IS NULL OR d.enrollment_id = %(enrollment_id)s::uuid)
-  AND (%(sequence_id)s::uuid IS NULL OR e.sequence_id = %(sequence_id)s::uuid)
+  AND (%(sequence_id)s::uuid IS NULL OR d.sequence_id = %(sequence_id)s::uuid)
   AND (%(status)s::text IS NULL OR d.status = %(status)s::text)
   AND (%(channel)s::text IS NULL OR d.channel = %(channel)s::text)
   AND (%(created_after)s::timestamptz IS NULL OR d.created_at >= %(created_after)s::timestamptz)
@@ -31,11 +32,10 @@ LIMIT %(limit)s OFFSET %(offset)s
 -- name: count_messages
 SELECT pg_catalog.count(*) AS total
 FROM drumbeat.deliveries d
-JOIN drumbeat.enrollments e ON e.id = d.enrollment_id
 WHERE d.workspace_id = %(workspace_id)s
   AND (%(contact_id)s::uuid IS NULL OR d.contact_id = %(contact_id)s::uuid)
   AND (%(enrollment_id)s::uuid IS NULL OR d.enrollment_id = %(enrollment_id)s::uuid)
-  AND (%(sequence_id)s::uuid IS NULL OR e.sequence_id = %(sequence_id)s::uuid)
+  AND (%(sequence_id)s::uuid IS NULL OR d.sequence_id = %(sequence_id)s::uuid)
   AND (%(status)s::text IS NULL OR d.status = %(status)s::text)
   AND (%(channel)s::text IS NULL OR d.channel = %(channel)s::text)
   AND (%(created_after)s::timestamptz IS NULL OR d.created_at >= %(created_after)s::timestamptz)

@@ -125,4 +125,4 @@ SELECT pg_catalog.jsonb_build_object(
 FROM drumbeat.contacts c
 JOIN drumbeat.sequences s ON s.id = %(sequence_id)s::uuid AND s.workspace_id = c.workspace_id
 JOIN drumbeat.workspaces w ON w.id = c.workspace_id
-WHERE c.id = %(contact_id)s::uuid
+WHERE c.id = %(contact_id)s::uuid AND c.deleted_at IS NULL

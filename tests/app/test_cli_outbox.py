@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from app.commands.psql import connection_environment
 from tests.sql.factories import new_tenant, sms_sequence
@@ -74,3 +75,12 @@ def test_psql_gets_the_connection_in_its_environment_not_its_arguments():
         "PGDATABASE": "drumbeat",
         "PGSSLMODE": "require",
     }
+
+
+def test_psql_takes_psql_s_own_options_even_h_and_help(db_url):
+    help_text = _drumbeat(db_url, "psql", "--help")
+    assert help_text.returncode == 0 and "psql is the PostgreSQL interactive terminal" in help_text.stdout
+    host = conninfo_to_dict(db_url).get("host") or "127.0.0.1"
+    result = _drumbeat(db_url, "psql", "-h", host, "-At", "-c", "SELECT 42")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "42"

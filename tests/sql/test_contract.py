@@ -396,6 +396,9 @@ def test_create_sequence_rejects_bad_definitions(tenant, definition, field, mess
         "{% set name = contact.first_name | default('there') %}Hi {{ name }}",
         "{% for key, value in contact.fields.items() %}{{ key }}={{ value }}{% endfor %}",
         "Re: {{ enrollment.metadata.deal }} {{ 'x' | upper }} {{ range(2) | list }}",
+        "{% with n = contact.first_name, m = 2 %}{{ n }}{{ m }}{% endwith %}",
+        "{% macro hi(name, greeting='Hi') %}{{ greeting }} {{ name }}{% endmacro %}{{ hi(contact.first_name) }}",
+        "{% for (k, v) in contact.fields.items() %}{{ k }}{% endfor %}{{ not contact.first_name }}",
     ],
 )
 def test_create_sequence_accepts_loops_sets_and_the_enrollment_over_rpc(tenant, body):

@@ -198,3 +198,38 @@ def test_a_key_is_forgotten_after_24_hours(db_url):
         assert begin(conn, user, key, "b" * 64) is None  # new again, even for another request
         conn.commit()  # (and back to the test's own role: act_as is for the transaction)
         assert conn.execute("SELECT fingerprint FROM drumbeat.idempotency_keys").fetchall() == [("b" * 64,)]
+
+
+def test_handlers_that_build_their_own_response_are_kept_too(tenant: ApiTenant, db):
+    """POST /contacts answers 201 or 200 (created or updated) with a Response of its own, with no media type:
+    the key keeps the handler's defaults, and the retry is the same answer."""
+    key = str(uuid.uuid4())
+    body = {"phone": "+12125550155", "first_name": "Ada"}
+    first = post(tenant, "/contacts", body, key)
+    assert first.status_code == 201, first.text
+    retry = post(tenant, "/contacts", body, key)
+    assert (retry.status_code, retry.content) == (201, first.content)
+    assert retry.headers["content-type"].startswith("application/json")
+    event = {"contact_id": first.json()["id"], "kind": "meeting_booked"}
+    assert (
+        post(tenant, "/events", event, "booked-1").status_code
+        == post(tenant, "/events", event, "booked-1").status_code
+    )
+    kinds = db.execute(
+        "SELECT count(*) AS n FROM drumbeat.events WHERE contact_id = %s AND kind = 'meeting_booked'",
+        (first.json()["id"],),
+    ).fetchone()["n"]
+    assert kinds == 1
+
+
+def test_the_csv_import_takes_no_key_and_is_safe_to_send_again(tenant: ApiTenant, db):
+    csv = b"phone,first_name\n+12125550156,Bo\n"
+    headers = tenant.headers | {"Idempotency-Key": "import-1", "content-type": "text/csv"}
+    for _ in range(2):
+        imported = tenant.client.post("/api/v1/contacts/import", content=csv, headers=headers)
+        assert imported.status_code == 200 and "idempotent-replayed" not in imported.headers
+    assert (
+        db.execute("SELECT count(*) AS n FROM drumbeat.contacts WHERE phone = '+12125550156'").fetchone()["n"]
+        == 1
+    )
+    assert db.execute("SELECT count(*) AS n FROM drumbeat.idempotency_keys").fetchone()["n"] == 0

@@ -254,6 +254,8 @@ def send(world: World, method: str, path: str, media_type: str, example: Any) ->
         if (method, path) == ("POST", "/api/v1/workspaces")
         else world.tenant.headers
     )
+    if method == "POST":  # every POST as a careful client sends it: with a key (none may then fail)
+        headers = headers | {"Idempotency-Key": str(uuid.uuid4())}
     if media_type == "application/json":
         return world.tenant.client.request(method, url, json=stood_in(example, world), headers=headers)
     return world.tenant.client.request(

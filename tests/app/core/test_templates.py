@@ -54,7 +54,7 @@ def test_a_missing_value_is_empty_or_its_default_never_none(body, expected):
         ("Hi {{ contact.last_name }}", "has no attribute 'last_name'"),
         ("{{ contact.__class__.__mro__ }}", "unsafe"),
         ("{% for x in range(3) %}", "endfor"),
-        ("{{ range(10**9) | list }}", "Range too big"),
+        ("{{ range(10**9) | list }}", "at most 100000 range() items"),
         ("{{ 'x' * 100000000 }}", "at most 10000"),
         ("{{ 2 ** 100000 }}", "exponents above 64"),
         ("{{ 1 / 0 }}", "division by zero"),
@@ -97,6 +97,9 @@ def test_sms_segments(text, segments):
         "{{ contact['email'] }} {{ contact.fields.plan }} {{ enrollment.metadata.deal.stage }}",
         "{{ sender.name }} at {{ workspace.name }}, {{ sequence.name }}: {{ unsubscribe_url }}",
         "{% for i in range(3) %}{{ i }}{% endfor %}{% set ns = namespace(n=0) %}{{ ns.n }}",
+        "{% if contact.nickname is defined %}{{ contact.nickname }}{% endif %}",  # tested before it is used
+        "{{ contact.get('nickname', 'there') }}{% for k, v in contact.items() %}{{ k }}{% endfor %}",
+        "{% with n = contact.first_name %}{{ n }}{% endwith %}{% macro hi(x) %}{{ x }}{% endmacro %}{{ hi(1) }}",
     ],
 )
 def test_loops_sets_and_every_context_variable_are_accepted_at_save(template):
@@ -129,3 +132,22 @@ def test_unknown_variables_and_broken_syntax_are_refused_at_save_with_the_line(t
 )
 def test_sms_encoding(text, encoding):
     assert sms_encoding(text) == encoding
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (
+            "{% for a in range(1000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}",
+            "at most 100000 range() items",
+        ),
+        ("{{ ('x' * 9999) * 9999 }}", "may not grow past 1000000"),
+        ("{% for a in range(20000) %}{{ 'y' * 100 }}{% endfor %}", "longer than 1000000 characters"),
+    ],
+)
+def test_a_render_has_a_budget_of_loop_items_and_output(body, reason):
+    compile_template(body)  # valid: only too costly to render
+    with pytest.raises(RenderError, match=re.escape(reason)):
+        render_message(None, body, None, CONTEXT)
+    # The budget is per render: the next message is unaffected.
+    assert render_message(None, "{% for i in range(90000) %}{% endfor %}ok", None, CONTEXT).text == "ok"
