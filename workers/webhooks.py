@@ -147,13 +147,18 @@ class Webhooks(threading.Thread):
         self._db.drop()
 
     def _prune_if_due(self, conn: psycopg.Connection) -> None:
-        """Every PRUNE_EVERY_SECONDS, drop finished messages older than KEEP_MESSAGES (with their attempts)."""
+        """Every PRUNE_EVERY_SECONDS, drop finished messages older than KEEP_MESSAGES (with their attempts),
+        and, this being the worker's one periodic clean-up on a connection of its own, the HTTP API's
+        idempotency keys past their 24 hours (app/api/idempotency.py)."""
         if time.monotonic() < self._next_prune:
             return
         self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
         params = {"older_than": KEEP_MESSAGES, "limit": PRUNE_LIMIT}
         if pruned := conn.execute(Q["prune"], params).fetchone()["prune_webhook_messages"]:
             log.info("webhook_messages_pruned", extra={"count": pruned})
+        keys = conn.execute(Q["prune_idempotency_keys"], {"limit": PRUNE_LIMIT}).fetchone()
+        if keys["prune_idempotency_keys"]:
+            log.info("idempotency_keys_pruned", extra={"count": keys["prune_idempotency_keys"]})
 
     def _claim(self, conn: psycopg.Connection) -> None:
         free = self.senders - self._recorder.in_flight

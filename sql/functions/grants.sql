@@ -56,6 +56,8 @@ GRANT SELECT, INSERT ON TABLE drumbeat.erased_identities TO drumbeat_contract;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.erased_identities TO service_role;
 -- The HTTP API's idempotency keys: only its two functions touch them, as the contract, for the caller's own.
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.idempotency_keys TO drumbeat_contract, service_role;
+-- The periodic clean-up (UPDATE of one column only for its FOR UPDATE SKIP LOCKED: it changes nothing).
+GRANT SELECT, DELETE, UPDATE (created_at) ON TABLE drumbeat.idempotency_keys TO drumbeat_worker;
 GRANT SELECT, INSERT, DELETE ON TABLE drumbeat.holidays TO drumbeat_contract;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE drumbeat.api_keys, drumbeat.contacts, drumbeat.enrollments,
     drumbeat.sender_mailboxes, drumbeat.senders, drumbeat.sequence_steps, drumbeat.sequences, drumbeat.tasks,
@@ -257,7 +259,8 @@ GRANT EXECUTE ON FUNCTION drumbeat.webhook_timestamp(p_at timestamp with time zo
 GRANT EXECUTE ON FUNCTION drumbeat.fan_out_webhooks(p_limit integer), drumbeat.claim_webhook_messages(p_limit
     integer, p_per_endpoint integer, p_lease_seconds integer), drumbeat.record_webhook_attempts(p_attempts jsonb),
     drumbeat.webhook_attempt_batch(p_attempts jsonb, p_ids bigint[]), drumbeat.disable_webhook_endpoint(p_endpoint_id uuid,
-    p_reason text, p_detail text), drumbeat.prune_webhook_messages(p_older_than interval, p_limit integer) TO drumbeat_worker,
+    p_reason text, p_detail text), drumbeat.prune_webhook_messages(p_older_than interval, p_limit integer),
+    drumbeat.prune_idempotency_keys(p_limit integer) TO drumbeat_worker,
     service_role;
 
 -- What only the contract calls.

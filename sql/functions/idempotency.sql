@@ -56,6 +56,14 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF p_status IS NULL OR p_status NOT BETWEEN 200 AND 599 THEN
+        PERFORM drumbeat.raise_error('PT422', 'must be an HTTP status, 200 to 599', 'p_status');
+    END IF;
+    IF pg_catalog.octet_length(p_body) > 10485760 OR pg_catalog.length(p_content_type) > 200
+       OR pg_catalog.length(p_location) > 2000 THEN
+        PERFORM drumbeat.raise_error('PT422', 'a stored answer is at most 10 MiB (a 200-character content type, a '
+            '2,000-character location)', 'p_body');
+    END IF;
     INSERT INTO drumbeat.idempotency_keys AS k (caller_id, key, fingerprint, status, content_type, location, body)
     VALUES (drumbeat.idempotency_caller(p_key, p_fingerprint), p_key, p_fingerprint, p_status, p_content_type,
             p_location, p_body)
@@ -88,4 +96,23 @@ BEGIN
     END IF;
     RETURN v_caller;
 END
+$$;
+
+-- Why: a caller's expired keys go at its next keyed request, but a caller may never come back (a revoked key,
+-- a deleted workspace): the worker's periodic clean-up deletes every key past its 24 hours, a batch at a
+-- time (SKIP LOCKED: never waits for a request holding one). Returns how many went.
+CREATE OR REPLACE FUNCTION drumbeat.prune_idempotency_keys(p_limit integer)
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH old AS (
+        SELECT k.ctid FROM drumbeat.idempotency_keys k
+        WHERE k.created_at < pg_catalog.now() - interval '24 hours'
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM drumbeat.idempotency_keys k USING old WHERE k.ctid = old.ctid RETURNING 1
+    )
+    SELECT pg_catalog.count(*)::integer FROM gone
 $$;

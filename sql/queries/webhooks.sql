@@ -12,3 +12,6 @@ SELECT drumbeat.record_webhook_attempts(%(attempts)s)
 
 -- name: prune
 SELECT drumbeat.prune_webhook_messages(%(older_than)s, %(limit)s)
+
+-- name: prune_idempotency_keys
+SELECT drumbeat.prune_idempotency_keys(%(limit)s)

@@ -233,3 +233,34 @@ def test_the_csv_import_takes_no_key_and_is_safe_to_send_again(tenant: ApiTenant
         == 1
     )
     assert db.execute("SELECT count(*) AS n FROM drumbeat.idempotency_keys").fetchone()["n"] == 0
+
+
+def test_the_worker_prunes_every_callers_expired_keys(db_url):
+    """A caller that never comes back (a revoked key) keeps no answers past the 24 hours: the worker's
+    periodic clean-up (drumbeat.prune_idempotency_keys) deletes them, and nothing younger."""
+    gone, kept = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(db_url) as conn:
+        for user in (gone, kept):
+            begin(conn, user, f"key-of-{user}")
+            finish(conn, f"key-of-{user}", b"{}")
+            conn.commit()
+        conn.execute(
+            "UPDATE drumbeat.idempotency_keys SET created_at = now() - interval '25 hours' WHERE caller_id = %s",
+            (gone,),
+        )
+        conn.commit()
+        conn.execute("SET LOCAL ROLE drumbeat_worker")
+        assert conn.execute("SELECT drumbeat.prune_idempotency_keys(100)").fetchone()[0] == 1
+        conn.commit()
+        assert conn.execute("SELECT caller_id FROM drumbeat.idempotency_keys").fetchall() == [(kept,)]
+
+
+def test_a_stored_answer_must_look_like_one(db_url):
+    with psycopg.connect(db_url) as conn:
+        act_as(conn, uuid.uuid4())
+        with pytest.raises(psycopg.Error, match="200 to 599") as caught:
+            conn.execute(
+                "SELECT drumbeat_api.finish_idempotent_request('k', %s, 42, 'application/json', NULL, '')",
+                ("a" * 64,),
+            )
+        assert caught.value.sqlstate == "PT422"
